@@ -1,0 +1,21 @@
+package memory_test
+
+import (
+	"testing"
+
+	"github.com/wsserver/wsserver/adapters/memory"
+	"github.com/wsserver/wsserver/ports"
+	"github.com/wsserver/wsserver/ports/porttest"
+)
+
+func TestBrokerContract(t *testing.T) {
+	porttest.Broker(t, func(t *testing.T) (ports.Broker, ports.Broker) {
+		return memory.NewBroker(), nil
+	})
+}
+
+func TestPresenceContract(t *testing.T) {
+	porttest.Presence(t, func(t *testing.T) (ports.Presence, ports.Presence) {
+		return memory.NewPresence(), nil
+	})
+}

@@ -1,0 +1,281 @@
+package session
+
+import (
+	"context"
+	"errors"
+	"hash/maphash"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/wsserver/wsserver/ports"
+)
+
+// Subscriber is one local connection on a session: a socket, to the hub.
+type Subscriber interface {
+	// Send queues wire bytes for the connection without blocking. A
+	// connection that cannot keep up drops itself; the hub does not wait.
+	Send(wire []byte)
+}
+
+// Observer is told about deliveries, for metrics. Its methods must be cheap.
+type Observer interface {
+	// Delivered reports a broadcast fanned out to n local connections,
+	// latency after it was published.
+	Delivered(latency time.Duration, n int)
+	// BackendError reports a failed call to the broker or presence store.
+	BackendError(op string)
+}
+
+// HubConfig configures a Hub.
+type HubConfig struct {
+	Broker   ports.Broker
+	Presence ports.Presence
+	// Encode turns a message into the bytes written to a socket. It is
+	// called once per delivery and the result shared by every local
+	// subscriber. Nil keeps messages as they are.
+	Encode func(payload []byte) []byte
+	// Observer receives delivery figures. Nil discards them.
+	Observer Observer
+	// LiveWait bounds how long a join waits for the broker to confirm a new
+	// subscription before answering anyway (the backend may be away).
+	// Zero means 2 seconds.
+	LiveWait time.Duration
+	// BackendTimeout bounds each presence call. Zero means 2 seconds.
+	BackendTimeout time.Duration
+	Log            *slog.Logger
+}
+
+// Hub applies the session rules on one instance: it keeps the local
+// subscribers of each session, subscribes the instance to a session's
+// broadcasts while it has subscribers there, records presence, and fans
+// every delivery out to the local subscribers with one encoding.
+type Hub struct {
+	cfg    HubConfig
+	seed   maphash.Seed
+	shards [64]shard
+}
+
+type shard struct {
+	mu     sync.Mutex
+	groups map[string]*group
+}
+
+// group is the local subscribers of one session. The subscriber list is
+// copied on write so that deliveries read it without a lock.
+type group struct {
+	id   string
+	subs atomic.Pointer[[]Subscriber]
+	live <-chan struct{}
+}
+
+type noObserver struct{}
+
+func (noObserver) Delivered(time.Duration, int) {}
+func (noObserver) BackendError(string)          {}
+
+// NewHub returns a Hub using the given broker and presence store.
+func NewHub(cfg HubConfig) (*Hub, error) {
+	if cfg.Broker == nil || cfg.Presence == nil {
+		return nil, errors.New("session: hub needs a broker and a presence store")
+	}
+	if cfg.Encode == nil {
+		cfg.Encode = func(p []byte) []byte { return p }
+	}
+	if cfg.Observer == nil {
+		cfg.Observer = noObserver{}
+	}
+	if cfg.LiveWait <= 0 {
+		cfg.LiveWait = 2 * time.Second
+	}
+	if cfg.BackendTimeout <= 0 {
+		cfg.BackendTimeout = 2 * time.Second
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	h := &Hub{cfg: cfg, seed: maphash.MakeSeed()}
+	for i := range h.shards {
+		h.shards[i].groups = make(map[string]*group)
+	}
+	return h, nil
+}
+
+func (h *Hub) shard(session string) *shard {
+	return &h.shards[maphash.String(h.seed, session)%uint64(len(h.shards))]
+}
+
+// Join adds a connection that said hello to the session. Once the
+// instance's subscription is live (or LiveWait passed because the broker's
+// backend is away) and the connection is recorded in presence, welcome is
+// sent to sub, and then every broadcast from that moment on: welcome is
+// always the first thing the connection gets.
+func (h *Hub) Join(ctx context.Context, session string, m ports.Member, sub Subscriber, welcome []byte) error {
+	s := h.shard(session)
+	var g *group
+	for {
+		s.mu.Lock()
+		g = h.groupLocked(s, session)
+		live := g.live
+		s.mu.Unlock()
+		if err := h.waitLive(ctx, session, live); err != nil {
+			h.dropIfEmpty(s, g)
+			return err
+		}
+		s.mu.Lock()
+		same := s.groups[session] == g
+		s.mu.Unlock()
+		if same {
+			break
+		}
+		// The group was emptied and dropped while we waited: join anew.
+	}
+
+	pctx, cancel := context.WithTimeout(ctx, h.cfg.BackendTimeout)
+	defer cancel()
+	if err := h.cfg.Presence.Add(pctx, session, m); err != nil {
+		// The presence store re-announces local members when it returns.
+		h.cfg.Observer.BackendError("presence_add")
+		h.cfg.Log.WarnContext(ctx, "presence add failed", "session", session, "err", err)
+	}
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	g = h.groupLocked(s, session)
+	sub.Send(h.cfg.Encode(welcome))
+	old := *g.subs.Load()
+	subs := make([]Subscriber, len(old), len(old)+1)
+	copy(subs, old)
+	subs = append(subs, sub)
+	g.subs.Store(&subs)
+	return nil
+}
+
+// groupLocked returns the session's group, creating and subscribing it.
+func (h *Hub) groupLocked(s *shard, session string) *group {
+	g := s.groups[session]
+	if g == nil {
+		g = &group{id: session}
+		g.subs.Store(&[]Subscriber{})
+		s.groups[session] = g
+		g.live = h.cfg.Broker.Subscribe(session, func(d ports.Delivery) { h.deliver(g, d) })
+	}
+	return g
+}
+
+// dropIfEmpty forgets g if nobody joined it.
+func (h *Hub) dropIfEmpty(s *shard, g *group) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.groups[g.id] == g && len(*g.subs.Load()) == 0 {
+		delete(s.groups, g.id)
+		h.cfg.Broker.Unsubscribe(g.id)
+	}
+}
+
+func (h *Hub) waitLive(ctx context.Context, session string, live <-chan struct{}) error {
+	select {
+	case <-live:
+		return nil
+	default:
+	}
+	t := time.NewTimer(h.cfg.LiveWait)
+	defer t.Stop()
+	select {
+	case <-live:
+	case <-t.C:
+		h.cfg.Observer.BackendError("subscribe")
+		h.cfg.Log.WarnContext(ctx, "subscription not live yet; serving locally", "session", session)
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return nil
+}
+
+// Leave removes a connection from the session: it is gone from presence at
+// once and, when it was the last one here, the instance unsubscribes.
+func (h *Hub) Leave(ctx context.Context, session string, connID string, sub Subscriber) {
+	s := h.shard(session)
+	s.mu.Lock()
+	if g := s.groups[session]; g != nil {
+		old := *g.subs.Load()
+		subs := make([]Subscriber, 0, len(old))
+		for _, x := range old {
+			if x != sub {
+				subs = append(subs, x)
+			}
+		}
+		g.subs.Store(&subs)
+		if len(subs) == 0 {
+			delete(s.groups, session)
+			h.cfg.Broker.Unsubscribe(session)
+		}
+	}
+	s.mu.Unlock()
+
+	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), h.cfg.BackendTimeout)
+	defer cancel()
+	if err := h.cfg.Presence.Remove(pctx, session, connID); err != nil {
+		h.cfg.Observer.BackendError("presence_remove")
+		h.cfg.Log.WarnContext(ctx, "presence remove failed", "session", session, "err", err)
+	}
+}
+
+// Broadcast sends msg and data from member to every connection on the
+// session, on every instance, the sender's included. When the broker is
+// away the message still reaches this instance's connections, and
+// ErrUnavailable says that the others were not reached.
+func (h *Hub) Broadcast(ctx context.Context, session string, from ports.Member, msg, data []byte) error {
+	payload := EncodeSessionMessage(from, msg, data)
+	if err := h.cfg.Broker.Publish(ctx, session, payload); err != nil {
+		h.cfg.Observer.BackendError("publish")
+		h.cfg.Log.WarnContext(ctx, "publish failed; delivering locally", "session", session, "err", err)
+		s := h.shard(session)
+		s.mu.Lock()
+		g := s.groups[session]
+		s.mu.Unlock()
+		if g != nil {
+			h.deliver(g, ports.Delivery{Payload: payload, Sent: time.Now()})
+		}
+		return ErrUnavailable
+	}
+	return nil
+}
+
+// Presence returns every connection on the session across instances.
+func (h *Hub) Presence(ctx context.Context, session string) ([]ports.Member, error) {
+	pctx, cancel := context.WithTimeout(ctx, h.cfg.BackendTimeout)
+	defer cancel()
+	members, err := h.cfg.Presence.List(pctx, session)
+	if err != nil {
+		h.cfg.Observer.BackendError("presence_list")
+		h.cfg.Log.WarnContext(ctx, "presence list failed", "session", session, "err", err)
+		return nil, &Error{Code: CodeUnavailable, Message: "presence is unavailable right now; try again"}
+	}
+	return members, nil
+}
+
+// LocalSessions reports how many sessions have connections on this instance.
+func (h *Hub) LocalSessions() int {
+	n := 0
+	for i := range h.shards {
+		s := &h.shards[i]
+		s.mu.Lock()
+		n += len(s.groups)
+		s.mu.Unlock()
+	}
+	return n
+}
+
+func (h *Hub) deliver(g *group, d ports.Delivery) {
+	subs := *g.subs.Load()
+	if len(subs) == 0 {
+		return
+	}
+	wire := h.cfg.Encode(d.Payload)
+	for _, s := range subs {
+		s.Send(wire)
+	}
+	h.cfg.Observer.Delivered(time.Since(d.Sent), len(subs))
+}
