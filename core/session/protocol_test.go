@@ -1,0 +1,163 @@
+package session
+
+import (
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/wsserver/wsserver/ports"
+)
+
+func TestDecode(t *testing.T) {
+	tests := []struct {
+		name  string
+		frame string
+		want  Inbound
+		code  string
+	}{
+		{"hello", `{"type":"hello","user_type":"admin","client_type":"web"}`, Inbound{Type: KindHello, UserType: "admin", ClientType: "web"}, ""},
+		{"hello without client_type", `{"type":"hello","user_type":"admin"}`, Inbound{Type: KindHello, UserType: "admin"}, ""},
+		{"hello with null client_type", `{"type":"hello","user_type":"admin","client_type":null}`, Inbound{Type: KindHello, UserType: "admin"}, ""},
+		{"hello of 64 characters", `{"type":"hello","user_type":"` + strings.Repeat("ü", 64) + `"}`, Inbound{Type: KindHello, UserType: strings.Repeat("ü", 64)}, ""},
+		{"hello of 65 characters", `{"type":"hello","user_type":"` + strings.Repeat("a", 65) + `"}`, Inbound{}, CodeInvalidMsg},
+		{"hello without user_type", `{"type":"hello","client_type":"web"}`, Inbound{}, CodeInvalidMsg},
+		{"hello with empty user_type", `{"type":"hello","user_type":""}`, Inbound{}, CodeInvalidMsg},
+		{"hello with numeric user_type", `{"type":"hello","user_type":7}`, Inbound{}, CodeInvalidMsg},
+		{"hello with numeric client_type", `{"type":"hello","user_type":"a","client_type":7}`, Inbound{}, CodeInvalidMsg},
+		{"hello with long client_type", `{"type":"hello","user_type":"a","client_type":"` + strings.Repeat("c", 65) + `"}`, Inbound{}, CodeInvalidMsg},
+		{"broadcast", `{"type":"broadcast","msg":"hello","data":{"a":1}}`, Inbound{Type: KindBroadcast, Msg: json.RawMessage(`"hello"`), Data: json.RawMessage(`{"a":1}`)}, ""},
+		{"broadcast of any msg", `{"type":"broadcast","msg":{"x":[1,2]}}`, Inbound{Type: KindBroadcast, Msg: json.RawMessage(`{"x":[1,2]}`)}, ""},
+		{"broadcast with null data", `{"type":"broadcast","msg":1,"data":null}`, Inbound{Type: KindBroadcast, Msg: json.RawMessage(`1`)}, ""},
+		{"broadcast with null msg", `{"type":"broadcast","msg":null}`, Inbound{Type: KindBroadcast, Msg: json.RawMessage(`null`)}, ""},
+		{"broadcast without msg", `{"type":"broadcast","data":{}}`, Inbound{}, CodeInvalidMsg},
+		{"presence", `{"type":"presence"}`, Inbound{Type: KindPresence}, ""},
+		{"ping", `{"type":"ping"}`, Inbound{Type: KindPing}, ""},
+		{"unknown type", `{"type":"shout"}`, Inbound{}, CodeUnknownType},
+		{"numeric type", `{"type":3}`, Inbound{}, CodeInvalidJSON},
+		{"no type", `{"msg":"x"}`, Inbound{}, CodeInvalidMsg},
+		{"not JSON", `hello`, Inbound{}, CodeInvalidJSON},
+		{"truncated", `{"type":"ping"`, Inbound{}, CodeInvalidJSON},
+		{"an array", `[1,2]`, Inbound{}, CodeInvalidJSON},
+		{"a string", `"ping"`, Inbound{}, CodeInvalidJSON},
+		{"empty", ``, Inbound{}, CodeInvalidJSON},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := Decode([]byte(tt.frame))
+			if tt.code != "" {
+				var se *Error
+				require.ErrorAs(t, err, &se)
+				assert.Equal(t, tt.code, se.Code)
+				assert.NotEmpty(t, se.Message)
+				return
+			}
+			require.NoError(t, err)
+			assert.Equal(t, tt.want, got)
+		})
+	}
+}
+
+func TestValidID(t *testing.T) {
+	tests := []struct {
+		id   string
+		want bool
+	}{
+		{"11", true},
+		{"a-b_c.d:e", true},
+		{strings.Repeat("x", 128), true},
+		{strings.Repeat("x", 129), false},
+		{"", false},
+		{"a b", false},
+		{"a/b", false},
+		{"ü", false},
+		{"a%20", false},
+	}
+	for _, tt := range tests {
+		assert.Equal(t, tt.want, ValidID(tt.id), "%q", tt.id)
+	}
+}
+
+func TestEncodeSessionMessage(t *testing.T) {
+	tests := []struct {
+		name      string
+		from      ports.Member
+		msg, data string
+		want      string
+	}{
+		{"no data", ports.Member{UserType: "admin", ClientType: "web"}, `"hello"`, "", `{"type":"session_message","user_type":"admin","client_type":"web","msg":"hello","data":null}`},
+		{"no client type", ports.Member{UserType: "admin"}, `1`, `{"a":[1]}`, `{"type":"session_message","user_type":"admin","client_type":null,"msg":1,"data":{"a":[1]}}`},
+		{"escaped strings", ports.Member{UserType: "a\"<b>\n", ClientType: "ü"}, `"x"`, "", `{"type":"session_message","user_type":"a\"\u003cb\u003e\n","client_type":"ü","msg":"x","data":null}`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var data json.RawMessage
+			if tt.data != "" {
+				data = json.RawMessage(tt.data)
+			}
+			got := EncodeSessionMessage(tt.from, json.RawMessage(tt.msg), data)
+			assert.JSONEq(t, tt.want, string(got))
+			assert.True(t, json.Valid(got))
+		})
+	}
+}
+
+func TestEncodePresenceIsSortedAndCounts(t *testing.T) {
+	got := EncodePresence("s", []ports.Member{
+		{ConnectionID: "b", UserType: "agent"},
+		{ConnectionID: "a", UserType: "admin", ClientType: "web"},
+	})
+	assert.JSONEq(t, `{"type":"presence","session_id":"s","count":2,"connections":[
+		{"connection_id":"a","user_type":"admin","client_type":"web"},
+		{"connection_id":"b","user_type":"agent","client_type":null}]}`, string(got))
+	assert.JSONEq(t, `{"type":"presence","session_id":"s","count":0,"connections":[]}`, string(EncodePresence("s", nil)))
+}
+
+func TestEncodeError(t *testing.T) {
+	assert.JSONEq(t, `{"type":"error","code":"invalid_json","message":"bad \"x\""}`, string(EncodeError(CodeInvalidJSON, `bad "x"`)))
+}
+
+// FuzzDecode checks that no frame makes the decoder panic, that every
+// refusal carries a code, and that whatever is accepted encodes back into
+// valid JSON.
+func FuzzDecode(f *testing.F) {
+	for _, s := range []string{
+		`{"type":"hello","user_type":"admin","client_type":"web"}`,
+		`{"type":"broadcast","msg":"hello","data":{"a":[1,2,{"b":null}]}}`,
+		`{"type":"presence"}`, `{"type":"ping"}`, `{"type":"hello","user_type":7}`,
+		`{"type":"broadcast","msg":"\ud800"}`, `[]`, `null`, `{"type":"hello","user_type":"\u0000"}`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, frame []byte) {
+		in, err := Decode(frame)
+		if err != nil {
+			var se *Error
+			if !errors.As(err, &se) || se.Code == "" || se.Message == "" {
+				t.Fatalf("refusal without a code: %v", err)
+			}
+			return
+		}
+		switch in.Type {
+		case KindHello:
+			if in.UserType == "" {
+				t.Fatal("hello accepted without user_type")
+			}
+			m := ports.Member{ConnectionID: "c", UserType: in.UserType, ClientType: in.ClientType}
+			if out := EncodePresence("s", []ports.Member{m}); !json.Valid(out) {
+				t.Fatalf("invalid presence JSON %q", out)
+			}
+		case KindBroadcast:
+			out := EncodeSessionMessage(ports.Member{UserType: "u"}, in.Msg, in.Data)
+			if !json.Valid(out) {
+				t.Fatalf("invalid session_message %q", out)
+			}
+		case KindPresence, KindPing:
+		default:
+			t.Fatalf("accepted unknown type %q", in.Type)
+		}
+	})
+}
