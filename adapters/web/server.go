@@ -1,0 +1,253 @@
+// Package web is wsserver's edge: the HTTP endpoints and the WebSocket
+// endpoints, on Echo. It checks hosts, keys and origins, turns the core's
+// errors into statuses and close codes, and nothing else: the rules live in
+// the core.
+package web
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/labstack/echo/v4"
+
+	"github.com/wsserver/wsserver/adapters/metrics"
+	"github.com/wsserver/wsserver/adapters/socket"
+	"github.com/wsserver/wsserver/core/session"
+)
+
+// Check is one dependency that /ready/ asks.
+type Check struct {
+	Name  string
+	Check func(ctx context.Context) error
+}
+
+// Config configures the edge.
+type Config struct {
+	// InstanceID is reported by /health/. Required.
+	InstanceID string
+	// APIKey, when set, must come with every WebSocket upgrade and API call.
+	APIKey string
+	// HostAllowed and OriginAllowed decide the Host and Origin checks.
+	// Required.
+	HostAllowed   func(host string) bool
+	OriginAllowed func(origin string) bool
+	// MaxConnections caps this instance's sockets; beyond it upgrades get
+	// 503. Zero means 50000.
+	MaxConnections int
+	// RatePerSec and RateBurst limit the messages of one socket. Zero
+	// means 100 and 200.
+	RatePerSec float64
+	RateBurst  int
+	// HelloTimeout bounds the wait for a session socket's hello. Zero
+	// means 10 seconds.
+	HelloTimeout time.Duration
+	// Sockets configures every WebSocket.
+	Sockets socket.Config
+	// Hub runs the session streams. Required.
+	Hub *session.Hub
+	// Ready lists what /ready/ checks.
+	Ready []Check
+	// Metrics is required.
+	Metrics *metrics.Metrics
+	Log     *slog.Logger
+}
+
+// Server is the HTTP handler of one instance.
+type Server struct {
+	cfg      Config
+	echo     *echo.Echo
+	upgrader websocket.Upgrader
+	sessions *socket.Server
+	session  metrics.Endpoint
+
+	draining atomic.Bool
+	open     atomic.Int64 // sockets on every endpoint
+
+	// base is the context of every socket; it carries no deadline and is
+	// never cancelled: sockets end by being closed.
+	base context.Context
+
+	mu   sync.Mutex
+	live map[*socket.Conn]struct{} // session sockets, to close on drain
+	gone *sync.Cond                // signalled when live shrinks
+}
+
+// New builds the edge.
+func New(cfg Config) (*Server, error) {
+	switch {
+	case cfg.InstanceID == "":
+		return nil, errors.New("web: instance id is required")
+	case cfg.HostAllowed == nil || cfg.OriginAllowed == nil:
+		return nil, errors.New("web: host and origin checks are required")
+	case cfg.Hub == nil:
+		return nil, errors.New("web: a session hub is required")
+	case cfg.Metrics == nil:
+		return nil, errors.New("web: metrics are required")
+	}
+	if cfg.MaxConnections <= 0 {
+		cfg.MaxConnections = 50000
+	}
+	if cfg.RatePerSec <= 0 {
+		cfg.RatePerSec = 100
+	}
+	if cfg.RateBurst <= 0 {
+		cfg.RateBurst = 200
+	}
+	if cfg.HelloTimeout <= 0 {
+		cfg.HelloTimeout = 10 * time.Second
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	s := &Server{
+		cfg:  cfg,
+		base: context.Background(),
+		live: make(map[*socket.Conn]struct{}),
+	}
+	s.gone = sync.NewCond(&s.mu)
+	s.session = cfg.Metrics.Endpoint("session")
+	sc := cfg.Sockets
+	sc.OnSlow = s.session.Slow.Inc
+	sc.OnWritten = func(n int) { s.session.Out.Add(float64(n)) }
+	s.sessions = socket.NewServer(sc)
+	s.upgrader = websocket.Upgrader{
+		HandshakeTimeout: 10 * time.Second,
+		// Small read buffers and pooled write buffers: an idle socket
+		// should cost little. Frames are written by package socket, which
+		// needs no gorilla write buffer at all.
+		ReadBufferSize:  1024,
+		WriteBufferPool: &sync.Pool{},
+		// Origins are checked before the upgrade, with the JSON errors.
+		CheckOrigin: func(*http.Request) bool { return true },
+		Error: func(w http.ResponseWriter, r *http.Request, status int, reason error) {
+			writeError(w, status, "bad_handshake", reason.Error())
+		},
+	}
+
+	e := echo.New()
+	e.HideBanner, e.HidePort = true, true
+	e.HTTPErrorHandler = s.httpError
+	e.Use(s.recoverPanics, s.logRequests, s.checkHost)
+	e.GET("/health/", s.health)
+	e.GET("/ready/", s.ready)
+	e.GET("/metrics", echo.WrapHandler(cfg.Metrics.Handler()))
+	e.GET("/ws/session/:id/", s.sessionSocket)
+	s.echo = e
+	return s, nil
+}
+
+// Handler returns the HTTP handler.
+func (s *Server) Handler() http.Handler { return s.echo }
+
+// Echo exposes the router, for the endpoints of later packages.
+func (s *Server) Echo() *echo.Echo { return s.echo }
+
+// Drain starts the shutdown: /health/ answers 503 and no new WebSocket is
+// accepted.
+func (s *Server) Drain() { s.draining.Store(true) }
+
+// CloseSessions closes every session socket with 1012 so that clients
+// reconnect to another instance, and waits until they are gone or ctx ends.
+func (s *Server) CloseSessions(ctx context.Context) error {
+	s.mu.Lock()
+	for c := range s.live {
+		c.Close(socket.CloseServiceReset, "service restart")
+	}
+	s.mu.Unlock()
+
+	stop := context.AfterFunc(ctx, func() {
+		s.mu.Lock()
+		s.gone.Broadcast()
+		s.mu.Unlock()
+	})
+	defer stop()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for len(s.live) > 0 && ctx.Err() == nil {
+		s.gone.Wait()
+	}
+	if n := len(s.live); n > 0 {
+		return fmt.Errorf("web: %d session sockets still open: %w", n, ctx.Err())
+	}
+	return nil
+}
+
+func (s *Server) track(c *socket.Conn) {
+	s.mu.Lock()
+	s.live[c] = struct{}{}
+	s.mu.Unlock()
+}
+
+func (s *Server) untrack(c *socket.Conn) {
+	s.mu.Lock()
+	delete(s.live, c)
+	if len(s.live) == 0 {
+		s.gone.Broadcast()
+	}
+	s.mu.Unlock()
+}
+
+func (s *Server) health(c echo.Context) error {
+	if s.draining.Load() {
+		return c.JSON(http.StatusServiceUnavailable, map[string]string{"status": "draining", "instance_id": s.cfg.InstanceID})
+	}
+	return c.JSON(http.StatusOK, map[string]string{"status": "ok", "instance_id": s.cfg.InstanceID})
+}
+
+func (s *Server) ready(c echo.Context) error {
+	ctx, cancel := context.WithTimeout(c.Request().Context(), 2*time.Second)
+	defer cancel()
+	failing := map[string]string{}
+	for _, ch := range s.cfg.Ready {
+		if err := ch.Check(ctx); err != nil {
+			failing[ch.Name] = err.Error()
+		}
+	}
+	body := map[string]any{"status": "ok", "instance_id": s.cfg.InstanceID}
+	status := http.StatusOK
+	if s.draining.Load() {
+		status, body["status"] = http.StatusServiceUnavailable, "draining"
+	}
+	if len(failing) > 0 {
+		status, body["status"], body["failing"] = http.StatusServiceUnavailable, "unavailable", failing
+	}
+	return c.JSON(status, body)
+}
+
+// admit decides whether a WebSocket upgrade may go on; it writes the
+// refusal itself and reports false when not.
+func (s *Server) admit(c echo.Context) bool {
+	r, w := c.Request(), c.Response()
+	refuse := func(status int, code, msg string) bool {
+		s.cfg.Metrics.Refused(code)
+		writeError(w, status, code, msg)
+		return false
+	}
+	switch {
+	case s.draining.Load():
+		return refuse(http.StatusServiceUnavailable, "draining", "this instance is shutting down; connect again")
+	case !s.authorized(r):
+		return refuse(http.StatusUnauthorized, "unauthorized", "a valid API key is required (authorization query parameter or Authorization header)")
+	case r.Header.Get("Origin") != "" && !s.cfg.OriginAllowed(r.Header.Get("Origin")):
+		return refuse(http.StatusForbidden, "forbidden_origin", "this origin is not allowed")
+	}
+	return true
+}
+
+// reserve counts a socket against MaxConnections; release undoes it.
+func (s *Server) reserve() bool {
+	if s.open.Add(1) > int64(s.cfg.MaxConnections) {
+		s.open.Add(-1)
+		return false
+	}
+	return true
+}
+
+func (s *Server) release() { s.open.Add(-1) }

@@ -1,0 +1,178 @@
+package web
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"runtime/debug"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/labstack/echo/v4"
+
+	"github.com/wsserver/wsserver/adapters/socket"
+	"github.com/wsserver/wsserver/core/session"
+	"github.com/wsserver/wsserver/ports"
+)
+
+// sessionSocket upgrades /ws/session/<id>/ and hands the socket to its own
+// reader goroutine; the handler returns at once, so that net/http's
+// buffers and the handler's stack are not kept for the socket's life.
+func (s *Server) sessionSocket(c echo.Context) error {
+	id := c.Param("id")
+	if !session.ValidID(id) {
+		s.cfg.Metrics.Refused("invalid_session_id")
+		writeError(c.Response(), http.StatusBadRequest, "invalid_session_id",
+			"session_id must be 1 to 128 characters of A-Z a-z 0-9 _ - . :")
+		return nil
+	}
+	if !s.admit(c) {
+		return nil
+	}
+	if !s.reserve() {
+		s.cfg.Metrics.Refused("max_connections")
+		writeError(c.Response(), http.StatusServiceUnavailable, "max_connections", "this instance is full; connect again")
+		return nil
+	}
+	ws, err := s.upgrader.Upgrade(c.Response(), c.Request(), nil)
+	if err != nil {
+		s.release() // the upgrader has answered
+		return nil
+	}
+	c.Response().Status = http.StatusSwitchingProtocols
+	conn := s.sessions.Wrap(ws)
+	connID := uuid.NewString()
+	ctx := context.WithValue(s.base, logKey{}, []any{"endpoint", "session", "session", id, "connection_id", connID})
+	go s.serveSession(ctx, conn, id, connID)
+	return nil
+}
+
+type logKey struct{}
+
+// logArgs returns the attributes that ctx carries for logs.
+func logArgs(ctx context.Context, args ...any) []any {
+	base, _ := ctx.Value(logKey{}).([]any)
+	return append(append([]any(nil), base...), args...)
+}
+
+// serveSession is the reader of one session socket: it runs the hello,
+// then every message, until the socket closes.
+func (s *Server) serveSession(ctx context.Context, conn *socket.Conn, id, connID string) {
+	s.track(conn)
+	s.session.Open.Inc()
+	defer func() {
+		if p := recover(); p != nil {
+			s.cfg.Log.ErrorContext(ctx, "panic in session socket", logArgs(ctx, "panic", p, "stack", string(debug.Stack()))...)
+			conn.Close(socket.CloseInternal, "internal error")
+		}
+		conn.Finish()
+		s.session.Open.Dec()
+		s.release()
+		s.untrack(conn)
+	}()
+	if s.draining.Load() {
+		// Drain started between the upgrade and now.
+		conn.Close(socket.CloseServiceReset, "service restart")
+		drain(conn)
+		return
+	}
+
+	member, ok := s.hello(ctx, conn, connID)
+	if !ok {
+		drain(conn)
+		return
+	}
+	if err := s.cfg.Hub.Join(ctx, id, member, conn, session.EncodeHelloOK(id, connID)); err != nil {
+		return
+	}
+	defer s.cfg.Hub.Leave(ctx, id, connID, conn)
+
+	limit := newBucket(s.cfg.RatePerSec, s.cfg.RateBurst)
+	for {
+		frame, err := conn.Read()
+		if err != nil {
+			s.logClose(ctx, err)
+			return
+		}
+		s.session.In.Inc()
+		if !limit.allow(time.Now()) {
+			conn.SendText(session.EncodeError(session.CodeRateLimited, "too many messages; slow down"))
+			continue
+		}
+		in, err := session.Decode(frame)
+		if err != nil {
+			s.sendError(conn, err)
+			continue
+		}
+		switch in.Type {
+		case session.KindBroadcast:
+			if err := s.cfg.Hub.Broadcast(ctx, id, member, in.Msg, in.Data); err != nil {
+				s.sendError(conn, err)
+			}
+		case session.KindPresence:
+			members, err := s.cfg.Hub.Presence(ctx, id)
+			if err != nil {
+				s.sendError(conn, err)
+				continue
+			}
+			conn.SendText(session.EncodePresence(id, members))
+		case session.KindPing:
+			conn.Send(pongFrame)
+		case session.KindHello:
+			conn.SendText(session.EncodeError(session.CodeInvalidMsg, "hello was already received"))
+		}
+	}
+}
+
+var pongFrame = socket.Frame(session.Pong)
+
+// hello reads the first message, which must be a valid hello; otherwise
+// the client gets the error and a close with 1008.
+func (s *Server) hello(ctx context.Context, conn *socket.Conn, connID string) (ports.Member, bool) {
+	timer := time.AfterFunc(s.cfg.HelloTimeout, func() {
+		conn.SendText(session.EncodeError(session.CodeHelloRequired, "no hello in time"))
+		conn.Close(socket.ClosePolicy, "hello required")
+	})
+	defer timer.Stop()
+	frame, err := conn.Read()
+	if err != nil {
+		s.logClose(ctx, err)
+		return ports.Member{}, false
+	}
+	s.session.In.Inc()
+	in, err := session.Decode(frame)
+	if err == nil && in.Type != session.KindHello {
+		err = &session.Error{Code: session.CodeHelloRequired, Message: "the first message must be a hello with user_type"}
+	}
+	if err != nil {
+		s.sendError(conn, err)
+		conn.Close(socket.ClosePolicy, "hello required")
+		return ports.Member{}, false
+	}
+	return ports.Member{ConnectionID: connID, UserType: in.UserType, ClientType: in.ClientType}, true
+}
+
+func (s *Server) sendError(conn *socket.Conn, err error) {
+	var se *session.Error
+	if !errors.As(err, &se) {
+		s.cfg.Log.Error("unexpected error", "err", err)
+		se = &session.Error{Code: session.CodeInternal, Message: "internal error"}
+	}
+	conn.SendText(session.EncodeError(se.Code, se.Message))
+}
+
+// drain reads until the peer answers our close or the connection ends, so
+// that the close handshake completes.
+func drain(conn *socket.Conn) {
+	for {
+		if _, err := conn.Read(); err != nil {
+			return
+		}
+	}
+}
+
+func (s *Server) logClose(ctx context.Context, err error) {
+	s.cfg.Log.Log(ctx, slog.LevelDebug, "socket closed", logArgs(ctx, "reason", fmt.Sprint(err))...)
+}

@@ -1,0 +1,376 @@
+package web_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/wsserver/wsserver/adapters/memory"
+	"github.com/wsserver/wsserver/adapters/metrics"
+	"github.com/wsserver/wsserver/adapters/socket"
+	"github.com/wsserver/wsserver/adapters/web"
+	"github.com/wsserver/wsserver/core/session"
+)
+
+// wait bounds every wait; a passing run never comes near it.
+const wait = 10 * time.Second
+
+type fixture struct {
+	srv  *web.Server
+	http *httptest.Server
+	url  string // ws://host
+}
+
+func newFixture(t *testing.T, change func(*web.Config)) *fixture {
+	t.Helper()
+	m := metrics.New()
+	hub, err := session.NewHub(session.HubConfig{
+		Broker: memory.NewBroker(), Presence: memory.NewPresence(), Encode: socket.Frame, Observer: m,
+	})
+	require.NoError(t, err)
+	cfg := web.Config{
+		InstanceID:    "test-1",
+		HostAllowed:   func(h string) bool { return strings.HasPrefix(h, "127.0.0.1") },
+		OriginAllowed: func(o string) bool { return o == "http://good.example" },
+		Hub:           hub,
+		Metrics:       m,
+		Sockets:       socket.Config{ReadLimit: 4096, CloseWait: time.Second},
+	}
+	if change != nil {
+		change(&cfg)
+	}
+	srv, err := web.New(cfg)
+	require.NoError(t, err)
+	hs := httptest.NewServer(srv.Handler())
+	t.Cleanup(hs.Close)
+	return &fixture{srv: srv, http: hs, url: "ws" + strings.TrimPrefix(hs.URL, "http")}
+}
+
+func (f *fixture) dial(t *testing.T, path string, h http.Header) (*websocket.Conn, *http.Response, error) {
+	t.Helper()
+	d := websocket.Dialer{HandshakeTimeout: wait}
+	c, resp, err := d.Dial(f.url+path, h)
+	if c != nil {
+		t.Cleanup(func() { c.Close() })
+	}
+	return c, resp, err
+}
+
+// join opens a session socket and says hello.
+func (f *fixture) join(t *testing.T, sessionID, userType string) *websocket.Conn {
+	t.Helper()
+	c, _, err := f.dial(t, "/ws/session/"+sessionID+"/", nil)
+	require.NoError(t, err)
+	send(t, c, fmt.Sprintf(`{"type":"hello","user_type":%q,"client_type":"web"}`, userType))
+	assert.Equal(t, "hello_ok", recv(t, c)["type"])
+	return c
+}
+
+func send(t *testing.T, c *websocket.Conn, msg string) {
+	t.Helper()
+	require.NoError(t, c.WriteMessage(websocket.TextMessage, []byte(msg)))
+}
+
+func recv(t *testing.T, c *websocket.Conn) map[string]any {
+	t.Helper()
+	require.NoError(t, c.SetReadDeadline(time.Now().Add(wait)))
+	_, p, err := c.ReadMessage()
+	require.NoError(t, err)
+	var m map[string]any
+	require.NoError(t, json.Unmarshal(p, &m), "%s", p)
+	return m
+}
+
+// closeCode reads until the server closes and returns its close code.
+func closeCode(t *testing.T, c *websocket.Conn) int {
+	t.Helper()
+	require.NoError(t, c.SetReadDeadline(time.Now().Add(wait)))
+	for {
+		_, _, err := c.ReadMessage()
+		if err == nil {
+			continue
+		}
+		var ce *websocket.CloseError
+		require.ErrorAs(t, err, &ce)
+		return ce.Code
+	}
+}
+
+func errorBody(t *testing.T, resp *http.Response) (int, string) {
+	t.Helper()
+	require.NotNil(t, resp)
+	defer resp.Body.Close()
+	var b struct {
+		Error struct{ Code, Message string }
+	}
+	raw, _ := io.ReadAll(resp.Body)
+	require.NoError(t, json.Unmarshal(raw, &b), "%s", raw)
+	assert.NotEmpty(t, b.Error.Message)
+	return resp.StatusCode, b.Error.Code
+}
+
+func TestRefusedUpgrades(t *testing.T) {
+	tests := []struct {
+		name   string
+		change func(*web.Config)
+		path   string
+		header http.Header
+		status int
+		code   string
+	}{
+		{"no key", func(c *web.Config) { c.APIKey = "k3y" }, "/ws/session/s/", nil, 401, "unauthorized"},
+		{"wrong key", func(c *web.Config) { c.APIKey = "k3y" }, "/ws/session/s/?authorization=nope", nil, 401, "unauthorized"},
+		{"wrong bearer", func(c *web.Config) { c.APIKey = "k3y" }, "/ws/session/s/", http.Header{"Authorization": {"Bearer nope"}}, 401, "unauthorized"},
+		{"bad origin", nil, "/ws/session/s/", http.Header{"Origin": {"http://evil.example"}}, 403, "forbidden_origin"},
+		{"bad session id", nil, "/ws/session/a%20b/", nil, 400, "invalid_session_id"},
+		{"long session id", nil, "/ws/session/" + strings.Repeat("x", 129) + "/", nil, 400, "invalid_session_id"},
+		{"bad host", nil, "/ws/session/s/", http.Header{"Host": {"evil.example"}}, 400, "bad_host"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newFixture(t, tt.change)
+			h := tt.header
+			if host := h.Get("Host"); host != "" {
+				// The dialer takes the Host from the URL; send it raw instead.
+				req, err := http.NewRequest("GET", f.http.URL+tt.path, nil)
+				require.NoError(t, err)
+				req.Host = host
+				resp, err := http.DefaultClient.Do(req)
+				require.NoError(t, err)
+				status, code := errorBody(t, resp)
+				assert.Equal(t, tt.status, status)
+				assert.Equal(t, tt.code, code)
+				return
+			}
+			_, resp, err := f.dial(t, tt.path, h)
+			require.Error(t, err)
+			status, code := errorBody(t, resp)
+			assert.Equal(t, tt.status, status)
+			assert.Equal(t, tt.code, code)
+		})
+	}
+}
+
+func TestAcceptedKeys(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		path   string
+		header http.Header
+	}{
+		{"query", "/ws/session/s/?authorization=k3y", nil},
+		{"bare header", "/ws/session/s/", http.Header{"Authorization": {"k3y"}}},
+		{"bearer header", "/ws/session/s/", http.Header{"Authorization": {"Bearer k3y"}}},
+		{"good origin", "/ws/session/s/?authorization=k3y", http.Header{"Origin": {"http://good.example"}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFixture(t, func(c *web.Config) { c.APIKey = "k3y" })
+			_, _, err := f.dial(t, tc.path, tc.header)
+			require.NoError(t, err)
+		})
+	}
+}
+
+func TestMaxConnections(t *testing.T) {
+	f := newFixture(t, func(c *web.Config) { c.MaxConnections = 2 })
+	f.join(t, "s", "a")
+	f.join(t, "s", "b")
+	_, resp, err := f.dial(t, "/ws/session/s/", nil)
+	require.Error(t, err)
+	status, code := errorBody(t, resp)
+	assert.Equal(t, 503, status)
+	assert.Equal(t, "max_connections", code)
+}
+
+func TestHello(t *testing.T) {
+	tests := []struct {
+		name  string
+		first string
+		code  string
+	}{
+		{"another first message", `{"type":"presence"}`, "hello_required"},
+		{"a broadcast first", `{"type":"broadcast","msg":"x"}`, "hello_required"},
+		{"hello without user_type", `{"type":"hello","client_type":"web"}`, "invalid_message"},
+		{"not JSON", `hi`, "invalid_json"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newFixture(t, nil)
+			c, _, err := f.dial(t, "/ws/session/s/", nil)
+			require.NoError(t, err)
+			send(t, c, tt.first)
+			m := recv(t, c)
+			assert.Equal(t, "error", m["type"])
+			assert.Equal(t, tt.code, m["code"])
+			assert.Equal(t, websocket.ClosePolicyViolation, closeCode(t, c))
+		})
+	}
+}
+
+func TestHelloTimeout(t *testing.T) {
+	f := newFixture(t, func(c *web.Config) { c.HelloTimeout = 50 * time.Millisecond })
+	c, _, err := f.dial(t, "/ws/session/s/", nil)
+	require.NoError(t, err)
+	assert.Equal(t, "hello_required", recv(t, c)["code"])
+	assert.Equal(t, websocket.ClosePolicyViolation, closeCode(t, c))
+}
+
+func TestSessionMessages(t *testing.T) {
+	f := newFixture(t, nil)
+	a := f.join(t, "s", "admin")
+	b := f.join(t, "s", "agent")
+	other := f.join(t, "t", "agent")
+
+	send(t, a, `{"type":"broadcast","msg":"hello","data":{"n":1}}`)
+	want := map[string]any{"type": "session_message", "user_type": "admin", "client_type": "web", "msg": "hello", "data": map[string]any{"n": float64(1)}}
+	assert.Equal(t, want, recv(t, a))
+	assert.Equal(t, want, recv(t, b))
+
+	send(t, b, `{"type":"presence"}`)
+	p := recv(t, b)
+	assert.Equal(t, "presence", p["type"])
+	assert.Equal(t, float64(2), p["count"])
+	assert.Len(t, p["connections"], 2)
+
+	send(t, b, `{"type":"ping"}`)
+	assert.Equal(t, map[string]any{"type": "pong"}, recv(t, b))
+	send(t, b, `{"type":"broadcast"}`)
+	assert.Equal(t, "invalid_message", recv(t, b)["code"])
+	send(t, b, `{"type":"dance"}`)
+	assert.Equal(t, "unknown_type", recv(t, b)["code"])
+	send(t, b, `{"type":"hello","user_type":"x"}`)
+	assert.Equal(t, "invalid_message", recv(t, b)["code"])
+
+	// Nothing of session s reached t: its next message is its own pong.
+	send(t, other, `{"type":"ping"}`)
+	assert.Equal(t, "pong", recv(t, other)["type"])
+}
+
+func TestOrderFromOneSender(t *testing.T) {
+	f := newFixture(t, nil)
+	a := f.join(t, "s", "admin")
+	b := f.join(t, "s", "agent")
+	for i := range 100 {
+		send(t, a, fmt.Sprintf(`{"type":"broadcast","msg":%d}`, i))
+	}
+	for i := range 100 {
+		assert.Equal(t, float64(i), recv(t, b)["msg"])
+	}
+}
+
+func TestRateLimit(t *testing.T) {
+	f := newFixture(t, func(c *web.Config) { c.RatePerSec, c.RateBurst = 0.001, 3 })
+	c := f.join(t, "s", "admin") // the hello is not counted
+	for range 3 {
+		send(t, c, `{"type":"ping"}`)
+		assert.Equal(t, "pong", recv(t, c)["type"])
+	}
+	send(t, c, `{"type":"ping"}`)
+	assert.Equal(t, "rate_limited", recv(t, c)["code"])
+}
+
+func TestFrameTooBig(t *testing.T) {
+	f := newFixture(t, nil)
+	c := f.join(t, "s", "admin")
+	send(t, c, `{"type":"broadcast","msg":"`+strings.Repeat("x", 5000)+`"}`)
+	assert.Equal(t, websocket.CloseMessageTooBig, closeCode(t, c))
+}
+
+func TestSlowConsumerIsDropped(t *testing.T) {
+	f := newFixture(t, func(c *web.Config) {
+		c.Sockets.MaxQueue = 8
+		c.Sockets.ReadLimit = 1 << 20
+		// The slow client reads its close only after the test is done
+		// sending; the connection must not be cut before that.
+		c.Sockets.WriteTimeout = time.Minute
+	})
+	slow := f.join(t, "s", "slow")
+	fast := f.join(t, "s", "fast")
+	// The slow client reads nothing while 32 MiB are broadcast: the
+	// kernel's buffers fill, its queue fills, and it is closed with 1008.
+	// The sender keeps reading its own copies and is never slowed.
+	big := `{"type":"broadcast","msg":"` + strings.Repeat("x", 512<<10) + `"}`
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for range 64 {
+			if fast.WriteMessage(websocket.TextMessage, []byte(big)) != nil {
+				return
+			}
+		}
+	}()
+	for range 64 {
+		require.NoError(t, fast.SetReadDeadline(time.Now().Add(wait)))
+		_, _, err := fast.ReadMessage()
+		require.NoError(t, err)
+	}
+	<-done
+	assert.Equal(t, websocket.ClosePolicyViolation, closeCode(t, slow))
+}
+
+func TestDrain(t *testing.T) {
+	f := newFixture(t, nil)
+	c := f.join(t, "s", "admin")
+	f.srv.Drain()
+
+	resp, err := http.Get(f.http.URL + "/health/")
+	require.NoError(t, err)
+	resp.Body.Close()
+	assert.Equal(t, 503, resp.StatusCode)
+	_, resp, err = f.dial(t, "/ws/session/s/", nil)
+	require.Error(t, err)
+	status, _ := errorBody(t, resp)
+	assert.Equal(t, 503, status)
+
+	closed := make(chan error, 1)
+	go func() { closed <- f.srv.CloseSessions(context.Background()) }()
+	assert.Equal(t, websocket.CloseServiceRestart, closeCode(t, c))
+	require.NoError(t, <-closed)
+}
+
+func TestHTTPEndpoints(t *testing.T) {
+	f := newFixture(t, func(c *web.Config) {
+		c.Ready = []web.Check{{Name: "redis", Check: func(context.Context) error { return fmt.Errorf("connection refused") }}}
+	})
+	get := func(path, host string) (int, map[string]any) {
+		req, err := http.NewRequest("GET", f.http.URL+path, nil)
+		require.NoError(t, err)
+		if host != "" {
+			req.Host = host
+		}
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		var m map[string]any
+		_ = json.NewDecoder(resp.Body).Decode(&m)
+		return resp.StatusCode, m
+	}
+	status, body := get("/health/", "10.1.2.3:8000") // any Host: ALBs call by IP
+	assert.Equal(t, 200, status)
+	assert.Equal(t, map[string]any{"status": "ok", "instance_id": "test-1"}, body)
+
+	status, body = get("/ready/", "")
+	assert.Equal(t, 503, status)
+	assert.Equal(t, map[string]any{"redis": "connection refused"}, body["failing"])
+
+	status, body = get("/nowhere", "")
+	assert.Equal(t, 404, status)
+	assert.Equal(t, "not_found", body["error"].(map[string]any)["code"])
+
+	req, err := http.NewRequest("GET", f.http.URL+"/metrics", nil)
+	require.NoError(t, err)
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	raw, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	assert.Contains(t, string(raw), "wsserver_sockets_open{endpoint=\"session\"} 0")
+}

@@ -1,0 +1,145 @@
+// Package app wires one wsserver instance together by hand: configuration,
+// then adapters, then the core, then the servers; and takes it apart again
+// in the order SPEC §6 gives. cmd/wsserver calls it; the end-to-end tests
+// run several instances of it in one process.
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/wsserver/wsserver/adapters/config"
+	"github.com/wsserver/wsserver/adapters/memory"
+	"github.com/wsserver/wsserver/adapters/metrics"
+	"github.com/wsserver/wsserver/adapters/redis"
+	"github.com/wsserver/wsserver/adapters/socket"
+	"github.com/wsserver/wsserver/adapters/web"
+	"github.com/wsserver/wsserver/core/session"
+	"github.com/wsserver/wsserver/ports"
+)
+
+// Run serves on ln until ctx ends, then shuts down gracefully: /health/
+// turns 503, no new socket is accepted, session sockets close with 1012,
+// and everything is closed within cfg.HTTP.ShutdownGrace. It returns nil
+// after a clean shutdown.
+func Run(ctx context.Context, cfg config.Config, log *slog.Logger, ln net.Listener) error {
+	m := metrics.New()
+
+	// Adapters: Redis when configured, in-process otherwise.
+	var (
+		broker   ports.Broker
+		presence ports.Presence
+		ready    []web.Check
+		closers  []func()
+	)
+	defer func() {
+		for i := len(closers) - 1; i >= 0; i-- {
+			closers[i]()
+		}
+	}()
+	if cfg.Store.RedisURL != "" {
+		rc, err := redis.Open(ctx, cfg.Store.RedisURL, 10*time.Second)
+		if err != nil {
+			return err
+		}
+		closers = append(closers, rc.Close)
+		b, err := redis.NewBroker(redis.BrokerConfig{Client: rc, OnError: m.RedisError, Log: log})
+		if err != nil {
+			return err
+		}
+		closers = append(closers, b.Close)
+		p, err := redis.NewPresence(redis.PresenceConfig{
+			Client: rc, InstanceID: cfg.InstanceID, TTL: cfg.Store.PresenceTTL, OnError: m.RedisError, Log: log,
+		})
+		if err != nil {
+			return err
+		}
+		closers = append(closers, p.Close)
+		broker, presence = b, p
+		ready = append(ready, web.Check{Name: "redis", Check: func(ctx context.Context) error {
+			return rc.Do(ctx, rc.B().Ping().Build()).Error()
+		}})
+		log.Info("channel layer: redis", "presence_ttl", cfg.Store.PresenceTTL)
+	} else {
+		broker, presence = memory.NewBroker(), memory.NewPresence()
+		log.Info("channel layer: in-process (one instance only; set REDIS_URL to share sessions across instances)")
+	}
+
+	// Core.
+	hub, err := session.NewHub(session.HubConfig{
+		Broker: broker, Presence: presence, Encode: socket.Frame, Observer: m, Log: log,
+	})
+	if err != nil {
+		return err
+	}
+
+	// Edge.
+	hosts := cfg.HTTP.Hosts
+	apiKey := cfg.Auth.APIKey
+	if !cfg.Auth.Required() {
+		apiKey = ""
+	}
+	edge, err := web.New(web.Config{
+		InstanceID:     cfg.InstanceID,
+		APIKey:         apiKey,
+		HostAllowed:    hosts.HostAllowed,
+		OriginAllowed:  hosts.OriginAllowed,
+		MaxConnections: cfg.HTTP.MaxConnections,
+		RatePerSec:     cfg.WebSocket.RateLimitPerSec,
+		RateBurst:      cfg.WebSocket.RateLimitBurst,
+		Sockets: socket.Config{
+			MaxQueue:     cfg.WebSocket.SendQueueSize,
+			WriteTimeout: cfg.WebSocket.WriteTimeout,
+			PingInterval: cfg.WebSocket.PingInterval,
+			ReadLimit:    int64(cfg.WebSocket.MaxFrameBytes),
+		},
+		Hub:     hub,
+		Ready:   ready,
+		Metrics: m,
+		Log:     log,
+	})
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{
+		Handler:           edge.Handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    32 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+	}
+
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	log.Info("serving", "addr", ln.Addr().String(), "instance_id", cfg.InstanceID)
+
+	select {
+	case err := <-served:
+		return fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+	}
+
+	// Shutdown, SPEC §6.
+	log.Info("shutting down", "grace", cfg.HTTP.ShutdownGrace)
+	edge.Drain()
+	grace, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.HTTP.ShutdownGrace)
+	defer cancel()
+	var errs []error
+	if err := edge.CloseSessions(grace); err != nil {
+		errs = append(errs, err)
+	}
+	if err := srv.Shutdown(grace); err != nil {
+		errs = append(errs, fmt.Errorf("http shutdown: %w", err))
+	}
+	if err := errors.Join(errs...); err != nil {
+		log.Warn("shutdown was not clean", "err", err)
+	}
+	log.Info("stopped")
+	return nil
+}
