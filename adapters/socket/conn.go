@@ -17,12 +17,12 @@ import (
 
 // Close codes used by the server.
 const (
-	CloseNormal       = websocket.CloseNormalClosure    // 1000
-	CloseGoingAway    = websocket.CloseGoingAway        // 1001
-	ClosePolicy       = websocket.ClosePolicyViolation  // 1008
-	CloseTooBig       = websocket.CloseMessageTooBig    // 1009
+	CloseNormal       = websocket.CloseNormalClosure     // 1000
+	CloseGoingAway    = websocket.CloseGoingAway         // 1001
+	ClosePolicy       = websocket.ClosePolicyViolation   // 1008
+	CloseTooBig       = websocket.CloseMessageTooBig     // 1009
 	CloseInternal     = websocket.CloseInternalServerErr // 1011
-	CloseServiceReset = websocket.CloseServiceRestart   // 1012
+	CloseServiceReset = websocket.CloseServiceRestart    // 1012
 )
 
 // Config is shared by the connections of one server.
