@@ -89,9 +89,8 @@ type Conn struct {
 	nc  net.Conn
 	cfg *Config
 
-	ping *time.Timer
-
 	mu       sync.Mutex
+	ping     *time.Timer
 	queue    [][]byte
 	spare    [][]byte
 	writing  bool // a writer goroutine runs
@@ -121,7 +120,9 @@ func (s *Server) Wrap(ws *websocket.Conn) *Conn {
 		return nil
 	})
 	_ = c.extend()
+	c.mu.Lock()
 	c.ping = time.AfterFunc(s.cfg.PingInterval, c.sendPing)
+	c.mu.Unlock()
 	return c
 }
 
@@ -131,7 +132,9 @@ func (c *Conn) extend() error {
 
 func (c *Conn) sendPing() {
 	if c.enqueue(pingFrame, false) {
+		c.mu.Lock()
 		c.ping.Reset(c.cfg.PingInterval)
+		c.mu.Unlock()
 	}
 }
 
@@ -254,8 +257,8 @@ func (c *Conn) write() {
 // Finish is called by the reader when it is done: the connection closes
 // once the writer has sent what it holds (a close reply, say).
 func (c *Conn) Finish() {
-	c.ping.Stop()
 	c.mu.Lock()
+	c.ping.Stop()
 	c.finished = true
 	idle := !c.writing
 	c.mu.Unlock()
@@ -274,7 +277,7 @@ func (c *Conn) shutdown() {
 	c.shut = true
 	clear(c.queue)
 	c.queue, c.spare = nil, nil
-	c.mu.Unlock()
 	c.ping.Stop()
+	c.mu.Unlock()
 	_ = c.nc.Close()
 }

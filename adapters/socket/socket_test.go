@@ -1,0 +1,144 @@
+package socket_test
+
+import (
+	"bytes"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/wsserver/wsserver/adapters/socket"
+)
+
+// pair returns a server-side Conn and the client talking to it.
+func pair(t *testing.T, cfg socket.Config) (*socket.Conn, *websocket.Conn) {
+	t.Helper()
+	srv := socket.NewServer(cfg)
+	conns := make(chan *socket.Conn, 1)
+	up := websocket.Upgrader{}
+	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ws, err := up.Upgrade(w, r, nil)
+		if err != nil {
+			return
+		}
+		conns <- srv.Wrap(ws)
+	}))
+	t.Cleanup(hs.Close)
+	client, _, err := websocket.DefaultDialer.Dial("ws"+strings.TrimPrefix(hs.URL, "http"), nil)
+	require.NoError(t, err)
+	t.Cleanup(func() { client.Close() })
+	c := <-conns
+	t.Cleanup(c.Finish)
+	return c, client
+}
+
+func TestFramesOfEverySize(t *testing.T) {
+	c, client := pair(t, socket.Config{})
+	sizes := []int{0, 1, 125, 126, 127, 65535, 65536, 200000}
+	for _, n := range sizes {
+		c.SendText(bytes.Repeat([]byte{'x'}, n))
+	}
+	for _, n := range sizes {
+		require.NoError(t, client.SetReadDeadline(time.Now().Add(10*time.Second)))
+		typ, p, err := client.ReadMessage()
+		require.NoError(t, err)
+		assert.Equal(t, websocket.TextMessage, typ)
+		assert.Len(t, p, n)
+	}
+}
+
+func TestSharedFramesKeepTheirOrder(t *testing.T) {
+	c, client := pair(t, socket.Config{MaxQueue: 10000})
+	frames := make([][]byte, 1000)
+	for i := range frames {
+		frames[i] = socket.Frame([]byte(strings.Repeat("y", i%300)))
+		c.Send(frames[i])
+	}
+	for i := range frames {
+		require.NoError(t, client.SetReadDeadline(time.Now().Add(10*time.Second)))
+		_, p, err := client.ReadMessage()
+		require.NoError(t, err)
+		require.Len(t, p, i%300)
+	}
+}
+
+func TestCloseAfterQueuedFrames(t *testing.T) {
+	c, client := pair(t, socket.Config{})
+	c.SendText([]byte("last words"))
+	c.Close(socket.CloseNormal, "escalation")
+	c.SendText([]byte("never sent"))
+	_, p, err := client.ReadMessage()
+	require.NoError(t, err)
+	assert.Equal(t, "last words", string(p))
+	_, _, err = client.ReadMessage()
+	var ce *websocket.CloseError
+	require.ErrorAs(t, err, &ce)
+	assert.Equal(t, socket.CloseNormal, ce.Code)
+	assert.Equal(t, "escalation", ce.Text)
+}
+
+func TestServerAnswersPings(t *testing.T) {
+	c, client := pair(t, socket.Config{})
+	go func() {
+		for {
+			if _, err := c.Read(); err != nil {
+				return
+			}
+		}
+	}()
+	pong := make(chan string, 1)
+	client.SetPongHandler(func(data string) error { pong <- data; return nil })
+	require.NoError(t, client.WriteControl(websocket.PingMessage, []byte("are you there"), time.Now().Add(time.Second)))
+	go func() { _, _, _ = client.ReadMessage() }()
+	select {
+	case got := <-pong:
+		assert.Equal(t, "are you there", got)
+	case <-time.After(10 * time.Second):
+		t.Fatal("no pong")
+	}
+}
+
+func TestServerPingsIdlePeers(t *testing.T) {
+	_, client := pair(t, socket.Config{PingInterval: 20 * time.Millisecond})
+	pinged := make(chan struct{}, 1)
+	client.SetPingHandler(func(string) error {
+		select {
+		case pinged <- struct{}{}:
+		default:
+		}
+		return nil
+	})
+	go func() { _, _, _ = client.ReadMessage() }()
+	select {
+	case <-pinged:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no keepalive ping")
+	}
+}
+
+func TestSilentPeerIsDropped(t *testing.T) {
+	// The client reads (so it answers nothing: gorilla's client answers
+	// pings only while reading) — here it never reads at all, so the
+	// server's read deadline of two intervals ends the connection.
+	c, _ := pair(t, socket.Config{PingInterval: 20 * time.Millisecond})
+	done := make(chan error, 1)
+	go func() {
+		for {
+			if _, err := c.Read(); err != nil {
+				done <- err
+				return
+			}
+		}
+	}()
+	select {
+	case err := <-done:
+		assert.Error(t, err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("a silent peer was kept")
+	}
+}
