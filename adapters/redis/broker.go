@@ -1,0 +1,263 @@
+package redis
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/redis/rueidis"
+
+	"github.com/wsserver/wsserver/ports"
+)
+
+var _ ports.Broker = (*Broker)(nil)
+
+// BrokerConfig configures a Broker.
+type BrokerConfig struct {
+	// Client is the shared Redis client. Required.
+	Client rueidis.Client
+	// Prefix is put before every channel name; empty means "ws:".
+	Prefix string
+	// OnError is told the operation of every failed Redis call (metrics).
+	// Nil ignores them.
+	OnError func(op string)
+	Log     *slog.Logger
+}
+
+// Broker carries broadcasts between instances on Redis pub/sub: one PUBLISH
+// per broadcast, and one SUBSCRIBE per session that this instance has
+// sockets on, all on one dedicated connection. A goroutine keeps the
+// subscriptions at the wanted set, and restores them whenever the
+// connection is lost and made again.
+type Broker struct {
+	cfg    BrokerConfig
+	prefix string // cfg.Prefix + "session:"
+	kick   chan struct{}
+	stop   context.CancelFunc
+	done   chan struct{}
+
+	mu         sync.Mutex
+	wanted     map[string]*subscription // by session
+	subscribed map[string]bool          // SUBSCRIBE sent on the current connection
+	confirmed  map[string]bool          // Redis answered that SUBSCRIBE
+}
+
+type subscription struct {
+	deliver func(ports.Delivery)
+	live    chan struct{}
+	isLive  bool
+}
+
+func (s *subscription) markLive() {
+	if !s.isLive {
+		s.isLive = true
+		close(s.live)
+	}
+}
+
+// NewBroker starts a broker on cfg.Client. Close stops it.
+func NewBroker(cfg BrokerConfig) (*Broker, error) {
+	if cfg.Client == nil {
+		return nil, errors.New("redis: broker needs a client")
+	}
+	if cfg.Prefix == "" {
+		cfg.Prefix = "ws:"
+	}
+	if cfg.OnError == nil {
+		cfg.OnError = func(string) {}
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	b := &Broker{
+		cfg:        cfg,
+		prefix:     cfg.Prefix + "session:",
+		kick:       make(chan struct{}, 1),
+		stop:       stop,
+		done:       make(chan struct{}),
+		wanted:     make(map[string]*subscription),
+		subscribed: make(map[string]bool),
+		confirmed:  make(map[string]bool),
+	}
+	go b.run(ctx)
+	return b, nil
+}
+
+// Close stops the subscriptions. The client stays open: its owner closes it.
+func (b *Broker) Close() {
+	b.stop()
+	<-b.done
+}
+
+// Publish sends payload to every instance subscribed to session. The
+// publication time travels with it, so receivers can tell the latency.
+func (b *Broker) Publish(ctx context.Context, session string, payload []byte) error {
+	msg := make([]byte, 8+len(payload))
+	binary.BigEndian.PutUint64(msg, uint64(time.Now().UnixNano()))
+	copy(msg[8:], payload)
+	c := b.cfg.Client
+	err := c.Do(ctx, c.B().Publish().Channel(b.prefix+session).Message(rueidis.BinaryString(msg)).Build()).Error()
+	if err != nil {
+		b.cfg.OnError("publish")
+		return fmt.Errorf("redis: publish: %w", err)
+	}
+	return nil
+}
+
+// Subscribe routes the session's broadcasts to deliver.
+func (b *Broker) Subscribe(session string, deliver func(ports.Delivery)) <-chan struct{} {
+	s := &subscription{deliver: deliver, live: make(chan struct{})}
+	b.mu.Lock()
+	b.wanted[session] = s
+	if b.subscribed[session] && b.confirmed[session] {
+		s.markLive()
+	}
+	b.mu.Unlock()
+	b.poke()
+	return s.live
+}
+
+// Unsubscribe stops the session's broadcasts to this instance.
+func (b *Broker) Unsubscribe(session string) {
+	b.mu.Lock()
+	delete(b.wanted, session)
+	b.mu.Unlock()
+	b.poke()
+}
+
+func (b *Broker) poke() {
+	select {
+	case b.kick <- struct{}{}:
+	default:
+	}
+}
+
+// run holds one dedicated pub/sub connection at a time and keeps its
+// subscriptions equal to the wanted set.
+func (b *Broker) run(ctx context.Context) {
+	defer close(b.done)
+	backoff := 50 * time.Millisecond
+	for ctx.Err() == nil {
+		dc, release := b.cfg.Client.Dedicate()
+		lost := dc.SetPubSubHooks(rueidis.PubSubHooks{
+			OnMessage:      b.onMessage,
+			OnSubscription: b.onSubscription,
+		})
+		err := b.serve(ctx, dc, lost)
+		release()
+		b.mu.Lock()
+		clear(b.subscribed)
+		clear(b.confirmed)
+		b.mu.Unlock()
+		if ctx.Err() != nil {
+			return
+		}
+		b.cfg.OnError("subscribe")
+		b.cfg.Log.Warn("redis pub/sub connection lost; resubscribing", "err", err, "retry_in", backoff)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 2*time.Second)
+	}
+}
+
+// serve reconciles subscriptions on dc until the connection is lost.
+func (b *Broker) serve(ctx context.Context, dc rueidis.DedicatedClient, lost <-chan error) error {
+	for {
+		if err := b.reconcile(ctx, dc); err != nil {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case err := <-lost:
+			if err == nil {
+				err = errors.New("pub/sub hooks ended")
+			}
+			return err
+		case <-b.kick:
+		}
+	}
+}
+
+// batch bounds the channels named in one SUBSCRIBE or UNSUBSCRIBE.
+const batch = 256
+
+func (b *Broker) reconcile(ctx context.Context, dc rueidis.DedicatedClient) error {
+	var add, drop []string
+	b.mu.Lock()
+	for s, sub := range b.wanted {
+		switch {
+		case !b.subscribed[s]:
+			b.subscribed[s] = true
+			add = append(add, b.prefix+s)
+		case b.confirmed[s]:
+			sub.markLive()
+		}
+	}
+	for s := range b.subscribed {
+		if b.wanted[s] == nil {
+			delete(b.subscribed, s)
+			delete(b.confirmed, s)
+			drop = append(drop, b.prefix+s)
+		}
+	}
+	b.mu.Unlock()
+
+	for len(add) > 0 {
+		n := min(len(add), batch)
+		if err := dc.Do(ctx, dc.B().Subscribe().Channel(add[:n]...).Build()).Error(); err != nil {
+			return fmt.Errorf("subscribe: %w", err)
+		}
+		add = add[n:]
+	}
+	for len(drop) > 0 {
+		n := min(len(drop), batch)
+		if err := dc.Do(ctx, dc.B().Unsubscribe().Channel(drop[:n]...).Build()).Error(); err != nil {
+			return fmt.Errorf("unsubscribe: %w", err)
+		}
+		drop = drop[n:]
+	}
+	return nil
+}
+
+func (b *Broker) onSubscription(s rueidis.PubSubSubscription) {
+	if s.Kind != "subscribe" {
+		return
+	}
+	session, ok := strings.CutPrefix(s.Channel, b.prefix)
+	if !ok {
+		return
+	}
+	b.mu.Lock()
+	if b.subscribed[session] {
+		b.confirmed[session] = true
+		if sub := b.wanted[session]; sub != nil {
+			sub.markLive()
+		}
+	}
+	b.mu.Unlock()
+}
+
+func (b *Broker) onMessage(m rueidis.PubSubMessage) {
+	session, ok := strings.CutPrefix(m.Channel, b.prefix)
+	if !ok || len(m.Message) < 8 {
+		return
+	}
+	b.mu.Lock()
+	sub := b.wanted[session]
+	b.mu.Unlock()
+	if sub == nil {
+		return
+	}
+	sent := time.Unix(0, int64(binary.BigEndian.Uint64([]byte(m.Message[:8]))))
+	sub.deliver(ports.Delivery{Payload: []byte(m.Message[8:]), Sent: sent})
+}

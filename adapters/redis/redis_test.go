@@ -1,0 +1,113 @@
+package redis_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/redis/rueidis"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/wsserver/wsserver/adapters/redis"
+	"github.com/wsserver/wsserver/ports"
+	"github.com/wsserver/wsserver/ports/porttest"
+	"github.com/wsserver/wsserver/test/containers"
+)
+
+// server is the one Redis of this package's tests; tests keep apart by
+// key prefix.
+var server *containers.Redis
+
+func TestMain(m *testing.M) {
+	ctx := context.Background()
+	var err error
+	server, err = containers.StartRedis(ctx)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "start redis:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	_ = server.Terminate(ctx)
+	os.Exit(code)
+}
+
+func client(t *testing.T) rueidis.Client {
+	t.Helper()
+	c, err := redis.Open(t.Context(), server.URL(), 10*time.Second)
+	require.NoError(t, err)
+	t.Cleanup(c.Close)
+	return c
+}
+
+func newBroker(t *testing.T, c rueidis.Client, prefix string) *redis.Broker {
+	t.Helper()
+	b, err := redis.NewBroker(redis.BrokerConfig{Client: c, Prefix: prefix})
+	require.NoError(t, err)
+	t.Cleanup(b.Close)
+	return b
+}
+
+func newPresence(t *testing.T, c rueidis.Client, prefix, instance string, ttl time.Duration) *redis.Presence {
+	t.Helper()
+	p, err := redis.NewPresence(redis.PresenceConfig{Client: c, Prefix: prefix, InstanceID: instance, TTL: ttl})
+	require.NoError(t, err)
+	t.Cleanup(p.Close)
+	return p
+}
+
+func TestBrokerContract(t *testing.T) {
+	porttest.Broker(t, func(t *testing.T) (ports.Broker, ports.Broker) {
+		prefix := containers.Prefix(t)
+		// Two clients, as two instances have.
+		return newBroker(t, client(t), prefix), newBroker(t, client(t), prefix)
+	})
+}
+
+func TestPresenceContract(t *testing.T) {
+	porttest.Presence(t, func(t *testing.T) (ports.Presence, ports.Presence) {
+		prefix := containers.Prefix(t)
+		return newPresence(t, client(t), prefix, "a", time.Minute), newPresence(t, client(t), prefix, "b", time.Minute)
+	})
+}
+
+func TestPresenceOfADeadInstanceExpires(t *testing.T) {
+	ctx := t.Context()
+	prefix := containers.Prefix(t)
+	ttl := 600 * time.Millisecond
+	alive := newPresence(t, client(t), prefix, "alive", ttl)
+	dying, err := redis.NewPresence(redis.PresenceConfig{Client: client(t), Prefix: prefix, InstanceID: "dying", TTL: ttl})
+	require.NoError(t, err)
+
+	require.NoError(t, alive.Add(ctx, "s", ports.Member{ConnectionID: "a1", UserType: "admin"}))
+	require.NoError(t, dying.Add(ctx, "s", ports.Member{ConnectionID: "d1", UserType: "agent"}))
+	got, err := alive.List(ctx, "s")
+	require.NoError(t, err)
+	assert.Len(t, got, 2)
+
+	dying.Close() // no goodbye: its heartbeat just stops
+	require.Eventually(t, func() bool {
+		got, err := alive.List(ctx, "s")
+		return err == nil && len(got) == 1 && got[0].ConnectionID == "a1"
+	}, 20*ttl, ttl/10, "the dead instance's entry never expired")
+}
+
+func TestPresenceComesBackAfterRedisLosesItsData(t *testing.T) {
+	ctx := t.Context()
+	prefix := containers.Prefix(t)
+	c := client(t)
+	p := newPresence(t, c, prefix, "i", 600*time.Millisecond)
+	require.NoError(t, p.Add(ctx, "s", ports.Member{ConnectionID: "c1", UserType: "admin"}))
+
+	keys, err := c.Do(ctx, c.B().Keys().Pattern(prefix+"*").Build()).AsStrSlice()
+	require.NoError(t, err)
+	for _, k := range keys {
+		require.NoError(t, c.Do(ctx, c.B().Del().Key(k).Build()).Error())
+	}
+	require.Eventually(t, func() bool {
+		got, err := p.List(ctx, "s")
+		return err == nil && len(got) == 1
+	}, 10*time.Second, 50*time.Millisecond, "presence was not re-announced")
+}

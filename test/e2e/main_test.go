@@ -1,0 +1,210 @@
+// Package e2e runs whole wsserver instances in the test process, on
+// loopback, sharing one Redis started by the harness, and talks to them
+// as clients do.
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/stretchr/testify/require"
+
+	"github.com/wsserver/wsserver/adapters/config"
+	"github.com/wsserver/wsserver/cmd/wsserver/app"
+	"github.com/wsserver/wsserver/test/containers"
+)
+
+// wait bounds every wait of these tests. A passing run never comes close.
+const wait = 20 * time.Second
+
+var redisServer *containers.Redis
+
+func TestMain(m *testing.M) {
+	ctx := context.Background()
+	var err error
+	redisServer, err = containers.StartRedis(ctx)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "e2e: start redis:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	if err := redisServer.Terminate(ctx); err != nil {
+		fmt.Fprintln(os.Stderr, "e2e: terminate redis:", err)
+	}
+	os.Exit(code)
+}
+
+// instance is one running server.
+type instance struct {
+	id     string
+	addr   string
+	stop   context.CancelFunc
+	result chan error
+}
+
+// defaults returns the configuration of a server with no environment, as
+// `go run ./cmd/wsserver` has it.
+func defaults(t *testing.T) config.Config {
+	t.Helper()
+	cfg, err := config.Load("")
+	require.NoError(t, err)
+	return cfg
+}
+
+// start runs an instance with cfg until the test ends.
+func start(t *testing.T, cfg config.Config) *instance {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	in := &instance{id: cfg.InstanceID, addr: ln.Addr().String(), stop: cancel, result: make(chan error, 1)}
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	if testing.Verbose() {
+		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})).With("instance", cfg.InstanceID)
+	}
+	go func() { in.result <- app.Run(ctx, cfg, log, ln) }()
+	t.Cleanup(func() { in.shutdown(t) })
+	return in
+}
+
+// shutdown stops the instance as SIGTERM does and returns Run's result.
+func (in *instance) shutdown(t *testing.T) error {
+	in.stop()
+	select {
+	case err, ok := <-in.result:
+		if !ok {
+			return nil
+		}
+		close(in.result)
+		return err
+	case <-time.After(wait):
+		t.Errorf("instance %s did not stop", in.id)
+		return nil
+	}
+}
+
+// client is one WebSocket client with a reader that keeps every message.
+type client struct {
+	t    *testing.T
+	conn *websocket.Conn
+	msgs chan map[string]any
+	done chan struct{}
+	mu   sync.Mutex
+	err  error // how the connection ended
+}
+
+func dial(t *testing.T, in *instance, path string) *client {
+	t.Helper()
+	d := websocket.Dialer{HandshakeTimeout: wait}
+	conn, resp, err := d.Dial("ws://"+in.addr+path, nil)
+	if resp != nil && resp.Body != nil {
+		resp.Body.Close()
+	}
+	require.NoError(t, err)
+	c := &client{t: t, conn: conn, msgs: make(chan map[string]any, 4096), done: make(chan struct{})}
+	go c.read()
+	t.Cleanup(func() { conn.Close() })
+	return c
+}
+
+func (c *client) read() {
+	defer close(c.done)
+	for {
+		_, p, err := c.conn.ReadMessage()
+		if err != nil {
+			c.mu.Lock()
+			c.err = err
+			c.mu.Unlock()
+			return
+		}
+		var m map[string]any
+		if json.Unmarshal(p, &m) != nil {
+			m = map[string]any{"raw": string(p)}
+		}
+		c.msgs <- m
+	}
+}
+
+func (c *client) send(v string) {
+	c.t.Helper()
+	require.NoError(c.t, c.conn.WriteMessage(websocket.TextMessage, []byte(v)))
+}
+
+// next returns the next message.
+func (c *client) next() map[string]any {
+	c.t.Helper()
+	select {
+	case m := <-c.msgs:
+		return m
+	case <-time.After(wait):
+		c.t.Fatal("no message came")
+		return nil
+	}
+}
+
+// nextOf skips messages until one of type typ.
+func (c *client) nextOf(typ string) map[string]any {
+	c.t.Helper()
+	for {
+		if m := c.next(); m["type"] == typ {
+			return m
+		}
+	}
+}
+
+// closed waits for the connection to end and returns the close code.
+func (c *client) closed() int {
+	c.t.Helper()
+	select {
+	case <-c.done:
+	case <-time.After(wait):
+		c.t.Fatal("the connection was not closed")
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if ce, ok := c.err.(*websocket.CloseError); ok {
+		return ce.Code
+	}
+	return -1
+}
+
+// join opens a session socket on in and says hello.
+func join(t *testing.T, in *instance, session, userType string) *client {
+	t.Helper()
+	c := dial(t, in, "/ws/session/"+session+"/")
+	c.send(fmt.Sprintf(`{"type":"hello","user_type":%q,"client_type":"web"}`, userType))
+	ok := c.next()
+	require.Equal(t, "hello_ok", ok["type"], "%v", ok)
+	require.Equal(t, session, ok["session_id"])
+	return c
+}
+
+func get(t *testing.T, in *instance, path string) int {
+	t.Helper()
+	resp, err := http.Get("http://" + in.addr + path)
+	require.NoError(t, err)
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// eventually retries try until it reports true, at most wait long.
+func eventually(t *testing.T, what string, try func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(wait)
+	for !try() {
+		if time.Now().After(deadline) {
+			t.Fatalf("never: %s", what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
