@@ -1,0 +1,145 @@
+package containers
+
+import (
+	"context"
+	"strings"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/redis/rueidis"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func skipShort(t *testing.T) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("needs a container (skipped by -short)")
+	}
+}
+
+func TestRedisContainerStopStart(t *testing.T) {
+	skipShort(t)
+	t.Setenv("TEST_REDIS_URL", "")
+	ctx := t.Context()
+	r, err := StartRedis(ctx)
+	require.NoError(t, err)
+	t.Cleanup(func() { assert.NoError(t, r.Terminate(context.Background())) })
+
+	testStopStart(t, r)
+}
+
+// TestRedisProxyStopStart runs the same contract on a ready server (here a
+// container of its own) named by TEST_REDIS_URL.
+func TestRedisProxyStopStart(t *testing.T) {
+	skipShort(t)
+	t.Setenv("TEST_REDIS_URL", "")
+	ctx := t.Context()
+	server, err := StartRedis(ctx)
+	require.NoError(t, err)
+	t.Cleanup(func() { assert.NoError(t, server.Terminate(context.Background())) })
+
+	t.Setenv("TEST_REDIS_URL", server.URL())
+	r, err := StartRedis(ctx)
+	require.NoError(t, err)
+	t.Cleanup(func() { assert.NoError(t, r.Terminate(context.Background())) })
+	require.NotEqual(t, server.URL(), r.URL(), "served through the proxy")
+
+	testStopStart(t, r)
+}
+
+func testStopStart(t *testing.T, r *Redis) {
+	t.Helper()
+	ctx := t.Context()
+	url := r.URL()
+	require.True(t, strings.HasPrefix(url, "redis://127.0.0.1:"), url)
+	key := Prefix(t) + "k"
+
+	client := newRedisClient(t, url)
+	require.NoError(t, client.Do(ctx, client.B().Ping().Build()).Error())
+	require.NoError(t, client.Do(ctx, client.B().Set().Key(key).Value("v").Build()).Error())
+
+	require.NoError(t, r.Stop(ctx))
+	assert.Error(t, client.Do(ctx, client.B().Ping().Build()).Error(), "open connection after Stop")
+	assert.Error(t, redisDo(ctx, url, func(c rueidis.Client) rueidis.Completed { return c.B().Ping().Build() }),
+		"new connection after Stop")
+
+	require.NoError(t, r.Start(ctx))
+	require.Equal(t, url, r.URL())
+	fresh := newRedisClient(t, url)
+	require.NoError(t, fresh.Do(ctx, fresh.B().Ping().Build()).Error())
+	err := fresh.Do(ctx, fresh.B().Get().Key(key).Build()).Error()
+	assert.True(t, rueidis.IsRedisNil(err), "key survived the restart: %v", err)
+}
+
+func newRedisClient(t *testing.T, url string) rueidis.Client {
+	t.Helper()
+	opt, err := rueidis.ParseURL(url)
+	require.NoError(t, err)
+	opt.ForceSingleClient = true
+	opt.DisableRetry = true
+	c, err := rueidis.NewClient(opt)
+	require.NoError(t, err)
+	t.Cleanup(c.Close)
+	return c
+}
+
+func TestPrefixIsUnique(t *testing.T) {
+	a, b := Prefix(t), Prefix(t)
+	assert.NotEqual(t, a, b)
+	assert.True(t, strings.HasPrefix(a, "test:TestPrefixIsUnique:"), a)
+}
+
+func TestPostgres(t *testing.T) {
+	skipShort(t)
+	t.Setenv("TEST_DATABASE_URL", "")
+	ctx := t.Context()
+	p, err := StartPostgres(ctx)
+	require.NoError(t, err)
+	t.Cleanup(func() { assert.NoError(t, p.Terminate(context.Background())) })
+
+	var names []string
+	t.Run("NewDatabase", func(t *testing.T) {
+		names = useNewDatabase(t, p)
+	})
+	t.Run("ReadyServer", func(t *testing.T) {
+		t.Setenv("TEST_DATABASE_URL", p.DSN())
+		ready, err := StartPostgres(t.Context())
+		require.NoError(t, err)
+		require.Equal(t, p.DSN(), ready.DSN())
+		names = append(names, useNewDatabase(t, ready)...)
+		require.NoError(t, ready.Terminate(t.Context()))
+	})
+
+	// The subtests' cleanups dropped their databases.
+	conn, err := pgx.Connect(ctx, p.DSN())
+	require.NoError(t, err)
+	defer conn.Close(ctx)
+	var left int
+	require.NoError(t, conn.QueryRow(ctx,
+		"SELECT count(*) FROM pg_database WHERE datname = ANY($1)", names).Scan(&left))
+	assert.Zero(t, left, "databases left behind: %v", names)
+}
+
+// useNewDatabase creates two databases, checks that they are apart, and
+// returns their names.
+func useNewDatabase(t *testing.T, p *Postgres) []string {
+	t.Helper()
+	ctx := t.Context()
+	var names []string
+	for range 2 {
+		conn, err := pgx.Connect(ctx, p.NewDatabase(ctx, t))
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = conn.Close(context.Background()) }) // left open on purpose: the drop must force it
+
+		var name string
+		require.NoError(t, conn.QueryRow(ctx, "SELECT current_database()").Scan(&name))
+		_, err = conn.Exec(ctx, "CREATE TABLE thread (id bigint PRIMARY KEY)")
+		require.NoError(t, err, "each database starts empty")
+		_, err = conn.Exec(ctx, "INSERT INTO thread VALUES (1)")
+		require.NoError(t, err)
+		names = append(names, name)
+	}
+	require.NotEqual(t, names[0], names[1])
+	return names
+}
