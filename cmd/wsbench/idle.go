@@ -1,0 +1,223 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"sync"
+	"time"
+)
+
+// idleConfig is what an idle run does.
+type idleConfig struct {
+	Sockets     int
+	Sessions    int // 0: one session per socket
+	Duration    time.Duration
+	Settle      time.Duration
+	Samples     int
+	SampleEvery time.Duration
+}
+
+// MarshalJSON writes the config with durations in seconds.
+func (c idleConfig) MarshalJSON() ([]byte, error) {
+	return json.Marshal(struct {
+		Sockets     int     `json:"sockets"`
+		Sessions    int     `json:"sessions"`
+		Duration    float64 `json:"duration_s"`
+		Settle      float64 `json:"settle_s"`
+		Samples     int     `json:"rss_samples"`
+		SampleEvery float64 `json:"rss_sample_every_s"`
+	}{c.Sockets, c.Sessions, c.Duration.Seconds(), c.Settle.Seconds(), c.Samples, c.SampleEvery.Seconds()})
+}
+
+func runIdle(ctx context.Context, args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("idle", flag.ContinueOnError)
+	fs.SetOutput(stdout)
+	common := addCommonFlags(fs)
+	var cfg idleConfig
+	fs.IntVar(&cfg.Sockets, "sockets", 1000, "sockets `N` to open and hold")
+	fs.IntVar(&cfg.Sessions, "sessions", 0, "sessions `S`; socket i joins session i mod S (0: one session per socket)")
+	fs.DurationVar(&cfg.Duration, "duration", 30*time.Second, "hold the sockets this long after connecting (at least settle + sampling)")
+	fs.DurationVar(&cfg.Settle, "settle", 5*time.Second, "wait after connecting before sampling the server's RSS")
+	fs.IntVar(&cfg.Samples, "samples", 3, "RSS samples after settling; the last one gives the per-socket figure")
+	fs.DurationVar(&cfg.SampleEvery, "sample-every", time.Second, "time between RSS samples")
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: wsbench idle [flags]\n\n"+
+			"Open N sockets (hello done), hold them, and with -pid report the server's RSS per\n"+
+			"socket: (RSS after settling - RSS before connecting) / sockets on that server.\nExamples of the benchmark scenarios: wsbench -h.\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	if help, err := parseFlags(fs, args); help || err != nil {
+		return err
+	}
+	switch {
+	case cfg.Sockets < 1:
+		return errors.New("-sockets must be at least 1")
+	case cfg.Sessions < 0 || cfg.Sessions > cfg.Sockets:
+		return errors.New("-sessions must be between 0 and -sockets")
+	case cfg.Duration < 0 || cfg.Settle < 0 || cfg.SampleEvery <= 0 || cfg.Samples < 0:
+		return errors.New("-duration, -settle and -samples must not be negative, -sample-every must be positive")
+	}
+	t, err := common.target("idle")
+	if err != nil {
+		return err
+	}
+	rep, err := idle(ctx, t, cfg, common.logger(stdout))
+	if err != nil {
+		return err
+	}
+	if common.jsonOut {
+		return writeJSON(stdout, rep)
+	}
+	return rep.print(stdout)
+}
+
+// idleReport is the result of an idle run.
+type idleReport struct {
+	Command     string         `json:"command"`
+	URLs        []string       `json:"urls"`
+	Config      idleConfig     `json:"config"`
+	Interrupted bool           `json:"interrupted"`
+	Connect     connectReport  `json:"connect"`
+	HeldSeconds float64        `json:"held_seconds"`
+	Dropped     int            `json:"sockets_dropped"`
+	Messages    int64          `json:"unexpected_messages"`
+	Errors      map[string]int `json:"errors"`
+	Servers     []serverRSS    `json:"servers,omitempty"`
+	Tool        toolUsage      `json:"wsbench"`
+}
+
+// idleSocket counts messages an idle socket should not get.
+type idleSocket struct{ messages int64 }
+
+func (s *idleSocket) message(*message, time.Time) { s.messages++ }
+
+func idle(ctx context.Context, t *target, cfg idleConfig, log logger) (*idleReport, error) {
+	if err := ensureFiles(cfg.Sockets); err != nil {
+		return nil, err
+	}
+	sessions := cfg.Sessions
+	if sessions == 0 {
+		sessions = cfg.Sockets
+	}
+	usage := startUsage()
+	errs := &tally{}
+	servers := newServerRSS(t)
+	for i := range servers {
+		servers[i].sample(&servers[i].Before)
+	}
+
+	log.printf("idle: connecting %d sockets over %d sessions to %s", cfg.Sockets, sessions, urlList(t))
+	sockets := make([]*idleSocket, cfg.Sockets)
+	var readers sync.WaitGroup
+	conn := connectAll(ctx, t, cfg.Sockets, socketPlan{
+		sessions: sessions,
+		handler: func(c *client) handler {
+			s := &idleSocket{}
+			sockets[c.idx] = s
+			return s
+		},
+	}, errs, &readers, log)
+	held := time.Now()
+	countSockets(servers, conn.clients)
+	for i := range servers {
+		servers[i].sample(&servers[i].Connected)
+	}
+	log.printf("connected %d, failed %d in %.2fs; holding", conn.ok, conn.failed, conn.elapsed.Seconds())
+
+	if len(servers) > 0 && sleepUntil(ctx, held.Add(cfg.Settle)) {
+		for k := range cfg.Samples {
+			if k > 0 && !sleepUntil(ctx, time.Now().Add(cfg.SampleEvery)) {
+				break
+			}
+			for i := range servers {
+				var v int64
+				servers[i].sample(&v)
+				servers[i].Settled = append(servers[i].Settled, v)
+			}
+			log.printf("server rss sample %d/%d taken", k+1, cfg.Samples)
+		}
+	}
+	holdUntil(ctx, held.Add(cfg.Duration), conn.clients)
+	heldFor := time.Since(held)
+
+	dropped := 0
+	for _, c := range conn.clients {
+		if c != nil && !c.alive.Load() {
+			dropped++
+		}
+	}
+	for i := range servers {
+		s := &servers[i]
+		s.sample(&s.End)
+		after := s.Connected
+		if n := len(s.Settled); n > 0 {
+			after = s.Settled[n-1]
+		}
+		s.perSocket(after)
+	}
+	closeAll(conn.clients, t.connectConc)
+	readers.Wait()
+
+	rep := &idleReport{
+		Command:     "idle",
+		URLs:        urlStrings(t),
+		Config:      cfg,
+		Interrupted: ctx.Err() != nil,
+		Connect:     conn.report(),
+		HeldSeconds: heldFor.Seconds(),
+		Dropped:     dropped,
+		Servers:     servers,
+	}
+	for _, s := range sockets {
+		if s != nil {
+			rep.Messages += s.messages
+		}
+	}
+	rep.Errors = errs.snapshot()
+	rep.Tool = usage.stop()
+	return rep, nil
+}
+
+func (r *idleReport) print(w io.Writer) error {
+	p := &printer{w: w}
+	sessions := fmt.Sprint(r.Config.Sessions)
+	if r.Config.Sessions == 0 {
+		sessions = "one per socket"
+	}
+	p.line("idle", "%d sockets, sessions: %s, held %.1fs%s", r.Config.Sockets, sessions, r.HeldSeconds, interrupted(r.Interrupted))
+	p.line("servers", "%s", joinComma(r.URLs))
+	p.connect(r.Connect)
+	p.line("sockets", "%d dropped by the server while held, %d unexpected messages", r.Dropped, r.Messages)
+	p.errors(r.Errors)
+	p.servers(r.Servers)
+	p.tool(r.Tool, "")
+	return p.err
+}
+
+// holdUntil waits until at, ctx's end, or until no socket is left connected
+// (nothing would be held any more).
+func holdUntil(ctx context.Context, at time.Time, clients []*client) {
+	for time.Now().Before(at) {
+		next := time.Now().Add(100 * time.Millisecond)
+		if next.After(at) {
+			next = at
+		}
+		if !sleepUntil(ctx, next) {
+			return
+		}
+		left := false
+		for _, c := range clients {
+			if c != nil && c.alive.Load() {
+				left = true
+				break
+			}
+		}
+		if !left {
+			return
+		}
+	}
+}

@@ -1,0 +1,82 @@
+package main
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+)
+
+// serverRSS is one server's resident memory during a run, in bytes, from
+// /proc/PID/status VmRSS. Zero means not measured.
+type serverRSS struct {
+	PID       int    `json:"pid"`
+	URL       string `json:"url"`
+	Sockets   int    `json:"sockets"`
+	Before    int64  `json:"rss_before_bytes"`
+	Connected int64  `json:"rss_connected_bytes"`
+	// Settled holds the samples taken after the settle time (idle only);
+	// per-socket figures use the last one.
+	Settled   []int64 `json:"rss_settled_bytes,omitempty"`
+	End       int64   `json:"rss_end_bytes"`
+	PerSocket float64 `json:"rss_per_socket_bytes"`
+	Error     string  `json:"error,omitempty"`
+}
+
+// sample reads the current VmRSS into *dst, recording the first error.
+func (r *serverRSS) sample(dst *int64) {
+	v, err := readRSS(r.PID)
+	if err != nil {
+		if r.Error == "" {
+			r.Error = err.Error()
+		}
+		return
+	}
+	*dst = v
+}
+
+// perSocket sets PerSocket from Before and after.
+func (r *serverRSS) perSocket(after int64) {
+	if r.Sockets > 0 && r.Before > 0 && after > 0 {
+		r.PerSocket = float64(after-r.Before) / float64(r.Sockets)
+	}
+}
+
+// readRSS returns the VmRSS of process pid in bytes.
+func readRSS(pid int) (int64, error) {
+	f, err := os.Open("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		return 0, fmt.Errorf("read rss: %w", err)
+	}
+	defer f.Close()
+	return parseVmRSS(f)
+}
+
+// parseVmRSS finds the VmRSS line of a /proc/PID/status file ("VmRSS:
+// 12345 kB") and returns it in bytes.
+func parseVmRSS(r io.Reader) (int64, error) {
+	sc := bufio.NewScanner(r)
+	for sc.Scan() {
+		line := sc.Text()
+		rest, ok := strings.CutPrefix(line, "VmRSS:")
+		if !ok {
+			continue
+		}
+		fields := strings.Fields(rest)
+		if len(fields) != 2 || fields[1] != "kB" {
+			return 0, fmt.Errorf("read rss: unexpected line %q", line)
+		}
+		kb, err := strconv.ParseInt(fields[0], 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("read rss: %w", err)
+		}
+		return kb * 1024, nil
+	}
+	if err := sc.Err(); err != nil {
+		return 0, fmt.Errorf("read rss: %w", err)
+	}
+	return 0, errors.New("read rss: no VmRSS line (kernel thread or exited process?)")
+}
