@@ -57,20 +57,22 @@ func logArgs(ctx context.Context, args ...any) []any {
 	return append(append([]any(nil), base...), args...)
 }
 
-// serveSession is the reader of one session socket: it runs the hello,
-// then every message, until the socket closes.
+// serveSession is the reader of one session socket until its hello is
+// done. The messages after that are read by a fresh goroutine: the hello
+// and the join grow a stack that an idle socket need not keep, and a new
+// goroutine starts small.
 func (s *Server) serveSession(ctx context.Context, conn *socket.Conn, id, connID string) {
 	s.track(conn)
 	s.session.Open.Inc()
+	joined := false
 	defer func() {
 		if p := recover(); p != nil {
 			s.cfg.Log.ErrorContext(ctx, "panic in session socket", logArgs(ctx, "panic", p, "stack", string(debug.Stack()))...)
 			conn.Close(socket.CloseInternal, "internal error")
 		}
-		conn.Finish()
-		s.session.Open.Dec()
-		s.release()
-		s.untrack(conn)
+		if !joined {
+			s.endSession(conn)
+		}
 	}()
 	if s.draining.Load() {
 		// Drain started between the upgrade and now.
@@ -78,7 +80,6 @@ func (s *Server) serveSession(ctx context.Context, conn *socket.Conn, id, connID
 		drain(conn)
 		return
 	}
-
 	member, ok := s.hello(ctx, conn, connID)
 	if !ok {
 		drain(conn)
@@ -87,8 +88,28 @@ func (s *Server) serveSession(ctx context.Context, conn *socket.Conn, id, connID
 	if err := s.cfg.Hub.Join(ctx, id, member, conn, session.EncodeHelloOK(id, connID)); err != nil {
 		return
 	}
-	defer s.cfg.Hub.Leave(ctx, id, connID, conn)
+	joined = true
+	go s.readSession(ctx, conn, id, member)
+}
 
+// endSession releases what a session socket held.
+func (s *Server) endSession(conn *socket.Conn) {
+	conn.Finish()
+	s.session.Open.Dec()
+	s.release()
+	s.untrack(conn)
+}
+
+// readSession serves a joined session socket's messages until it closes.
+func (s *Server) readSession(ctx context.Context, conn *socket.Conn, id string, member ports.Member) {
+	defer func() {
+		if p := recover(); p != nil {
+			s.cfg.Log.ErrorContext(ctx, "panic in session socket", logArgs(ctx, "panic", p, "stack", string(debug.Stack()))...)
+			conn.Close(socket.CloseInternal, "internal error")
+		}
+		s.cfg.Hub.Leave(ctx, id, member.ConnectionID, conn)
+		s.endSession(conn)
+	}()
 	limit := newBucket(s.cfg.RatePerSec, s.cfg.RateBurst)
 	for {
 		frame, err := conn.Read()
