@@ -1,0 +1,128 @@
+#!/usr/bin/env bash
+# session.sh runs the session-stream benchmarks of docs/BENCHMARKS.md: the
+# server(s), Redis and wsbench together on this machine, so the load tool's
+# own cost is inside every figure. Results go to $OUT (default a temp dir).
+#
+#   bash test/bench/session.sh            # every scenario (about 8 minutes)
+#   bash test/bench/session.sh idle fanout-memory-10k
+#
+# Needs redis-server on PATH for the Redis scenarios (Debian: redis-server).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+OUT=${OUT:-$(mktemp -d)}
+mkdir -p "$OUT"
+DURATION=${DURATION:-60s}
+BIN=$(mktemp -d)
+REDIS_PORT=${REDIS_PORT:-6391}
+pids=()
+cleanup() {
+	for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+	wait 2>/dev/null || true
+	rm -rf "$BIN"
+}
+trap cleanup EXIT
+
+go build -o "$BIN/wsserver" ./cmd/wsserver
+go build -o "$BIN/wsbench" ./cmd/wsbench
+ulimit -n 1048576 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+
+# server PORT [ENV...]: starts a fresh server; its pid is left in $pid.
+server() {
+	local port=$1
+	shift
+	env LISTEN_ADDR="127.0.0.1:$port" LOG_LEVEL=warn INSTANCE_ID="bench-$port" "$@" \
+		"$BIN/wsserver" >>"$OUT/server-$port.log" 2>&1 &
+	pid=$!
+	pids+=("$pid")
+	for _ in $(seq 100); do
+		curl -fs "http://127.0.0.1:$port/health/" >/dev/null 2>&1 && return
+		sleep 0.1
+	done
+	echo "server on $port did not start; see $OUT/server-$port.log" >&2
+	return 1
+}
+
+redis() {
+	redis-server --port "$REDIS_PORT" --save '' --appendonly no >"$OUT/redis.log" 2>&1 &
+	pids+=("$!")
+	for _ in $(seq 50); do
+		redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break
+		sleep 0.1
+	done
+}
+
+stop_all() {
+	# Newest first: the servers, then Redis, so they do not log its loss.
+	local i
+	for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
+		kill "${pids[i]}" 2>/dev/null || true
+		wait "${pids[i]}" 2>/dev/null || true
+	done
+	pids=()
+}
+
+# bench NAME ARGS...: runs wsbench, keeps its report.
+bench() {
+	local name=$1
+	shift
+	echo "== $name: wsbench $*" | tee "$OUT/$name.txt"
+	"$BIN/wsbench" "$@" -q | tee -a "$OUT/$name.txt"
+}
+
+# The presence queriers ask as fast as answers come, above the default
+# per-socket rate limit (100/s): lift it for them.
+fast=(RATE_LIMIT_PER_SEC=100000 RATE_LIMIT_BURST=100000)
+
+run() {
+	case $1 in
+	idle)
+		server 8000
+		bench idle idle -url ws://127.0.0.1:8000 -sockets 10000 -duration 30s -settle 15s -pid "$pid"
+		;;
+	fanout-memory-10k)
+		server 8000
+		bench fanout-memory-10k fanout -url ws://127.0.0.1:8000 -sockets 10000 -sessions 1000 -rate 1000 -duration "$DURATION" -pid "$pid"
+		;;
+	fanout-memory-20k)
+		server 8000
+		bench fanout-memory-20k fanout -url ws://127.0.0.1:8000 -sockets 10000 -sessions 1000 -rate 2000 -duration "$DURATION" -pid "$pid"
+		;;
+	fanout-redis-10k)
+		redis
+		server 8000 REDIS_URL="redis://127.0.0.1:$REDIS_PORT/0"
+		a=$pid
+		server 8001 REDIS_URL="redis://127.0.0.1:$REDIS_PORT/0"
+		b=$pid
+		bench fanout-redis-10k fanout -url ws://127.0.0.1:8000,ws://127.0.0.1:8001 -sockets 10000 -sessions 1000 -rate 1000 -duration "$DURATION" -pid "$a,$b"
+		;;
+	fanout-one-session-100k)
+		server 8000 SEND_QUEUE_SIZE=4096
+		bench fanout-one-session-100k fanout -url ws://127.0.0.1:8000 -sockets 5000 -sessions 1 -publishers 1 -rate 20 -duration 30s -pid "$pid"
+		;;
+	presence-memory)
+		server 8000 "${fast[@]}"
+		bench presence-memory presence -url ws://127.0.0.1:8000 -sockets 1000 -sessions 10 -queries 5000 -queriers 8
+		;;
+	presence-redis)
+		redis
+		server 8000 REDIS_URL="redis://127.0.0.1:$REDIS_PORT/0" "${fast[@]}"
+		a=$pid
+		server 8001 REDIS_URL="redis://127.0.0.1:$REDIS_PORT/0" "${fast[@]}"
+		b=$pid
+		bench presence-redis presence -url ws://127.0.0.1:8000,ws://127.0.0.1:8001 -sockets 1000 -sessions 10 -queries 5000 -queriers 8
+		;;
+	*)
+		echo "unknown scenario $1" >&2
+		return 2
+		;;
+	esac
+	stop_all
+}
+
+scenarios=("$@")
+if ((${#scenarios[@]} == 0)); then
+	scenarios=(idle fanout-memory-10k fanout-memory-20k fanout-redis-10k fanout-one-session-100k presence-memory presence-redis)
+fi
+echo "results in $OUT; $(nproc) cores, $(go version), $(uname -r)"
+for s in "${scenarios[@]}"; do run "$s"; done
