@@ -1,0 +1,155 @@
+package local
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"regexp"
+	"strconv"
+	"strings"
+	"unicode"
+	"unicode/utf8"
+)
+
+// Limits of a rule file. They keep a wrong file from slowing every message.
+const (
+	MaxFileBytes   = 64 << 10
+	MaxRules       = 500
+	MaxPatternLen  = 1024
+	maxReasonBytes = 64
+)
+
+// Rule is one line of a rule file: text matching Pattern has Reason.
+type Rule struct {
+	// Kind is "phrase" or "regex".
+	Kind string
+	// Reason is the rule's second column.
+	Reason string
+	// Pattern is the rule's text as written.
+	Pattern string
+	// Where names the file and line, for messages.
+	Where string
+	re    *regexp.Regexp
+}
+
+// Match returns the first text of s that the rule matches, and whether it
+// matched.
+func (r Rule) Match(s string) (string, bool) {
+	loc := r.re.FindStringIndex(s)
+	if loc == nil {
+		return "", false
+	}
+	return s[loc[0]:loc[1]], true
+}
+
+// setting is a "setting NAME VALUE" line.
+type setting struct {
+	name, value, where string
+}
+
+// parseRules reads a rule file. reasons, when not nil, lists the reasons
+// allowed; settings, when true, allows setting lines. Every error names
+// the file and line.
+func parseRules(file string, data []byte, reasons []string, settings bool) ([]Rule, []setting, error) {
+	if len(data) > MaxFileBytes {
+		return nil, nil, fmt.Errorf("local: %s: larger than %d bytes", file, MaxFileBytes)
+	}
+	if !utf8.Valid(data) {
+		return nil, nil, fmt.Errorf("local: %s: not UTF-8 text", file)
+	}
+	var rules []Rule
+	var sets []setting
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	sc.Buffer(make([]byte, 0, 4096), MaxFileBytes)
+	for n := 1; sc.Scan(); n++ {
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		where := file + ":" + strconv.Itoa(n)
+		kind, rest := cutField(line)
+		reason, pattern := cutField(rest)
+		if reason == "" || pattern == "" {
+			return nil, nil, fmt.Errorf("local: %s: want KIND REASON PATTERN, got %q", where, line)
+		}
+		if len(reason) > maxReasonBytes || strings.ContainsFunc(reason, func(r rune) bool { return !isWordRune(r) }) {
+			return nil, nil, fmt.Errorf("local: %s: reason %q must be one word of letters, digits and _", where, reason)
+		}
+		if len(pattern) > MaxPatternLen {
+			return nil, nil, fmt.Errorf("local: %s: pattern longer than %d bytes", where, MaxPatternLen)
+		}
+		if kind == "setting" && settings {
+			sets = append(sets, setting{name: reason, value: pattern, where: where})
+			continue
+		}
+		if reasons != nil && !contains(reasons, reason) {
+			return nil, nil, fmt.Errorf("local: %s: reason %q is not one of %s", where, reason, strings.Join(reasons, ", "))
+		}
+		r := Rule{Kind: kind, Reason: reason, Pattern: pattern, Where: where}
+		var expr string
+		switch kind {
+		case "phrase":
+			expr = phraseRegexp(pattern)
+		case "regex":
+			expr = pattern
+		default:
+			return nil, nil, fmt.Errorf("local: %s: unknown kind %q (want phrase or regex)", where, kind)
+		}
+		re, err := regexp.Compile(expr)
+		if err != nil {
+			return nil, nil, fmt.Errorf("local: %s: bad regex %q: %w", where, pattern, err)
+		}
+		if re.MatchString("") {
+			return nil, nil, fmt.Errorf("local: %s: pattern %q matches empty text, so every text", where, pattern)
+		}
+		r.re = re
+		if len(rules) == MaxRules {
+			return nil, nil, fmt.Errorf("local: %s: more than %d rules", file, MaxRules)
+		}
+		rules = append(rules, r)
+	}
+	if err := sc.Err(); err != nil {
+		return nil, nil, fmt.Errorf("local: %s: %w", file, err)
+	}
+	return rules, sets, nil
+}
+
+// phraseRegexp matches the phrase's words case-insensitively, as whole
+// words, with any spacing between them; a straight apostrophe also
+// matches a curly one.
+func phraseRegexp(phrase string) string {
+	words := strings.Fields(phrase)
+	for i, w := range words {
+		words[i] = strings.ReplaceAll(regexp.QuoteMeta(w), "'", "['’]")
+	}
+	expr := `(?i)` + strings.Join(words, `\s+`)
+	if r, _ := utf8.DecodeRuneInString(phrase); isWordRune(r) {
+		expr = `(?i)\b` + expr[len(`(?i)`):]
+	}
+	if r, _ := utf8.DecodeLastRuneInString(phrase); isWordRune(r) {
+		expr += `\b`
+	}
+	return expr
+}
+
+// cutField splits s at its first run of spaces.
+func cutField(s string) (field, rest string) {
+	i := strings.IndexFunc(s, unicode.IsSpace)
+	if i < 0 {
+		return s, ""
+	}
+	return s[:i], strings.TrimSpace(s[i:])
+}
+
+func isWordRune(r rune) bool {
+	return r == '_' || '0' <= r && r <= '9' || 'a' <= r && r <= 'z' || 'A' <= r && r <= 'Z'
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}

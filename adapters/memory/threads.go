@@ -1,0 +1,124 @@
+package memory
+
+import (
+	"context"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/wsserver/wsserver/core/conversation"
+	"github.com/wsserver/wsserver/ports"
+)
+
+var _ ports.ThreadStore = (*Threads)(nil)
+
+// Threads keeps threads in the process: the default thread store, for one
+// instance. Everything is lost when the process stops.
+type Threads struct {
+	mu      sync.RWMutex
+	threads map[string]*thread
+}
+
+type thread struct {
+	meta        ports.Thread
+	messages    []ports.Message
+	checkpoints []ports.Checkpoint
+	escalations []ports.EscalationRecord
+}
+
+// NewThreads returns an empty in-process thread store.
+func NewThreads() *Threads {
+	return &Threads{threads: make(map[string]*thread)}
+}
+
+// Load returns a copy of the thread.
+func (s *Threads) Load(ctx context.Context, threadID string) (ports.Thread, error) {
+	if err := ctx.Err(); err != nil {
+		return ports.Thread{}, err
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	th, ok := s.threads[threadID]
+	if !ok {
+		return ports.Thread{}, conversation.ErrThreadNotFound
+	}
+	out := th.meta
+	out.Messages = slices.Clone(th.messages)
+	out.Escalations = slices.Clone(th.escalations)
+	return out, nil
+}
+
+// Create records an empty thread unless it exists.
+func (s *Threads) Create(ctx context.Context, threadID, channel string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.threads[threadID]; !ok {
+		s.threads[threadID] = &thread{meta: ports.Thread{ID: threadID, Channel: channel, CreatedAt: time.Now()}}
+	}
+	return nil
+}
+
+// Append adds msgs at the end of the thread.
+func (s *Threads) Append(ctx context.Context, threadID string, msgs ...ports.Message) error {
+	return s.update(ctx, threadID, func(th *thread) { th.messages = append(th.messages, msgs...) })
+}
+
+// History returns a copy of the thread's messages.
+func (s *Threads) History(ctx context.Context, threadID string) ([]ports.Message, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	th, ok := s.threads[threadID]
+	if !ok {
+		return nil, conversation.ErrThreadNotFound
+	}
+	return slices.Clone(th.messages), nil
+}
+
+// SaveCheckpoint records cp.
+func (s *Threads) SaveCheckpoint(ctx context.Context, threadID string, cp ports.Checkpoint) error {
+	cp.State = slices.Clone(cp.State)
+	return s.update(ctx, threadID, func(th *thread) { th.checkpoints = append(th.checkpoints, cp) })
+}
+
+// Checkpoints returns copies of the thread's checkpoints.
+func (s *Threads) Checkpoints(ctx context.Context, threadID string) ([]ports.Checkpoint, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	th, ok := s.threads[threadID]
+	if !ok {
+		return nil, conversation.ErrThreadNotFound
+	}
+	out := slices.Clone(th.checkpoints)
+	for i := range out {
+		out[i].State = slices.Clone(out[i].State)
+	}
+	return out, nil
+}
+
+// RecordEscalation records e.
+func (s *Threads) RecordEscalation(ctx context.Context, threadID string, e ports.EscalationRecord) error {
+	return s.update(ctx, threadID, func(th *thread) { th.escalations = append(th.escalations, e) })
+}
+
+func (s *Threads) update(ctx context.Context, threadID string, fn func(*thread)) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	th, ok := s.threads[threadID]
+	if !ok {
+		return conversation.ErrThreadNotFound
+	}
+	fn(th)
+	return nil
+}

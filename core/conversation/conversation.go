@@ -1,0 +1,282 @@
+// Package conversation runs a chat message through the conversation graph
+// of SPEC §2: load the thread, check for escalation, generate an answer
+// that streams to the client sentence by sentence as the guardrail passes
+// it, rewrite what fails, respond or escalate. It does no I/O of its own:
+// the model, the guardrail, the escalation detector, the thread store, the
+// thread lock and the session stream are ports. The graph itself is in
+// graph.go.
+package conversation
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/wsserver/wsserver/ports"
+)
+
+// DefaultFallbackAnswer is sent when every rewrite failed the guardrail.
+const DefaultFallbackAnswer = "I'm sorry, I can't help with that here. I'm passing this conversation to a person who can."
+
+// DefaultSummaryPrompt is the system prompt of summaries.
+const DefaultSummaryPrompt = "Summarise the following conversation between a user and an assistant in a few sentences. Keep names, numbers and open questions."
+
+// Config configures a Conversation.
+type Config struct {
+	// Store, Lock, Model, Guardrail and Escalation are required.
+	Store      ports.ThreadStore
+	Lock       ports.ThreadLock
+	Model      ports.ChatModel
+	Guardrail  ports.Guardrail
+	Escalation ports.EscalationDetector
+	// Publisher mirrors chat events to the thread's session stream. Nil
+	// mirrors nothing.
+	Publisher ports.ChatPublisher
+
+	// SystemPrompt is given to the model with every chat (appdata).
+	SystemPrompt string
+	// SummaryPrompt is the system prompt of summaries. Empty means
+	// DefaultSummaryPrompt.
+	SummaryPrompt string
+	// MaxGuardrailRewrites bounds the rewrites of an answer that failed
+	// the guardrail (MAXIMUM_GUARDRAIL_REWRITES). Zero means none: the
+	// first failure sends the fallback. Negative is invalid.
+	MaxGuardrailRewrites int
+	// FallbackAnswer is sent when the rewrites are exhausted. Empty means
+	// DefaultFallbackAnswer.
+	FallbackAnswer string
+	// HistoryLimit is how many earlier messages of the thread the model
+	// and the escalation detector see. Zero means 50.
+	HistoryLimit int
+	// LockTTL is the thread lock's time to live; the lock is renewed every
+	// third of it while the answer streams. Zero means 30 seconds.
+	LockTTL time.Duration
+	// WriteTimeout bounds each store write and publication. Writes outlive
+	// the caller's context, so that a cancelled answer is still stored.
+	// Zero means 5 seconds.
+	WriteTimeout time.Duration
+	// NewID names messages and runs. Nil means random UUIDs.
+	NewID func() string
+	// Now stamps messages. Nil means time.Now.
+	Now func() time.Time
+	// Log is nil for no logs.
+	Log *slog.Logger
+}
+
+// Conversation runs chats. It is safe for concurrent use; each thread
+// runs one chat at a time, on every instance, through the thread lock.
+type Conversation struct {
+	cfg Config
+}
+
+// New validates cfg and returns a Conversation.
+func New(cfg Config) (*Conversation, error) {
+	if cfg.Store == nil || cfg.Lock == nil || cfg.Model == nil || cfg.Guardrail == nil || cfg.Escalation == nil {
+		return nil, errors.New("conversation: store, lock, model, guardrail and escalation detector are required")
+	}
+	if cfg.MaxGuardrailRewrites < 0 {
+		return nil, errors.New("conversation: max guardrail rewrites must not be negative")
+	}
+	if cfg.LockTTL < 0 || cfg.WriteTimeout < 0 || cfg.HistoryLimit < 0 {
+		return nil, errors.New("conversation: lock ttl, write timeout and history limit must not be negative")
+	}
+	if cfg.Publisher == nil {
+		cfg.Publisher = noPublisher{}
+	}
+	if cfg.SummaryPrompt == "" {
+		cfg.SummaryPrompt = DefaultSummaryPrompt
+	}
+	if cfg.FallbackAnswer == "" {
+		cfg.FallbackAnswer = DefaultFallbackAnswer
+	}
+	if cfg.HistoryLimit == 0 {
+		cfg.HistoryLimit = 50
+	}
+	if cfg.LockTTL == 0 {
+		cfg.LockTTL = 30 * time.Second
+	}
+	if cfg.WriteTimeout == 0 {
+		cfg.WriteTimeout = 5 * time.Second
+	}
+	if cfg.NewID == nil {
+		cfg.NewID = uuid.NewString
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	return &Conversation{cfg: cfg}, nil
+}
+
+type noPublisher struct{}
+
+func (noPublisher) PublishChat(context.Context, string, ports.ChatEvent) error { return nil }
+
+// Request is one chat message to answer.
+type Request struct {
+	// ThreadID is required (see ThreadFor).
+	ThreadID string
+	// Message is the user's message; it must not be blank.
+	Message string
+	// Channel empty means DefaultChannel.
+	Channel string
+	// Data is the client's context, passed to the model; nil for none.
+	Data json.RawMessage
+	// Owner names who runs the chat in the thread lock, for diagnostics:
+	// the instance and connection, say.
+	Owner string
+}
+
+// Result sums up a run.
+type Result struct {
+	ThreadID string
+	// MessageID is the stored answer's id; empty when none was stored.
+	MessageID string
+	// Escalated tells the edge to close the socket after end (SPEC §1).
+	Escalated bool
+	Reason    ports.EscalationReason
+	Cancelled bool
+	Usage     ports.Usage
+}
+
+// Run answers req. Events go to emit in the order of SPEC §1, one call at
+// a time, from the goroutine running the model's stream; emit must not
+// block: it should encode the event (AppendEvent) and queue the bytes. A
+// refused request (invalid, ErrThreadBusy) gets one EventError and no
+// EventStarted.
+//
+// Cancelling ctx is the client's cancel: the model call stops, the part of
+// the answer already sent is stored marked cancelled, and end says
+// cancelled. The returned error is non-nil when the run ended with an
+// EventError; errors.Is(err, ErrThreadBusy) tells a busy thread.
+func (c *Conversation) Run(ctx context.Context, req Request, emit func(Event)) (Result, error) {
+	if req.Channel == "" {
+		req.Channel = DefaultChannel
+	}
+	if !ValidThreadID(req.ThreadID) || strings.TrimSpace(req.Message) == "" {
+		err := &Error{Code: CodeInvalidMsg, Message: "a chat needs a valid thread id and a message"}
+		emit(Event{Kind: EventError, Code: err.Code, Message: err.Message})
+		return Result{}, err
+	}
+	owner := req.Owner
+	if owner == "" {
+		owner = "conversation"
+	}
+	lease, err := c.cfg.Lock.Acquire(ctx, req.ThreadID, owner, c.cfg.LockTTL)
+	if err != nil {
+		if errors.Is(err, ErrThreadBusy) {
+			emit(Event{Kind: EventError, Code: CodeThreadBusy, Message: ErrThreadBusy.Message})
+			return Result{}, ErrThreadBusy
+		}
+		emit(Event{Kind: EventError, Code: CodeInternal, Message: "the conversation is unavailable right now; try again"})
+		return Result{}, fmt.Errorf("conversation: acquire thread lock: %w", err)
+	}
+
+	runCtx, stop := context.WithCancelCause(ctx)
+	kept := c.keepLease(runCtx, stop, lease, req.ThreadID)
+	defer func() {
+		stop(nil)
+		<-kept
+		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.cfg.WriteTimeout)
+		defer cancel()
+		if err := lease.Release(wctx); err != nil {
+			c.cfg.Log.WarnContext(ctx, "thread lock release failed; it expires by itself", "thread_id", req.ThreadID, "err", err)
+		}
+	}()
+
+	emit(Event{Kind: EventStarted, ThreadID: req.ThreadID})
+	r := newRun(c, req, emit)
+	r.execute(runCtx)
+	return r.result(), r.err
+}
+
+// keepLease renews lease every third of its TTL until ctx ends. When the
+// lease is lost, or renewals keep failing for a whole TTL, it stops the
+// run with ErrLeaseLost: another answer may start on the thread.
+func (c *Conversation) keepLease(ctx context.Context, stop context.CancelCauseFunc, lease ports.Lease, threadID string) <-chan struct{} {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		every := max(c.cfg.LockTTL/3, time.Millisecond)
+		t := time.NewTicker(every)
+		defer t.Stop()
+		renewed := time.Now()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			rctx, cancel := context.WithTimeout(ctx, every)
+			err := lease.Renew(rctx)
+			cancel()
+			switch {
+			case err == nil:
+				renewed = time.Now()
+			case ctx.Err() != nil:
+				return
+			case errors.Is(err, ErrLeaseLost):
+				stop(fmt.Errorf("renew thread lock: %w", err))
+				return
+			case time.Since(renewed) >= c.cfg.LockTTL:
+				stop(fmt.Errorf("%w: renewals failed for a whole ttl: %w", ErrLeaseLost, err))
+				return
+			default:
+				c.cfg.Log.WarnContext(ctx, "thread lock renewal failed; retrying", "thread_id", threadID, "err", err)
+			}
+		}
+	}()
+	return done
+}
+
+// History returns a thread's messages; ErrThreadNotFound for an unknown
+// thread.
+func (c *Conversation) History(ctx context.Context, threadID string) ([]ports.Message, error) {
+	msgs, err := c.cfg.Store.History(ctx, threadID)
+	if err != nil {
+		return nil, fmt.Errorf("conversation: history: %w", err)
+	}
+	return msgs, nil
+}
+
+// Summarize asks the model for a summary of a thread; ErrThreadNotFound
+// for an unknown thread.
+func (c *Conversation) Summarize(ctx context.Context, threadID string) (string, error) {
+	msgs, err := c.cfg.Store.History(ctx, threadID)
+	if err != nil {
+		return "", fmt.Errorf("conversation: summarize: %w", err)
+	}
+	msgs = nonEmpty(msgs)
+	if len(msgs) == 0 {
+		return "The thread has no messages yet.", nil
+	}
+	reply, err := c.cfg.Model.Complete(ctx, ports.ChatRequest{
+		Purpose:  ports.PurposeSummary,
+		System:   c.cfg.SummaryPrompt,
+		Messages: msgs,
+	})
+	if err != nil {
+		return "", fmt.Errorf("conversation: summarize: %w", err)
+	}
+	return strings.TrimSpace(reply.Text), nil
+}
+
+// nonEmpty drops messages without content (an answer cancelled before its
+// first sentence): models refuse empty turns.
+func nonEmpty(msgs []ports.Message) []ports.Message {
+	out := make([]ports.Message, 0, len(msgs))
+	for _, m := range msgs {
+		if m.Content != "" {
+			out = append(out, m)
+		}
+	}
+	return out
+}

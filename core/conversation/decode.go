@@ -1,0 +1,201 @@
+package conversation
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"strconv"
+	"strings"
+	"unicode/utf8"
+)
+
+// Types of the messages a chat client sends (SPEC §1).
+const (
+	TypeChat   = "chat"
+	TypePing   = "ping"
+	TypeCancel = "cancel"
+)
+
+// Limits and defaults of the chat protocol.
+const (
+	// DefaultMaxMessageChars is MAX_MESSAGE_CHARS's default.
+	DefaultMaxMessageChars = 8000
+	// MaxThreadIDLen bounds a thread id, which is also a session id.
+	MaxThreadIDLen = 128
+	// MaxChannelLen bounds a channel name.
+	MaxChannelLen = 64
+	// DefaultChannel is the channel of a chat that names none.
+	DefaultChannel = "web"
+)
+
+// Inbound is a decoded chat client message.
+type Inbound struct {
+	// Type is TypeChat, TypePing or TypeCancel.
+	Type string
+	// Chat is set when Type is TypeChat.
+	Chat Chat
+}
+
+// Chat is a valid chat request as the client sent it.
+type Chat struct {
+	// Message is not blank and at most the allowed characters long.
+	Message string
+	// ThreadID is empty when the client named no thread (see ThreadFor);
+	// otherwise it is a valid id (ValidThreadID).
+	ThreadID string
+	// Channel is never empty: DefaultChannel when the client gave none.
+	Channel string
+	// Data is the client's context: any JSON value, never null on the web
+	// channel; nil when absent or null on other channels.
+	Data json.RawMessage
+}
+
+type wireChat struct {
+	Type     json.RawMessage `json:"type"`
+	Message  json.RawMessage `json:"message"`
+	ThreadID json.RawMessage `json:"thread_id"`
+	Channel  json.RawMessage `json:"channel"`
+	Data     json.RawMessage `json:"data"`
+}
+
+// DecodeChat parses and validates one frame of a chat socket. maxChars
+// bounds a message in Unicode characters; zero means
+// DefaultMaxMessageChars. Errors are *Error with the code of SPEC §1.
+func DecodeChat(frame []byte, maxChars int) (Inbound, error) {
+	if maxChars <= 0 {
+		maxChars = DefaultMaxMessageChars
+	}
+	var w wireChat
+	if err := json.Unmarshal(frame, &w); err != nil {
+		var ute *json.UnmarshalTypeError
+		if errors.As(err, &ute) {
+			return Inbound{}, errNotObject
+		}
+		return Inbound{}, &Error{Code: CodeInvalidJSON, Message: "the message is not valid JSON"}
+	}
+	if t := bytes.TrimLeft(frame, " \t\r\n"); len(t) == 0 || t[0] != '{' {
+		return Inbound{}, errNotObject // null
+	}
+	if w.Type == nil {
+		return Inbound{}, invalid("type is required")
+	}
+	typ, ok := jsonString(w.Type)
+	if !ok {
+		return Inbound{}, invalid("type must be a string")
+	}
+	switch typ {
+	case TypePing, TypeCancel:
+		return Inbound{Type: typ}, nil
+	case TypeChat:
+	default:
+		return Inbound{}, &Error{Code: CodeUnknownType, Message: "unknown message type " + strconv.Quote(truncate(typ, 64))}
+	}
+
+	var c Chat
+	if w.Message == nil || isNull(w.Message) {
+		return Inbound{}, invalid("message is required")
+	}
+	if c.Message, ok = jsonString(w.Message); !ok {
+		return Inbound{}, invalid("message must be a string")
+	}
+	if strings.TrimSpace(c.Message) == "" {
+		return Inbound{}, invalid("message is empty")
+	}
+	if utf8.RuneCountInString(c.Message) > maxChars {
+		return Inbound{}, invalid("message is longer than " + strconv.Itoa(maxChars) + " characters")
+	}
+
+	if !isNull(w.ThreadID) {
+		if c.ThreadID, ok = jsonString(w.ThreadID); !ok {
+			return Inbound{}, invalid("thread_id must be a string")
+		}
+		if c.ThreadID != "" && !ValidThreadID(c.ThreadID) {
+			return Inbound{}, invalid("thread_id must be 1 to 128 characters of A-Z a-z 0-9 _ - . :")
+		}
+	}
+
+	c.Channel = DefaultChannel
+	if !isNull(w.Channel) {
+		ch, ok := jsonString(w.Channel)
+		if !ok {
+			return Inbound{}, invalid("channel must be a string")
+		}
+		if ch != "" {
+			if !validID(ch, MaxChannelLen) {
+				return Inbound{}, invalid("channel must be 1 to 64 characters of A-Z a-z 0-9 _ - . :")
+			}
+			c.Channel = ch
+		}
+	}
+
+	if !isNull(w.Data) {
+		c.Data = w.Data
+	} else if c.Channel == DefaultChannel {
+		return Inbound{}, &Error{Code: CodeDataRequired, Message: "data is required with channel=web (any JSON value but null, for example [])"}
+	}
+	return Inbound{Type: TypeChat, Chat: c}, nil
+}
+
+var errNotObject = &Error{Code: CodeInvalidJSON, Message: "a message must be a JSON object"}
+
+func invalid(msg string) error { return &Error{Code: CodeInvalidMsg, Message: msg} }
+
+// ThreadFor returns the thread a chat goes to (SPEC §1): the one the client
+// named, else the connection's current thread, else a new one.
+func ThreadFor(requested, current string, newID func() string) string {
+	switch {
+	case requested != "":
+		return requested
+	case current != "":
+		return current
+	default:
+		return newID()
+	}
+}
+
+// ValidThreadID reports whether id may name a thread, and so a session: 1
+// to 128 characters of A-Z a-z 0-9 _ - . :
+func ValidThreadID(id string) bool { return validID(id, MaxThreadIDLen) }
+
+func validID(id string, maxLen int) bool {
+	if len(id) == 0 || len(id) > maxLen {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		switch {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		case c == '_', c == '-', c == '.', c == ':':
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// jsonString decodes raw as a JSON string.
+func jsonString(raw json.RawMessage) (string, bool) {
+	if len(raw) == 0 || raw[0] != '"' {
+		return "", false
+	}
+	var s string
+	if err := json.Unmarshal(raw, &s); err != nil {
+		return "", false
+	}
+	return s, true
+}
+
+// isNull reports whether raw is absent or JSON null.
+func isNull(raw json.RawMessage) bool {
+	return raw == nil || bytes.Equal(raw, []byte("null"))
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n] + "…"
+}

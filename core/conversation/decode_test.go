@@ -1,0 +1,155 @@
+package conversation_test
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+	"unicode/utf8"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/wsserver/wsserver/core/conversation"
+)
+
+func TestDecodeChat(t *testing.T) {
+	chat := func(c conversation.Chat) conversation.Inbound {
+		return conversation.Inbound{Type: conversation.TypeChat, Chat: c}
+	}
+	tests := []struct {
+		name  string
+		frame string
+		want  conversation.Inbound
+		code  string
+	}{
+		{"the demo chat", `{"type":"chat","message":"Hello, how can you help?","thread_id":"optional","channel":"web","data":[]}`,
+			chat(conversation.Chat{Message: "Hello, how can you help?", ThreadID: "optional", Channel: "web", Data: json.RawMessage(`[]`)}), ""},
+		{"channel defaults to web", `{"type":"chat","message":"hi","data":{"a":1}}`,
+			chat(conversation.Chat{Message: "hi", Channel: "web", Data: json.RawMessage(`{"a":1}`)}), ""},
+		{"empty thread and channel are absent", `{"type":"chat","message":"hi","thread_id":"","channel":"","data":0}`,
+			chat(conversation.Chat{Message: "hi", Channel: "web", Data: json.RawMessage(`0`)}), ""},
+		{"null thread", `{"type":"chat","message":"hi","thread_id":null,"data":false}`,
+			chat(conversation.Chat{Message: "hi", Channel: "web", Data: json.RawMessage(`false`)}), ""},
+		{"another channel needs no data", `{"type":"chat","message":"hi","channel":"whatsapp"}`,
+			chat(conversation.Chat{Message: "hi", Channel: "whatsapp"}), ""},
+		{"another channel with null data", `{"type":"chat","message":"hi","channel":"sms","data":null}`,
+			chat(conversation.Chat{Message: "hi", Channel: "sms"}), ""},
+		{"a thread id of 128 characters", `{"type":"chat","message":"hi","thread_id":"` + strings.Repeat("a", 128) + `","data":[]}`,
+			chat(conversation.Chat{Message: "hi", ThreadID: strings.Repeat("a", 128), Channel: "web", Data: json.RawMessage(`[]`)}), ""},
+		{"a message of the maximum length", `{"type":"chat","message":"` + strings.Repeat("ü", 30) + `","data":[]}`,
+			chat(conversation.Chat{Message: strings.Repeat("ü", 30), Channel: "web", Data: json.RawMessage(`[]`)}), ""},
+		{"ping", `{"type":"ping"}`, conversation.Inbound{Type: conversation.TypePing}, ""},
+		{"cancel", `{"type":"cancel","message":7}`, conversation.Inbound{Type: conversation.TypeCancel}, ""},
+
+		{"web without data", `{"type":"chat","message":"hi"}`, conversation.Inbound{}, conversation.CodeDataRequired},
+		{"web with null data", `{"type":"chat","message":"hi","channel":"web","data":null}`, conversation.Inbound{}, conversation.CodeDataRequired},
+		{"no message", `{"type":"chat","data":[]}`, conversation.Inbound{}, conversation.CodeInvalidMsg},
+		{"null message", `{"type":"chat","message":null,"data":[]}`, conversation.Inbound{}, conversation.CodeInvalidMsg},
+		{"empty message", `{"type":"chat","message":"","data":[]}`, conversation.Inbound{}, conversation.CodeInvalidMsg},
+		{"blank message", `{"type":"chat","message":" \n\t ","data":[]}`, conversation.Inbound{}, conversation.CodeInvalidMsg},
+		{"message too long", `{"type":"chat","message":"` + strings.Repeat("ü", 31) + `","data":[]}`, conversation.Inbound{}, conversation.CodeInvalidMsg},
+		{"numeric message", `{"type":"chat","message":7,"data":[]}`, conversation.Inbound{}, conversation.CodeInvalidMsg},
+		{"bad thread id", `{"type":"chat","message":"hi","thread_id":"a/b","data":[]}`, conversation.Inbound{}, conversation.CodeInvalidMsg},
+		{"long thread id", `{"type":"chat","message":"hi","thread_id":"` + strings.Repeat("a", 129) + `","data":[]}`, conversation.Inbound{}, conversation.CodeInvalidMsg},
+		{"numeric thread id", `{"type":"chat","message":"hi","thread_id":5,"data":[]}`, conversation.Inbound{}, conversation.CodeInvalidMsg},
+		{"bad channel", `{"type":"chat","message":"hi","channel":"we b","data":[]}`, conversation.Inbound{}, conversation.CodeInvalidMsg},
+		{"numeric channel", `{"type":"chat","message":"hi","channel":1,"data":[]}`, conversation.Inbound{}, conversation.CodeInvalidMsg},
+		{"no type", `{"message":"hi","data":[]}`, conversation.Inbound{}, conversation.CodeInvalidMsg},
+		{"numeric type", `{"type":1}`, conversation.Inbound{}, conversation.CodeInvalidMsg},
+		{"unknown type", `{"type":"shout"}`, conversation.Inbound{}, conversation.CodeUnknownType},
+		{"not JSON", `hello`, conversation.Inbound{}, conversation.CodeInvalidJSON},
+		{"truncated", `{"type":"chat"`, conversation.Inbound{}, conversation.CodeInvalidJSON},
+		{"an array", `[1]`, conversation.Inbound{}, conversation.CodeInvalidJSON},
+		{"null", ` null`, conversation.Inbound{}, conversation.CodeInvalidJSON},
+		{"empty", ``, conversation.Inbound{}, conversation.CodeInvalidJSON},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := conversation.DecodeChat([]byte(tt.frame), 30)
+			if tt.code != "" {
+				var ce *conversation.Error
+				require.ErrorAs(t, err, &ce)
+				assert.Equal(t, tt.code, ce.Code)
+				assert.NotEmpty(t, ce.Message)
+				return
+			}
+			require.NoError(t, err)
+			assert.Equal(t, tt.want, got)
+		})
+	}
+}
+
+func TestDecodeChatDefaultLimit(t *testing.T) {
+	_, err := conversation.DecodeChat([]byte(`{"type":"chat","message":"`+strings.Repeat("a", 8000)+`","data":[]}`), 0)
+	require.NoError(t, err)
+	_, err = conversation.DecodeChat([]byte(`{"type":"chat","message":"`+strings.Repeat("a", 8001)+`","data":[]}`), 0)
+	require.Error(t, err)
+}
+
+func TestThreadFor(t *testing.T) {
+	newID := func() string { return "new" }
+	assert.Equal(t, "asked", conversation.ThreadFor("asked", "current", newID))
+	assert.Equal(t, "current", conversation.ThreadFor("", "current", newID))
+	assert.Equal(t, "new", conversation.ThreadFor("", "", newID))
+}
+
+func FuzzDecodeChat(f *testing.F) {
+	for _, s := range []string{
+		`{"type":"chat","message":"Hello, how can you help?","thread_id":"optional","channel":"web","data":[]}`,
+		`{"type":"chat","message":"hi","channel":"sms"}`,
+		`{"type":"chat","message":"  ","data":[]}`,
+		`{"type":"chat","message":"hi","thread_id":"a:b.c-d_e","data":null}`,
+		`{"type":"ping"}`,
+		`{"type":"cancel"}`,
+		`{"type":"chat","message":"\u00fc\ud83d\ude00","data":{"k":[1,2,{"x":null}]}}`,
+		`{"TYPE":"chat","Message":"case","DATA":1}`,
+		`{"type":"chat","message":"dup","message":"again","data":[]}`,
+		`[]`, `null`, `"chat"`, `{`, ``,
+	} {
+		f.Add([]byte(s))
+	}
+	const maxChars = 50
+	codes := map[string]bool{
+		conversation.CodeInvalidJSON: true, conversation.CodeUnknownType: true,
+		conversation.CodeInvalidMsg: true, conversation.CodeDataRequired: true,
+	}
+	f.Fuzz(func(t *testing.T, frame []byte) {
+		in, err := conversation.DecodeChat(frame, maxChars)
+		if err != nil {
+			var ce *conversation.Error
+			require.ErrorAs(t, err, &ce)
+			assert.True(t, codes[ce.Code], "code %q", ce.Code)
+			assert.NotEmpty(t, ce.Message)
+			assert.True(t, utf8.ValidString(ce.Message))
+			return
+		}
+		switch in.Type {
+		case conversation.TypePing, conversation.TypeCancel:
+			assert.Equal(t, conversation.Chat{}, in.Chat)
+			return
+		case conversation.TypeChat:
+		default:
+			t.Fatalf("type %q", in.Type)
+		}
+		c := in.Chat
+		assert.NotEmpty(t, strings.TrimSpace(c.Message))
+		assert.LessOrEqual(t, utf8.RuneCountInString(c.Message), maxChars)
+		assert.True(t, c.ThreadID == "" || conversation.ValidThreadID(c.ThreadID), "thread %q", c.ThreadID)
+		assert.NotEmpty(t, c.Channel)
+		if c.Data != nil {
+			assert.True(t, json.Valid(c.Data))
+			assert.NotEqual(t, "null", string(c.Data))
+		}
+		if c.Channel == conversation.DefaultChannel {
+			assert.NotNil(t, c.Data, "web needs data")
+		}
+		// What was decoded decodes again to the same.
+		again, err := json.Marshal(map[string]any{"type": "chat", "message": c.Message, "thread_id": c.ThreadID, "channel": c.Channel, "data": c.Data})
+		require.NoError(t, err)
+		in2, err := conversation.DecodeChat(again, maxChars)
+		require.NoError(t, err)
+		assert.Equal(t, c.Message, in2.Chat.Message)
+		assert.Equal(t, c.ThreadID, in2.Chat.ThreadID)
+		assert.Equal(t, c.Channel, in2.Chat.Channel)
+	})
+}

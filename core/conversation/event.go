@@ -1,0 +1,164 @@
+package conversation
+
+import (
+	"encoding/json"
+	"strconv"
+	"unicode/utf8"
+
+	"github.com/wsserver/wsserver/ports"
+)
+
+// EventKind is the kind of an Event.
+type EventKind uint8
+
+// Kinds of events, in the order of SPEC §1: started, tokens, escalation
+// (when decided), then end — or error instead of anything after started.
+const (
+	EventStarted EventKind = iota + 1
+	EventToken
+	EventEscalation
+	EventEnd
+	EventError
+)
+
+// Event is one thing a run tells its client. It is passed by value and
+// holds no pointers to the run, so that the per-token path boxes and
+// allocates nothing; AppendEvent turns it into the SPEC §1 JSON message.
+type Event struct {
+	Kind EventKind
+	// ThreadID is set on EventStarted (the session id is the same value).
+	ThreadID string
+	// Content is a token's text.
+	Content string
+	// Reason is set on EventEscalation.
+	Reason ports.EscalationReason
+	// MessageID, Usage and Cancelled are set on EventEnd. MessageID is the
+	// stored answer's id, empty when no answer was stored.
+	MessageID string
+	Usage     ports.Usage
+	Cancelled bool
+	// Code and Message are set on EventError; Code is one of SPEC §1.
+	Code    string
+	Message string
+}
+
+// AppendEvent appends ev to b as the JSON message a chat client receives.
+// connID is the connection's id; only session_started carries it. It does
+// not allocate beyond growing b, so a caller that reuses b pays nothing
+// per token here.
+func AppendEvent(b []byte, ev Event, connID string) []byte {
+	switch ev.Kind {
+	case EventToken:
+		b = append(b, `{"type":"token","content":`...)
+		b = appendString(b, ev.Content)
+	case EventStarted:
+		b = append(b, `{"type":"session_started","session_id":`...)
+		b = appendString(b, ev.ThreadID)
+		b = append(b, `,"thread_id":`...)
+		b = appendString(b, ev.ThreadID)
+		b = append(b, `,"connection_id":`...)
+		b = appendString(b, connID)
+	case EventEscalation:
+		b = append(b, `{"type":"escalation","should_escalate":true,"reason":`...)
+		b = appendString(b, string(ev.Reason))
+	case EventEnd:
+		b = append(b, `{"type":"end"`...)
+		if ev.MessageID != "" {
+			b = append(b, `,"message_id":`...)
+			b = appendString(b, ev.MessageID)
+		}
+		b = append(b, `,"usage":{"input_tokens":`...)
+		b = strconv.AppendInt(b, int64(ev.Usage.InputTokens), 10)
+		b = append(b, `,"output_tokens":`...)
+		b = strconv.AppendInt(b, int64(ev.Usage.OutputTokens), 10)
+		b = append(b, `},"cancelled":`...)
+		b = strconv.AppendBool(b, ev.Cancelled)
+	case EventError:
+		b = append(b, `{"type":"error","code":`...)
+		b = appendString(b, ev.Code)
+		b = append(b, `,"message":`...)
+		b = appendString(b, ev.Message)
+	default:
+		b = append(b, `{"type":"unknown"`...)
+	}
+	return append(b, '}')
+}
+
+// Pong is the reply to {"type":"ping"}.
+var Pong = []byte(`{"type":"pong"}`)
+
+// EncodeError is {"type":"error","code":..,"message":..}.
+func EncodeError(code, message string) []byte {
+	return AppendEvent(nil, Event{Kind: EventError, Code: code, Message: message}, "")
+}
+
+// EncodeChatEvent is the message that listeners of session threadID
+// receive for a chat event (SPEC §2).
+func EncodeChatEvent(threadID string, ev ports.ChatEvent) []byte {
+	b := make([]byte, 0, 80+len(threadID)+len(ev.Content)+len(ev.Reason))
+	b = append(b, `{"type":"chat_event","thread_id":`...)
+	b = appendString(b, threadID)
+	b = append(b, `,"event":{"kind":`...)
+	b = appendString(b, string(ev.Kind))
+	b = append(b, `,"content":`...)
+	b = appendString(b, ev.Content)
+	if ev.Reason != "" {
+		b = append(b, `,"reason":`...)
+		b = appendString(b, string(ev.Reason))
+	}
+	return append(b, "}}"...)
+}
+
+const hexDigits = "0123456789abcdef"
+
+// appendString appends s as a JSON string without allocating: model
+// tokens are often not ASCII. Invalid UTF-8 becomes U+FFFD, and U+2028
+// and U+2029 are escaped, as encoding/json does.
+func appendString(b []byte, s string) []byte {
+	b = append(b, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			if c >= 0x20 && c != '"' && c != '\\' {
+				i++
+				continue
+			}
+			b = append(b, s[start:i]...)
+			switch c {
+			case '"', '\\':
+				b = append(b, '\\', c)
+			case '\n':
+				b = append(b, '\\', 'n')
+			case '\r':
+				b = append(b, '\\', 'r')
+			case '\t':
+				b = append(b, '\\', 't')
+			default:
+				b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == utf8.RuneError && size == 1:
+			b = append(b, s[start:i]...)
+			b = append(b, `\ufffd`...)
+		case r == '\u2028' || r == '\u2029':
+			b = append(b, s[start:i]...)
+			b = append(b, '\\', 'u', '2', '0', '2', hexDigits[r&0xf])
+		default:
+			i += size
+			continue
+		}
+		i += size
+		start = i
+	}
+	b = append(b, s[start:]...)
+	return append(b, '"')
+}
+
+// validJSON is used where a value from outside may be copied into JSON.
+func validJSON(raw json.RawMessage) bool { return len(raw) > 0 && json.Valid(raw) }

@@ -1,0 +1,367 @@
+package conversation_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/wsserver/wsserver/core/conversation"
+	"github.com/wsserver/wsserver/ports"
+)
+
+// Hand-written fakes of the ports, scripted per test.
+
+// wait bounds every wait of the tests; a passing run never waits this long.
+const wait = 10 * time.Second
+
+// script is what the model does on one call.
+type script struct {
+	pieces []string
+	stop   ports.StopReason // empty means end_turn
+	err    error            // returned after the pieces
+	block  bool             // after the pieces, wait for the context to end
+	usage  ports.Usage
+}
+
+// scriptedModel plays one script per Stream call; the last one repeats.
+type scriptedModel struct {
+	mu      sync.Mutex
+	scripts []script
+	calls   []ports.ChatRequest
+	// ended holds the context's error when each call returned: a
+	// cancelled call saw its context end.
+	ended    []error
+	complete string
+}
+
+func (m *scriptedModel) Stream(ctx context.Context, req ports.ChatRequest, token func(string) error) (reply ports.Reply, err error) {
+	m.mu.Lock()
+	s := m.scripts[min(len(m.calls), len(m.scripts)-1)]
+	m.calls = append(m.calls, req)
+	m.mu.Unlock()
+	defer func() {
+		m.mu.Lock()
+		m.ended = append(m.ended, ctx.Err())
+		m.mu.Unlock()
+	}()
+	for _, p := range s.pieces {
+		if err := ctx.Err(); err != nil {
+			return ports.Reply{}, err
+		}
+		if err := token(p); err != nil {
+			return ports.Reply{Usage: s.usage}, fmt.Errorf("scripted: %w", err)
+		}
+	}
+	if s.block {
+		select {
+		case <-ctx.Done():
+			return ports.Reply{}, ctx.Err()
+		case <-time.After(wait):
+			return ports.Reply{}, errors.New("scripted: never cancelled")
+		}
+	}
+	if s.err != nil {
+		return ports.Reply{}, s.err
+	}
+	stop := s.stop
+	if stop == "" {
+		stop = ports.StopEndTurn
+	}
+	return ports.Reply{Stop: stop, Usage: s.usage}, nil
+}
+
+func (m *scriptedModel) Complete(ctx context.Context, req ports.ChatRequest) (ports.Reply, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.calls = append(m.calls, req)
+	return ports.Reply{Text: m.complete, Stop: ports.StopEndTurn}, nil
+}
+
+func (m *scriptedModel) requests() []ports.ChatRequest {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return slices.Clone(m.calls)
+}
+
+// wordGuardrail fails any text containing BAD.
+type wordGuardrail struct {
+	whole   bool
+	err     error
+	mu      sync.Mutex
+	checked []string
+}
+
+func (g *wordGuardrail) WholeAnswer() bool { return g.whole }
+
+func (g *wordGuardrail) Check(ctx context.Context, text string) (ports.Verdict, error) {
+	g.mu.Lock()
+	g.checked = append(g.checked, text)
+	g.mu.Unlock()
+	if g.err != nil {
+		return ports.Verdict{}, g.err
+	}
+	if strings.Contains(text, "BAD") {
+		return ports.Verdict{Reason: "it says BAD"}, nil
+	}
+	return ports.Verdict{Pass: true}, nil
+}
+
+// humanDetector escalates messages asking for a human.
+type humanDetector struct{}
+
+func (humanDetector) Detect(ctx context.Context, message string, history []ports.Message) (ports.Escalation, error) {
+	if strings.Contains(message, "human") {
+		return ports.Escalation{Escalate: true, Reason: ports.ReasonUserRequested, Detail: "asked for a human"}, nil
+	}
+	return ports.Escalation{}, nil
+}
+
+// fakeStore keeps threads in maps.
+type fakeStore struct {
+	mu          sync.Mutex
+	threads     map[string]*ports.Thread
+	checkpoints map[string][]ports.Checkpoint
+	failAppend  error // fails appends of assistant messages
+}
+
+func newFakeStore() *fakeStore {
+	return &fakeStore{threads: map[string]*ports.Thread{}, checkpoints: map[string][]ports.Checkpoint{}}
+}
+
+func (s *fakeStore) Load(ctx context.Context, id string) (ports.Thread, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	th, ok := s.threads[id]
+	if !ok {
+		return ports.Thread{}, conversation.ErrThreadNotFound
+	}
+	out := *th
+	out.Messages = slices.Clone(th.Messages)
+	return out, nil
+}
+
+func (s *fakeStore) Create(ctx context.Context, id, channel string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.threads[id]; !ok {
+		s.threads[id] = &ports.Thread{ID: id, Channel: channel}
+	}
+	return nil
+}
+
+func (s *fakeStore) Append(ctx context.Context, id string, msgs ...ports.Message) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	th, ok := s.threads[id]
+	if !ok {
+		return conversation.ErrThreadNotFound
+	}
+	for _, m := range msgs {
+		if m.Role == ports.RoleAssistant && s.failAppend != nil {
+			return s.failAppend
+		}
+	}
+	th.Messages = append(th.Messages, msgs...)
+	return nil
+}
+
+func (s *fakeStore) History(ctx context.Context, id string) ([]ports.Message, error) {
+	th, err := s.Load(ctx, id)
+	return th.Messages, err
+}
+
+func (s *fakeStore) SaveCheckpoint(ctx context.Context, id string, cp ports.Checkpoint) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.checkpoints[id] = append(s.checkpoints[id], cp)
+	return nil
+}
+
+func (s *fakeStore) Checkpoints(ctx context.Context, id string) ([]ports.Checkpoint, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.checkpoints[id]), nil
+}
+
+func (s *fakeStore) RecordEscalation(ctx context.Context, id string, e ports.EscalationRecord) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	th, ok := s.threads[id]
+	if !ok {
+		return conversation.ErrThreadNotFound
+	}
+	th.Escalations = append(th.Escalations, e)
+	return nil
+}
+
+func (s *fakeStore) nodes(id string) []string {
+	cps, _ := s.Checkpoints(context.Background(), id)
+	var out []string
+	for _, cp := range cps {
+		out = append(out, cp.Node)
+	}
+	return out
+}
+
+// fakeLock holds one lease per thread.
+type fakeLock struct {
+	mu       sync.Mutex
+	held     map[string]bool
+	renewErr error
+	renewed  int
+	released int
+}
+
+func newFakeLock() *fakeLock { return &fakeLock{held: map[string]bool{}} }
+
+func (l *fakeLock) Acquire(ctx context.Context, id, owner string, ttl time.Duration) (ports.Lease, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.held[id] {
+		return nil, conversation.ErrThreadBusy
+	}
+	l.held[id] = true
+	return &fakeLease{l: l, id: id}, nil
+}
+
+func (l *fakeLock) isHeld(id string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.held[id]
+}
+
+type fakeLease struct {
+	l    *fakeLock
+	id   string
+	done bool
+}
+
+func (f *fakeLease) Renew(ctx context.Context) error {
+	f.l.mu.Lock()
+	defer f.l.mu.Unlock()
+	f.l.renewed++
+	return f.l.renewErr
+}
+
+func (f *fakeLease) Release(ctx context.Context) error {
+	f.l.mu.Lock()
+	defer f.l.mu.Unlock()
+	if !f.done {
+		f.done = true
+		delete(f.l.held, f.id)
+		f.l.released++
+	}
+	return nil
+}
+
+// recorder collects published chat events.
+type recorder struct {
+	mu     sync.Mutex
+	events []ports.ChatEvent
+}
+
+func (p *recorder) PublishChat(ctx context.Context, threadID string, ev ports.ChatEvent) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.events = append(p.events, ev)
+	return nil
+}
+
+func (p *recorder) kinds() []ports.ChatEventKind {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var out []ports.ChatEventKind
+	for _, e := range p.events {
+		out = append(out, e.Kind)
+	}
+	return out
+}
+
+// harness wires a Conversation to fakes.
+type harness struct {
+	store *fakeStore
+	lock  *fakeLock
+	model *scriptedModel
+	guard *wordGuardrail
+	pub   *recorder
+	conv  *conversation.Conversation
+}
+
+func newHarness(scripts []script, whole bool, maxRewrites int, mod ...func(*conversation.Config)) (*harness, error) {
+	h := &harness{
+		store: newFakeStore(),
+		lock:  newFakeLock(),
+		model: &scriptedModel{scripts: scripts},
+		guard: &wordGuardrail{whole: whole},
+		pub:   &recorder{},
+	}
+	var seq int
+	var seqMu sync.Mutex
+	cfg := conversation.Config{
+		Store:                h.store,
+		Lock:                 h.lock,
+		Model:                h.model,
+		Guardrail:            h.guard,
+		Escalation:           humanDetector{},
+		Publisher:            h.pub,
+		SystemPrompt:         "be nice",
+		MaxGuardrailRewrites: maxRewrites,
+		FallbackAnswer:       "Sorry, a person will help you.",
+		NewID: func() string {
+			seqMu.Lock()
+			defer seqMu.Unlock()
+			seq++
+			return fmt.Sprintf("id-%d", seq)
+		},
+		Now: func() time.Time { return time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC) },
+	}
+	for _, m := range mod {
+		m(&cfg)
+	}
+	conv, err := conversation.New(cfg)
+	h.conv = conv
+	return h, err
+}
+
+// sink collects a run's events.
+type sink struct {
+	mu     sync.Mutex
+	events []conversation.Event
+	onTok  func(conversation.Event)
+}
+
+func (s *sink) emit(ev conversation.Event) {
+	s.mu.Lock()
+	s.events = append(s.events, ev)
+	s.mu.Unlock()
+	if ev.Kind == conversation.EventToken && s.onTok != nil {
+		s.onTok(ev)
+	}
+}
+
+func (s *sink) tokens() []string {
+	var out []string
+	for _, ev := range s.events {
+		if ev.Kind == conversation.EventToken {
+			out = append(out, ev.Content)
+		}
+	}
+	return out
+}
+
+func (s *sink) kinds() []conversation.EventKind {
+	var out []conversation.EventKind
+	for _, ev := range s.events {
+		if len(out) > 0 && ev.Kind == conversation.EventToken && out[len(out)-1] == conversation.EventToken {
+			continue // one entry per run of tokens
+		}
+		out = append(out, ev.Kind)
+	}
+	return out
+}
+
+func (s *sink) last() conversation.Event { return s.events[len(s.events)-1] }

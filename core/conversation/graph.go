@@ -1,0 +1,214 @@
+package conversation
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/wsserver/wsserver/ports"
+)
+
+// The conversation graph of SPEC §2. Each node is a method below that does
+// its work and returns the next node: its return statements are the edges.
+//
+//	node              next
+//	load              escalation_check
+//	escalation_check  escalate (a human must take over) | generate
+//	generate          guardrail
+//	guardrail         respond (passed) | rewrite (failed, rewrites left) | fallback (failed, none left)
+//	rewrite           guardrail
+//	fallback          respond, with an escalation for reason guardrail
+//	respond           escalate (after a fallback) | done
+//	escalate          done
+//	any node          cancelled (the caller's context ended) | failed (an error), then done
+//
+// generate and rewrite stream the model's tokens; each sentence passes the
+// guardrail before its tokens reach the client (the whole answer, when the
+// guardrail needs it), and the first failing sentence stops the stream;
+// guardrail then routes on that verdict. cancelled stores the part of the
+// answer already sent, marked cancelled; failed stores nothing more. A
+// checkpoint of the run's state is stored after every node.
+
+type node string
+
+const (
+	nodeLoad            node = "load"
+	nodeEscalationCheck node = "escalation_check"
+	nodeGenerate        node = "generate"
+	nodeGuardrail       node = "guardrail"
+	nodeRewrite         node = "rewrite"
+	nodeFallback        node = "fallback"
+	nodeRespond         node = "respond"
+	nodeEscalate        node = "escalate"
+	nodeCancelled       node = "cancelled"
+	nodeFailed          node = "failed"
+	nodeDone            node = "done"
+)
+
+// execute runs the graph from load to done.
+func (r *run) execute(ctx context.Context) {
+	for n := nodeLoad; n != nodeDone; {
+		next := r.visit(ctx, n)
+		r.checkpoint(ctx, n, next)
+		n = next
+	}
+}
+
+func (r *run) visit(ctx context.Context, n node) node {
+	switch n {
+	case nodeLoad:
+		return r.load(ctx)
+	case nodeEscalationCheck:
+		return r.escalationCheck(ctx)
+	case nodeGenerate:
+		return r.generate(ctx)
+	case nodeGuardrail:
+		return r.guardrail()
+	case nodeRewrite:
+		return r.rewrite(ctx)
+	case nodeFallback:
+		return r.fallback()
+	case nodeRespond:
+		return r.respond(ctx)
+	case nodeEscalate:
+		return r.escalate(ctx)
+	case nodeCancelled:
+		return r.cancelled(ctx)
+	case nodeFailed:
+		return r.failed(ctx)
+	}
+	r.err = fmt.Errorf("conversation: no node %q", n)
+	return nodeFailed
+}
+
+// load reads the thread (creating it on its first chat), stores the user's
+// message and mirrors it to the session.
+func (r *run) load(ctx context.Context) node {
+	th, err := r.c.cfg.Store.Load(ctx, r.req.ThreadID)
+	if isNotFound(err) {
+		err = r.c.cfg.Store.Create(ctx, r.req.ThreadID, r.req.Channel)
+	}
+	if err != nil {
+		return r.fail(ctx, "load thread", err)
+	}
+	r.history = th.Messages
+	if err := r.write(ctx, func(ctx context.Context) error {
+		return r.c.cfg.Store.Append(ctx, r.req.ThreadID, r.user)
+	}); err != nil {
+		return r.fail(ctx, "store user message", err)
+	}
+	r.userStored = true
+	r.publish(ctx, ports.ChatEvent{Kind: ports.ChatUserMessage, Content: r.req.Message})
+	return nodeEscalationCheck
+}
+
+// escalationCheck asks the detector whether a human must take over before
+// the model says anything. A detector that fails does not stop the chat.
+func (r *run) escalationCheck(ctx context.Context) node {
+	e, err := r.c.cfg.Escalation.Detect(ctx, r.req.Message, r.recent())
+	switch {
+	case err != nil && ctx.Err() != nil:
+		return r.interrupted(ctx)
+	case err != nil:
+		r.c.cfg.Log.WarnContext(ctx, "escalation check failed; answering", "thread_id", r.req.ThreadID, "err", err)
+		return nodeGenerate
+	case e.Escalate:
+		if e.Reason == "" {
+			e.Reason = ports.ReasonRule
+		}
+		r.escalation = e
+		return nodeEscalate
+	}
+	return nodeGenerate
+}
+
+// generate streams the model's answer through the guardrail.
+func (r *run) generate(ctx context.Context) node {
+	return r.stream(ctx, nil)
+}
+
+// guardrail routes on the verdict reached while streaming.
+func (r *run) guardrail() node {
+	switch {
+	case r.rejected == nil:
+		return nodeRespond
+	case r.rewrites < r.c.cfg.MaxGuardrailRewrites:
+		return nodeRewrite
+	default:
+		return nodeFallback
+	}
+}
+
+// rewrite asks the model to continue after what was already sent, told
+// why its last sentence failed.
+func (r *run) rewrite(ctx context.Context) node {
+	r.rewrites++
+	rw := &ports.Rewrite{Said: string(r.ans.released), Rejected: r.rejected.Text, Reason: r.rejected.Reason}
+	r.rejected = nil
+	return r.stream(ctx, rw)
+}
+
+// fallback ends the answer with the safe fallback text and decides to
+// escalate: the model could not say it within the guardrail.
+func (r *run) fallback() node {
+	reason := r.rejected.Reason
+	r.rejected = nil
+	r.ans.releaseText(r, r.c.cfg.FallbackAnswer)
+	r.escalation = ports.Escalation{
+		Escalate: true,
+		Reason:   ports.ReasonGuardrail,
+		Detail:   fmt.Sprintf("the answer failed the guardrail after %d rewrites: %s", r.rewrites, reason),
+	}
+	return nodeRespond
+}
+
+// respond stores the final answer and mirrors it to the session.
+func (r *run) respond(ctx context.Context) node {
+	if err := r.storeAnswer(ctx, false); err != nil {
+		return r.fail(ctx, "store answer", err)
+	}
+	r.publish(ctx, ports.ChatEvent{Kind: ports.ChatAnswer, Content: string(r.ans.released)})
+	if r.escalation.Escalate {
+		return nodeEscalate
+	}
+	r.emit(Event{Kind: EventEnd, MessageID: r.answerID(), Usage: r.usage})
+	return nodeDone
+}
+
+// escalate records the decision, mirrors it to the session and tells the
+// client, whose socket the edge then closes.
+func (r *run) escalate(ctx context.Context) node {
+	if err := r.write(ctx, func(ctx context.Context) error {
+		return r.c.cfg.Store.RecordEscalation(ctx, r.req.ThreadID, ports.EscalationRecord{
+			RunID: r.id, Reason: r.escalation.Reason, Detail: r.escalation.Detail, CreatedAt: r.c.cfg.Now(),
+		})
+	}); err != nil {
+		// The client and the session listeners are still told: a human
+		// taking over matters more than the record.
+		r.c.cfg.Log.ErrorContext(ctx, "escalation not recorded", "thread_id", r.req.ThreadID, "reason", r.escalation.Reason, "err", err)
+	}
+	r.publish(ctx, ports.ChatEvent{Kind: ports.ChatEscalation, Content: r.escalation.Detail, Reason: r.escalation.Reason})
+	r.escalated = true
+	r.emit(Event{Kind: EventEscalation, Reason: r.escalation.Reason})
+	r.emit(Event{Kind: EventEnd, MessageID: r.answerID(), Usage: r.usage})
+	return nodeDone
+}
+
+// cancelled stores what the client was sent, marked cancelled.
+func (r *run) cancelled(ctx context.Context) node {
+	r.wasCancelled = true
+	if r.userStored {
+		if err := r.storeAnswer(ctx, true); err != nil {
+			r.c.cfg.Log.ErrorContext(ctx, "cancelled answer not stored", "thread_id", r.req.ThreadID, "err", err)
+		}
+	}
+	r.emit(Event{Kind: EventEnd, MessageID: r.answerID(), Usage: r.usage, Cancelled: true})
+	return nodeDone
+}
+
+// failed tells the client; the part of the answer already sent is not
+// stored as an answer.
+func (r *run) failed(ctx context.Context) node {
+	r.c.cfg.Log.ErrorContext(ctx, "chat failed", "thread_id", r.req.ThreadID, "err", r.err)
+	r.emit(Event{Kind: EventError, Code: CodeInternal, Message: "the answer could not be completed; try again"})
+	return nodeDone
+}

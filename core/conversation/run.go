@@ -1,0 +1,215 @@
+package conversation
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/wsserver/wsserver/ports"
+)
+
+// run is the state of one chat going through the graph.
+type run struct {
+	c    *Conversation
+	req  Request
+	emit func(Event)
+	id   string
+	step int
+
+	user       ports.Message
+	userStored bool
+	history    []ports.Message // the thread before this chat
+	messages   []ports.Message // what the model is given, built once
+
+	escalation ports.Escalation
+	escalated  bool
+
+	ans        answer
+	rewrites   int
+	rejected   *rejection // the sentence that stopped the last stream
+	rejections []rejection
+	guardErr   error // the guardrail could not decide
+	stop       ports.StopReason
+	usage      ports.Usage
+
+	answerMsgID  string
+	answerStored bool
+	wasCancelled bool
+	err          error
+}
+
+// rejection is a text that failed the guardrail. It never reaches the
+// client.
+type rejection struct {
+	Text   string `json:"text"`
+	Reason string `json:"reason"`
+}
+
+func newRun(c *Conversation, req Request, emit func(Event)) *run {
+	r := &run{c: c, req: req, emit: emit, id: c.cfg.NewID(), answerMsgID: c.cfg.NewID()}
+	r.user = ports.Message{ID: c.cfg.NewID(), Role: ports.RoleUser, Content: req.Message, CreatedAt: c.cfg.Now()}
+	r.ans.whole = c.cfg.Guardrail.WholeAnswer()
+	return r
+}
+
+func (r *run) result() Result {
+	return Result{
+		ThreadID:  r.req.ThreadID,
+		MessageID: r.answerID(),
+		Escalated: r.escalated,
+		Reason:    r.escalation.Reason,
+		Cancelled: r.wasCancelled,
+		Usage:     r.usage,
+	}
+}
+
+// answerID is the id of the stored answer, empty while none is stored.
+func (r *run) answerID() string {
+	if !r.answerStored {
+		return ""
+	}
+	return r.answerMsgID
+}
+
+// recent is the part of the thread's history the model and the detector
+// see.
+func (r *run) recent() []ports.Message {
+	if n := len(r.history) - r.c.cfg.HistoryLimit; n > 0 {
+		return r.history[n:]
+	}
+	return r.history
+}
+
+func (r *run) modelMessages() []ports.Message {
+	if r.messages == nil {
+		r.messages = append(nonEmpty(r.recent()), r.user)
+	}
+	return r.messages
+}
+
+// fail ends the run on err, unless the run's context ended first.
+func (r *run) fail(ctx context.Context, op string, err error) node {
+	if ctx.Err() != nil {
+		return r.interrupted(ctx)
+	}
+	r.err = fmt.Errorf("conversation: %s: %w", op, err)
+	return nodeFailed
+}
+
+// interrupted tells why the run's context ended: the client's cancel, or
+// a lost thread lock, which is an error.
+func (r *run) interrupted(ctx context.Context) node {
+	if cause := context.Cause(ctx); errors.Is(cause, ErrLeaseLost) {
+		r.err = fmt.Errorf("conversation: %w", cause)
+		return nodeFailed
+	}
+	return nodeCancelled
+}
+
+// write runs a store write or a publication. It outlives the run's
+// context, bounded by WriteTimeout, so that what was sent is stored even
+// when the client cancelled.
+func (r *run) write(ctx context.Context, fn func(ctx context.Context) error) error {
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.c.cfg.WriteTimeout)
+	defer cancel()
+	return fn(wctx)
+}
+
+func (r *run) storeAnswer(ctx context.Context, cancelled bool) error {
+	msg := ports.Message{
+		ID:        r.answerMsgID,
+		Role:      ports.RoleAssistant,
+		Content:   string(r.ans.released),
+		CreatedAt: r.c.cfg.Now(),
+		Cancelled: cancelled,
+	}
+	err := r.write(ctx, func(ctx context.Context) error { return r.c.cfg.Store.Append(ctx, r.req.ThreadID, msg) })
+	if err == nil {
+		r.answerStored = true
+	}
+	return err
+}
+
+// publish mirrors a chat event to the thread's session; it is best effort.
+func (r *run) publish(ctx context.Context, ev ports.ChatEvent) {
+	if err := r.write(ctx, func(ctx context.Context) error {
+		return r.c.cfg.Publisher.PublishChat(ctx, r.req.ThreadID, ev)
+	}); err != nil {
+		r.c.cfg.Log.WarnContext(ctx, "chat event not published", "thread_id", r.req.ThreadID, "kind", ev.Kind, "err", err)
+	}
+}
+
+// checkpointState is the run's state as stored after each node.
+type checkpointState struct {
+	RunID      string          `json:"run_id"`
+	ThreadID   string          `json:"thread_id"`
+	Node       string          `json:"node"`
+	Next       string          `json:"next"`
+	Channel    string          `json:"channel"`
+	Data       json.RawMessage `json:"data,omitempty"`
+	Message    string          `json:"message"`
+	MessageID  string          `json:"message_id"`
+	History    int             `json:"history"`
+	Escalation *escalationJSON `json:"escalation,omitempty"`
+	Released   string          `json:"released"`
+	Rewrites   int             `json:"rewrites"`
+	Rejections []rejection     `json:"rejections,omitempty"`
+	Stop       string          `json:"stop,omitempty"`
+	Usage      usageJSON       `json:"usage"`
+	AnswerID   string          `json:"answer_id,omitempty"`
+	Cancelled  bool            `json:"cancelled,omitempty"`
+	Error      string          `json:"error,omitempty"`
+}
+
+type escalationJSON struct {
+	Reason string `json:"reason"`
+	Detail string `json:"detail,omitempty"`
+}
+
+type usageJSON struct {
+	InputTokens  int `json:"input_tokens"`
+	OutputTokens int `json:"output_tokens"`
+}
+
+// checkpoint stores the state after node n. A checkpoint that cannot be
+// stored is logged, not fatal: it is there to inspect runs.
+func (r *run) checkpoint(ctx context.Context, n, next node) {
+	st := checkpointState{
+		RunID:      r.id,
+		ThreadID:   r.req.ThreadID,
+		Node:       string(n),
+		Next:       string(next),
+		Channel:    r.req.Channel,
+		Message:    r.req.Message,
+		MessageID:  r.user.ID,
+		History:    len(r.history),
+		Released:   string(r.ans.released),
+		Rewrites:   r.rewrites,
+		Rejections: r.rejections,
+		Stop:       string(r.stop),
+		Usage:      usageJSON{InputTokens: r.usage.InputTokens, OutputTokens: r.usage.OutputTokens},
+		AnswerID:   r.answerID(),
+		Cancelled:  r.wasCancelled,
+	}
+	if n == nodeLoad && validJSON(r.req.Data) {
+		st.Data = r.req.Data // once per run: it may be large
+	}
+	if r.escalation.Escalate {
+		st.Escalation = &escalationJSON{Reason: string(r.escalation.Reason), Detail: r.escalation.Detail}
+	}
+	if r.err != nil {
+		st.Error = r.err.Error()
+	}
+	raw, err := json.Marshal(st)
+	if err == nil {
+		cp := ports.Checkpoint{RunID: r.id, Step: r.step, Node: string(n), State: raw, CreatedAt: r.c.cfg.Now()}
+		err = r.write(ctx, func(ctx context.Context) error { return r.c.cfg.Store.SaveCheckpoint(ctx, r.req.ThreadID, cp) })
+	}
+	if err != nil {
+		r.c.cfg.Log.WarnContext(ctx, "checkpoint not stored", "thread_id", r.req.ThreadID, "node", n, "err", err)
+	}
+	r.step++
+}
+
+func isNotFound(err error) bool { return errors.Is(err, ErrThreadNotFound) }

@@ -1,0 +1,225 @@
+package conversation
+
+import (
+	"context"
+	"errors"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/wsserver/wsserver/ports"
+)
+
+// errHalted stops a model stream whose text failed the guardrail or could
+// not be checked.
+var errHalted = errors.New("conversation: stream halted by the guardrail")
+
+// stream runs one model call of generate or rewrite. The model's pieces
+// are held until the sentence they belong to passes the guardrail, then
+// released to the client as they came; the first sentence that fails
+// stops the call. It returns the guardrail node, or cancelled or failed.
+func (r *run) stream(ctx context.Context, rw *ports.Rewrite) node {
+	mctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	r.ans.discard()
+	req := ports.ChatRequest{
+		Purpose:  ports.PurposeChat,
+		System:   r.c.cfg.SystemPrompt,
+		Messages: r.modelMessages(),
+		Data:     r.req.Data,
+		Rewrite:  rw,
+	}
+	reply, err := r.c.cfg.Model.Stream(mctx, req, func(piece string) error { return r.token(mctx, piece) })
+	r.usage = r.usage.Add(reply.Usage)
+	r.stop = reply.Stop
+	if err == nil && r.rejected == nil && r.guardErr == nil && ctx.Err() == nil {
+		switch reply.Stop {
+		case ports.StopGuardrailIntervened, ports.StopContentFiltered:
+			// The provider cut or replaced the output: what is held is
+			// not the model's answer and is never sent.
+			r.reject(string(r.ans.pending), "the model provider stopped the answer ("+string(reply.Stop)+")")
+		default:
+			r.flush(mctx)
+		}
+	}
+	switch {
+	case r.guardErr != nil:
+		err, r.guardErr = r.guardErr, nil
+		return r.fail(ctx, "guardrail", err)
+	case r.rejected != nil:
+		r.ans.discard()
+		return nodeGuardrail
+	case ctx.Err() != nil:
+		return r.interrupted(ctx)
+	case err != nil:
+		return r.fail(ctx, "model stream", err)
+	}
+	return nodeGuardrail
+}
+
+// token takes one piece from the model. It is the per-token path: it
+// allocates nothing but the text of each sentence it checks.
+func (r *run) token(ctx context.Context, piece string) error {
+	if r.rejected != nil || r.guardErr != nil {
+		return errHalted // a model that keeps streaming after being told to stop
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	a := &r.ans
+	if a.whole {
+		a.add(piece)
+		return nil
+	}
+	for piece != "" {
+		k := a.boundary(piece)
+		if k < 0 {
+			a.add(piece)
+			return nil
+		}
+		a.add(piece[:k])
+		if !r.check(ctx) {
+			return errHalted
+		}
+		piece = piece[k:]
+	}
+	return nil
+}
+
+// flush checks what is held when the model is done.
+func (r *run) flush(ctx context.Context) {
+	a := &r.ans
+	switch {
+	case len(a.pending) == 0:
+	case a.whole || a.hasText:
+		r.check(ctx)
+	default:
+		a.release(r) // spaces only: nothing to check
+	}
+}
+
+// check submits the held text to the guardrail and releases it when it
+// passes. It reports whether it passed.
+func (r *run) check(ctx context.Context) bool {
+	text := string(r.ans.pending)
+	v, err := r.c.cfg.Guardrail.Check(ctx, text)
+	switch {
+	case err != nil:
+		r.guardErr = err
+		return false
+	case !v.Pass:
+		r.reject(text, v.Reason)
+		return false
+	}
+	r.ans.release(r)
+	return true
+}
+
+func (r *run) reject(text, reason string) {
+	rej := rejection{Text: text, Reason: reason}
+	r.rejected = &rej
+	r.rejections = append(r.rejections, rej)
+}
+
+// answer is the text of an answer while it streams: what was released to
+// the client, and what waits for the guardrail.
+type answer struct {
+	// whole: the guardrail needs the whole answer; nothing is released
+	// before the model is done.
+	whole bool
+	// released is every text sent to the client, in order.
+	released []byte
+	// pending is held text; pieces is the same text as the model's pieces.
+	pending []byte
+	pieces  []string
+	// The sentence scanner's state after pending: hasText is set once
+	// pending holds more than spaces; term when it ends with a sentence's
+	// end mark (and maybe closing quotes or brackets); cjk when that mark
+	// needs no space after it.
+	hasText, term, cjk bool
+}
+
+func (a *answer) add(piece string) {
+	if piece == "" {
+		return
+	}
+	a.pending = append(a.pending, piece...)
+	a.pieces = append(a.pieces, piece)
+}
+
+// release sends the held pieces and forgets them.
+func (a *answer) release(r *run) {
+	for _, p := range a.pieces {
+		r.emit(Event{Kind: EventToken, Content: p})
+	}
+	a.released = append(a.released, a.pending...)
+	a.discard()
+}
+
+// releaseText sends a text of the server's own (the fallback) after what
+// was released.
+func (a *answer) releaseText(r *run, text string) {
+	if n := len(a.released); n > 0 && !isSpace(rune(a.released[n-1])) {
+		text = " " + text
+	}
+	r.emit(Event{Kind: EventToken, Content: text})
+	a.released = append(a.released, text...)
+}
+
+// discard forgets what is held.
+func (a *answer) discard() {
+	a.pending = a.pending[:0]
+	clear(a.pieces)
+	a.pieces = a.pieces[:0]
+	a.hasText, a.term, a.cjk = false, false, false
+}
+
+// boundary returns where in piece the held sentence ends, or -1 when it
+// does not end in piece. A sentence ends before the first space that
+// follows its end mark (. ! ? …, then any closing quotes or brackets), so
+// that "3.14" and "Hello." + "World" stay whole; right after a CJK end
+// mark; and after a line break, so that list items and code lines are
+// released line by line. Spaces after a sentence start the next one, and
+// a sentence needs more than spaces.
+func (a *answer) boundary(piece string) int {
+	has, term, cjk := a.hasText, a.term, a.cjk
+	for i := 0; i < len(piece); {
+		r, size := rune(piece[i]), 1
+		if r >= utf8.RuneSelf {
+			r, size = utf8.DecodeRuneInString(piece[i:])
+		}
+		if term && (isSpace(r) || cjk && !isCloser(r)) {
+			return i
+		}
+		switch {
+		case r == '\n' && has:
+			return i + size
+		case r == '.' || r == '!' || r == '?' || r == '…':
+			has, term, cjk = true, true, false
+		case r == '。' || r == '！' || r == '？':
+			has, term, cjk = true, true, true
+		case term && isCloser(r):
+		case isSpace(r):
+		default:
+			has, term, cjk = true, false, false
+		}
+		i += size
+	}
+	a.hasText, a.term, a.cjk = has, term, cjk
+	return -1
+}
+
+func isSpace(r rune) bool {
+	switch r {
+	case ' ', '\t', '\n', '\r', '\v', '\f':
+		return true
+	}
+	return r >= utf8.RuneSelf && unicode.IsSpace(r)
+}
+
+func isCloser(r rune) bool {
+	switch r {
+	case '"', '\'', ')', ']', '}', '*', '_', '”', '’', '»', '」', '』', '）':
+		return true
+	}
+	return false
+}

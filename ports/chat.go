@@ -1,0 +1,269 @@
+package ports
+
+import (
+	"context"
+	"encoding/json"
+	"time"
+)
+
+// The ports of the conversation (SPEC §2). Errors the core must recognise
+// are declared in core/conversation: ErrThreadNotFound, ErrThreadBusy and
+// ErrLeaseLost. Adapters return them (wrapped or not) so that errors.Is
+// finds them.
+
+// Role says who wrote a message.
+type Role string
+
+// Roles of a thread's messages.
+const (
+	RoleUser      Role = "user"
+	RoleAssistant Role = "assistant"
+)
+
+// Message is one message of a thread, as stored and as shown by the
+// history endpoint (SPEC §4).
+type Message struct {
+	ID        string
+	Role      Role
+	Content   string
+	CreatedAt time.Time
+	// Cancelled marks an answer stopped by the client: Content is what was
+	// sent before the cancel.
+	Cancelled bool
+}
+
+// Usage counts a model call's tokens.
+type Usage struct {
+	InputTokens  int
+	OutputTokens int
+}
+
+// Add returns the sum of u and v.
+func (u Usage) Add(v Usage) Usage {
+	return Usage{InputTokens: u.InputTokens + v.InputTokens, OutputTokens: u.OutputTokens + v.OutputTokens}
+}
+
+// StopReason says why a model stopped.
+type StopReason string
+
+// Stop reasons.
+const (
+	StopEndTurn   StopReason = "end_turn"
+	StopMaxTokens StopReason = "max_tokens"
+	// StopGuardrailIntervened: the provider's own guardrail replaced or cut
+	// the output; what was streamed must not be trusted.
+	StopGuardrailIntervened StopReason = "guardrail_intervened"
+	// StopContentFiltered: the provider filtered the output.
+	StopContentFiltered StopReason = "content_filtered"
+)
+
+// Purpose says what a model call is for, so that an adapter may pick a
+// model per purpose (BEDROCK_MODEL_ID_CHAT, _SUMMARY, _ESCALATION).
+type Purpose string
+
+// Purposes of model calls.
+const (
+	PurposeChat     Purpose = "chat"
+	PurposeSummary  Purpose = "summary"
+	PurposeClassify Purpose = "classify"
+)
+
+// ChatRequest is what a model is asked.
+type ChatRequest struct {
+	Purpose Purpose
+	// System is the system prompt.
+	System string
+	// Messages is the conversation so far, oldest first; the last one is
+	// the user's. For PurposeSummary it is the thread to summarise, which
+	// may end with an answer. Empty messages are never included.
+	Messages []Message
+	// Data is the client's context (the chat's "data"); nil when none.
+	Data json.RawMessage
+	// Rewrite, when set, asks the model to continue an answer whose next
+	// sentence failed the guardrail. The tokens streamed continue
+	// Rewrite.Said: they must not repeat it.
+	Rewrite *Rewrite
+}
+
+// Rewrite tells the model why its answer is being rewritten.
+type Rewrite struct {
+	// Said is the part of the answer already sent to the client. It is
+	// final: the continuation follows it.
+	Said string
+	// Rejected is the text that failed the guardrail; it was never sent.
+	Rejected string
+	// Reason is the guardrail's reason.
+	Reason string
+}
+
+// Reply is how a model call ended.
+type Reply struct {
+	// Text is the whole answer of Complete. Stream leaves it empty: the
+	// tokens are the answer.
+	Text  string
+	Stop  StopReason
+	Usage Usage
+}
+
+// ChatModel is a large language model.
+type ChatModel interface {
+	// Stream generates an answer and calls token with each piece of it, in
+	// order, one call at a time, on the calling goroutine or another. The
+	// pieces concatenate to the answer. When token returns an error the
+	// stream stops and Stream returns that error (wrapped or not). When ctx
+	// ends the model call stops and Stream returns promptly.
+	Stream(ctx context.Context, req ChatRequest, token func(piece string) error) (Reply, error)
+	// Complete generates a whole answer at once: summaries and
+	// classifications.
+	Complete(ctx context.Context, req ChatRequest) (Reply, error)
+}
+
+// Verdict is a guardrail's decision on a text.
+type Verdict struct {
+	Pass bool
+	// Reason says why the text failed, in words the model can act on.
+	Reason string
+}
+
+// Guardrail checks what the model says before the client sees it.
+type Guardrail interface {
+	// WholeAnswer reports whether Check needs the whole answer at once.
+	// When false, Check is given one sentence at a time (with the spaces
+	// around it) so that passed sentences can be sent at once.
+	WholeAnswer() bool
+	// Check decides on text. An error means no decision: the text is not
+	// sent.
+	Check(ctx context.Context, text string) (Verdict, error)
+}
+
+// EscalationReason says why a conversation is handed to a human.
+type EscalationReason string
+
+// Escalation reasons (SPEC §1 "reason").
+const (
+	ReasonUserRequested EscalationReason = "user_requested"
+	ReasonGuardrail     EscalationReason = "guardrail"
+	ReasonClassifier    EscalationReason = "classifier"
+	ReasonRule          EscalationReason = "rule"
+)
+
+// Escalation is a decision to hand the conversation to a human.
+type Escalation struct {
+	Escalate bool
+	Reason   EscalationReason
+	// Detail explains the decision to the people who take over, for
+	// example the rule that matched.
+	Detail string
+}
+
+// EscalationDetector decides, before any answer, whether the user's
+// message must go to a human.
+type EscalationDetector interface {
+	// Detect decides on message; history is the thread before it, oldest
+	// first.
+	Detect(ctx context.Context, message string, history []Message) (Escalation, error)
+}
+
+// Thread is a conversation as stored.
+type Thread struct {
+	ID string
+	// Channel is the channel of the chat that created the thread.
+	Channel   string
+	CreatedAt time.Time
+	// Messages are in the order they were appended.
+	Messages []Message
+	// Escalations are in the order they were recorded.
+	Escalations []EscalationRecord
+}
+
+// EscalationRecord is an escalation as stored.
+type EscalationRecord struct {
+	// RunID names the graph run that decided it.
+	RunID     string
+	Reason    EscalationReason
+	Detail    string
+	CreatedAt time.Time
+}
+
+// Checkpoint is the state of a graph run after one step.
+type Checkpoint struct {
+	RunID string
+	// Step counts the steps of the run from 0.
+	Step int
+	// Node names the step's node ("load", "generate", ...).
+	Node string
+	// State is the run's state after the step, as a JSON object. Stores
+	// may normalise it (key order, spaces) but keep its value.
+	State     json.RawMessage
+	CreatedAt time.Time
+}
+
+// ThreadStore keeps threads, their messages, the checkpoints of the graph
+// runs and the escalations. Messages are rows: appending never rewrites
+// what is stored. Every method but Create returns ErrThreadNotFound for a
+// thread that was never created.
+type ThreadStore interface {
+	// Load returns the thread with its messages and escalations.
+	Load(ctx context.Context, threadID string) (Thread, error)
+	// Create records an empty thread. Creating a thread that exists
+	// changes nothing and is not an error (two instances may race).
+	Create(ctx context.Context, threadID, channel string) error
+	// Append adds messages at the end of the thread, in order. Message IDs
+	// are unique.
+	Append(ctx context.Context, threadID string, msgs ...Message) error
+	// History returns the thread's messages in order.
+	History(ctx context.Context, threadID string) ([]Message, error)
+	// SaveCheckpoint records the state of a run after one step.
+	SaveCheckpoint(ctx context.Context, threadID string, cp Checkpoint) error
+	// Checkpoints returns the thread's checkpoints in the order saved.
+	Checkpoints(ctx context.Context, threadID string) ([]Checkpoint, error)
+	// RecordEscalation records that the thread was escalated.
+	RecordEscalation(ctx context.Context, threadID string, e EscalationRecord) error
+}
+
+// ThreadLock lets one answer stream per thread at a time, across
+// instances.
+type ThreadLock interface {
+	// Acquire takes the thread's lock for ttl, for owner (who holds it, for
+	// diagnostics). It returns ErrThreadBusy while another lease holds it,
+	// whoever the owner. A lease that is neither renewed nor released
+	// expires after ttl.
+	Acquire(ctx context.Context, threadID, owner string, ttl time.Duration) (Lease, error)
+}
+
+// Lease is a held thread lock.
+type Lease interface {
+	// Renew extends the lease by its ttl from now. It returns ErrLeaseLost
+	// when the lease expired or was released.
+	Renew(ctx context.Context) error
+	// Release frees the lock if this lease still holds it; otherwise it
+	// does nothing (it never frees another lease's lock).
+	Release(ctx context.Context) error
+}
+
+// ChatEventKind is the kind of a chat event.
+type ChatEventKind string
+
+// Kinds of chat events (SPEC §2 chat_event).
+const (
+	ChatUserMessage ChatEventKind = "user_message"
+	ChatAnswer      ChatEventKind = "answer"
+	ChatEscalation  ChatEventKind = "escalation"
+)
+
+// ChatEvent is one step of a conversation that listeners of the thread's
+// session see.
+type ChatEvent struct {
+	Kind ChatEventKind
+	// Content is the user's message, the whole final answer, or the
+	// escalation's detail.
+	Content string
+	// Reason is set on escalations only.
+	Reason EscalationReason
+}
+
+// ChatPublisher mirrors chat events to the session stream of the thread
+// (SPEC §2: session_id == thread_id). Delivery is best effort.
+type ChatPublisher interface {
+	PublishChat(ctx context.Context, threadID string, ev ChatEvent) error
+}

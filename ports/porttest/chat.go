@@ -1,0 +1,392 @@
+package porttest
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/wsserver/wsserver/core/conversation"
+	"github.com/wsserver/wsserver/ports"
+)
+
+// stamp is a time every store keeps exactly: UTC, whole microseconds
+// (PostgreSQL's precision).
+func stamp(offset time.Duration) time.Time {
+	return time.Date(2026, 3, 4, 5, 6, 7, 123456000, time.UTC).Add(offset)
+}
+
+// sameMessages compares messages, times by instant.
+func sameMessages(t *testing.T, want, got []ports.Message) {
+	t.Helper()
+	require.Len(t, got, len(want))
+	for i := range want {
+		w, g := want[i], got[i]
+		assert.True(t, w.CreatedAt.Equal(g.CreatedAt), "message %d: created at %v, want %v", i, g.CreatedAt, w.CreatedAt)
+		w.CreatedAt, g.CreatedAt = time.Time{}, time.Time{}
+		assert.Equal(t, w, g, "message %d", i)
+	}
+}
+
+// ThreadStore runs the thread store contract on the adapter that newStores
+// makes.
+func ThreadStore(t *testing.T, newStores Instances[ports.ThreadStore]) {
+	ctx := context.Background()
+	user := func(id, content string, at time.Duration) ports.Message {
+		return ports.Message{ID: id, Role: ports.RoleUser, Content: content, CreatedAt: stamp(at)}
+	}
+	answer := func(id, content string, at time.Duration) ports.Message {
+		return ports.Message{ID: id, Role: ports.RoleAssistant, Content: content, CreatedAt: stamp(at)}
+	}
+
+	t.Run("an unknown thread is not found", func(t *testing.T) {
+		s, _ := newStores(t)
+		id := session(t)
+		_, err := s.Load(ctx, id)
+		require.ErrorIs(t, err, conversation.ErrThreadNotFound)
+		_, err = s.History(ctx, id)
+		require.ErrorIs(t, err, conversation.ErrThreadNotFound)
+		_, err = s.Checkpoints(ctx, id)
+		require.ErrorIs(t, err, conversation.ErrThreadNotFound)
+		require.ErrorIs(t, s.Append(ctx, id, user("m1", "hi", 0)), conversation.ErrThreadNotFound)
+		require.ErrorIs(t, s.SaveCheckpoint(ctx, id, ports.Checkpoint{RunID: "r", Node: "load", State: json.RawMessage(`{}`), CreatedAt: stamp(0)}), conversation.ErrThreadNotFound)
+		require.ErrorIs(t, s.RecordEscalation(ctx, id, ports.EscalationRecord{RunID: "r", Reason: ports.ReasonRule, CreatedAt: stamp(0)}), conversation.ErrThreadNotFound)
+	})
+
+	t.Run("creates an empty thread", func(t *testing.T) {
+		s, _ := newStores(t)
+		id := session(t)
+		require.NoError(t, s.Create(ctx, id, "web"))
+		th, err := s.Load(ctx, id)
+		require.NoError(t, err)
+		assert.Equal(t, id, th.ID)
+		assert.Equal(t, "web", th.Channel)
+		assert.False(t, th.CreatedAt.IsZero())
+		assert.Empty(t, th.Messages)
+		assert.Empty(t, th.Escalations)
+		msgs, err := s.History(ctx, id)
+		require.NoError(t, err)
+		assert.Empty(t, msgs)
+	})
+
+	t.Run("creating twice keeps the thread", func(t *testing.T) {
+		s, _ := newStores(t)
+		id := session(t)
+		require.NoError(t, s.Create(ctx, id, "web"))
+		require.NoError(t, s.Append(ctx, id, user("m1", "hi", 0)))
+		require.NoError(t, s.Create(ctx, id, "sms"))
+		th, err := s.Load(ctx, id)
+		require.NoError(t, err)
+		assert.Equal(t, "web", th.Channel)
+		sameMessages(t, []ports.Message{user("m1", "hi", 0)}, th.Messages)
+	})
+
+	t.Run("appends messages in order", func(t *testing.T) {
+		s, _ := newStores(t)
+		id := session(t)
+		require.NoError(t, s.Create(ctx, id, "web"))
+		want := []ports.Message{user("m1", "Where is my order?", 0), answer("m2", "On its way.", time.Second)}
+		require.NoError(t, s.Append(ctx, id, want...))
+		// Same timestamps: the order is the order of appending.
+		more := []ports.Message{user("m3", "Thanks", 2*time.Second), answer("m4", "You", 2*time.Second), user("m5", "bye", 2*time.Second)}
+		more[1].Cancelled = true
+		for _, m := range more {
+			require.NoError(t, s.Append(ctx, id, m))
+		}
+		want = append(want, more...)
+		msgs, err := s.History(ctx, id)
+		require.NoError(t, err)
+		sameMessages(t, want, msgs)
+		th, err := s.Load(ctx, id)
+		require.NoError(t, err)
+		sameMessages(t, want, th.Messages)
+	})
+
+	t.Run("keeps any text", func(t *testing.T) {
+		s, _ := newStores(t)
+		id := session(t)
+		require.NoError(t, s.Create(ctx, id, "web"))
+		odd := []ports.Message{
+			user("m1", "ü € 😀 \"quotes\" \\ \n\t<b>&amp;</b> '; DROP TABLE threads; --", 0),
+			answer("m2", "", time.Second), // a cancelled answer may be empty
+		}
+		odd[1].Cancelled = true
+		require.NoError(t, s.Append(ctx, id, odd...))
+		msgs, err := s.History(ctx, id)
+		require.NoError(t, err)
+		sameMessages(t, odd, msgs)
+	})
+
+	t.Run("keeps threads apart", func(t *testing.T) {
+		s, _ := newStores(t)
+		a, b := session(t), session(t)
+		require.NoError(t, s.Create(ctx, a, "web"))
+		require.NoError(t, s.Create(ctx, b, "web"))
+		require.NoError(t, s.Append(ctx, a, user("m1", "for a", 0)))
+		require.NoError(t, s.Append(ctx, b, user("m1", "for b", 0)))
+		msgs, err := s.History(ctx, a)
+		require.NoError(t, err)
+		sameMessages(t, []ports.Message{user("m1", "for a", 0)}, msgs)
+	})
+
+	t.Run("a loaded thread is a copy", func(t *testing.T) {
+		s, _ := newStores(t)
+		id := session(t)
+		require.NoError(t, s.Create(ctx, id, "web"))
+		require.NoError(t, s.Append(ctx, id, user("m1", "hi", 0)))
+		th, err := s.Load(ctx, id)
+		require.NoError(t, err)
+		th.Messages[0].Content = "changed"
+		msgs, err := s.History(ctx, id)
+		require.NoError(t, err)
+		assert.Equal(t, "hi", msgs[0].Content)
+	})
+
+	t.Run("saves checkpoints in order", func(t *testing.T) {
+		s, _ := newStores(t)
+		id := session(t)
+		require.NoError(t, s.Create(ctx, id, "web"))
+		nodes := []string{"load", "escalation_check", "generate", "guardrail", "respond"}
+		for i, n := range nodes {
+			state := fmt.Sprintf(`{"node":%q,"released":"ü \"x\"","usage":{"input_tokens":%d},"list":[1,2]}`, n, i)
+			require.NoError(t, s.SaveCheckpoint(ctx, id, ports.Checkpoint{RunID: "run-1", Step: i, Node: n, State: json.RawMessage(state), CreatedAt: stamp(0)}))
+		}
+		require.NoError(t, s.SaveCheckpoint(ctx, id, ports.Checkpoint{RunID: "run-2", Step: 0, Node: "load", State: json.RawMessage(`{}`), CreatedAt: stamp(time.Second)}))
+		cps, err := s.Checkpoints(ctx, id)
+		require.NoError(t, err)
+		require.Len(t, cps, len(nodes)+1)
+		for i, n := range nodes {
+			assert.Equal(t, "run-1", cps[i].RunID)
+			assert.Equal(t, i, cps[i].Step)
+			assert.Equal(t, n, cps[i].Node)
+			assert.JSONEq(t, fmt.Sprintf(`{"node":%q,"released":"ü \"x\"","usage":{"input_tokens":%d},"list":[1,2]}`, n, i), string(cps[i].State))
+			assert.True(t, stamp(0).Equal(cps[i].CreatedAt))
+		}
+		assert.Equal(t, "run-2", cps[len(nodes)].RunID)
+	})
+
+	t.Run("records escalations", func(t *testing.T) {
+		s, _ := newStores(t)
+		id := session(t)
+		require.NoError(t, s.Create(ctx, id, "web"))
+		e1 := ports.EscalationRecord{RunID: "run-1", Reason: ports.ReasonUserRequested, Detail: `the user wrote "human"`, CreatedAt: stamp(0)}
+		e2 := ports.EscalationRecord{RunID: "run-2", Reason: ports.ReasonGuardrail, CreatedAt: stamp(time.Second)}
+		require.NoError(t, s.RecordEscalation(ctx, id, e1))
+		require.NoError(t, s.RecordEscalation(ctx, id, e2))
+		th, err := s.Load(ctx, id)
+		require.NoError(t, err)
+		require.Len(t, th.Escalations, 2)
+		for i, want := range []ports.EscalationRecord{e1, e2} {
+			got := th.Escalations[i]
+			assert.True(t, want.CreatedAt.Equal(got.CreatedAt))
+			want.CreatedAt, got.CreatedAt = time.Time{}, time.Time{}
+			assert.Equal(t, want, got)
+		}
+	})
+
+	t.Run("a cancelled context fails", func(t *testing.T) {
+		s, _ := newStores(t)
+		id := session(t)
+		require.NoError(t, s.Create(ctx, id, "web"))
+		cctx, cancel := context.WithCancel(ctx)
+		cancel()
+		require.Error(t, s.Append(cctx, id, user("m1", "hi", 0)))
+		_, err := s.Load(cctx, id)
+		require.Error(t, err)
+		msgs, err := s.History(ctx, id)
+		require.NoError(t, err)
+		assert.Empty(t, msgs, "nothing was appended")
+	})
+
+	t.Run("concurrent appends are all kept", func(t *testing.T) {
+		s, _ := newStores(t)
+		id := session(t)
+		require.NoError(t, s.Create(ctx, id, "web"))
+		var wg sync.WaitGroup
+		for i := range 20 {
+			wg.Go(func() {
+				assert.NoError(t, s.Append(ctx, id, user(fmt.Sprintf("m%d", i), "hi", 0)))
+			})
+		}
+		wg.Wait()
+		msgs, err := s.History(ctx, id)
+		require.NoError(t, err)
+		assert.Len(t, msgs, 20)
+	})
+
+	t.Run("every instance sees the thread", func(t *testing.T) {
+		a, b := newStores(t)
+		if b == nil {
+			return // an in-process store has no other instance
+		}
+		id := session(t)
+		require.NoError(t, a.Create(ctx, id, "web"))
+		require.NoError(t, a.Append(ctx, id, user("m1", "on a", 0)))
+		require.NoError(t, b.Create(ctx, id, "web"))
+		require.NoError(t, b.Append(ctx, id, answer("m2", "on b", time.Second)))
+		for _, s := range []ports.ThreadStore{a, b} {
+			msgs, err := s.History(ctx, id)
+			require.NoError(t, err)
+			sameMessages(t, []ports.Message{user("m1", "on a", 0), answer("m2", "on b", time.Second)}, msgs)
+		}
+	})
+}
+
+// ThreadLock runs the thread lock contract on the adapter that newLocks
+// makes.
+func ThreadLock(t *testing.T, newLocks Instances[ports.ThreadLock]) {
+	ctx := context.Background()
+	const long = time.Minute
+
+	t.Run("one lease at a time", func(t *testing.T) {
+		l, _ := newLocks(t)
+		id := session(t)
+		lease, err := l.Acquire(ctx, id, "conn-1", long)
+		require.NoError(t, err)
+		_, err = l.Acquire(ctx, id, "conn-2", long)
+		require.ErrorIs(t, err, conversation.ErrThreadBusy)
+		_, err = l.Acquire(ctx, id, "conn-1", long)
+		require.ErrorIs(t, err, conversation.ErrThreadBusy, "the same owner too")
+		require.NoError(t, lease.Renew(ctx))
+		_, err = l.Acquire(ctx, id, "conn-2", long)
+		require.ErrorIs(t, err, conversation.ErrThreadBusy)
+
+		require.NoError(t, lease.Release(ctx))
+		again, err := l.Acquire(ctx, id, "conn-2", long)
+		require.NoError(t, err, "free after release")
+		require.NoError(t, again.Release(ctx))
+	})
+
+	t.Run("threads are independent", func(t *testing.T) {
+		l, _ := newLocks(t)
+		a, err := l.Acquire(ctx, session(t), "conn-1", long)
+		require.NoError(t, err)
+		b, err := l.Acquire(ctx, session(t), "conn-1", long)
+		require.NoError(t, err)
+		require.NoError(t, a.Release(ctx))
+		require.NoError(t, b.Release(ctx))
+	})
+
+	t.Run("a released lease is gone", func(t *testing.T) {
+		l, _ := newLocks(t)
+		id := session(t)
+		lease, err := l.Acquire(ctx, id, "conn-1", long)
+		require.NoError(t, err)
+		require.NoError(t, lease.Release(ctx))
+		require.NoError(t, lease.Release(ctx), "releasing twice is fine")
+		require.ErrorIs(t, lease.Renew(ctx), conversation.ErrLeaseLost)
+
+		next, err := l.Acquire(ctx, id, "conn-2", long)
+		require.NoError(t, err)
+		require.NoError(t, lease.Release(ctx))
+		_, err = l.Acquire(ctx, id, "conn-3", long)
+		require.ErrorIs(t, err, conversation.ErrThreadBusy, "an old lease never frees a newer one")
+		require.NoError(t, next.Release(ctx))
+	})
+
+	t.Run("an expired lease is taken over", func(t *testing.T) {
+		l, _ := newLocks(t)
+		id := session(t)
+		old, err := l.Acquire(ctx, id, "conn-1", 20*time.Millisecond)
+		require.NoError(t, err)
+		next := acquireEventually(t, l, id, "conn-2")
+		require.ErrorIs(t, old.Renew(ctx), conversation.ErrLeaseLost)
+		require.NoError(t, old.Release(ctx))
+		_, err = l.Acquire(ctx, id, "conn-3", long)
+		require.ErrorIs(t, err, conversation.ErrThreadBusy, "the expired lease did not free the new one")
+		require.NoError(t, next.Release(ctx))
+	})
+
+	t.Run("renewing keeps the lease", func(t *testing.T) {
+		l, _ := newLocks(t)
+		id := session(t)
+		// The lease's ttl is short, but it is renewed far more often, and
+		// for longer than the ttl.
+		lease, err := l.Acquire(ctx, id, "conn-1", 2*time.Second)
+		require.NoError(t, err)
+		start := time.Now()
+		for i := 0; i < 1000 && time.Since(start) < 3*time.Second; i++ {
+			require.NoError(t, lease.Renew(ctx))
+			_, err := l.Acquire(ctx, id, "conn-2", long)
+			require.ErrorIs(t, err, conversation.ErrThreadBusy)
+			time.Sleep(5 * time.Millisecond)
+		}
+		require.NoError(t, lease.Release(ctx))
+	})
+
+	t.Run("one of many concurrent acquires wins", func(t *testing.T) {
+		l, _ := newLocks(t)
+		id := session(t)
+		var (
+			wg    sync.WaitGroup
+			mu    sync.Mutex
+			won   []ports.Lease
+			other []error
+		)
+		for i := range 20 {
+			wg.Go(func() {
+				lease, err := l.Acquire(ctx, id, fmt.Sprintf("conn-%d", i), long)
+				mu.Lock()
+				defer mu.Unlock()
+				if err == nil {
+					won = append(won, lease)
+				} else {
+					other = append(other, err)
+				}
+			})
+		}
+		wg.Wait()
+		require.Len(t, won, 1)
+		for _, err := range other {
+			require.ErrorIs(t, err, conversation.ErrThreadBusy)
+		}
+		require.NoError(t, won[0].Release(ctx))
+	})
+
+	t.Run("a ttl must be positive", func(t *testing.T) {
+		l, _ := newLocks(t)
+		_, err := l.Acquire(ctx, session(t), "conn-1", 0)
+		require.Error(t, err)
+		require.NotErrorIs(t, err, conversation.ErrThreadBusy)
+	})
+
+	t.Run("one lease across instances", func(t *testing.T) {
+		a, b := newLocks(t)
+		if b == nil {
+			return // an in-process lock has no other instance
+		}
+		id := session(t)
+		lease, err := a.Acquire(ctx, id, "a-conn", long)
+		require.NoError(t, err)
+		_, err = b.Acquire(ctx, id, "b-conn", long)
+		require.ErrorIs(t, err, conversation.ErrThreadBusy)
+		require.NoError(t, lease.Release(ctx))
+		other, err := b.Acquire(ctx, id, "b-conn", long)
+		require.NoError(t, err)
+		_, err = a.Acquire(ctx, id, "a-conn", long)
+		require.ErrorIs(t, err, conversation.ErrThreadBusy)
+		require.NoError(t, other.Release(ctx))
+	})
+}
+
+// acquireEventually retries until the lock is free, within wait.
+func acquireEventually(t *testing.T, l ports.ThreadLock, id, owner string) ports.Lease {
+	t.Helper()
+	deadline := time.Now().Add(wait)
+	for {
+		lease, err := l.Acquire(context.Background(), id, owner, time.Minute)
+		if err == nil {
+			return lease
+		}
+		require.ErrorIs(t, err, conversation.ErrThreadBusy)
+		if time.Now().After(deadline) {
+			t.Fatal("the expired lease was never taken over")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
