@@ -19,6 +19,7 @@ import (
 
 	"github.com/wsserver/wsserver/adapters/metrics"
 	"github.com/wsserver/wsserver/adapters/socket"
+	"github.com/wsserver/wsserver/core/conversation"
 	"github.com/wsserver/wsserver/core/session"
 )
 
@@ -52,6 +53,19 @@ type Config struct {
 	Sockets socket.Config
 	// Hub runs the session streams. Required.
 	Hub *session.Hub
+	// Chat runs the conversations of /ws/chat/ and the thread API.
+	// Required.
+	Chat *conversation.Conversation
+	// MaxMessageChars bounds a chat message (MAX_MESSAGE_CHARS). Zero
+	// means 8000.
+	MaxMessageChars int
+	// CSRFSecret signs the CSRF tokens of the API. Required.
+	CSRFSecret string
+	// CSRFTTL is how long a CSRF token stays valid. Zero means 12 hours.
+	CSRFTTL time.Duration
+	// InFlight counts the answers streaming on this instance; shutdown
+	// waits for them. Nil makes its own.
+	InFlight *sync.WaitGroup
 	// Ready lists what /ready/ checks.
 	Ready []Check
 	// Metrics is required.
@@ -66,6 +80,8 @@ type Server struct {
 	upgrader websocket.Upgrader
 	sessions *socket.Server
 	session  metrics.Endpoint
+	chats    *socket.Server
+	chat     metrics.Endpoint
 
 	draining atomic.Bool
 	open     atomic.Int64 // sockets on every endpoint
@@ -74,9 +90,10 @@ type Server struct {
 	// never cancelled: sockets end by being closed.
 	base context.Context
 
-	mu   sync.Mutex
-	live map[*socket.Conn]struct{} // session sockets, to close on drain
-	gone *sync.Cond                // signalled when live shrinks
+	mu        sync.Mutex
+	live      map[*socket.Conn]struct{} // session sockets, to close on drain
+	chatConns map[*chatConn]struct{}    // chat sockets
+	gone      *sync.Cond                // signalled when live or chatConns shrink
 }
 
 // New builds the edge.
@@ -90,6 +107,19 @@ func New(cfg Config) (*Server, error) {
 		return nil, errors.New("web: a session hub is required")
 	case cfg.Metrics == nil:
 		return nil, errors.New("web: metrics are required")
+	case cfg.Chat == nil:
+		return nil, errors.New("web: a conversation service is required")
+	case cfg.CSRFSecret == "":
+		return nil, errors.New("web: a CSRF secret is required")
+	}
+	if cfg.MaxMessageChars <= 0 {
+		cfg.MaxMessageChars = 8000
+	}
+	if cfg.CSRFTTL <= 0 {
+		cfg.CSRFTTL = 12 * time.Hour
+	}
+	if cfg.InFlight == nil {
+		cfg.InFlight = &sync.WaitGroup{}
 	}
 	if cfg.MaxConnections <= 0 {
 		cfg.MaxConnections = 50000
@@ -107,9 +137,10 @@ func New(cfg Config) (*Server, error) {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
 	s := &Server{
-		cfg:  cfg,
-		base: context.Background(),
-		live: make(map[*socket.Conn]struct{}),
+		cfg:       cfg,
+		base:      context.Background(),
+		live:      make(map[*socket.Conn]struct{}),
+		chatConns: make(map[*chatConn]struct{}),
 	}
 	s.gone = sync.NewCond(&s.mu)
 	s.session = cfg.Metrics.Endpoint("session")
@@ -117,6 +148,11 @@ func New(cfg Config) (*Server, error) {
 	sc.OnSlow = s.session.Slow.Inc
 	sc.OnWritten = func(n int) { s.session.Out.Add(float64(n)) }
 	s.sessions = socket.NewServer(sc)
+	s.chat = cfg.Metrics.Endpoint("chat")
+	cc := cfg.Sockets
+	cc.OnSlow = s.chat.Slow.Inc
+	cc.OnWritten = func(n int) { s.chat.Out.Add(float64(n)) }
+	s.chats = socket.NewServer(cc)
 	s.upgrader = websocket.Upgrader{
 		HandshakeTimeout: 10 * time.Second,
 		// Small read buffers and pooled write buffers: an idle socket
@@ -139,6 +175,10 @@ func New(cfg Config) (*Server, error) {
 	e.GET("/ready/", s.ready)
 	e.GET("/metrics", echo.WrapHandler(cfg.Metrics.Handler()))
 	e.GET("/ws/session/:id/", s.sessionSocket)
+	e.GET("/ws/chat/", s.chatSocket)
+	e.GET("/api/csrf-token/", s.csrfToken)
+	e.POST("/api/thread/history", s.threadHistory)
+	e.POST("/api/thread/summarize", s.threadSummarize)
 	s.echo = e
 	return s, nil
 }

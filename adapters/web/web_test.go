@@ -15,12 +15,53 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/wsserver/wsserver/adapters/local"
 	"github.com/wsserver/wsserver/adapters/memory"
 	"github.com/wsserver/wsserver/adapters/metrics"
 	"github.com/wsserver/wsserver/adapters/socket"
 	"github.com/wsserver/wsserver/adapters/web"
+	"github.com/wsserver/wsserver/core/conversation"
 	"github.com/wsserver/wsserver/core/session"
+	"github.com/wsserver/wsserver/ports"
 )
+
+// newChatOn builds the conversation service for a config being made.
+func newChatOn(c *web.Config, tokenDelay time.Duration) *conversation.Conversation {
+	return newChat(nil, c.Hub, tokenDelay)
+}
+
+// newChat builds the conversation service on the in-process adapters and
+// the local model, mirroring chat events to hub.
+func newChat(_ *testing.T, hub *session.Hub, tokenDelay time.Duration) *conversation.Conversation {
+	appdata, err := local.LoadAppdata("")
+	must(err)
+	model, err := local.NewModel(local.ModelConfig{TokenDelay: tokenDelay})
+	must(err)
+	guard, err := local.NewGuardrail(local.GuardrailConfig{Rules: appdata.Guardrail})
+	must(err)
+	esc, err := local.NewEscalation(appdata.Escalation)
+	must(err)
+	chat, err := conversation.New(conversation.Config{
+		Store: memory.NewThreads(), Lock: memory.NewLock(), Model: model, Guardrail: guard, Escalation: esc,
+		Publisher: mirror{hub}, SystemPrompt: appdata.SystemPrompt, MaxGuardrailRewrites: 2,
+	})
+	must(err)
+	return chat
+}
+
+// must stops a test set-up that cannot go on; the embedded appdata and
+// in-process adapters fail only when the code is broken.
+func must(err error) {
+	if err != nil {
+		panic(err)
+	}
+}
+
+type mirror struct{ hub *session.Hub }
+
+func (m mirror) PublishChat(ctx context.Context, threadID string, ev ports.ChatEvent) error {
+	return m.hub.Publish(ctx, threadID, conversation.EncodeChatEvent(threadID, ev))
+}
 
 // wait bounds every wait; a passing run never comes near it.
 const wait = 10 * time.Second
@@ -40,6 +81,8 @@ func newFixture(t *testing.T, change func(*web.Config)) *fixture {
 	require.NoError(t, err)
 	cfg := web.Config{
 		InstanceID:    "test-1",
+		Chat:          newChat(t, hub, 0),
+		CSRFSecret:    "test-csrf-secret-of-enough-length-0123456789",
 		HostAllowed:   func(h string) bool { return strings.HasPrefix(h, "127.0.0.1") },
 		OriginAllowed: func(o string) bool { return o == "http://good.example" },
 		Hub:           hub,

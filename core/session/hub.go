@@ -227,7 +227,13 @@ func (h *Hub) Leave(ctx context.Context, session string, connID string, sub Subs
 // away the message still reaches this instance's connections, and
 // ErrUnavailable says that the others were not reached.
 func (h *Hub) Broadcast(ctx context.Context, session string, from ports.Member, msg, data []byte) error {
-	payload := EncodeSessionMessage(from, msg, data)
+	return h.Publish(ctx, session, EncodeSessionMessage(from, msg, data))
+}
+
+// Publish sends an encoded message, as it is, to every connection on the
+// session on every instance: what the server itself says on a session
+// (the chat events of a thread, say). It fails like Broadcast.
+func (h *Hub) Publish(ctx context.Context, session string, payload []byte) error {
 	if err := h.cfg.Broker.Publish(ctx, session, payload); err != nil {
 		h.cfg.Observer.BackendError("publish")
 		h.cfg.Log.WarnContext(ctx, "publish failed; delivering locally", "session", session, "err", err)

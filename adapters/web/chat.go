@@ -1,0 +1,229 @@
+package web
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"runtime/debug"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/labstack/echo/v4"
+
+	"github.com/wsserver/wsserver/adapters/socket"
+	"github.com/wsserver/wsserver/core/conversation"
+)
+
+// chatSocket upgrades /ws/chat/ and hands the socket to its reader.
+func (s *Server) chatSocket(c echo.Context) error {
+	if !s.admit(c) {
+		return nil
+	}
+	if !s.reserve() {
+		s.cfg.Metrics.Refused("max_connections")
+		writeError(c.Response(), http.StatusServiceUnavailable, "max_connections", "this instance is full; connect again")
+		return nil
+	}
+	ws, err := s.upgrader.Upgrade(c.Response(), c.Request(), nil)
+	if err != nil {
+		s.release()
+		return nil
+	}
+	c.Response().Status = http.StatusSwitchingProtocols
+	conn := s.chats.Wrap(ws)
+	connID := uuid.NewString()
+	ctx := context.WithValue(s.base, logKey{}, []any{"endpoint", "chat", "connection_id", connID})
+	go s.serveChat(ctx, &chatConn{Conn: conn, id: connID})
+	return nil
+}
+
+// chatConn is one chat socket: at most one answer streams on it at a time.
+type chatConn struct {
+	*socket.Conn
+	id string
+
+	mu      sync.Mutex
+	thread  string             // the connection's current thread
+	cancel  context.CancelFunc // of the answer streaming, nil when none
+	closing bool               // drain: close once the answer is done
+}
+
+// serveChat reads one chat socket until it closes.
+func (s *Server) serveChat(ctx context.Context, cc *chatConn) {
+	s.trackChat(cc)
+	s.chat.Open.Inc()
+	defer func() {
+		if p := recover(); p != nil {
+			s.cfg.Log.ErrorContext(ctx, "panic in chat socket", logArgs(ctx, "panic", p, "stack", string(debug.Stack()))...)
+			cc.Close(socket.CloseInternal, "internal error")
+		}
+		// A client that leaves stops its answer: the model call ends and
+		// what was sent is stored as cancelled.
+		cc.stop()
+		cc.Finish()
+		s.chat.Open.Dec()
+		s.release()
+		s.untrackChat(cc)
+	}()
+	if s.draining.Load() {
+		cc.Close(socket.CloseServiceReset, "service restart")
+		drain(cc.Conn)
+		return
+	}
+	limit := newBucket(s.cfg.RatePerSec, s.cfg.RateBurst)
+	for {
+		frame, err := cc.Read()
+		if err != nil {
+			s.logClose(ctx, err)
+			return
+		}
+		s.chat.In.Inc()
+		if !limit.allow(time.Now()) {
+			cc.SendText(conversation.EncodeError(conversation.CodeRateLimited, "too many messages; slow down"))
+			continue
+		}
+		in, err := conversation.DecodeChat(frame, s.cfg.MaxMessageChars)
+		if err != nil {
+			s.sendChatError(ctx, cc, err)
+			continue
+		}
+		switch in.Type {
+		case conversation.TypePing:
+			cc.Send(chatPongFrame)
+		case conversation.TypeCancel:
+			cc.stop()
+		case conversation.TypeChat:
+			s.startAnswer(ctx, cc, in.Chat)
+		}
+	}
+}
+
+var chatPongFrame = socket.Frame(conversation.Pong)
+
+// startAnswer runs one chat message's conversation on its own goroutine,
+// so that the reader stays free for cancel and ping.
+func (s *Server) startAnswer(ctx context.Context, cc *chatConn, chat conversation.Chat) {
+	cc.mu.Lock()
+	if cc.cancel != nil {
+		cc.mu.Unlock()
+		cc.SendText(conversation.EncodeError(conversation.CodeThreadBusy, "an answer is already streaming on this connection; wait for its end or cancel it"))
+		return
+	}
+	if cc.closing {
+		cc.mu.Unlock()
+		return
+	}
+	thread := conversation.ThreadFor(chat.ThreadID, cc.thread, uuid.NewString)
+	cc.thread = thread
+	actx, cancel := context.WithCancel(ctx)
+	cc.cancel = cancel
+	cc.mu.Unlock()
+
+	s.cfg.InFlight.Add(1)
+	go func() {
+		defer s.cfg.InFlight.Done()
+		defer func() {
+			if p := recover(); p != nil {
+				s.cfg.Log.ErrorContext(ctx, "panic in chat answer", logArgs(ctx, "panic", p, "stack", string(debug.Stack()))...)
+				cc.SendText(conversation.EncodeError(conversation.CodeInternal, "internal error"))
+			}
+		}()
+		var buf []byte
+		emit := func(ev conversation.Event) {
+			buf = conversation.AppendEvent(buf[:0], ev, cc.id)
+			cc.Send(socket.Frame(buf))
+		}
+		res, err := s.cfg.Chat.Run(actx, conversation.Request{
+			ThreadID: thread, Message: chat.Message, Channel: chat.Channel, Data: chat.Data,
+			Owner: s.cfg.InstanceID + "/" + cc.id,
+		}, emit)
+		cancel()
+		cc.mu.Lock()
+		cc.cancel = nil
+		closing := cc.closing
+		cc.mu.Unlock()
+		switch {
+		case err != nil && !errors.Is(err, context.Canceled):
+			s.cfg.Log.DebugContext(ctx, "chat refused or failed", logArgs(ctx, "thread_id", thread, "err", err)...)
+		case res.Escalated:
+			cc.Close(socket.CloseNormal, "escalation")
+		}
+		if closing {
+			cc.Close(socket.CloseServiceReset, "service restart")
+		}
+	}()
+}
+
+// stop cancels the answer streaming on the connection, if any.
+func (cc *chatConn) stop() {
+	cc.mu.Lock()
+	cancel := cc.cancel
+	cc.mu.Unlock()
+	if cancel != nil {
+		cancel()
+	}
+}
+
+func (s *Server) sendChatError(ctx context.Context, cc *chatConn, err error) {
+	var ce *conversation.Error
+	if !errors.As(err, &ce) {
+		s.cfg.Log.ErrorContext(ctx, "unexpected chat error", logArgs(ctx, "err", err)...)
+		ce = &conversation.Error{Code: conversation.CodeInternal, Message: "internal error"}
+	}
+	cc.SendText(conversation.EncodeError(ce.Code, ce.Message))
+}
+
+func (s *Server) trackChat(cc *chatConn) {
+	s.mu.Lock()
+	s.chatConns[cc] = struct{}{}
+	s.mu.Unlock()
+}
+
+func (s *Server) untrackChat(cc *chatConn) {
+	s.mu.Lock()
+	delete(s.chatConns, cc)
+	if len(s.chatConns) == 0 {
+		s.gone.Broadcast()
+	}
+	s.mu.Unlock()
+}
+
+// CloseChats lets the answers streaming on this instance finish, closes
+// every chat socket with 1012 once it has no answer streaming, and waits
+// until they are gone. When ctx ends first, the answers still streaming
+// are cancelled (stored as cancelled) and their sockets closed.
+func (s *Server) CloseChats(ctx context.Context) error {
+	s.mu.Lock()
+	for cc := range s.chatConns {
+		cc.mu.Lock()
+		cc.closing = true
+		idle := cc.cancel == nil
+		cc.mu.Unlock()
+		if idle {
+			cc.Close(socket.CloseServiceReset, "service restart")
+		}
+	}
+	s.mu.Unlock()
+
+	stop := context.AfterFunc(ctx, func() {
+		s.mu.Lock()
+		for cc := range s.chatConns {
+			cc.stop()
+			cc.Close(socket.CloseServiceReset, "service restart")
+		}
+		s.gone.Broadcast()
+		s.mu.Unlock()
+	})
+	defer stop()
+	s.mu.Lock()
+	for len(s.chatConns) > 0 && ctx.Err() == nil {
+		s.gone.Wait()
+	}
+	n := len(s.chatConns)
+	s.mu.Unlock()
+	if n > 0 {
+		return errors.New("web: chat sockets still open at the end of the grace period")
+	}
+	return nil
+}

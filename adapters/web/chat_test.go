@@ -1,0 +1,225 @@
+package web_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/wsserver/wsserver/adapters/web"
+)
+
+// answer reads one answer's events after a chat message: session_started,
+// tokens, maybe an escalation, and end.
+type answer struct {
+	started map[string]any
+	text    string
+	tokens  int
+	escal   map[string]any
+	end     map[string]any
+}
+
+func readAnswer(t *testing.T, c *websocket.Conn) answer {
+	t.Helper()
+	var a answer
+	for {
+		m := recv(t, c)
+		switch m["type"] {
+		case "session_started":
+			require.Nil(t, a.started, "two session_started")
+			a.started = m
+		case "token":
+			require.NotNil(t, a.started, "token before session_started")
+			a.text += m["content"].(string)
+			a.tokens++
+		case "escalation":
+			a.escal = m
+		case "end":
+			require.NotNil(t, a.started, "end before session_started")
+			a.end = m
+			return a
+		default:
+			t.Fatalf("unexpected %v", m)
+		}
+	}
+}
+
+func chatMsg(message, thread string) string {
+	s := `{"type":"chat","message":"` + message + `","channel":"web","data":[]`
+	if thread != "" {
+		s += `,"thread_id":"` + thread + `"`
+	}
+	return s + "}"
+}
+
+func TestChatStreamsAnAnswer(t *testing.T) {
+	f := newFixture(t, nil)
+	c, _, err := f.dial(t, "/ws/chat/", nil)
+	require.NoError(t, err)
+
+	send(t, c, chatMsg("Hello, how can you help?", ""))
+	a := readAnswer(t, c)
+	thread := a.started["thread_id"].(string)
+	assert.Equal(t, thread, a.started["session_id"])
+	assert.NotEmpty(t, a.started["connection_id"])
+	assert.Greater(t, a.tokens, 3)
+	assert.Contains(t, a.text, "Hello, how can you help?")
+	assert.NotEmpty(t, a.end["message_id"])
+
+	// A later chat with no thread_id continues the connection's thread.
+	send(t, c, chatMsg("And then?", ""))
+	assert.Equal(t, thread, readAnswer(t, c).started["thread_id"])
+	// A named thread is used as given.
+	send(t, c, chatMsg("Elsewhere", "my-thread.1"))
+	assert.Equal(t, "my-thread.1", readAnswer(t, c).started["thread_id"])
+
+	send(t, c, `{"type":"ping"}`)
+	assert.Equal(t, map[string]any{"type": "pong"}, recv(t, c))
+}
+
+func TestChatRefusals(t *testing.T) {
+	tests := []struct {
+		name, msg, code string
+	}{
+		{"not JSON", `{"type":`, "invalid_json"},
+		{"unknown type", `{"type":"shout"}`, "unknown_type"},
+		{"no message", `{"type":"chat","data":[]}`, "invalid_message"},
+		{"blank message", `{"type":"chat","message":"   ","data":[]}`, "invalid_message"},
+		{"too long", `{"type":"chat","message":"` + strings.Repeat("ü", 101) + `","data":[]}`, "invalid_message"},
+		{"web without data", `{"type":"chat","message":"hi","channel":"web"}`, "data_required"},
+		{"web with null data", `{"type":"chat","message":"hi","data":null}`, "data_required"},
+		{"bad thread id", `{"type":"chat","message":"hi","data":[],"thread_id":"a b"}`, "invalid_message"},
+	}
+	f := newFixture(t, func(c *web.Config) { c.MaxMessageChars = 100 })
+	c, _, err := f.dial(t, "/ws/chat/", nil)
+	require.NoError(t, err)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			send(t, c, tt.msg)
+			m := recv(t, c) // only the error: no session_started
+			assert.Equal(t, "error", m["type"], "%v", m)
+			assert.Equal(t, tt.code, m["code"])
+			assert.NotEmpty(t, m["message"])
+		})
+	}
+	// The socket is still open and serving.
+	send(t, c, `{"type":"ping"}`)
+	assert.Equal(t, "pong", recv(t, c)["type"])
+}
+
+func TestEscalationEndsTheConversation(t *testing.T) {
+	f := newFixture(t, nil)
+	c, _, err := f.dial(t, "/ws/chat/", nil)
+	require.NoError(t, err)
+	send(t, c, chatMsg("I want to speak to a human please", ""))
+	a := readAnswer(t, c)
+	require.NotNil(t, a.escal)
+	assert.Equal(t, true, a.escal["should_escalate"])
+	assert.Equal(t, "user_requested", a.escal["reason"])
+	_, _, err = c.ReadMessage()
+	var ce *websocket.CloseError
+	require.ErrorAs(t, err, &ce)
+	assert.Equal(t, websocket.CloseNormalClosure, ce.Code)
+	assert.Equal(t, "escalation", ce.Text)
+}
+
+func slowChat(delay time.Duration) func(*web.Config) {
+	return func(c *web.Config) {
+		c.Chat = newChatOn(c, delay)
+	}
+}
+
+func TestCancelStopsTheAnswer(t *testing.T) {
+	f := newFixture(t, slowChat(20*time.Millisecond))
+	c, _, err := f.dial(t, "/ws/chat/", nil)
+	require.NoError(t, err)
+	send(t, c, chatMsg("Tell me a long story", ""))
+	assert.Equal(t, "session_started", recv(t, c)["type"])
+	send(t, c, `{"type":"cancel"}`)
+	for {
+		m := recv(t, c)
+		if m["type"] == "end" {
+			assert.Equal(t, true, m["cancelled"])
+			return
+		}
+		require.Equal(t, "token", m["type"], "%v", m)
+	}
+}
+
+func TestThreadBusy(t *testing.T) {
+	f := newFixture(t, slowChat(20*time.Millisecond))
+	one, _, err := f.dial(t, "/ws/chat/", nil)
+	require.NoError(t, err)
+	two, _, err := f.dial(t, "/ws/chat/", nil)
+	require.NoError(t, err)
+
+	send(t, one, chatMsg("First question", "busy-thread"))
+	assert.Equal(t, "session_started", recv(t, one)["type"])
+
+	// The same connection, while its answer streams.
+	send(t, one, chatMsg("Second question", "other-thread"))
+	// Another connection, on the same thread.
+	send(t, two, chatMsg("Meanwhile", "busy-thread"))
+	assert.Equal(t, "thread_busy", recv(t, two)["code"])
+	for {
+		m := recv(t, one)
+		if m["type"] == "error" {
+			assert.Equal(t, "thread_busy", m["code"])
+			break
+		}
+		require.Equal(t, "token", m["type"], "%v", m)
+	}
+	send(t, one, `{"type":"cancel"}`)
+}
+
+func TestChatEventsReachTheSession(t *testing.T) {
+	f := newFixture(t, nil)
+	listener := f.join(t, "watched-thread", "agent")
+	c, _, err := f.dial(t, "/ws/chat/", nil)
+	require.NoError(t, err)
+	send(t, c, chatMsg("Is anyone watching?", "watched-thread"))
+	a := readAnswer(t, c)
+
+	user := recv(t, listener)
+	assert.Equal(t, "chat_event", user["type"])
+	assert.Equal(t, "watched-thread", user["thread_id"])
+	assert.Equal(t, map[string]any{"kind": "user_message", "content": "Is anyone watching?"}, user["event"])
+	ans := recv(t, listener)
+	assert.Equal(t, map[string]any{"kind": "answer", "content": a.text}, ans["event"])
+}
+
+func TestDrainLetsAnswersFinish(t *testing.T) {
+	f := newFixture(t, slowChat(5*time.Millisecond))
+	busy, _, err := f.dial(t, "/ws/chat/", nil)
+	require.NoError(t, err)
+	idle, _, err := f.dial(t, "/ws/chat/", nil)
+	require.NoError(t, err)
+	send(t, busy, chatMsg("A question", ""))
+	assert.Equal(t, "session_started", recv(t, busy)["type"])
+
+	f.srv.Drain()
+	closed := make(chan error, 1)
+	go func() { closed <- f.srv.CloseChats(context.Background()) }()
+	assert.Equal(t, websocket.CloseServiceRestart, closeCode(t, idle))
+	var ended bool
+	require.NoError(t, busy.SetReadDeadline(time.Now().Add(wait)))
+	for {
+		_, p, err := busy.ReadMessage()
+		if err != nil {
+			var ce *websocket.CloseError
+			require.ErrorAs(t, err, &ce)
+			assert.Equal(t, websocket.CloseServiceRestart, ce.Code)
+			break
+		}
+		if strings.Contains(string(p), `"type":"end"`) {
+			assert.NotContains(t, string(p), `"cancelled":true`)
+			ended = true
+		}
+	}
+	assert.True(t, ended, "the streaming answer finished before the close")
+	require.NoError(t, <-closed)
+}
