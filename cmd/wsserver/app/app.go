@@ -13,12 +13,16 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/redis/rueidis"
+
 	"github.com/wsserver/wsserver/adapters/config"
+	"github.com/wsserver/wsserver/adapters/local"
 	"github.com/wsserver/wsserver/adapters/memory"
 	"github.com/wsserver/wsserver/adapters/metrics"
 	"github.com/wsserver/wsserver/adapters/redis"
 	"github.com/wsserver/wsserver/adapters/socket"
 	"github.com/wsserver/wsserver/adapters/web"
+	"github.com/wsserver/wsserver/core/conversation"
 	"github.com/wsserver/wsserver/core/session"
 	"github.com/wsserver/wsserver/ports"
 )
@@ -32,10 +36,11 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, ln net.Listen
 
 	// Adapters: Redis when configured, in-process otherwise.
 	var (
-		broker   ports.Broker
-		presence ports.Presence
-		ready    []web.Check
-		closers  []func()
+		broker      ports.Broker
+		presence    ports.Presence
+		ready       []web.Check
+		closers     []func()
+		redisClient rueidis.Client
 	)
 	defer func() {
 		for i := len(closers) - 1; i >= 0; i-- {
@@ -48,6 +53,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, ln net.Listen
 			return err
 		}
 		closers = append(closers, rc.Close)
+		redisClient = rc
 		b, err := redis.NewBroker(redis.BrokerConfig{Client: rc, OnError: m.RedisError, Log: log})
 		if err != nil {
 			return err
@@ -70,9 +76,58 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, ln net.Listen
 		log.Info("channel layer: in-process (one instance only; set REDIS_URL to share sessions across instances)")
 	}
 
+	// Threads: PostgreSQL when configured, in-process otherwise; the thread
+	// lock lives where the channel layer does.
+	var (
+		threads ports.ThreadStore = memory.NewThreads()
+		lock    ports.ThreadLock  = memory.NewLock()
+	)
+	if redisClient != nil {
+		l, err := redis.NewLock(redis.LockConfig{Client: redisClient, OnError: m.RedisError})
+		if err != nil {
+			return err
+		}
+		lock = l
+	}
+
+	// The conversation's model, guardrail and escalation detector.
+	appdata, err := local.LoadAppdata(cfg.Conversation.AppdataPath)
+	if err != nil {
+		return err
+	}
+	log.Info("appdata", "files", appdata.Origin)
+	model, err := local.NewModel(local.ModelConfig{TokenDelay: cfg.Conversation.LocalTokenDelay})
+	if err != nil {
+		return err
+	}
+	guardrail, err := local.NewGuardrail(local.GuardrailConfig{Rules: appdata.Guardrail})
+	if err != nil {
+		return err
+	}
+	escalation, err := local.NewEscalation(appdata.Escalation)
+	if err != nil {
+		return err
+	}
+	log.Info("model: local", "token_delay", cfg.Conversation.LocalTokenDelay)
+
 	// Core.
 	hub, err := session.NewHub(session.HubConfig{
 		Broker: broker, Presence: presence, Encode: socket.Frame, Observer: m, Log: log,
+	})
+	if err != nil {
+		return err
+	}
+	chat, err := conversation.New(conversation.Config{
+		Store:                threads,
+		Lock:                 lock,
+		Model:                model,
+		Guardrail:            guardrail,
+		Escalation:           escalation,
+		Publisher:            chatMirror{hub},
+		SystemPrompt:         appdata.SystemPrompt,
+		SummaryPrompt:        appdata.SummaryPrompt,
+		MaxGuardrailRewrites: cfg.Conversation.MaxGuardrailRewrites,
+		Log:                  log,
 	})
 	if err != nil {
 		return err
@@ -98,10 +153,13 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, ln net.Listen
 			PingInterval: cfg.WebSocket.PingInterval,
 			ReadLimit:    int64(cfg.WebSocket.MaxFrameBytes),
 		},
-		Hub:     hub,
-		Ready:   ready,
-		Metrics: m,
-		Log:     log,
+		Hub:             hub,
+		Chat:            chat,
+		MaxMessageChars: cfg.WebSocket.MaxMessageChars,
+		CSRFSecret:      cfg.Auth.CSRFSecretKey,
+		Ready:           ready,
+		Metrics:         m,
+		Log:             log,
 	})
 	if err != nil {
 		return err
@@ -131,7 +189,12 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, ln net.Listen
 	grace, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.HTTP.ShutdownGrace)
 	defer cancel()
 	var errs []error
+	closed := make(chan error, 1)
+	go func() { closed <- edge.CloseChats(grace) }() // answers may finish
 	if err := edge.CloseSessions(grace); err != nil {
+		errs = append(errs, err)
+	}
+	if err := <-closed; err != nil {
 		errs = append(errs, err)
 	}
 	if err := srv.Shutdown(grace); err != nil {
@@ -142,4 +205,12 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, ln net.Listen
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// chatMirror publishes a thread's chat events on the session of the same
+// id, so listeners on /ws/session/<thread_id>/ see the conversation live.
+type chatMirror struct{ hub *session.Hub }
+
+func (c chatMirror) PublishChat(ctx context.Context, threadID string, ev ports.ChatEvent) error {
+	return c.hub.Publish(ctx, threadID, conversation.EncodeChatEvent(threadID, ev))
 }
