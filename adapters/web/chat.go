@@ -44,9 +44,23 @@ type chatConn struct {
 	id string
 
 	mu      sync.Mutex
-	thread  string             // the connection's current thread
-	cancel  context.CancelFunc // of the answer streaming, nil when none
-	closing bool               // drain: close once the answer is done
+	thread  string  // the connection's current thread
+	running *answer // the answer streaming, nil when none
+	closing bool    // drain: close once the answer is done
+}
+
+// answer is one answer streaming on a connection.
+type answer struct{ cancel context.CancelFunc }
+
+// done marks a as no longer streaming, unless another answer already
+// took its place, and reports whether the socket should close for drain.
+func (cc *chatConn) done(a *answer) (closing bool) {
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	if cc.running == a {
+		cc.running = nil
+	}
+	return cc.closing
 }
 
 // serveChat reads one chat socket until it closes.
@@ -105,7 +119,7 @@ var chatPongFrame = socket.Frame(conversation.Pong)
 // so that the reader stays free for cancel and ping.
 func (s *Server) startAnswer(ctx context.Context, cc *chatConn, chat conversation.Chat) {
 	cc.mu.Lock()
-	if cc.cancel != nil {
+	if cc.running != nil {
 		cc.mu.Unlock()
 		cc.SendText(conversation.EncodeError(conversation.CodeThreadBusy, "an answer is already streaming on this connection; wait for its end or cancel it"))
 		return
@@ -117,7 +131,8 @@ func (s *Server) startAnswer(ctx context.Context, cc *chatConn, chat conversatio
 	thread := conversation.ThreadFor(chat.ThreadID, cc.thread, uuid.NewString)
 	cc.thread = thread
 	actx, cancel := context.WithCancel(ctx)
-	cc.cancel = cancel
+	a := &answer{cancel: cancel}
+	cc.running = a
 	cc.mu.Unlock()
 
 	s.cfg.InFlight.Add(1)
@@ -126,11 +141,18 @@ func (s *Server) startAnswer(ctx context.Context, cc *chatConn, chat conversatio
 		defer func() {
 			if p := recover(); p != nil {
 				s.cfg.Log.ErrorContext(ctx, "panic in chat answer", logArgs(ctx, "panic", p, "stack", string(debug.Stack()))...)
+				cancel()
+				cc.done(a)
 				cc.SendText(conversation.EncodeError(conversation.CodeInternal, "internal error"))
 			}
 		}()
 		var buf []byte
 		emit := func(ev conversation.Event) {
+			if ev.Kind == conversation.EventEnd || ev.Kind == conversation.EventError {
+				// The client may send its next chat the moment it sees
+				// this: the connection is free from now on.
+				cc.done(a)
+			}
 			buf = conversation.AppendEvent(buf[:0], ev, cc.id)
 			cc.Send(socket.Frame(buf))
 		}
@@ -139,10 +161,7 @@ func (s *Server) startAnswer(ctx context.Context, cc *chatConn, chat conversatio
 			Owner: s.cfg.InstanceID + "/" + cc.id,
 		}, emit)
 		cancel()
-		cc.mu.Lock()
-		cc.cancel = nil
-		closing := cc.closing
-		cc.mu.Unlock()
+		closing := cc.done(a)
 		switch {
 		case err != nil && !errors.Is(err, context.Canceled):
 			s.cfg.Log.DebugContext(ctx, "chat refused or failed", logArgs(ctx, "thread_id", thread, "err", err)...)
@@ -158,10 +177,10 @@ func (s *Server) startAnswer(ctx context.Context, cc *chatConn, chat conversatio
 // stop cancels the answer streaming on the connection, if any.
 func (cc *chatConn) stop() {
 	cc.mu.Lock()
-	cancel := cc.cancel
+	a := cc.running
 	cc.mu.Unlock()
-	if cancel != nil {
-		cancel()
+	if a != nil {
+		a.cancel()
 	}
 }
 
@@ -198,7 +217,7 @@ func (s *Server) CloseChats(ctx context.Context) error {
 	for cc := range s.chatConns {
 		cc.mu.Lock()
 		cc.closing = true
-		idle := cc.cancel == nil
+		idle := cc.running == nil
 		cc.mu.Unlock()
 		if idle {
 			cc.Close(socket.CloseServiceReset, "service restart")

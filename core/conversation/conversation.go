@@ -180,9 +180,20 @@ func (c *Conversation) Run(ctx context.Context, req Request, emit func(Event)) (
 		return Result{}, fmt.Errorf("conversation: acquire thread lock: %w", err)
 	}
 
+	// The run's last event (end or error) is held until the lock is
+	// released: a client that sends its next message on seeing end must
+	// not find its own thread busy.
+	var last *Event
+	hold := func(ev Event) {
+		if ev.Kind == EventEnd || ev.Kind == EventError {
+			last = &ev
+			return
+		}
+		emit(ev)
+	}
 	runCtx, stop := context.WithCancelCause(ctx)
 	kept := c.keepLease(runCtx, stop, lease, req.ThreadID)
-	defer func() {
+	release := func() {
 		stop(nil)
 		<-kept
 		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.cfg.WriteTimeout)
@@ -190,11 +201,17 @@ func (c *Conversation) Run(ctx context.Context, req Request, emit func(Event)) (
 		if err := lease.Release(wctx); err != nil {
 			c.cfg.Log.WarnContext(ctx, "thread lock release failed; it expires by itself", "thread_id", req.ThreadID, "err", err)
 		}
-	}()
+	}
 
 	emit(Event{Kind: EventStarted, ThreadID: req.ThreadID})
-	r := newRun(c, req, emit)
-	r.execute(runCtx)
+	r := newRun(c, req, hold)
+	func() {
+		defer release() // on every path, a panic's included
+		r.execute(runCtx)
+	}()
+	if last != nil {
+		emit(*last)
+	}
 	return r.result(), r.err
 }
 

@@ -536,3 +536,24 @@ func TestHistoryAndSummarize(t *testing.T) {
 	assert.Equal(t, ports.PurposeSummary, last.Purpose)
 	assert.Len(t, last.Messages, 2)
 }
+
+// TestGraphFreesTheThreadBeforeEnd: a client that sends its next message
+// the moment it sees end (or an error) must not find its thread busy.
+func TestGraphFreesTheThreadBeforeEnd(t *testing.T) {
+	for _, sc := range []script{
+		{pieces: []string{"Answer."}},
+		{pieces: []string{"Good.", " Partial"}, err: errors.New("model failed")},
+	} {
+		h, err := newHarness([]script{sc}, false, 0)
+		require.NoError(t, err)
+		var heldAtEnd, sawEnd bool
+		emit := func(ev conversation.Event) {
+			if ev.Kind == conversation.EventEnd || ev.Kind == conversation.EventError {
+				sawEnd, heldAtEnd = true, h.lock.isHeld(thread)
+			}
+		}
+		_, _ = h.conv.Run(context.Background(), conversation.Request{ThreadID: thread, Message: "hi", Data: json.RawMessage(`[]`)}, emit)
+		assert.True(t, sawEnd)
+		assert.False(t, heldAtEnd, "the thread lock was still held when the last event went out")
+	}
+}
