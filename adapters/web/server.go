@@ -82,6 +82,7 @@ type Server struct {
 	session  metrics.Endpoint
 	chats    *socket.Server
 	chat     metrics.Endpoint
+	csrf     *CSRF
 
 	draining atomic.Bool
 	open     atomic.Int64 // sockets on every endpoint
@@ -143,6 +144,11 @@ func New(cfg Config) (*Server, error) {
 		chatConns: make(map[*chatConn]struct{}),
 	}
 	s.gone = sync.NewCond(&s.mu)
+	csrf, err := NewCSRF(CSRFConfig{Secret: cfg.CSRFSecret, TTL: cfg.CSRFTTL})
+	if err != nil {
+		return nil, err
+	}
+	s.csrf = csrf
 	s.session = cfg.Metrics.Endpoint("session")
 	sc := cfg.Sockets
 	sc.OnSlow = s.session.Slow.Inc
