@@ -1,0 +1,139 @@
+package redis
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/redis/rueidis"
+
+	"github.com/wsserver/wsserver/core/conversation"
+	"github.com/wsserver/wsserver/ports"
+)
+
+var _ ports.ThreadLock = (*Lock)(nil)
+
+// LockConfig configures a Lock.
+type LockConfig struct {
+	// Client is the shared Redis client. Required.
+	Client rueidis.Client
+	// Prefix is put before every key; empty means "ws:".
+	Prefix string
+	// OnError is told the operation of every failed Redis call (metrics).
+	// Nil ignores them.
+	OnError func(op string)
+}
+
+// Lock is the thread lock shared by every instance: one Redis key per
+// locked thread, set with NX and an expiry. The key's value is a random
+// token per acquisition (after the owner, for whoever inspects Redis), and
+// renewing or releasing first compares it, in one Lua script, so that a
+// holder whose lease expired and was taken over can never extend or free
+// the new holder's lease.
+type Lock struct {
+	cfg    LockConfig
+	prefix string // cfg.Prefix + "thread-lock:"
+}
+
+// renewScript extends the lease if the key still holds this lease's token:
+// 1 when renewed, 0 when the lease is gone.
+var renewScript = rueidis.NewLuaScript(`
+if redis.call("GET", KEYS[1]) == ARGV[1] then
+	return redis.call("PEXPIRE", KEYS[1], ARGV[2])
+end
+return 0
+`)
+
+// releaseScript deletes the key if it still holds this lease's token: 1
+// when deleted, 0 when the lease was already gone.
+var releaseScript = rueidis.NewLuaScript(`
+if redis.call("GET", KEYS[1]) == ARGV[1] then
+	return redis.call("DEL", KEYS[1])
+end
+return 0
+`)
+
+// NewLock returns a thread lock on cfg.Client. It holds no goroutine:
+// renewing is the lease holder's job.
+func NewLock(cfg LockConfig) (*Lock, error) {
+	if cfg.Client == nil {
+		return nil, errors.New("redis: lock needs a client")
+	}
+	if cfg.Prefix == "" {
+		cfg.Prefix = "ws:"
+	}
+	if cfg.OnError == nil {
+		cfg.OnError = func(string) {}
+	}
+	return &Lock{cfg: cfg, prefix: cfg.Prefix + "thread-lock:"}, nil
+}
+
+// Lease is a held thread lock.
+type Lease struct {
+	lock  *Lock
+	key   string
+	value string // owner + "/" + the acquisition's random token
+	ttlMS string // the ttl in milliseconds, as PEXPIRE takes it
+}
+
+var _ ports.Lease = (*Lease)(nil)
+
+// Acquire takes the thread's lock for ttl (rounded up to a whole
+// millisecond), unless a live lease holds it: then ErrThreadBusy. Redis
+// failures are other errors. If the SET's reply is lost on the way back,
+// the key may have been set anyway; it then expires after ttl.
+func (l *Lock) Acquire(ctx context.Context, threadID, owner string, ttl time.Duration) (ports.Lease, error) {
+	if ttl <= 0 {
+		return nil, errors.New("redis: lock ttl must be positive")
+	}
+	ms := max((ttl+time.Millisecond-1)/time.Millisecond, 1)
+	lease := &Lease{
+		lock: l,
+		key:  l.prefix + threadID,
+		// 128 random bits: no two acquisitions share a token.
+		value: owner + "/" + rand.Text(),
+		ttlMS: strconv.FormatInt(int64(ms), 10),
+	}
+	c := l.cfg.Client
+	err := c.Do(ctx, c.B().Set().Key(lease.key).Value(lease.value).Nx().PxMilliseconds(int64(ms)).Build()).Error()
+	switch {
+	case err == nil:
+		return lease, nil
+	case rueidis.IsRedisNil(err):
+		return nil, conversation.ErrThreadBusy
+	}
+	l.cfg.OnError("lock_acquire")
+	return nil, fmt.Errorf("redis: lock acquire: %w", err)
+}
+
+// Renew extends the lease by its ttl from now. It returns ErrLeaseLost
+// when the lease expired or was released (whoever holds the thread now),
+// and another error when Redis could not be asked.
+func (le *Lease) Renew(ctx context.Context) error {
+	c := le.lock.cfg.Client
+	n, err := renewScript.Exec(ctx, c, []string{le.key}, []string{le.value, le.ttlMS}).AsInt64()
+	if err != nil {
+		le.lock.cfg.OnError("lock_renew")
+		return fmt.Errorf("redis: lock renew: %w", err)
+	}
+	if n == 0 {
+		return conversation.ErrLeaseLost
+	}
+	return nil
+}
+
+// Release frees the lock if this lease still holds it. Releasing a lease
+// that expired, was taken over or was released already does nothing and
+// is not an error. An error means Redis could not be asked: the lease then
+// expires after its ttl.
+func (le *Lease) Release(ctx context.Context) error {
+	c := le.lock.cfg.Client
+	if err := releaseScript.Exec(ctx, c, []string{le.key}, []string{le.value}).Error(); err != nil {
+		le.lock.cfg.OnError("lock_release")
+		return fmt.Errorf("redis: lock release: %w", err)
+	}
+	return nil
+}
