@@ -1,13 +1,14 @@
 // Command wsbench is the load tool for wsserver's session streams
-// (/ws/session/<id>/, SPEC §3). It opens many WebSockets against one or more
-// loopback servers and measures broadcast fan-out, idle memory per socket and
-// presence exactness. It also speaks to the Django reference server, which
-// sends no hello_ok (use -no-hello-ok there).
+// (/ws/session/<id>/, SPEC §3) and chat (/ws/chat/, SPEC §1). It opens many
+// WebSockets against one or more loopback servers and measures broadcast
+// fan-out, idle memory per socket, presence exactness and streamed chat
+// answers. It also speaks to the Django reference server, which sends no
+// hello_ok (use -no-hello-ok there).
 //
-// Each subcommand lives in its own file (fanout.go, idle.go, presence.go);
-// dialing and the hello handshake are in dial.go, flags shared by all
-// subcommands in flags.go, message parsing in proto.go and statistics in
-// stats.go, so a new subcommand (chat) only adds a file and a case in run.
+// Each subcommand lives in its own file (fanout.go, idle.go, presence.go,
+// chat.go); dialing and the hello handshake are in dial.go, flags shared by
+// all subcommands in flags.go, message parsing in proto.go and statistics in
+// stats.go.
 package main
 
 import (
@@ -20,12 +21,14 @@ import (
 	"syscall"
 )
 
-const usage = `wsbench — load tool for wsserver session streams (/ws/session/<id>/).
+const usage = `wsbench — load tool for wsserver session streams (/ws/session/<id>/) and chat (/ws/chat/).
 
 Usage:
   wsbench fanout   [flags]   N sockets over S sessions, P publishers, R broadcasts/s
   wsbench idle     [flags]   hold N idle sockets, report server RSS per socket
   wsbench presence [flags]   K sockets, Q presence queries: latency and exactness
+  wsbench chat     [flags]   C connections chatting back to back: time to
+                             session_started, to first token, token gaps, tokens/s
   wsbench <command> -h       flags of a command
 
 Targets must be loopback (ws://127.0.0.1:PORT, ws://localhost:PORT). Several
@@ -57,6 +60,18 @@ Examples (AUTH_API_KEY in $KEY, server PID in $PID):
   # presence exactness: 1,000 sockets over 10 sessions, 5,000 queries from 8 sockets
   wsbench presence -url ws://127.0.0.1:8000 -key "$KEY" -sockets 1000 \
       -sessions 10 -queries 5000 -queriers 8
+  # 250 concurrent chats on new threads, the local model at 50 tokens/s
+  # (LOCAL_MODEL_TOKEN_DELAY=20ms): 12,500 tokens/s delivered
+  wsbench chat -url ws://127.0.0.1:8000 -key "$KEY" -conns 250 -new-thread \
+      -duration 60s -pid "$PID"
+  # 20 connections chatting back to back, no model delay (LOCAL_MODEL_TOKEN_DELAY=0);
+  # a socket then sends over 100 chats/s: raise the server's RATE_LIMIT_PER_SEC,
+  # or rate_limited errors are counted
+  wsbench chat -url ws://127.0.0.1:8000 -key "$KEY" -conns 20 -new-thread \
+      -duration 30s -pid "$PID"
+  # chats spread over two instances sharing Redis and PostgreSQL
+  wsbench chat -url ws://127.0.0.1:8000,ws://127.0.0.1:8001 -pid "$PID1,$PID2" \
+      -key "$KEY" -conns 20 -new-thread -duration 30s
   # the Django reference server (no hello_ok, no auth)
   wsbench fanout -url ws://127.0.0.1:8790 -no-hello-ok -sockets 200 \
       -sessions 20 -rate 100 -duration 10s -pid "$DAPHNE_PID"
@@ -92,6 +107,8 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		err = runIdle(ctx, rest, stdout)
 	case "presence":
 		err = runPresence(ctx, rest, stdout)
+	case "chat":
+		err = runChat(ctx, rest, stdout)
 	case "-h", "-help", "--help", "help":
 		_, err = io.WriteString(stdout, usage)
 		return err
