@@ -1,0 +1,111 @@
+package postgres_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/wsserver/wsserver/ports"
+)
+
+// BenchmarkAppend measures the store's share of a chat turn on a real
+// database (here: a container on this machine): appending a message, and
+// loading a thread of 20 messages, as each chat message does.
+func BenchmarkAppend(b *testing.B) {
+	ctx := context.Background()
+	s := open(b, newDatabase(b))
+	content := strings.Repeat("A sentence of a realistic answer. ", 6) // ~200 bytes
+	msg := func(i int) ports.Message {
+		role := ports.RoleUser
+		if i%2 == 1 {
+			role = ports.RoleAssistant
+		}
+		return ports.Message{ID: fmt.Sprintf("m%d", i), Role: role, Content: content, CreatedAt: time.Now()}
+	}
+	threads := 0
+	newThread := func(b *testing.B, messages int) string {
+		b.Helper()
+		threads++
+		id := fmt.Sprintf("bench-%d", threads)
+		if err := s.Create(ctx, id, "web"); err != nil {
+			b.Fatal(err)
+		}
+		for i := range messages {
+			if err := s.Append(ctx, id, msg(i)); err != nil {
+				b.Fatal(err)
+			}
+		}
+		return id
+	}
+
+	b.Run("append", func(b *testing.B) {
+		b.ReportAllocs()
+		id, n := newThread(b, 0), 0
+		for b.Loop() {
+			if n == 20 {
+				id, n = newThread(b, 0), 0
+			}
+			if err := s.Append(ctx, id, msg(n)); err != nil {
+				b.Fatal(err)
+			}
+			n++
+		}
+	})
+	b.Run("load-20", func(b *testing.B) {
+		b.ReportAllocs()
+		id := newThread(b, 20)
+		for b.Loop() {
+			th, err := s.Load(ctx, id)
+			if err != nil || len(th.Messages) != 20 {
+				b.Fatal(err, len(th.Messages))
+			}
+		}
+	})
+	// One step's checkpoint, with a state of the size the core saves.
+	b.Run("checkpoint", func(b *testing.B) {
+		b.ReportAllocs()
+		id := newThread(b, 0)
+		state := json.RawMessage(fmt.Sprintf(`{"run_id":"r","node":"generate","message":%q,"released":%q,"usage":{"input_tokens":120,"output_tokens":60}}`, content, content))
+		step := 0
+		for b.Loop() {
+			cp := ports.Checkpoint{RunID: "r", Step: step, Node: "generate", State: state, CreatedAt: time.Now()}
+			if err := s.SaveCheckpoint(ctx, id, cp); err != nil {
+				b.Fatal(err)
+			}
+			step++
+		}
+	})
+	// A whole thread of 20 messages: created, appended one by one, loaded.
+	b.Run("thread-20", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			id := newThread(b, 20)
+			if _, err := s.Load(ctx, id); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	// Appends from many goroutines to threads of their own, through the
+	// pool's 4 connections.
+	b.Run("append-parallel", func(b *testing.B) {
+		b.ReportAllocs()
+		ids := make(chan string, 64)
+		for range cap(ids) {
+			ids <- newThread(b, 0)
+		}
+		var seq atomic.Int64
+		b.RunParallel(func(pb *testing.PB) {
+			id := <-ids
+			for pb.Next() {
+				if err := s.Append(ctx, id, msg(int(seq.Add(1)))); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+	})
+}

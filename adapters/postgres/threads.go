@@ -1,0 +1,384 @@
+package postgres
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/wsserver/wsserver/core/conversation"
+	"github.com/wsserver/wsserver/ports"
+)
+
+// Bounds of what is stored, in characters; the schema's CHECKs say the
+// same. The server validates its inputs before they get here: these turn a
+// value that slipped through into a clear error rather than a failed query.
+const (
+	maxKey    = 255 // ids, channel, run ids, node names
+	maxReason = 64
+)
+
+// A batch of statements is sent in one round trip and, ending with one
+// Sync, runs as one implicit transaction: either all of it is stored or
+// none. Reads batch their statements too; each sees what was committed
+// when it started, which is enough for rows that are only ever appended.
+
+const (
+	selectThread = `SELECT channel, created_at FROM threads WHERE id = $1`
+	threadExists = `SELECT EXISTS (SELECT 1 FROM threads WHERE id = $1)`
+
+	// Appends lock the thread's row first (and note the time), so that
+	// appends to one thread, from any instance, take their seq in turn.
+	touchThread   = `UPDATE threads SET updated_at = now() WHERE id = $1`
+	insertMessage = `INSERT INTO messages (thread_id, id, role, content, cancelled, created_at)
+		VALUES ($1, $2, $3, $4, $5, $6)`
+	selectMessages = `SELECT id, role, content, cancelled, created_at
+		FROM messages WHERE thread_id = $1 ORDER BY seq`
+
+	// Checkpoints and escalations are inserted only if the thread exists,
+	// which tells an unknown thread by the count of rows inserted.
+	insertCheckpoint = `INSERT INTO checkpoints (thread_id, run_id, step, node, state, created_at)
+		SELECT id, $2::text, $3::integer, $4::text, $5::jsonb, $6::timestamptz FROM threads WHERE id = $1`
+	selectCheckpoints = `SELECT run_id, step, node, state, created_at
+		FROM checkpoints WHERE thread_id = $1 ORDER BY seq`
+
+	insertEscalation = `INSERT INTO escalations (thread_id, run_id, reason, detail, created_at)
+		SELECT id, $2::text, $3::text, $4::text, $5::timestamptz FROM threads WHERE id = $1`
+	selectEscalations = `SELECT run_id, reason, detail, created_at
+		FROM escalations WHERE thread_id = $1 ORDER BY seq`
+)
+
+// Load returns the thread with its messages and escalations.
+func (s *Store) Load(ctx context.Context, threadID string) (ports.Thread, error) {
+	if !storable(threadID, maxKey) {
+		return ports.Thread{}, conversation.ErrThreadNotFound
+	}
+	th := ports.Thread{ID: threadID}
+	found := false
+	b := &pgx.Batch{}
+	b.Queue(selectThread, threadID).QueryRow(func(row pgx.Row) error {
+		err := row.Scan(&th.Channel, &th.CreatedAt)
+		if errors.Is(err, pgx.ErrNoRows) {
+			// Not returned as an error: pgx drops the cached statements
+			// of a batch that fails, and every new thread is looked up
+			// before it is created.
+			return nil
+		}
+		found = err == nil
+		return err
+	})
+	b.Queue(selectMessages, threadID).Query(func(rows pgx.Rows) (err error) {
+		th.Messages, err = scanMessages(rows)
+		return err
+	})
+	b.Queue(selectEscalations, threadID).Query(func(rows pgx.Rows) (err error) {
+		th.Escalations, err = scanEscalations(rows)
+		return err
+	})
+	if err := s.pool.SendBatch(ctx, b).Close(); err != nil {
+		return ports.Thread{}, s.fail(ctx, "load thread", err)
+	}
+	if !found {
+		return ports.Thread{}, conversation.ErrThreadNotFound
+	}
+	th.CreatedAt = th.CreatedAt.UTC()
+	return th, nil
+}
+
+// Create records an empty thread unless it exists.
+func (s *Store) Create(ctx context.Context, threadID, channel string) error {
+	if threadID == "" {
+		return errors.New("postgres: create thread: the thread id is empty")
+	}
+	if err := checkText("thread id", threadID, maxKey); err != nil {
+		return fmt.Errorf("postgres: create thread: %w", err)
+	}
+	if err := checkText("channel", channel, maxKey); err != nil {
+		return fmt.Errorf("postgres: create thread: %w", err)
+	}
+	_, err := s.pool.Exec(ctx, `INSERT INTO threads (id, channel) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING`, threadID, channel)
+	if err != nil {
+		return s.fail(ctx, "create thread", err)
+	}
+	return nil
+}
+
+// Append adds msgs at the end of the thread, all or none of them.
+func (s *Store) Append(ctx context.Context, threadID string, msgs ...ports.Message) error {
+	if !storable(threadID, maxKey) {
+		return conversation.ErrThreadNotFound
+	}
+	for i, m := range msgs {
+		if err := checkMessage(m); err != nil {
+			return fmt.Errorf("postgres: append: message %d: %w", i, err)
+		}
+	}
+	b := &pgx.Batch{}
+	b.Queue(touchThread, threadID)
+	for _, m := range msgs {
+		b.Queue(insertMessage, threadID, m.ID, string(m.Role), m.Content, m.Cancelled, m.CreatedAt)
+	}
+	br := s.pool.SendBatch(ctx, b)
+	tag, err := br.Exec()
+	if err == nil && tag.RowsAffected() == 0 {
+		// The messages' inserts fail on the foreign key, and the batch's
+		// transaction with them.
+		_ = br.Close()
+		return conversation.ErrThreadNotFound
+	}
+	for range msgs {
+		if err != nil {
+			break
+		}
+		_, err = br.Exec()
+	}
+	if cerr := br.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		if constraint(err, "23505", "messages_thread_id_id_key") {
+			err = fmt.Errorf("a message id is already in the thread: %w", err)
+		}
+		return s.fail(ctx, "append", err)
+	}
+	return nil
+}
+
+// History returns the thread's messages in the order appended.
+func (s *Store) History(ctx context.Context, threadID string) ([]ports.Message, error) {
+	if !storable(threadID, maxKey) {
+		return nil, conversation.ErrThreadNotFound
+	}
+	var (
+		found bool
+		msgs  []ports.Message
+	)
+	b := &pgx.Batch{}
+	b.Queue(threadExists, threadID).QueryRow(func(row pgx.Row) error { return row.Scan(&found) })
+	b.Queue(selectMessages, threadID).Query(func(rows pgx.Rows) (err error) {
+		msgs, err = scanMessages(rows)
+		return err
+	})
+	if err := s.pool.SendBatch(ctx, b).Close(); err != nil {
+		return nil, s.fail(ctx, "history", err)
+	}
+	if !found {
+		return nil, conversation.ErrThreadNotFound
+	}
+	return msgs, nil
+}
+
+// SaveCheckpoint records cp.
+func (s *Store) SaveCheckpoint(ctx context.Context, threadID string, cp ports.Checkpoint) error {
+	if !storable(threadID, maxKey) {
+		return conversation.ErrThreadNotFound
+	}
+	if err := checkCheckpoint(cp); err != nil {
+		return fmt.Errorf("postgres: save checkpoint: %w", err)
+	}
+	// Checkpoints are there to inspect runs, and six or so are saved per
+	// chat message: they commit without waiting for the WAL to reach the
+	// disk, which makes them several times cheaper. A crash of the
+	// database may lose the last few hundred milliseconds of them, never
+	// one written before a message (whose commit flushes the WAL). The
+	// explicit transaction costs no round trip in a batch; if it fails,
+	// the pool drops the connection it leaves in a failed transaction.
+	b := &pgx.Batch{}
+	b.Queue(`BEGIN`)
+	b.Queue(`SET LOCAL synchronous_commit TO off`)
+	ins := b.Queue(insertCheckpoint, threadID, cp.RunID, cp.Step, cp.Node, json.RawMessage(cp.State), cp.CreatedAt)
+	var tag pgconn.CommandTag
+	ins.Exec(func(ct pgconn.CommandTag) error { tag = ct; return nil })
+	b.Queue(`COMMIT`)
+	err := s.pool.SendBatch(ctx, b).Close()
+	if err != nil {
+		if code(err) == "22P05" {
+			// jsonb keeps strings as text, which cannot hold U+0000.
+			err = fmt.Errorf(`the state holds the escape \u0000, which jsonb cannot store: %w`, err)
+		}
+		return s.fail(ctx, "save checkpoint", err)
+	}
+	if tag.RowsAffected() == 0 {
+		return conversation.ErrThreadNotFound
+	}
+	return nil
+}
+
+// Checkpoints returns the thread's checkpoints in the order saved.
+func (s *Store) Checkpoints(ctx context.Context, threadID string) ([]ports.Checkpoint, error) {
+	if !storable(threadID, maxKey) {
+		return nil, conversation.ErrThreadNotFound
+	}
+	var (
+		found bool
+		cps   []ports.Checkpoint
+	)
+	b := &pgx.Batch{}
+	b.Queue(threadExists, threadID).QueryRow(func(row pgx.Row) error { return row.Scan(&found) })
+	b.Queue(selectCheckpoints, threadID).Query(func(rows pgx.Rows) error {
+		for rows.Next() {
+			var (
+				cp    ports.Checkpoint
+				state []byte
+			)
+			if err := rows.Scan(&cp.RunID, &cp.Step, &cp.Node, &state, &cp.CreatedAt); err != nil {
+				return err
+			}
+			cp.State = state
+			cp.CreatedAt = cp.CreatedAt.UTC()
+			cps = append(cps, cp)
+		}
+		return rows.Err()
+	})
+	if err := s.pool.SendBatch(ctx, b).Close(); err != nil {
+		return nil, s.fail(ctx, "checkpoints", err)
+	}
+	if !found {
+		return nil, conversation.ErrThreadNotFound
+	}
+	return cps, nil
+}
+
+// RecordEscalation records e.
+func (s *Store) RecordEscalation(ctx context.Context, threadID string, e ports.EscalationRecord) error {
+	if !storable(threadID, maxKey) {
+		return conversation.ErrThreadNotFound
+	}
+	if err := checkEscalation(e); err != nil {
+		return fmt.Errorf("postgres: record escalation: %w", err)
+	}
+	tag, err := s.pool.Exec(ctx, insertEscalation, threadID, e.RunID, string(e.Reason), e.Detail, e.CreatedAt)
+	if err != nil {
+		return s.fail(ctx, "record escalation", err)
+	}
+	if tag.RowsAffected() == 0 {
+		return conversation.ErrThreadNotFound
+	}
+	return nil
+}
+
+func scanMessages(rows pgx.Rows) ([]ports.Message, error) {
+	var out []ports.Message
+	for rows.Next() {
+		var (
+			m    ports.Message
+			role string
+		)
+		if err := rows.Scan(&m.ID, &role, &m.Content, &m.Cancelled, &m.CreatedAt); err != nil {
+			return nil, err
+		}
+		m.Role = ports.Role(role)
+		m.CreatedAt = m.CreatedAt.UTC()
+		out = append(out, m)
+	}
+	return out, rows.Err()
+}
+
+func scanEscalations(rows pgx.Rows) ([]ports.EscalationRecord, error) {
+	var out []ports.EscalationRecord
+	for rows.Next() {
+		var (
+			e      ports.EscalationRecord
+			reason string
+		)
+		if err := rows.Scan(&e.RunID, &reason, &e.Detail, &e.CreatedAt); err != nil {
+			return nil, err
+		}
+		e.Reason = ports.EscalationReason(reason)
+		e.CreatedAt = e.CreatedAt.UTC()
+		out = append(out, e)
+	}
+	return out, rows.Err()
+}
+
+// fail wraps a failed call's error with its operation, and counts it
+// unless the caller's context ended it. A statement the server cancelled
+// for the context says so only in words: the context's error is added, so
+// that errors.Is finds it.
+func (s *Store) fail(ctx context.Context, op string, err error) error {
+	ctxErr := ctx.Err()
+	switch {
+	case ctxErr == nil:
+		s.onError(op)
+	case !errors.Is(err, ctxErr):
+		return fmt.Errorf("postgres: %s: %w: %w", op, ctxErr, err)
+	}
+	return fmt.Errorf("postgres: %s: %w", op, err)
+}
+
+// code returns the SQLSTATE of PostgreSQL's error err, or "".
+func code(err error) string {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		return pgErr.Code
+	}
+	return ""
+}
+
+// constraint reports whether err is PostgreSQL's error sqlstate on the
+// named constraint.
+func constraint(err error, sqlstate, name string) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == sqlstate && pgErr.ConstraintName == name
+}
+
+// storable reports whether PostgreSQL can store s as a text of at most
+// maxLen characters. A thread id it cannot store names no thread.
+func storable(s string, maxLen int) bool {
+	return s != "" && checkText("", s, maxLen) == nil
+}
+
+// checkText tells why PostgreSQL cannot store s as a text of at most
+// maxLen characters (no bound when maxLen is 0): its text holds valid UTF-8
+// without NUL characters.
+func checkText(field, s string, maxLen int) error {
+	switch {
+	case !utf8.ValidString(s):
+		return fmt.Errorf("the %s is not valid UTF-8", field)
+	case strings.IndexByte(s, 0) >= 0:
+		return fmt.Errorf("the %s holds a NUL character, which PostgreSQL cannot store", field)
+	case maxLen > 0 && utf8.RuneCountInString(s) > maxLen:
+		return fmt.Errorf("the %s is longer than %d characters", field, maxLen)
+	}
+	return nil
+}
+
+func checkMessage(m ports.Message) error {
+	if m.ID == "" {
+		return errors.New("the message id is empty")
+	}
+	if m.Role != ports.RoleUser && m.Role != ports.RoleAssistant {
+		return fmt.Errorf("unknown role %q", m.Role)
+	}
+	return errors.Join(checkText("message id", m.ID, maxKey), checkText("content", m.Content, 0), checkTime(m.CreatedAt))
+}
+
+func checkCheckpoint(cp ports.Checkpoint) error {
+	if cp.Step < 0 || cp.Step > math.MaxInt32 {
+		return fmt.Errorf("step %d is out of range", cp.Step)
+	}
+	if !json.Valid(cp.State) {
+		return errors.New("the state is not valid JSON")
+	}
+	return errors.Join(checkText("run id", cp.RunID, maxKey), checkText("node", cp.Node, maxKey), checkTime(cp.CreatedAt))
+}
+
+func checkEscalation(e ports.EscalationRecord) error {
+	return errors.Join(checkText("run id", e.RunID, maxKey), checkText("reason", string(e.Reason), maxReason),
+		checkText("detail", e.Detail, 0), checkTime(e.CreatedAt))
+}
+
+// checkTime refuses times PostgreSQL's timestamptz cannot hold.
+func checkTime(t time.Time) error {
+	if y := t.Year(); y < -4712 || y > 294275 {
+		return fmt.Errorf("the time %v is out of range", t)
+	}
+	return nil
+}
