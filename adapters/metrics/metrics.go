@@ -94,3 +94,6 @@ func (m *Metrics) BackendError(op string) { m.backendErrors.WithLabelValues("red
 
 // RedisError counts a failed Redis call by operation.
 func (m *Metrics) RedisError(op string) { m.backendErrors.WithLabelValues("redis", op).Inc() }
+
+// PostgresError counts a failed PostgreSQL call by operation.
+func (m *Metrics) PostgresError(op string) { m.backendErrors.WithLabelValues("postgres", op).Inc() }

@@ -27,7 +27,10 @@ import (
 // wait bounds every wait of these tests. A passing run never comes close.
 const wait = 20 * time.Second
 
-var redisServer *containers.Redis
+var (
+	redisServer    *containers.Redis
+	postgresServer *containers.Postgres
+)
 
 func TestMain(m *testing.M) {
 	ctx := context.Background()
@@ -37,9 +40,18 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, "e2e: start redis:", err)
 		os.Exit(1)
 	}
+	postgresServer, err = containers.StartPostgres(ctx)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "e2e: start postgres:", err)
+		_ = redisServer.Terminate(ctx)
+		os.Exit(1)
+	}
 	code := m.Run()
 	if err := redisServer.Terminate(ctx); err != nil {
 		fmt.Fprintln(os.Stderr, "e2e: terminate redis:", err)
+	}
+	if err := postgresServer.Terminate(ctx); err != nil {
+		fmt.Fprintln(os.Stderr, "e2e: terminate postgres:", err)
 	}
 	os.Exit(code)
 }
@@ -181,7 +193,8 @@ func (c *client) closed() int {
 // join opens a session socket on in and says hello.
 func join(t *testing.T, in *instance, session, userType string) *client {
 	t.Helper()
-	c := dial(t, in, "/ws/session/"+session+"/")
+	// The key is ignored by instances that need none.
+	c := dial(t, in, "/ws/session/"+session+"/?authorization="+apiKey)
 	c.send(fmt.Sprintf(`{"type":"hello","user_type":%q,"client_type":"web"}`, userType))
 	ok := c.next()
 	require.Equal(t, "hello_ok", ok["type"], "%v", ok)

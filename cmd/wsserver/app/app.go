@@ -19,6 +19,7 @@ import (
 	"github.com/wsserver/wsserver/adapters/local"
 	"github.com/wsserver/wsserver/adapters/memory"
 	"github.com/wsserver/wsserver/adapters/metrics"
+	"github.com/wsserver/wsserver/adapters/postgres"
 	"github.com/wsserver/wsserver/adapters/redis"
 	"github.com/wsserver/wsserver/adapters/socket"
 	"github.com/wsserver/wsserver/adapters/web"
@@ -82,6 +83,20 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, ln net.Listen
 		threads ports.ThreadStore = memory.NewThreads()
 		lock    ports.ThreadLock  = memory.NewLock()
 	)
+	if cfg.Store.DatabaseURL != "" {
+		store, err := postgres.Open(ctx, postgres.Config{
+			DSN: cfg.Store.DatabaseURL, OnError: m.PostgresError, Log: log,
+		})
+		if err != nil {
+			return err
+		}
+		closers = append(closers, store.Close)
+		threads = store
+		ready = append(ready, web.Check{Name: "postgres", Check: store.Ping})
+		log.Info("thread store: postgres")
+	} else {
+		log.Info("thread store: in-process (threads are lost on restart; configure DATABASE_URL or PSQL_* to keep them)")
+	}
 	if redisClient != nil {
 		l, err := redis.NewLock(redis.LockConfig{Client: redisClient, OnError: m.RedisError})
 		if err != nil {
