@@ -101,6 +101,11 @@ func DecodeChat(frame []byte, maxChars int) (Inbound, error) {
 	if strings.TrimSpace(c.Message) == "" {
 		return Inbound{}, invalid("message is empty")
 	}
+	if strings.IndexByte(c.Message, 0) >= 0 {
+		// No store can keep it (PostgreSQL text refuses NUL), so refuse
+		// it here rather than fail the answer later.
+		return Inbound{}, invalid("message must not contain NUL characters")
+	}
 	if utf8.RuneCountInString(c.Message) > maxChars {
 		return Inbound{}, invalid("message is longer than " + strconv.Itoa(maxChars) + " characters")
 	}
@@ -129,6 +134,11 @@ func DecodeChat(frame []byte, maxChars int) (Inbound, error) {
 	}
 
 	if !isNull(w.Data) {
+		// The data is kept as JSON (PostgreSQL jsonb): no NUL escapes, and
+		// only valid UTF-8, which the JSON decoder does not check in raw values.
+		if bytes.Contains(w.Data, []byte(`\u0000`)) || !utf8.Valid(w.Data) {
+			return Inbound{}, invalid("data must be valid UTF-8 JSON without NUL characters")
+		}
 		c.Data = w.Data
 	} else if c.Channel == DefaultChannel {
 		return Inbound{}, &Error{Code: CodeDataRequired, Message: "data is required with channel=web (any JSON value but null, for example [])"}

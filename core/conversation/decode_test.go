@@ -153,3 +153,17 @@ func FuzzDecodeChat(f *testing.F) {
 		assert.Equal(t, c.Channel, in2.Chat.Channel)
 	})
 }
+
+func TestDecodeChatRefusesWhatNoStoreKeeps(t *testing.T) {
+	for _, frame := range []string{
+		`{"type":"chat","message":"a\u0000b","data":[]}`,
+		`{"type":"chat","message":"hi","data":["a\u0000b"]}`,
+		"{\"type\":\"chat\",\"message\":\"hi\",\"data\":[\"\xff\"]}",
+	} {
+		_, err := conversation.DecodeChat([]byte(frame), 0)
+		var ce *conversation.Error
+		if assert.ErrorAs(t, err, &ce, frame) {
+			assert.Equal(t, conversation.CodeInvalidMsg, ce.Code)
+		}
+	}
+}
