@@ -31,7 +31,7 @@ fuzz: ## Run every Fuzz function of the tree for FUZZTIME each (default 10s; Tes
 	go test -list '^Fuzz' ./... | awk '/^Fuzz/ {f[n++] = $$1; next} /^ok/ {for (i = 0; i < n; i++) print $$2, f[i]} /^(ok|FAIL|\?)/ {n = 0} /^FAIL/ {print > "/dev/stderr"}' | \
 	while read -r pkg fn; do \
 		echo "== $$pkg $$fn"; \
-		go test -run '^$$' -fuzz "^$$fn\$$" -fuzztime $(FUZZTIME) "$$pkg" </dev/null; \
+		go test -run '^$$' -fuzz "^$$fn\$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 500x "$$pkg" </dev/null; \
 	done
 
 bench: ## Run the benchmarks with allocation counts

@@ -1,0 +1,142 @@
+#!/usr/bin/env bash
+# chat.sh runs the chat benchmarks of docs/BENCHMARKS.md: the server(s),
+# Redis, PostgreSQL and wsbench together on this machine. Results go to $OUT
+# (default a temp dir).
+#
+#   bash test/bench/chat.sh                    # every scenario
+#   bash test/bench/chat.sh paced-250 burst-memory
+#
+# Needs redis-server on PATH and Docker with a PostgreSQL image
+# ($BENCH_POSTGRES_IMAGE, default the one test/images/env.sh picks) for the
+# Redis + PostgreSQL scenarios.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+OUT=${OUT:-$(mktemp -d)}
+mkdir -p "$OUT"
+DURATION=${DURATION:-30s}
+BIN=$(mktemp -d)
+REDIS_PORT=${REDIS_PORT:-6393}
+PG_PORT=${PG_PORT:-5493}
+pids=()
+pg=""
+cleanup() {
+	stop_all
+	[[ -z $pg ]] || docker rm -f "$pg" >/dev/null 2>&1 || true
+	rm -rf "$BIN"
+}
+trap cleanup EXIT
+
+go build -o "$BIN/wsserver" ./cmd/wsserver
+go build -o "$BIN/wsbench" ./cmd/wsbench
+ulimit -n 1048576 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+
+# server PORT [ENV...]: starts a fresh server; its pid is left in $pid.
+server() {
+	local port=$1
+	shift
+	env LISTEN_ADDR="127.0.0.1:$port" LOG_LEVEL=warn INSTANCE_ID="bench-$port" "$@" \
+		"$BIN/wsserver" >>"$OUT/server-$port.log" 2>&1 &
+	pid=$!
+	pids+=("$pid")
+	for _ in $(seq 300); do
+		curl -fs "http://127.0.0.1:$port/health/" >/dev/null 2>&1 && return
+		sleep 0.1
+	done
+	echo "server on $port did not start; see $OUT/server-$port.log" >&2
+	return 1
+}
+
+redis() {
+	redis-server --port "$REDIS_PORT" --save '' --appendonly no >"$OUT/redis.log" 2>&1 &
+	pids+=("$!")
+	for _ in $(seq 50); do
+		redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && return
+		sleep 0.1
+	done
+}
+
+# postgres: a fresh PostgreSQL container for one scenario.
+postgres() {
+	local image=${BENCH_POSTGRES_IMAGE:-}
+	if [[ -z $image ]]; then
+		eval "$(test/images/env.sh 2>/dev/null)"
+		image=$TEST_POSTGRES_IMAGE
+	fi
+	pg=$(docker run -d --rm -p "127.0.0.1:$PG_PORT:5432" -e POSTGRES_PASSWORD=bench "$image" postgres)
+	for _ in $(seq 300); do
+		docker exec "$pg" pg_isready -h 127.0.0.1 -U postgres >/dev/null 2>&1 && return
+		sleep 0.2
+	done
+	echo "postgres did not start" >&2
+	return 1
+}
+
+stop_all() {
+	local i
+	for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
+		kill "${pids[i]}" 2>/dev/null || true
+		wait "${pids[i]}" 2>/dev/null || true
+	done
+	pids=()
+	if [[ -n $pg ]]; then
+		docker rm -f "$pg" >/dev/null 2>&1 || true
+		pg=""
+	fi
+}
+
+bench() {
+	local name=$1
+	shift
+	echo "== $name: wsbench $*" | tee "$OUT/$name.txt"
+	"$BIN/wsbench" "$@" -q | tee -a "$OUT/$name.txt"
+}
+
+# Back-to-back chats send far more than 100 messages a second per socket
+# when the model has no delay: lift the per-socket rate limit for them.
+fast=(RATE_LIMIT_PER_SEC=100000 RATE_LIMIT_BURST=100000 LOCAL_MODEL_TOKEN_DELAY=0)
+shared=(REDIS_URL="redis://127.0.0.1:$REDIS_PORT/0" DATABASE_URL="postgres://postgres:bench@127.0.0.1:$PG_PORT/postgres")
+long="Please explain in detail how streaming answers work here, what happens to my thread and its history when I come back later, and what I should do next."
+
+run() {
+	case $1 in
+	paced-250)
+		server 8000 LOCAL_MODEL_TOKEN_DELAY=20ms
+		bench paced-250 chat -url ws://127.0.0.1:8000 -conns 250 -chats 0 -duration "$DURATION" -new-thread -message "$long" -pid "$pid"
+		;;
+	paced-250-redis-postgres)
+		redis
+		postgres
+		server 8000 LOCAL_MODEL_TOKEN_DELAY=20ms "${shared[@]}"
+		a=$pid
+		server 8001 LOCAL_MODEL_TOKEN_DELAY=20ms "${shared[@]}"
+		b=$pid
+		bench paced-250-redis-postgres chat -url ws://127.0.0.1:8000,ws://127.0.0.1:8001 -conns 250 -chats 0 -duration "$DURATION" -new-thread -message "$long" -pid "$a,$b"
+		;;
+	burst-memory)
+		server 8000 "${fast[@]}"
+		bench burst-memory chat -url ws://127.0.0.1:8000 -conns 20 -chats 0 -duration "$DURATION" -new-thread -message "$long" -pid "$pid"
+		;;
+	burst-redis-postgres)
+		redis
+		postgres
+		server 8000 "${fast[@]}" "${shared[@]}"
+		a=$pid
+		server 8001 "${fast[@]}" "${shared[@]}"
+		b=$pid
+		bench burst-redis-postgres chat -url ws://127.0.0.1:8000,ws://127.0.0.1:8001 -conns 20 -chats 0 -duration "$DURATION" -new-thread -message "$long" -pid "$a,$b"
+		;;
+	*)
+		echo "unknown scenario $1" >&2
+		return 2
+		;;
+	esac
+	stop_all
+}
+
+scenarios=("$@")
+if ((${#scenarios[@]} == 0)); then
+	scenarios=(paced-250 paced-250-redis-postgres burst-memory burst-redis-postgres)
+fi
+echo "results in $OUT; $(nproc) cores, $(go version), $(uname -r)"
+for s in "${scenarios[@]}"; do run "$s"; done
