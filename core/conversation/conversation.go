@@ -1,10 +1,10 @@
 // Package conversation runs a chat message through the conversation graph
 // of SPEC §2: load the thread, check for escalation, generate an answer
 // that streams to the client sentence by sentence as the guardrail passes
-// it, rewrite what fails, respond or escalate. It does no I/O of its own:
-// the model, the guardrail, the escalation detector, the thread store, the
-// thread lock and the session stream are ports. The graph itself is in
-// graph.go.
+// it (at the model's own pace: see pace.go), rewrite what fails, respond
+// or escalate. It does no I/O of its own: the model, the guardrail, the
+// escalation detector, the thread store, the thread lock and the session
+// stream are ports. The graph itself is in graph.go.
 package conversation
 
 import (
@@ -61,9 +61,17 @@ type Config struct {
 	// the caller's context, so that a cancelled answer is still stored.
 	// Zero means 5 seconds.
 	WriteTimeout time.Duration
+	// MaxStretch bounds how much longer than the model's own gap the gap
+	// between two tokens may be made while the pacer builds up the lead
+	// that keeps later, longer sentences from stalling (pace.go). Zero
+	// means DefaultMaxStretch (7 ms); negative turns pacing off: tokens go
+	// out the moment their sentence passes, in bursts. Pacing is always
+	// off with a guardrail that needs whole answers.
+	MaxStretch time.Duration
 	// NewID names messages and runs. Nil means random UUIDs.
 	NewID func() string
-	// Now stamps messages. Nil means time.Now.
+	// Now stamps messages. Nil means time.Now. (Pacing reads the clock
+	// of the time package: tests run it in a testing/synctest bubble.)
 	Now func() time.Time
 	// Log is nil for no logs.
 	Log *slog.Logger
@@ -103,6 +111,9 @@ func New(cfg Config) (*Conversation, error) {
 	}
 	if cfg.WriteTimeout == 0 {
 		cfg.WriteTimeout = 5 * time.Second
+	}
+	if cfg.MaxStretch == 0 {
+		cfg.MaxStretch = DefaultMaxStretch
 	}
 	if cfg.NewID == nil {
 		cfg.NewID = uuid.NewString
@@ -148,15 +159,19 @@ type Result struct {
 }
 
 // Run answers req. Events go to emit in the order of SPEC §1, one call at
-// a time, from the goroutine running the model's stream; emit must not
-// block: it should encode the event (AppendEvent) and queue the bytes. A
-// refused request (invalid, ErrThreadBusy) gets one EventError and no
+// a time: each call starts after the previous one returned. They come from
+// Run's goroutine (the one running the model's stream), except tokens
+// paced to the model's timing, which come from one goroutine of the run's
+// own; every goroutine of the run has ended when Run returns. emit must
+// not block: it should encode the event (AppendEvent) and queue the bytes.
+// A refused request (invalid, ErrThreadBusy) gets one EventError and no
 // EventStarted.
 //
-// Cancelling ctx is the client's cancel: the model call stops, the part of
-// the answer already sent is stored marked cancelled, and end says
-// cancelled. The returned error is non-nil when the run ended with an
-// EventError; errors.Is(err, ErrThreadBusy) tells a busy thread.
+// Cancelling ctx is the client's cancel: the model call stops, tokens not
+// sent yet are dropped, the part of the answer sent is stored marked
+// cancelled, and end says cancelled. The returned error is non-nil when
+// the run ended with an EventError; errors.Is(err, ErrThreadBusy) tells a
+// busy thread.
 func (c *Conversation) Run(ctx context.Context, req Request, emit func(Event)) (Result, error) {
 	if req.Channel == "" {
 		req.Channel = DefaultChannel

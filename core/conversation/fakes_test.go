@@ -21,10 +21,16 @@ const wait = 10 * time.Second
 // script is what the model does on one call.
 type script struct {
 	pieces []string
-	stop   ports.StopReason // empty means end_turn
-	err    error            // returned after the pieces
-	block  bool             // after the pieces, wait for the context to end
-	usage  ports.Usage
+	// gap is the model's pace: it waits gap before each piece but the
+	// first, and stall[i] more before piece i. Tests that set them run in
+	// a testing/synctest bubble, where waiting takes no real time.
+	gap   time.Duration
+	stall map[int]time.Duration
+	deaf  bool             // it waits through its gaps and stalls even when cancelled
+	stop  ports.StopReason // empty means end_turn
+	err   error            // returned after the pieces
+	block bool             // after the pieces, wait for the context to end
+	usage ports.Usage
 }
 
 // scriptedModel plays one script per Stream call; the last one repeats.
@@ -48,9 +54,18 @@ func (m *scriptedModel) Stream(ctx context.Context, req ports.ChatRequest, token
 		m.ended = append(m.ended, ctx.Err())
 		m.mu.Unlock()
 	}()
-	for _, p := range s.pieces {
+	for i, p := range s.pieces {
 		if err := ctx.Err(); err != nil {
 			return ports.Reply{}, err
+		}
+		if d := s.stall[i]; i > 0 && s.deaf {
+			time.Sleep(s.gap + d)
+		} else if i > 0 && s.gap+d > 0 {
+			select {
+			case <-ctx.Done():
+				return ports.Reply{}, ctx.Err()
+			case <-time.After(s.gap + d):
+			}
 		}
 		if err := token(p); err != nil {
 			return ports.Reply{Usage: s.usage}, fmt.Errorf("scripted: %w", err)
@@ -93,6 +108,7 @@ type wordGuardrail struct {
 	err     error
 	mu      sync.Mutex
 	checked []string
+	at      []time.Time // when each text was checked
 }
 
 func (g *wordGuardrail) WholeAnswer() bool { return g.whole }
@@ -100,6 +116,7 @@ func (g *wordGuardrail) WholeAnswer() bool { return g.whole }
 func (g *wordGuardrail) Check(ctx context.Context, text string) (ports.Verdict, error) {
 	g.mu.Lock()
 	g.checked = append(g.checked, text)
+	g.at = append(g.at, time.Now())
 	g.mu.Unlock()
 	if g.err != nil {
 		return ports.Verdict{}, g.err
@@ -327,16 +344,18 @@ func newHarness(scripts []script, whole bool, maxRewrites int, mod ...func(*conv
 	return h, err
 }
 
-// sink collects a run's events.
+// sink collects a run's events and when each was emitted.
 type sink struct {
 	mu     sync.Mutex
 	events []conversation.Event
+	at     []time.Time
 	onTok  func(conversation.Event)
 }
 
 func (s *sink) emit(ev conversation.Event) {
 	s.mu.Lock()
 	s.events = append(s.events, ev)
+	s.at = append(s.at, time.Now())
 	s.mu.Unlock()
 	if ev.Kind == conversation.EventToken && s.onTok != nil {
 		s.onTok(ev)

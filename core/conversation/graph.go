@@ -24,9 +24,12 @@ import (
 // generate and rewrite stream the model's tokens; each sentence passes the
 // guardrail before its tokens reach the client (the whole answer, when the
 // guardrail needs it), and the first failing sentence stops the stream;
-// guardrail then routes on that verdict. cancelled stores the part of the
-// answer already sent, marked cancelled; failed stores nothing more. A
-// checkpoint of the run's state is stored after every node.
+// guardrail then routes on that verdict. Tokens that passed go out at the
+// model's pace (pace.go), so the answer may still be playing out when the
+// model is done: respond and failed wait for it before the last events,
+// and cancelled stops it. cancelled stores the part of the answer already
+// sent, marked cancelled; failed stores nothing more. A checkpoint of the
+// run's state is stored after every node.
 
 type node string
 
@@ -46,6 +49,8 @@ const (
 
 // execute runs the graph from load to done.
 func (r *run) execute(ctx context.Context) {
+	r.pace.halt = ctx.Done()
+	defer r.pace.stop() // on every path: no token goes out after Run
 	for n := nodeLoad; n != nodeDone; {
 		next := r.visit(ctx, n)
 		r.checkpoint(ctx, n, next)
@@ -161,12 +166,17 @@ func (r *run) fallback() node {
 	return nodeRespond
 }
 
-// respond stores the final answer and mirrors it to the session.
+// respond waits until the client was sent the whole answer, stores it and
+// mirrors it to the session. A cancel while the answer plays out stops it
+// there.
 func (r *run) respond(ctx context.Context) node {
+	if !r.pace.wait() {
+		return r.interrupted(ctx)
+	}
 	if err := r.storeAnswer(ctx, false); err != nil {
 		return r.fail(ctx, "store answer", err)
 	}
-	r.publish(ctx, ports.ChatEvent{Kind: ports.ChatAnswer, Content: string(r.ans.released)})
+	r.publish(ctx, ports.ChatEvent{Kind: ports.ChatAnswer, Content: r.sent()})
 	if r.escalation.Escalate {
 		return nodeEscalate
 	}
@@ -193,8 +203,10 @@ func (r *run) escalate(ctx context.Context) node {
 	return nodeDone
 }
 
-// cancelled stores what the client was sent, marked cancelled.
+// cancelled stops the tokens not sent yet and stores what the client was
+// sent, marked cancelled.
 func (r *run) cancelled(ctx context.Context) node {
+	r.pace.stop()
 	r.wasCancelled = true
 	if r.userStored {
 		if err := r.storeAnswer(ctx, true); err != nil {
@@ -205,9 +217,10 @@ func (r *run) cancelled(ctx context.Context) node {
 	return nodeDone
 }
 
-// failed tells the client; the part of the answer already sent is not
-// stored as an answer.
+// failed tells the client, after the tokens that passed (unless the run's
+// context ended); the part of the answer sent is not stored as an answer.
 func (r *run) failed(ctx context.Context) node {
+	r.pace.wait()
 	r.c.cfg.Log.ErrorContext(ctx, "chat failed", "thread_id", r.req.ThreadID, "err", r.err)
 	r.emit(Event{Kind: EventError, Code: CodeInternal, Message: "the answer could not be completed; try again"})
 	return nodeDone

@@ -3,6 +3,7 @@ package conversation
 import (
 	"context"
 	"errors"
+	"time"
 	"unicode"
 	"unicode/utf8"
 
@@ -15,8 +16,9 @@ var errHalted = errors.New("conversation: stream halted by the guardrail")
 
 // stream runs one model call of generate or rewrite. The model's pieces
 // are held until the sentence they belong to passes the guardrail, then
-// released to the client as they came; the first sentence that fails
-// stops the call. It returns the guardrail node, or cancelled or failed.
+// released to the pacer, which sends them as they came, at the model's
+// pace (pace.go); the first sentence that fails stops the call. It
+// returns the guardrail node, or cancelled or failed.
 func (r *run) stream(ctx context.Context, rw *ports.Rewrite) node {
 	mctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -28,7 +30,9 @@ func (r *run) stream(ctx context.Context, rw *ports.Rewrite) node {
 		Data:     r.req.Data,
 		Rewrite:  rw,
 	}
+	r.generating = true
 	reply, err := r.c.cfg.Model.Stream(mctx, req, func(piece string) error { return r.token(mctx, piece) })
+	r.generating = false
 	r.usage = r.usage.Add(reply.Usage)
 	r.stop = reply.Stop
 	if err == nil && r.rejected == nil && r.guardErr == nil && ctx.Err() == nil {
@@ -66,17 +70,21 @@ func (r *run) token(ctx context.Context, piece string) error {
 		return err
 	}
 	a := &r.ans
+	var at time.Time
+	if r.sched.pacing() {
+		at = time.Now()
+	}
 	if a.whole {
-		a.add(piece)
+		a.add(piece, at)
 		return nil
 	}
 	for piece != "" {
 		k := a.boundary(piece)
 		if k < 0 {
-			a.add(piece)
+			a.add(piece, at)
 			return nil
 		}
-		a.add(piece[:k])
+		a.add(piece[:k], at)
 		if !r.check(ctx) {
 			return errHalted
 		}
@@ -126,11 +134,13 @@ type answer struct {
 	// whole: the guardrail needs the whole answer; nothing is released
 	// before the model is done.
 	whole bool
-	// released is every text sent to the client, in order.
+	// released is every text that passed, in order: what was sent to the
+	// client, and what the pacer will send (its first pacer.sent bytes
+	// are sent).
 	released []byte
 	// pending is held text; pieces is the same text as the model's pieces.
 	pending []byte
-	pieces  []string
+	pieces  []held
 	// The sentence scanner's state after pending: hasText is set once
 	// pending holds more than spaces; term when it ends with a sentence's
 	// end mark (and maybe closing quotes or brackets); cjk when that mark
@@ -138,18 +148,32 @@ type answer struct {
 	hasText, term, cjk bool
 }
 
-func (a *answer) add(piece string) {
-	if piece == "" {
-		return
-	}
-	a.pending = append(a.pending, piece...)
-	a.pieces = append(a.pieces, piece)
+// held is a piece of the model's text waiting for the guardrail, and
+// when it arrived (zero when pacing is off).
+type held struct {
+	text string
+	at   time.Time
 }
 
-// release sends the held pieces and forgets them.
+func (a *answer) add(text string, at time.Time) {
+	if text == "" {
+		return
+	}
+	a.pending = append(a.pending, text...)
+	a.pieces = append(a.pieces, held{text: text, at: at})
+}
+
+// release hands the held pieces to the pacer and forgets them.
 func (a *answer) release(r *run) {
-	for _, p := range a.pieces {
-		r.emit(Event{Kind: EventToken, Content: p})
+	if len(a.pieces) > 0 {
+		var now time.Time
+		if r.sched.pacing() {
+			now = time.Now()
+		}
+		r.sched.sentence(a.pieces, now)
+		for _, p := range a.pieces {
+			r.pace.push(p.text, r.sched.due(p.at, now, r.generating), now)
+		}
 	}
 	a.released = append(a.released, a.pending...)
 	a.discard()
@@ -161,7 +185,8 @@ func (a *answer) releaseText(r *run, text string) {
 	if n := len(a.released); n > 0 && !isSpace(rune(a.released[n-1])) {
 		text = " " + text
 	}
-	r.emit(Event{Kind: EventToken, Content: text})
+	now := time.Now()
+	r.pace.push(text, r.sched.after(now), now)
 	a.released = append(a.released, text...)
 }
 
