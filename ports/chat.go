@@ -198,10 +198,25 @@ type Checkpoint struct {
 	CreatedAt time.Time
 }
 
+// Turn is what one chat stores when it ends: SaveTurn writes it at once.
+type Turn struct {
+	ThreadID string
+	// Channel is the channel of the chat; it is the thread's when the turn
+	// creates the thread, and ignored otherwise.
+	Channel string
+	// Messages are appended in order: the user's message, then the answer
+	// when there is one. Their IDs are unique in the thread.
+	Messages []Message
+	// Checkpoints are the run's, in the order of its steps.
+	Checkpoints []Checkpoint
+	// Escalation is the run's escalation; nil when there is none.
+	Escalation *EscalationRecord
+}
+
 // ThreadStore keeps threads, their messages, the checkpoints of the graph
 // runs and the escalations. Messages are rows: appending never rewrites
-// what is stored. Every method but Create returns ErrThreadNotFound for a
-// thread that was never created.
+// what is stored. Every method but Create and SaveTurn returns
+// ErrThreadNotFound for a thread that was never created.
 type ThreadStore interface {
 	// Load returns the thread with its messages and escalations.
 	Load(ctx context.Context, threadID string) (Thread, error)
@@ -219,6 +234,12 @@ type ThreadStore interface {
 	Checkpoints(ctx context.Context, threadID string) ([]Checkpoint, error)
 	// RecordEscalation records that the thread was escalated.
 	RecordEscalation(ctx context.Context, threadID string, e EscalationRecord) error
+	// SaveTurn stores a chat's turn all at once, or nothing of it when it
+	// fails: it creates the thread unless it exists (as Create), appends
+	// t.Messages (as Append), then records t.Checkpoints and t.Escalation.
+	// The messages of turns saved at once on one thread, from any instance,
+	// are not interleaved. A turn that does not name its thread is refused.
+	SaveTurn(ctx context.Context, t Turn) error
 }
 
 // ThreadLock lets one answer stream per thread at a time, across

@@ -2,6 +2,8 @@ package memory
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"slices"
 	"sync"
 	"time"
@@ -107,6 +109,48 @@ func (s *Threads) Checkpoints(ctx context.Context, threadID string) ([]ports.Che
 // RecordEscalation records e.
 func (s *Threads) RecordEscalation(ctx context.Context, threadID string, e ports.EscalationRecord) error {
 	return s.update(ctx, threadID, func(th *thread) { th.escalations = append(th.escalations, e) })
+}
+
+// SaveTurn stores t under the store's lock: all of it, or nothing when it
+// is refused.
+func (s *Threads) SaveTurn(ctx context.Context, t ports.Turn) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if t.ThreadID == "" {
+		return errors.New("memory: save turn: the thread id is empty")
+	}
+	cps := slices.Clone(t.Checkpoints)
+	for i := range cps {
+		cps[i].State = slices.Clone(cps[i].State)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	th, ok := s.threads[t.ThreadID]
+	if !ok {
+		th = &thread{meta: ports.Thread{ID: t.ThreadID, Channel: t.Channel, CreatedAt: time.Now()}}
+	}
+	// Message ids are unique in a thread, as PostgreSQL's store enforces.
+	seen := make(map[string]bool, len(th.messages)+len(t.Messages))
+	for _, m := range th.messages {
+		seen[m.ID] = true
+	}
+	for i, m := range t.Messages {
+		if m.ID == "" {
+			return fmt.Errorf("memory: save turn: message %d: the message id is empty", i)
+		}
+		if seen[m.ID] {
+			return fmt.Errorf("memory: save turn: message %d: the message id %q is already in the thread", i, m.ID)
+		}
+		seen[m.ID] = true
+	}
+	s.threads[t.ThreadID] = th
+	th.messages = append(th.messages, t.Messages...)
+	th.checkpoints = append(th.checkpoints, cps...)
+	if t.Escalation != nil {
+		th.escalations = append(th.escalations, *t.Escalation)
+	}
+	return nil
 }
 
 func (s *Threads) update(ctx context.Context, threadID string, fn func(*thread)) error {

@@ -109,3 +109,83 @@ func BenchmarkAppend(b *testing.B) {
 		})
 	})
 }
+
+// BenchmarkSaveTurn measures what a chat turn writes — a question, its
+// answer and six checkpoints of the core's size — stored by SaveTurn at
+// once, against the calls it replaces: Append, six SaveCheckpoint, Append.
+// Each thread takes 10 turns; SaveTurn creates it on the first.
+func BenchmarkSaveTurn(b *testing.B) {
+	ctx := context.Background()
+	s := open(b, newDatabase(b))
+	content := strings.Repeat("A sentence of a realistic answer. ", 6) // ~200 bytes
+	state := json.RawMessage(fmt.Sprintf(`{"run_id":"r","node":"generate","message":%q,"released":%q,"usage":{"input_tokens":120,"output_tokens":60}}`, content, content))
+	var threads atomic.Int64
+	// next returns turn n of a chat: a new thread every 10 turns.
+	next := func(id *string, n int) ports.Turn {
+		if n%10 == 0 {
+			*id = fmt.Sprintf("bench-%d", threads.Add(1))
+		}
+		t := ports.Turn{
+			ThreadID: *id,
+			Channel:  "web",
+			Messages: []ports.Message{
+				{ID: fmt.Sprintf("q%d", n), Role: ports.RoleUser, Content: "Where is my order?", CreatedAt: time.Now()},
+				{ID: fmt.Sprintf("a%d", n), Role: ports.RoleAssistant, Content: content, CreatedAt: time.Now()},
+			},
+		}
+		for i, node := range []string{"load", "escalation_check", "generate", "guardrail", "respond", "done"} {
+			t.Checkpoints = append(t.Checkpoints, ports.Checkpoint{RunID: fmt.Sprintf("r%d", n), Step: i, Node: node, State: state, CreatedAt: time.Now()})
+		}
+		return t
+	}
+	sequence := func(t ports.Turn, n int) error {
+		if n%10 == 0 {
+			if err := s.Create(ctx, t.ThreadID, t.Channel); err != nil {
+				return err
+			}
+		}
+		if err := s.Append(ctx, t.ThreadID, t.Messages[0]); err != nil {
+			return err
+		}
+		for _, cp := range t.Checkpoints {
+			if err := s.SaveCheckpoint(ctx, t.ThreadID, cp); err != nil {
+				return err
+			}
+		}
+		return s.Append(ctx, t.ThreadID, t.Messages[1])
+	}
+	saveTurn := func(t ports.Turn, _ int) error { return s.SaveTurn(ctx, t) }
+
+	for _, bm := range []struct {
+		name string
+		save func(ports.Turn, int) error
+	}{{"turn", saveTurn}, {"sequence", sequence}} {
+		b.Run(bm.name, func(b *testing.B) {
+			b.ReportAllocs()
+			var id string
+			n := 0
+			for b.Loop() {
+				if err := bm.save(next(&id, n), n); err != nil {
+					b.Fatal(err)
+				}
+				n++
+			}
+		})
+		// Chats from many goroutines, through the pool's 4 connections.
+		b.Run(bm.name+"-parallel", func(b *testing.B) {
+			b.ReportAllocs()
+			b.SetParallelism(4) // 4×GOMAXPROCS goroutines
+			b.RunParallel(func(pb *testing.PB) {
+				var id string
+				n := 0
+				for pb.Next() {
+					if err := bm.save(next(&id, n), n); err != nil {
+						b.Error(err)
+						return
+					}
+					n++
+				}
+			})
+		})
+	}
+}

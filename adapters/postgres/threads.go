@@ -53,6 +53,25 @@ const (
 		SELECT id, $2::text, $3::text, $4::text, $5::timestamptz FROM threads WHERE id = $1`
 	selectEscalations = `SELECT run_id, reason, detail, created_at
 		FROM escalations WHERE thread_id = $1 ORDER BY seq`
+
+	// A turn creates its thread or, when it exists, locks its row (and
+	// notes the time), as appends do. Two turns creating one thread at once
+	// are fine: the second's insert waits for the first to commit, then
+	// updates the row it made.
+	upsertThread = `INSERT INTO threads (id, channel) VALUES ($1, $2)
+		ON CONFLICT (id) DO UPDATE SET updated_at = now()`
+	// The thread's row is there and locked: no need to check for it. A
+	// turn's checkpoints, six or so, are one statement of arrays, which
+	// costs the database a fifth less CPU per turn than six statements
+	// (measured: ~400 µs against ~500 µs); they take their seq in the
+	// order of the arrays.
+	insertTurnCheckpoints = `INSERT INTO checkpoints (thread_id, run_id, step, node, state, created_at)
+		SELECT $1::text, run_id, step, node, state::jsonb, created_at
+		FROM unnest($2::text[], $3::integer[], $4::text[], $5::text[], $6::timestamptz[])
+			WITH ORDINALITY AS c (run_id, step, node, state, created_at, n)
+		ORDER BY n`
+	insertTurnEscalation = `INSERT INTO escalations (thread_id, run_id, reason, detail, created_at)
+		VALUES ($1, $2, $3, $4, $5)`
 )
 
 // Load returns the thread with its messages and escalations.
@@ -260,6 +279,93 @@ func (s *Store) RecordEscalation(ctx context.Context, threadID string, e ports.E
 	}
 	if tag.RowsAffected() == 0 {
 		return conversation.ErrThreadNotFound
+	}
+	return nil
+}
+
+// SaveTurn stores t in one transaction and one round trip (once the
+// connection has prepared its statements: the first batch of each
+// statement on a connection costs one more).
+//
+// The whole turn is one batch: pgx sends its statements in a pipeline that
+// ends with a single Sync, and PostgreSQL runs the statements before a Sync
+// as one implicit transaction, committed at the Sync or rolled back
+// entirely when one of them fails. That is BEGIN ... COMMIT without their
+// statements, and leaves no transaction open on the connection after a
+// failure (an explicit BEGIN in a batch would, and the pool would drop
+// the connection). pgx's Batch.BeginTx, or pool.BeginTx then SendBatch and
+// Commit, would cost one or two more round trips for the same effect.
+//
+// Unlike SaveCheckpoint, the commit waits for the WAL to reach the disk:
+// the turn holds the messages, and its checkpoints come with them.
+func (s *Store) SaveTurn(ctx context.Context, t ports.Turn) error {
+	if err := checkTurn(t); err != nil {
+		return fmt.Errorf("postgres: save turn: %w", err)
+	}
+	b := &pgx.Batch{}
+	b.Queue(upsertThread, t.ThreadID, t.Channel)
+	for _, m := range t.Messages {
+		b.Queue(insertMessage, t.ThreadID, m.ID, string(m.Role), m.Content, m.Cancelled, m.CreatedAt)
+	}
+	if n := len(t.Checkpoints); n > 0 {
+		var (
+			runs   = make([]string, n)
+			steps  = make([]int32, n)
+			nodes  = make([]string, n)
+			states = make([]string, n)
+			times  = make([]time.Time, n)
+		)
+		for i, cp := range t.Checkpoints {
+			// checkTurn bounded the step.
+			runs[i], steps[i], nodes[i], states[i], times[i] = cp.RunID, int32(cp.Step), cp.Node, string(cp.State), cp.CreatedAt
+		}
+		b.Queue(insertTurnCheckpoints, t.ThreadID, runs, steps, nodes, states, times)
+	}
+	if e := t.Escalation; e != nil {
+		b.Queue(insertTurnEscalation, t.ThreadID, e.RunID, string(e.Reason), e.Detail, e.CreatedAt)
+	}
+	if err := s.pool.SendBatch(ctx, b).Close(); err != nil {
+		switch {
+		case constraint(err, "23505", "messages_thread_id_id_key"):
+			err = fmt.Errorf("a message id is already in the thread: %w", err)
+		case code(err) == "22P05":
+			err = fmt.Errorf(`a checkpoint's state holds the escape \u0000, which jsonb cannot store: %w`, err)
+		}
+		return s.fail(ctx, "save turn", err)
+	}
+	return nil
+}
+
+// checkTurn tells why t cannot be stored, before anything is sent.
+func checkTurn(t ports.Turn) error {
+	if t.ThreadID == "" {
+		return errors.New("the thread id is empty")
+	}
+	if err := checkText("thread id", t.ThreadID, maxKey); err != nil {
+		return err
+	}
+	if err := checkText("channel", t.Channel, maxKey); err != nil {
+		return err
+	}
+	ids := make(map[string]int, len(t.Messages))
+	for i, m := range t.Messages {
+		if err := checkMessage(m); err != nil {
+			return fmt.Errorf("message %d: %w", i, err)
+		}
+		if j, ok := ids[m.ID]; ok {
+			return fmt.Errorf("message %d: a message id is already in the thread: message %d has it", i, j)
+		}
+		ids[m.ID] = i
+	}
+	for i, cp := range t.Checkpoints {
+		if err := checkCheckpoint(cp); err != nil {
+			return fmt.Errorf("checkpoint %d: %w", i, err)
+		}
+	}
+	if t.Escalation != nil {
+		if err := checkEscalation(*t.Escalation); err != nil {
+			return fmt.Errorf("escalation: %w", err)
+		}
 	}
 	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -30,6 +31,32 @@ func sameMessages(t *testing.T, want, got []ports.Message) {
 		assert.True(t, w.CreatedAt.Equal(g.CreatedAt), "message %d: created at %v, want %v", i, g.CreatedAt, w.CreatedAt)
 		w.CreatedAt, g.CreatedAt = time.Time{}, time.Time{}
 		assert.Equal(t, w, g, "message %d", i)
+	}
+}
+
+// sameCheckpoints compares checkpoints, states as JSON values and times by
+// instant.
+func sameCheckpoints(t *testing.T, want, got []ports.Checkpoint) {
+	t.Helper()
+	require.Len(t, got, len(want))
+	for i := range want {
+		w, g := want[i], got[i]
+		assert.True(t, w.CreatedAt.Equal(g.CreatedAt), "checkpoint %d: created at %v, want %v", i, g.CreatedAt, w.CreatedAt)
+		assert.JSONEq(t, string(w.State), string(g.State), "checkpoint %d", i)
+		w.CreatedAt, g.CreatedAt, w.State, g.State = time.Time{}, time.Time{}, nil, nil
+		assert.Equal(t, w, g, "checkpoint %d", i)
+	}
+}
+
+// sameEscalations compares escalations, times by instant.
+func sameEscalations(t *testing.T, want, got []ports.EscalationRecord) {
+	t.Helper()
+	require.Len(t, got, len(want))
+	for i := range want {
+		w, g := want[i], got[i]
+		assert.True(t, w.CreatedAt.Equal(g.CreatedAt), "escalation %d: created at %v, want %v", i, g.CreatedAt, w.CreatedAt)
+		w.CreatedAt, g.CreatedAt = time.Time{}, time.Time{}
+		assert.Equal(t, w, g, "escalation %d", i)
 	}
 }
 
@@ -233,6 +260,163 @@ func ThreadStore(t *testing.T, newStores Instances[ports.ThreadStore]) {
 			msgs, err := s.History(ctx, id)
 			require.NoError(t, err)
 			sameMessages(t, []ports.Message{user("m1", "on a", 0), answer("m2", "on b", time.Second)}, msgs)
+		}
+	})
+
+	// A chat stores its turn when it ends, all at once.
+	cp := func(run string, step int, node string) ports.Checkpoint {
+		state := fmt.Sprintf(`{"run_id":%q,"node":%q,"released":"ü \"x\"","usage":{"input_tokens":%d}}`, run, node, step)
+		return ports.Checkpoint{RunID: run, Step: step, Node: node, State: json.RawMessage(state), CreatedAt: stamp(time.Duration(step) * time.Millisecond)}
+	}
+
+	t.Run("a turn creates its thread", func(t *testing.T) {
+		s, _ := newStores(t)
+		id := session(t)
+		turn := ports.Turn{
+			ThreadID:    id,
+			Channel:     "web",
+			Messages:    []ports.Message{user("m1", "I want a human", 0), answer("m2", "Someone will take over.", time.Second)},
+			Checkpoints: []ports.Checkpoint{cp("run-1", 0, "load"), cp("run-1", 1, "escalation_check"), cp("run-1", 2, "escalate")},
+			Escalation:  &ports.EscalationRecord{RunID: "run-1", Reason: ports.ReasonUserRequested, Detail: `the user wrote "human"`, CreatedAt: stamp(time.Second)},
+		}
+		require.NoError(t, s.SaveTurn(ctx, turn))
+		th, err := s.Load(ctx, id)
+		require.NoError(t, err)
+		assert.Equal(t, id, th.ID)
+		assert.Equal(t, "web", th.Channel)
+		assert.False(t, th.CreatedAt.IsZero())
+		sameMessages(t, turn.Messages, th.Messages)
+		sameEscalations(t, []ports.EscalationRecord{*turn.Escalation}, th.Escalations)
+		cps, err := s.Checkpoints(ctx, id)
+		require.NoError(t, err)
+		sameCheckpoints(t, turn.Checkpoints, cps)
+	})
+
+	t.Run("turns append after what is stored", func(t *testing.T) {
+		s, _ := newStores(t)
+		id := session(t)
+		require.NoError(t, s.Create(ctx, id, "web"))
+		require.NoError(t, s.Append(ctx, id, user("m1", "hi", 0)))
+		require.NoError(t, s.SaveCheckpoint(ctx, id, cp("run-0", 0, "load")))
+		first := ports.Turn{
+			ThreadID:    id,
+			Channel:     "sms",
+			Messages:    []ports.Message{user("m2", "Where is my order?", time.Second), answer("m3", "On its way.", time.Second)},
+			Checkpoints: []ports.Checkpoint{cp("run-1", 0, "load"), cp("run-1", 1, "generate"), cp("run-1", 2, "respond")},
+		}
+		// Same timestamps: the order is the turn's. A cancelled answer may
+		// be empty.
+		second := ports.Turn{
+			ThreadID:    id,
+			Messages:    []ports.Message{user("m4", "Thanks", 2*time.Second), answer("m5", "", 2*time.Second)},
+			Checkpoints: []ports.Checkpoint{cp("run-2", 0, "load"), cp("run-2", 1, "cancelled")},
+		}
+		second.Messages[1].Cancelled = true
+		// A run that stored no message still has its checkpoints.
+		third := ports.Turn{ThreadID: id, Checkpoints: []ports.Checkpoint{cp("run-3", 0, "load")}}
+		for _, turn := range []ports.Turn{first, second, third} {
+			require.NoError(t, s.SaveTurn(ctx, turn))
+		}
+		th, err := s.Load(ctx, id)
+		require.NoError(t, err)
+		assert.Equal(t, "web", th.Channel, "a turn does not change the thread's channel")
+		assert.Empty(t, th.Escalations)
+		want := append([]ports.Message{user("m1", "hi", 0)}, first.Messages...)
+		sameMessages(t, append(want, second.Messages...), th.Messages)
+		cps, err := s.Checkpoints(ctx, id)
+		require.NoError(t, err)
+		wantCps := append([]ports.Checkpoint{cp("run-0", 0, "load")}, first.Checkpoints...)
+		wantCps = append(wantCps, second.Checkpoints...)
+		sameCheckpoints(t, append(wantCps, third.Checkpoints...), cps)
+	})
+
+	t.Run("a failed turn stores nothing", func(t *testing.T) {
+		s, _ := newStores(t)
+		old, fresh := session(t), session(t)
+		require.NoError(t, s.Create(ctx, old, "web"))
+		require.NoError(t, s.Append(ctx, old, user("m1", "hi", 0)))
+		cancelled, cancel := context.WithCancel(ctx)
+		cancel()
+		turn := func(id string, msgs ...ports.Message) ports.Turn {
+			return ports.Turn{
+				ThreadID:    id,
+				Channel:     "web",
+				Messages:    msgs,
+				Checkpoints: []ports.Checkpoint{cp("run-1", 0, "load"), cp("run-1", 1, "escalate")},
+				Escalation:  &ports.EscalationRecord{RunID: "run-1", Reason: ports.ReasonRule, CreatedAt: stamp(0)},
+			}
+		}
+		for _, tc := range []struct {
+			name string
+			ctx  context.Context
+			turn ports.Turn
+		}{
+			{"a cancelled context", cancelled, turn(old, user("m2", "lost", 0))},
+			{"a cancelled context on a new thread", cancelled, turn(fresh, user("m2", "lost", 0))},
+			// The store refuses it after the first message is appended.
+			{"a message id already in the thread", ctx, turn(old, user("m2", "lost", 0), answer("m1", "again", 0))},
+			{"a message id twice in the turn", ctx, turn(fresh, user("m2", "lost", 0), answer("m2", "again", 0))},
+			{"a message without an id", ctx, turn(fresh, user("m2", "lost", 0), answer("", "no id", 0))},
+			{"no thread id", ctx, turn("", user("m2", "lost", 0))},
+		} {
+			err := s.SaveTurn(tc.ctx, tc.turn)
+			require.Error(t, err, tc.name)
+			assert.NotErrorIs(t, err, conversation.ErrThreadNotFound, tc.name)
+		}
+		th, err := s.Load(ctx, old)
+		require.NoError(t, err)
+		sameMessages(t, []ports.Message{user("m1", "hi", 0)}, th.Messages)
+		assert.Empty(t, th.Escalations)
+		cps, err := s.Checkpoints(ctx, old)
+		require.NoError(t, err)
+		assert.Empty(t, cps)
+		_, err = s.Load(ctx, fresh)
+		require.ErrorIs(t, err, conversation.ErrThreadNotFound, "no thread was created")
+	})
+
+	t.Run("concurrent turns are not interleaved", func(t *testing.T) {
+		a, b := newStores(t)
+		if b == nil {
+			b = a // an in-process store has no other instance
+		}
+		id := session(t)
+		const turns = 20
+		var wg sync.WaitGroup
+		for i := range turns {
+			s := a
+			if i%2 == 1 {
+				s = b
+			}
+			run := fmt.Sprintf("run-%d", i)
+			// The thread does not exist yet: the turns race to create it.
+			turn := ports.Turn{
+				ThreadID:    id,
+				Channel:     "web",
+				Messages:    []ports.Message{user(fmt.Sprintf("q%d", i), "question", 0), answer(fmt.Sprintf("a%d", i), "answer", 0)},
+				Checkpoints: []ports.Checkpoint{cp(run, 0, "load"), cp(run, 1, "generate"), cp(run, 2, "respond")},
+			}
+			wg.Go(func() { assert.NoError(t, s.SaveTurn(ctx, turn)) })
+		}
+		wg.Wait()
+		for _, s := range []ports.ThreadStore{a, b} {
+			msgs, err := s.History(ctx, id)
+			require.NoError(t, err)
+			require.Len(t, msgs, 2*turns)
+			questions := map[string]bool{}
+			for k := 0; k < len(msgs); k += 2 {
+				q, ans := msgs[k], msgs[k+1]
+				require.True(t, strings.HasPrefix(q.ID, "q"), "message %d is %q: a turn's question comes first", k, q.ID)
+				assert.Equal(t, "a"+q.ID[1:], ans.ID, "the answer follows its question at %d", k)
+				questions[q.ID] = true
+			}
+			assert.Len(t, questions, turns)
+			cps, err := s.Checkpoints(ctx, id)
+			require.NoError(t, err)
+			require.Len(t, cps, 3*turns)
+			for k := range cps {
+				assert.Equal(t, cps[k-k%3].RunID, cps[k].RunID, "checkpoint %d is in its run's turn", k)
+				assert.Equal(t, k%3, cps[k].Step, "checkpoint %d", k)
+			}
 		}
 	})
 }
