@@ -224,6 +224,11 @@ func (c *Conversation) Run(ctx context.Context, req Request, emit func(Event)) (
 		defer release() // on every path, a panic's included
 		r.execute(runCtx)
 	}()
+	if r.persistErr != nil {
+		// The answer went out but could not be saved: say so rather
+		// than end as if the thread held it.
+		last = &Event{Kind: EventError, Code: CodeInternal, Message: "the answer could not be saved; try again"}
+	}
 	if last != nil {
 		emit(*last)
 	}

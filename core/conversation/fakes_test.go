@@ -143,6 +143,7 @@ type fakeStore struct {
 	threads     map[string]*ports.Thread
 	checkpoints map[string][]ports.Checkpoint
 	failAppend  error // fails appends of assistant messages
+	turns       int   // SaveTurn calls
 }
 
 func newFakeStore() *fakeStore {

@@ -7,8 +7,7 @@ import (
 	"github.com/wsserver/wsserver/ports"
 )
 
-// SaveTurn keeps fakeStore a ports.ThreadStore now that the port has
-// SaveTurn; the conversation does not call it yet. It follows the port's
+// SaveTurn is how the conversation writes a turn. It follows the port's
 // contract: all of the turn or nothing, the thread created if need be.
 func (s *fakeStore) SaveTurn(ctx context.Context, t ports.Turn) error {
 	if t.ThreadID == "" {
@@ -16,6 +15,7 @@ func (s *fakeStore) SaveTurn(ctx context.Context, t ports.Turn) error {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.turns++
 	for _, m := range t.Messages {
 		if m.Role == ports.RoleAssistant && s.failAppend != nil {
 			return s.failAppend

@@ -29,7 +29,12 @@ import (
 // model is done: respond and failed wait for it before the last events,
 // and cancelled stops it. cancelled stores the part of the answer already
 // sent, marked cancelled; failed stores nothing more. A checkpoint of the
-// run's state is stored after every node.
+// run's state is taken after every node.
+//
+// The turn is written once, when the graph is done: the user's message,
+// the answer (if any), every checkpoint and the escalation, in one
+// transaction (ThreadStore.SaveTurn). A turn reads the store once (load)
+// and writes it once, whatever the number of nodes.
 
 type node string
 
@@ -56,6 +61,7 @@ func (r *run) execute(ctx context.Context) {
 		r.checkpoint(ctx, n, next)
 		n = next
 	}
+	r.persist(ctx)
 }
 
 func (r *run) visit(ctx context.Context, n node) node {
@@ -85,23 +91,15 @@ func (r *run) visit(ctx context.Context, n node) node {
 	return nodeFailed
 }
 
-// load reads the thread (creating it on its first chat), stores the user's
-// message and mirrors it to the session.
+// load reads the thread (a new one has no history yet: the turn creates
+// it when it is saved) and mirrors the user's message to the session.
 func (r *run) load(ctx context.Context) node {
 	th, err := r.c.cfg.Store.Load(ctx, r.req.ThreadID)
-	if isNotFound(err) {
-		err = r.c.cfg.Store.Create(ctx, r.req.ThreadID, r.req.Channel)
-	}
-	if err != nil {
+	if err != nil && !isNotFound(err) {
 		return r.fail(ctx, "load thread", err)
 	}
 	r.history = th.Messages
-	if err := r.write(ctx, func(ctx context.Context) error {
-		return r.c.cfg.Store.Append(ctx, r.req.ThreadID, r.user)
-	}); err != nil {
-		return r.fail(ctx, "store user message", err)
-	}
-	r.userStored = true
+	r.userStored = true // it is part of the turn from now on
 	r.publish(ctx, ports.ChatEvent{Kind: ports.ChatUserMessage, Content: r.req.Message})
 	return nodeEscalationCheck
 }
@@ -173,9 +171,7 @@ func (r *run) respond(ctx context.Context) node {
 	if !r.pace.wait() {
 		return r.interrupted(ctx)
 	}
-	if err := r.storeAnswer(ctx, false); err != nil {
-		return r.fail(ctx, "store answer", err)
-	}
+	r.storeAnswer(false)
 	r.publish(ctx, ports.ChatEvent{Kind: ports.ChatAnswer, Content: r.sent()})
 	if r.escalation.Escalate {
 		return nodeEscalate
@@ -187,14 +183,8 @@ func (r *run) respond(ctx context.Context) node {
 // escalate records the decision, mirrors it to the session and tells the
 // client, whose socket the edge then closes.
 func (r *run) escalate(ctx context.Context) node {
-	if err := r.write(ctx, func(ctx context.Context) error {
-		return r.c.cfg.Store.RecordEscalation(ctx, r.req.ThreadID, ports.EscalationRecord{
-			RunID: r.id, Reason: r.escalation.Reason, Detail: r.escalation.Detail, CreatedAt: r.c.cfg.Now(),
-		})
-	}); err != nil {
-		// The client and the session listeners are still told: a human
-		// taking over matters more than the record.
-		r.c.cfg.Log.ErrorContext(ctx, "escalation not recorded", "thread_id", r.req.ThreadID, "reason", r.escalation.Reason, "err", err)
+	r.escalationRecord = &ports.EscalationRecord{
+		RunID: r.id, Reason: r.escalation.Reason, Detail: r.escalation.Detail, CreatedAt: r.c.cfg.Now(),
 	}
 	r.publish(ctx, ports.ChatEvent{Kind: ports.ChatEscalation, Content: r.escalation.Detail, Reason: r.escalation.Reason})
 	r.escalated = true
@@ -209,9 +199,7 @@ func (r *run) cancelled(ctx context.Context) node {
 	r.pace.stop()
 	r.wasCancelled = true
 	if r.userStored {
-		if err := r.storeAnswer(ctx, true); err != nil {
-			r.c.cfg.Log.ErrorContext(ctx, "cancelled answer not stored", "thread_id", r.req.ThreadID, "err", err)
-		}
+		r.storeAnswer(true)
 	}
 	r.emit(Event{Kind: EventEnd, MessageID: r.answerID(), Usage: r.usage, Cancelled: true})
 	return nodeDone

@@ -557,3 +557,19 @@ func TestGraphFreesTheThreadBeforeEnd(t *testing.T) {
 		assert.False(t, heldAtEnd, "the thread lock was still held when the last event went out")
 	}
 }
+
+// TestGraphSavesTheTurnOnce: the store is read once and written once per
+// turn, whatever the number of nodes.
+func TestGraphSavesTheTurnOnce(t *testing.T) {
+	h, err := newHarness([]script{{pieces: []string{"One.", " Two."}}}, false, 0)
+	require.NoError(t, err)
+	var s sink
+	_, err = h.conv.Run(context.Background(), conversation.Request{ThreadID: thread, Message: "hi", Data: json.RawMessage(`[]`)}, s.emit)
+	require.NoError(t, err)
+	th, err := h.store.Load(context.Background(), thread)
+	require.NoError(t, err)
+	require.Len(t, th.Messages, 2)
+	assert.Equal(t, "One. Two.", th.Messages[1].Content)
+	assert.Equal(t, []string{"load", "escalation_check", "generate", "guardrail", "respond"}, h.store.nodes(thread))
+	assert.Equal(t, 1, h.store.turns, "one SaveTurn per turn")
+}

@@ -36,10 +36,14 @@ type run struct {
 	stop       ports.StopReason
 	usage      ports.Usage
 
-	answerMsgID  string
-	answerStored bool
-	wasCancelled bool
-	err          error
+	answerMsgID      string
+	answerStored     bool
+	answer           *ports.Message // saved with the turn
+	checkpoints      []ports.Checkpoint
+	escalationRecord *ports.EscalationRecord
+	persistErr       error // the turn could not be saved
+	wasCancelled     bool
+	err              error
 }
 
 // rejection is a text that failed the guardrail. It never reaches the
@@ -130,20 +134,46 @@ func (r *run) write(ctx context.Context, fn func(ctx context.Context) error) err
 // (wait or stop).
 func (r *run) sent() string { return string(r.ans.released[:r.pace.sent]) }
 
-// storeAnswer stores what the client received. The pacer must be done.
-func (r *run) storeAnswer(ctx context.Context, cancelled bool) error {
-	msg := ports.Message{
+// storeAnswer adds what the client received to the turn. The pacer must
+// be done.
+func (r *run) storeAnswer(cancelled bool) {
+	r.answer = &ports.Message{
 		ID:        r.answerMsgID,
 		Role:      ports.RoleAssistant,
 		Content:   r.sent(),
 		CreatedAt: r.c.cfg.Now(),
 		Cancelled: cancelled,
 	}
-	err := r.write(ctx, func(ctx context.Context) error { return r.c.cfg.Store.Append(ctx, r.req.ThreadID, msg) })
-	if err == nil {
-		r.answerStored = true
+	r.answerStored = true
+}
+
+// persist saves the turn in one transaction: the user's message, the
+// answer, the checkpoints and the escalation. A run that failed before its
+// user message became part of the turn saves nothing. When the save fails,
+// the run fails: Run then tells the client instead of sending end.
+func (r *run) persist(ctx context.Context) {
+	if !r.userStored {
+		return
 	}
-	return err
+	t := ports.Turn{
+		ThreadID:    r.req.ThreadID,
+		Channel:     r.req.Channel,
+		Messages:    []ports.Message{r.user},
+		Checkpoints: r.checkpoints,
+		Escalation:  r.escalationRecord,
+	}
+	if r.answer != nil {
+		t.Messages = append(t.Messages, *r.answer)
+	}
+	err := r.write(ctx, func(ctx context.Context) error { return r.c.cfg.Store.SaveTurn(ctx, t) })
+	if err != nil {
+		r.answerStored = false
+		r.persistErr = fmt.Errorf("conversation: save turn: %w", err)
+		if r.err == nil {
+			r.err = r.persistErr
+		}
+		r.c.cfg.Log.ErrorContext(ctx, "turn not saved", "thread_id", r.req.ThreadID, "err", err)
+	}
 }
 
 // publish mirrors a chat event to the thread's session; it is best effort.
@@ -218,11 +248,9 @@ func (r *run) checkpoint(ctx context.Context, n, next node) {
 	}
 	raw, err := json.Marshal(st)
 	if err == nil {
-		cp := ports.Checkpoint{RunID: r.id, Step: r.step, Node: string(n), State: raw, CreatedAt: r.c.cfg.Now()}
-		err = r.write(ctx, func(ctx context.Context) error { return r.c.cfg.Store.SaveCheckpoint(ctx, r.req.ThreadID, cp) })
-	}
-	if err != nil {
-		r.c.cfg.Log.WarnContext(ctx, "checkpoint not stored", "thread_id", r.req.ThreadID, "node", n, "err", err)
+		r.checkpoints = append(r.checkpoints, ports.Checkpoint{RunID: r.id, Step: r.step, Node: string(n), State: raw, CreatedAt: r.c.cfg.Now()})
+	} else {
+		r.c.cfg.Log.WarnContext(ctx, "checkpoint not taken", "thread_id", r.req.ThreadID, "node", n, "err", err)
 	}
 	r.step++
 }
