@@ -195,14 +195,17 @@ func classify(msgs []ports.Message) string {
 }
 
 // quote shortens s to one line of at most 80 characters.
+// maxQuote bounds how much of a message an answer quotes, in characters.
+const maxQuote = 160
+
 func quote(s string) string {
 	s = strings.Join(strings.Fields(s), " ")
-	if utf8.RuneCountInString(s) <= 80 {
+	if utf8.RuneCountInString(s) <= maxQuote {
 		return s
 	}
 	n := 0
 	for i := range s {
-		if n == 79 {
+		if n == maxQuote-1 {
 			return strings.TrimSpace(s[:i]) + "…"
 		}
 		n++

@@ -96,7 +96,7 @@ bench() {
 # when the model has no delay: lift the per-socket rate limit for them.
 fast=(RATE_LIMIT_PER_SEC=100000 RATE_LIMIT_BURST=100000 LOCAL_MODEL_TOKEN_DELAY=0)
 shared=(REDIS_URL="redis://127.0.0.1:$REDIS_PORT/0" DATABASE_URL="postgres://postgres:bench@127.0.0.1:$PG_PORT/postgres")
-long="Please explain in detail how streaming answers work here, what happens to my thread and its history when I come back later, and what I should do next."
+long="Please explain in detail how streaming answers work here, what happens to my thread and its history when I come back later from another device or browser tab, who else can see it, and what I should do next."
 
 run() {
 	case $1 in
