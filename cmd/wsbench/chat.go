@@ -33,6 +33,7 @@ type chatConfig struct {
 	NewThread  bool
 	Timeout    time.Duration
 	ErrorPause time.Duration
+	Stagger    time.Duration
 	MaxSamples int
 }
 
@@ -48,9 +49,10 @@ func (c chatConfig) MarshalJSON() ([]byte, error) {
 		NewThread  bool    `json:"new_thread"`
 		Timeout    float64 `json:"timeout_s"`
 		ErrorPause float64 `json:"error_pause_s"`
+		Stagger    float64 `json:"stagger_s"`
 		MaxSamples int     `json:"max_samples"`
 	}{c.Conns, c.Chats, c.Duration.Seconds(), c.Message, c.Channel, c.Data, c.NewThread,
-		c.Timeout.Seconds(), c.ErrorPause.Seconds(), c.MaxSamples})
+		c.Timeout.Seconds(), c.ErrorPause.Seconds(), c.Stagger.Seconds(), c.MaxSamples})
 }
 
 func runChat(ctx context.Context, args []string, stdout io.Writer) error {
@@ -65,6 +67,7 @@ func runChat(ctx context.Context, args []string, stdout io.Writer) error {
 	fs.StringVar(&cfg.Channel, "channel", "web", "the chat's `channel`")
 	fs.StringVar(&cfg.Data, "data", "[]", "the chat's data as raw `JSON` (empty: no data field; channel web requires one)")
 	fs.BoolVar(&cfg.NewThread, "new-thread", false, "every chat on a new thread (<prefix><conn>-<n>); default: the connection's thread continues (the server names it at the first chat)")
+	fs.DurationVar(&cfg.Stagger, "stagger", 0, "spread the connections' first chats evenly over this long, so that equal chats do not run in lockstep (0: all at once)")
 	fs.DurationVar(&cfg.Timeout, "timeout", 30*time.Second, "a chat without end or error this long fails and stops its connection")
 	fs.DurationVar(&cfg.ErrorPause, "error-pause", 20*time.Millisecond, "wait this long after a chat that got an error before the next one, so that refusals do not become a flood the rate limit refuses too (0: none)")
 	fs.IntVar(&cfg.MaxSamples, "max-samples", 1_000_000, "samples kept per measure (4 bytes each, 5 measures); beyond, a uniform random sample is kept")
@@ -718,6 +721,14 @@ func (s *chatSlot) chat(ctx context.Context, readers *sync.WaitGroup) {
 	r := s.run
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
+	if r.cfg.Stagger > 0 && r.cfg.Conns > 1 {
+		timer.Reset(r.cfg.Stagger * time.Duration(s.idx) / time.Duration(r.cfg.Conns))
+		select {
+		case <-timer.C:
+		case <-ctx.Done():
+			return
+		}
+	}
 	for n := 0; ; n++ {
 		if r.cfg.Chats > 0 && n >= r.cfg.Chats || r.deadline > 0 && r.since() >= r.deadline || ctx.Err() != nil {
 			return

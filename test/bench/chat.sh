@@ -102,7 +102,7 @@ run() {
 	case $1 in
 	paced-250)
 		server 8000 LOCAL_MODEL_TOKEN_DELAY=20ms
-		bench paced-250 chat -url ws://127.0.0.1:8000 -conns 250 -chats 0 -duration "$DURATION" -new-thread -message "$long" -pid "$pid"
+		bench paced-250 chat -url ws://127.0.0.1:8000 -conns 250 -chats 0 -duration "$DURATION" -stagger 2s -new-thread -message "$long" -pid "$pid"
 		;;
 	paced-250-redis-postgres)
 		redis
@@ -111,7 +111,7 @@ run() {
 		a=$pid
 		server 8001 LOCAL_MODEL_TOKEN_DELAY=20ms "${shared[@]}"
 		b=$pid
-		bench paced-250-redis-postgres chat -url ws://127.0.0.1:8000,ws://127.0.0.1:8001 -conns 250 -chats 0 -duration "$DURATION" -new-thread -message "$long" -pid "$a,$b"
+		bench paced-250-redis-postgres chat -url ws://127.0.0.1:8000,ws://127.0.0.1:8001 -conns 250 -chats 0 -duration "$DURATION" -stagger 2s -new-thread -message "$long" -pid "$a,$b"
 		;;
 	burst-memory)
 		server 8000 "${fast[@]}"
