@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/wsserver/wsserver/core/wire"
 )
 
 // Types of the messages a chat client sends (SPEC §1).
@@ -79,7 +81,7 @@ func DecodeChat(frame []byte, maxChars int) (Inbound, error) {
 	if w.Type == nil {
 		return Inbound{}, invalid("type is required")
 	}
-	typ, ok := jsonString(w.Type)
+	typ, ok := wire.String(w.Type)
 	if !ok {
 		return Inbound{}, invalid("type must be a string")
 	}
@@ -88,14 +90,14 @@ func DecodeChat(frame []byte, maxChars int) (Inbound, error) {
 		return Inbound{Type: typ}, nil
 	case TypeChat:
 	default:
-		return Inbound{}, &Error{Code: CodeUnknownType, Message: "unknown message type " + strconv.Quote(truncate(typ, 64))}
+		return Inbound{}, &Error{Code: CodeUnknownType, Message: "unknown message type " + strconv.Quote(wire.Truncate(typ, 64))}
 	}
 
 	var c Chat
-	if w.Message == nil || isNull(w.Message) {
+	if w.Message == nil || wire.IsNull(w.Message) {
 		return Inbound{}, invalid("message is required")
 	}
-	if c.Message, ok = jsonString(w.Message); !ok {
+	if c.Message, ok = wire.String(w.Message); !ok {
 		return Inbound{}, invalid("message must be a string")
 	}
 	if strings.TrimSpace(c.Message) == "" {
@@ -110,8 +112,8 @@ func DecodeChat(frame []byte, maxChars int) (Inbound, error) {
 		return Inbound{}, invalid("message is longer than " + strconv.Itoa(maxChars) + " characters")
 	}
 
-	if !isNull(w.ThreadID) {
-		if c.ThreadID, ok = jsonString(w.ThreadID); !ok {
+	if !wire.IsNull(w.ThreadID) {
+		if c.ThreadID, ok = wire.String(w.ThreadID); !ok {
 			return Inbound{}, invalid("thread_id must be a string")
 		}
 		if c.ThreadID != "" && !ValidThreadID(c.ThreadID) {
@@ -120,20 +122,20 @@ func DecodeChat(frame []byte, maxChars int) (Inbound, error) {
 	}
 
 	c.Channel = DefaultChannel
-	if !isNull(w.Channel) {
-		ch, ok := jsonString(w.Channel)
+	if !wire.IsNull(w.Channel) {
+		ch, ok := wire.String(w.Channel)
 		if !ok {
 			return Inbound{}, invalid("channel must be a string")
 		}
 		if ch != "" {
-			if !validID(ch, MaxChannelLen) {
+			if !wire.ValidID(ch, MaxChannelLen) {
 				return Inbound{}, invalid("channel must be 1 to 64 characters of A-Z a-z 0-9 _ - . :")
 			}
 			c.Channel = ch
 		}
 	}
 
-	if !isNull(w.Data) {
+	if !wire.IsNull(w.Data) {
 		// The data is kept as JSON (PostgreSQL jsonb): no NUL escapes, and
 		// only valid UTF-8, which the JSON decoder does not check in raw values.
 		if bytes.Contains(w.Data, []byte(`\u0000`)) || !utf8.Valid(w.Data) {
@@ -165,47 +167,4 @@ func ThreadFor(requested, current string, newID func() string) string {
 
 // ValidThreadID reports whether id may name a thread, and so a session: 1
 // to 128 characters of A-Z a-z 0-9 _ - . :
-func ValidThreadID(id string) bool { return validID(id, MaxThreadIDLen) }
-
-func validID(id string, maxLen int) bool {
-	if len(id) == 0 || len(id) > maxLen {
-		return false
-	}
-	for i := 0; i < len(id); i++ {
-		c := id[i]
-		switch {
-		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
-		case c == '_', c == '-', c == '.', c == ':':
-		default:
-			return false
-		}
-	}
-	return true
-}
-
-// jsonString decodes raw as a JSON string.
-func jsonString(raw json.RawMessage) (string, bool) {
-	if len(raw) == 0 || raw[0] != '"' {
-		return "", false
-	}
-	var s string
-	if err := json.Unmarshal(raw, &s); err != nil {
-		return "", false
-	}
-	return s, true
-}
-
-// isNull reports whether raw is absent or JSON null.
-func isNull(raw json.RawMessage) bool {
-	return raw == nil || bytes.Equal(raw, []byte("null"))
-}
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	for n > 0 && !utf8.RuneStart(s[n]) {
-		n--
-	}
-	return s[:n] + "…"
-}
+func ValidThreadID(id string) bool { return wire.ValidID(id, MaxThreadIDLen) }

@@ -3,8 +3,8 @@ package conversation
 import (
 	"encoding/json"
 	"strconv"
-	"unicode/utf8"
 
+	"github.com/wsserver/wsserver/core/wire"
 	"github.com/wsserver/wsserver/ports"
 )
 
@@ -50,22 +50,22 @@ func AppendEvent(b []byte, ev Event, connID string) []byte {
 	switch ev.Kind {
 	case EventToken:
 		b = append(b, `{"type":"token","content":`...)
-		b = appendString(b, ev.Content)
+		b = wire.AppendString(b, ev.Content)
 	case EventStarted:
 		b = append(b, `{"type":"session_started","session_id":`...)
-		b = appendString(b, ev.ThreadID)
+		b = wire.AppendString(b, ev.ThreadID)
 		b = append(b, `,"thread_id":`...)
-		b = appendString(b, ev.ThreadID)
+		b = wire.AppendString(b, ev.ThreadID)
 		b = append(b, `,"connection_id":`...)
-		b = appendString(b, connID)
+		b = wire.AppendString(b, connID)
 	case EventEscalation:
 		b = append(b, `{"type":"escalation","should_escalate":true,"reason":`...)
-		b = appendString(b, string(ev.Reason))
+		b = wire.AppendString(b, string(ev.Reason))
 	case EventEnd:
 		b = append(b, `{"type":"end"`...)
 		if ev.MessageID != "" {
 			b = append(b, `,"message_id":`...)
-			b = appendString(b, ev.MessageID)
+			b = wire.AppendString(b, ev.MessageID)
 		}
 		b = append(b, `,"usage":{"input_tokens":`...)
 		b = strconv.AppendInt(b, int64(ev.Usage.InputTokens), 10)
@@ -75,9 +75,9 @@ func AppendEvent(b []byte, ev Event, connID string) []byte {
 		b = strconv.AppendBool(b, ev.Cancelled)
 	case EventError:
 		b = append(b, `{"type":"error","code":`...)
-		b = appendString(b, ev.Code)
+		b = wire.AppendString(b, ev.Code)
 		b = append(b, `,"message":`...)
-		b = appendString(b, ev.Message)
+		b = wire.AppendString(b, ev.Message)
 	default:
 		b = append(b, `{"type":"unknown"`...)
 	}
@@ -97,67 +97,16 @@ func EncodeError(code, message string) []byte {
 func EncodeChatEvent(threadID string, ev ports.ChatEvent) []byte {
 	b := make([]byte, 0, 80+len(threadID)+len(ev.Content)+len(ev.Reason))
 	b = append(b, `{"type":"chat_event","thread_id":`...)
-	b = appendString(b, threadID)
+	b = wire.AppendString(b, threadID)
 	b = append(b, `,"event":{"kind":`...)
-	b = appendString(b, string(ev.Kind))
+	b = wire.AppendString(b, string(ev.Kind))
 	b = append(b, `,"content":`...)
-	b = appendString(b, ev.Content)
+	b = wire.AppendString(b, ev.Content)
 	if ev.Reason != "" {
 		b = append(b, `,"reason":`...)
-		b = appendString(b, string(ev.Reason))
+		b = wire.AppendString(b, string(ev.Reason))
 	}
 	return append(b, "}}"...)
-}
-
-const hexDigits = "0123456789abcdef"
-
-// appendString appends s as a JSON string without allocating: model
-// tokens are often not ASCII. Invalid UTF-8 becomes U+FFFD, and U+2028
-// and U+2029 are escaped, as encoding/json does.
-func appendString(b []byte, s string) []byte {
-	b = append(b, '"')
-	start := 0
-	for i := 0; i < len(s); {
-		c := s[i]
-		if c < utf8.RuneSelf {
-			if c >= 0x20 && c != '"' && c != '\\' {
-				i++
-				continue
-			}
-			b = append(b, s[start:i]...)
-			switch c {
-			case '"', '\\':
-				b = append(b, '\\', c)
-			case '\n':
-				b = append(b, '\\', 'n')
-			case '\r':
-				b = append(b, '\\', 'r')
-			case '\t':
-				b = append(b, '\\', 't')
-			default:
-				b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
-			}
-			i++
-			start = i
-			continue
-		}
-		r, size := utf8.DecodeRuneInString(s[i:])
-		switch {
-		case r == utf8.RuneError && size == 1:
-			b = append(b, s[start:i]...)
-			b = append(b, `\ufffd`...)
-		case r == '\u2028' || r == '\u2029':
-			b = append(b, s[start:i]...)
-			b = append(b, '\\', 'u', '2', '0', '2', hexDigits[r&0xf])
-		default:
-			i += size
-			continue
-		}
-		i += size
-		start = i
-	}
-	b = append(b, s[start:]...)
-	return append(b, '"')
 }
 
 // validJSON is used where a value from outside may be copied into JSON.

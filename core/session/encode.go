@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/wsserver/wsserver/core/wire"
 	"github.com/wsserver/wsserver/ports"
 )
 
@@ -16,7 +17,7 @@ import (
 func EncodeSessionMessage(from ports.Member, msg, data json.RawMessage) []byte {
 	b := make([]byte, 0, 80+len(from.UserType)+len(from.ClientType)+len(msg)+len(data))
 	b = append(b, `{"type":"session_message","user_type":`...)
-	b = appendString(b, from.UserType)
+	b = wire.AppendString(b, from.UserType)
 	b = append(b, `,"client_type":`...)
 	b = appendNullableString(b, from.ClientType)
 	b = append(b, `,"msg":`...)
@@ -33,9 +34,9 @@ func EncodeSessionMessage(from ports.Member, msg, data json.RawMessage) []byte {
 // EncodeHelloOK is the reply to a valid hello.
 func EncodeHelloOK(sessionID, connID string) []byte {
 	b := append([]byte(nil), `{"type":"hello_ok","session_id":`...)
-	b = appendString(b, sessionID)
+	b = wire.AppendString(b, sessionID)
 	b = append(b, `,"connection_id":`...)
-	b = appendString(b, connID)
+	b = wire.AppendString(b, connID)
 	return append(b, '}')
 }
 
@@ -45,7 +46,7 @@ func EncodePresence(sessionID string, members []ports.Member) []byte {
 	members = slices.Clone(members)
 	slices.SortFunc(members, func(a, b ports.Member) int { return strings.Compare(a.ConnectionID, b.ConnectionID) })
 	b := append([]byte(nil), `{"type":"presence","session_id":`...)
-	b = appendString(b, sessionID)
+	b = wire.AppendString(b, sessionID)
 	b = append(b, `,"count":`...)
 	b = appendInt(b, len(members))
 	b = append(b, `,"connections":[`...)
@@ -54,9 +55,9 @@ func EncodePresence(sessionID string, members []ports.Member) []byte {
 			b = append(b, ',')
 		}
 		b = append(b, `{"connection_id":`...)
-		b = appendString(b, m.ConnectionID)
+		b = wire.AppendString(b, m.ConnectionID)
 		b = append(b, `,"user_type":`...)
-		b = appendString(b, m.UserType)
+		b = wire.AppendString(b, m.UserType)
 		b = append(b, `,"client_type":`...)
 		b = appendNullableString(b, m.ClientType)
 		b = append(b, '}')
@@ -70,9 +71,9 @@ var Pong = []byte(`{"type":"pong"}`)
 // EncodeError is {"type":"error","code":..,"message":..}.
 func EncodeError(code, message string) []byte {
 	b := append([]byte(nil), `{"type":"error","code":`...)
-	b = appendString(b, code)
+	b = wire.AppendString(b, code)
 	b = append(b, `,"message":`...)
-	b = appendString(b, message)
+	b = wire.AppendString(b, message)
 	return append(b, '}')
 }
 
@@ -80,7 +81,7 @@ func appendNullableString(b []byte, s string) []byte {
 	if s == "" {
 		return append(b, "null"...)
 	}
-	return appendString(b, s)
+	return wire.AppendString(b, s)
 }
 
 func appendInt(b []byte, n int) []byte {
@@ -95,19 +96,4 @@ func appendInt(b []byte, n int) []byte {
 		n /= 10
 	}
 	return append(b, d[i:]...)
-}
-
-// appendString appends s as a JSON string. Strings here come from decoded
-// JSON or from the server, so they are valid UTF-8; invalid bytes would be
-// replaced by json.Marshal, which the slow path uses.
-func appendString(b []byte, s string) []byte {
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; c < 0x20 || c == '"' || c == '\\' || c >= 0x80 || c == '<' || c == '>' || c == '&' {
-			enc, _ := json.Marshal(s) // a string always marshals
-			return append(b, enc...)
-		}
-	}
-	b = append(b, '"')
-	b = append(b, s...)
-	return append(b, '"')
 }

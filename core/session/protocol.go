@@ -5,11 +5,12 @@
 package session
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"strconv"
 	"unicode/utf8"
+
+	"github.com/wsserver/wsserver/core/wire"
 )
 
 // Limits of the protocol.
@@ -86,7 +87,7 @@ func Decode(frame []byte) (Inbound, error) {
 	in := Inbound{Type: *w.Type}
 	switch in.Type {
 	case KindHello:
-		ut, ok := jsonString(w.UserType)
+		ut, ok := wire.String(w.UserType)
 		if !ok || ut == "" {
 			return Inbound{}, &Error{Code: CodeInvalidMsg, Message: "user_type is required: a string of 1 to 64 characters"}
 		}
@@ -94,8 +95,8 @@ func Decode(frame []byte) (Inbound, error) {
 			return Inbound{}, &Error{Code: CodeInvalidMsg, Message: "user_type is longer than 64 characters"}
 		}
 		in.UserType = ut
-		if !isNull(w.ClientType) {
-			ct, ok := jsonString(w.ClientType)
+		if !wire.IsNull(w.ClientType) {
+			ct, ok := wire.String(w.ClientType)
 			if !ok {
 				return Inbound{}, &Error{Code: CodeInvalidMsg, Message: "client_type must be a string or null"}
 			}
@@ -109,56 +110,16 @@ func Decode(frame []byte) (Inbound, error) {
 			return Inbound{}, &Error{Code: CodeInvalidMsg, Message: "msg is required"}
 		}
 		in.Msg = w.Msg
-		if !isNull(w.Data) {
+		if !wire.IsNull(w.Data) {
 			in.Data = w.Data
 		}
 	case KindPresence, KindPing:
 	default:
-		return Inbound{}, &Error{Code: CodeUnknownType, Message: "unknown message type " + strconv.Quote(truncate(in.Type, 64))}
+		return Inbound{}, &Error{Code: CodeUnknownType, Message: "unknown message type " + strconv.Quote(wire.Truncate(in.Type, 64))}
 	}
 	return in, nil
 }
 
-// jsonString decodes raw as a JSON string.
-func jsonString(raw json.RawMessage) (string, bool) {
-	if len(raw) == 0 || raw[0] != '"' {
-		return "", false
-	}
-	var s string
-	if err := json.Unmarshal(raw, &s); err != nil {
-		return "", false
-	}
-	return s, true
-}
-
-func isNull(raw json.RawMessage) bool {
-	return raw == nil || bytes.Equal(raw, []byte("null"))
-}
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	for n > 0 && !utf8.RuneStart(s[n]) {
-		n--
-	}
-	return s[:n] + "…"
-}
-
 // ValidID reports whether id may name a session: 1 to 128 characters of
 // A-Z a-z 0-9 _ - . :
-func ValidID(id string) bool {
-	if len(id) == 0 || len(id) > MaxSessionIDLen {
-		return false
-	}
-	for i := 0; i < len(id); i++ {
-		c := id[i]
-		switch {
-		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
-		case c == '_', c == '-', c == '.', c == ':':
-		default:
-			return false
-		}
-	}
-	return true
-}
+func ValidID(id string) bool { return wire.ValidID(id, MaxSessionIDLen) }

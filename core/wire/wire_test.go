@@ -1,0 +1,47 @@
+package wire
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+	"unicode/utf8"
+
+	"github.com/stretchr/testify/assert"
+)
+
+func TestAppendString(t *testing.T) {
+	for _, s := range []string{"", "plain", `q"uote\back`, "tab\tnl\nctl\x01", "ü€😀", "\u2028\u2029", "<&>"} {
+		got := AppendString(nil, s)
+		var back string
+		assert.NoError(t, json.Unmarshal(got, &back), "%q", got)
+		assert.Equal(t, s, back)
+	}
+	assert.Equal(t, `"\ufffd"`, string(AppendString(nil, "\xff")))
+}
+
+func TestValidIDAndTruncate(t *testing.T) {
+	assert.True(t, ValidID("a-b_c.d:9", 9))
+	assert.False(t, ValidID("a-b_c.d:9", 8))
+	assert.False(t, ValidID("", 8))
+	assert.False(t, ValidID("a b", 8))
+	assert.Equal(t, "ab…", Truncate("abcdef", 2))
+	assert.Equal(t, "…", Truncate("ü", 1), "never cuts a character in two")
+	assert.Equal(t, "abc", Truncate("abc", 3))
+}
+
+// FuzzAppendString: whatever the string, the JSON written decodes back to
+// it (invalid UTF-8 turned into U+FFFD, as encoding/json does).
+func FuzzAppendString(f *testing.F) {
+	for _, s := range []string{"", "a\"b", "\x00\x1f", "ü\u2028", "\xff\xfe"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		var back string
+		if err := json.Unmarshal(AppendString(nil, s), &back); err != nil {
+			t.Fatalf("%q: %v", s, err)
+		}
+		if want := strings.ToValidUTF8(s, "\ufffd"); utf8.ValidString(s) && back != s || !utf8.ValidString(s) && !utf8.ValidString(back) {
+			t.Fatalf("%q came back as %q (want %q)", s, back, want)
+		}
+	})
+}
