@@ -15,82 +15,8 @@ cd "$(dirname "$0")/../.."
 OUT=${OUT:-$(mktemp -d)}
 mkdir -p "$OUT"
 DURATION=${DURATION:-30s}
-BIN=$(mktemp -d)
-REDIS_PORT=${REDIS_PORT:-6393}
-PG_PORT=${PG_PORT:-5493}
-pids=()
-pg=""
-cleanup() {
-	stop_all
-	[[ -z $pg ]] || docker rm -f "$pg" >/dev/null 2>&1 || true
-	rm -rf "$BIN"
-}
-trap cleanup EXIT
-
-go build -o "$BIN/wsserver" ./cmd/wsserver
-go build -o "$BIN/wsbench" ./cmd/wsbench
-ulimit -n 1048576 2>/dev/null || ulimit -n "$(ulimit -Hn)"
-
-# server PORT [ENV...]: starts a fresh server; its pid is left in $pid.
-server() {
-	local port=$1
-	shift
-	env LISTEN_ADDR="127.0.0.1:$port" LOG_LEVEL=warn INSTANCE_ID="bench-$port" "$@" \
-		"$BIN/wsserver" >>"$OUT/server-$port.log" 2>&1 &
-	pid=$!
-	pids+=("$pid")
-	for _ in $(seq 300); do
-		curl -fs "http://127.0.0.1:$port/health/" >/dev/null 2>&1 && return
-		sleep 0.1
-	done
-	echo "server on $port did not start; see $OUT/server-$port.log" >&2
-	return 1
-}
-
-redis() {
-	redis-server --port "$REDIS_PORT" --save '' --appendonly no >"$OUT/redis.log" 2>&1 &
-	pids+=("$!")
-	for _ in $(seq 50); do
-		redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && return
-		sleep 0.1
-	done
-}
-
-# postgres: a fresh PostgreSQL container for one scenario.
-postgres() {
-	local image=${BENCH_POSTGRES_IMAGE:-}
-	if [[ -z $image ]]; then
-		eval "$(test/images/env.sh 2>/dev/null)"
-		image=$TEST_POSTGRES_IMAGE
-	fi
-	pg=$(docker run -d --rm -p "127.0.0.1:$PG_PORT:5432" -e POSTGRES_PASSWORD=bench "$image" postgres)
-	for _ in $(seq 300); do
-		docker exec "$pg" pg_isready -h 127.0.0.1 -U postgres >/dev/null 2>&1 && return
-		sleep 0.2
-	done
-	echo "postgres did not start" >&2
-	return 1
-}
-
-stop_all() {
-	local i
-	for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
-		kill "${pids[i]}" 2>/dev/null || true
-		wait "${pids[i]}" 2>/dev/null || true
-	done
-	pids=()
-	if [[ -n $pg ]]; then
-		docker rm -f "$pg" >/dev/null 2>&1 || true
-		pg=""
-	fi
-}
-
-bench() {
-	local name=$1
-	shift
-	echo "== $name: wsbench $*" | tee "$OUT/$name.txt"
-	"$BIN/wsbench" "$@" -q | tee -a "$OUT/$name.txt"
-}
+# shellcheck source=test/bench/lib.sh
+source test/bench/lib.sh
 
 # Back-to-back chats send far more than 100 messages a second per socket
 # when the model has no delay: lift the per-socket rate limit for them.

@@ -13,62 +13,8 @@ cd "$(dirname "$0")/../.."
 OUT=${OUT:-$(mktemp -d)}
 mkdir -p "$OUT"
 DURATION=${DURATION:-60s}
-BIN=$(mktemp -d)
-REDIS_PORT=${REDIS_PORT:-6391}
-pids=()
-cleanup() {
-	for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-	wait 2>/dev/null || true
-	rm -rf "$BIN"
-}
-trap cleanup EXIT
-
-go build -o "$BIN/wsserver" ./cmd/wsserver
-go build -o "$BIN/wsbench" ./cmd/wsbench
-ulimit -n 1048576 2>/dev/null || ulimit -n "$(ulimit -Hn)"
-
-# server PORT [ENV...]: starts a fresh server; its pid is left in $pid.
-server() {
-	local port=$1
-	shift
-	env LISTEN_ADDR="127.0.0.1:$port" LOG_LEVEL=warn INSTANCE_ID="bench-$port" "$@" \
-		"$BIN/wsserver" >>"$OUT/server-$port.log" 2>&1 &
-	pid=$!
-	pids+=("$pid")
-	for _ in $(seq 100); do
-		curl -fs "http://127.0.0.1:$port/health/" >/dev/null 2>&1 && return
-		sleep 0.1
-	done
-	echo "server on $port did not start; see $OUT/server-$port.log" >&2
-	return 1
-}
-
-redis() {
-	redis-server --port "$REDIS_PORT" --save '' --appendonly no >"$OUT/redis.log" 2>&1 &
-	pids+=("$!")
-	for _ in $(seq 50); do
-		redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break
-		sleep 0.1
-	done
-}
-
-stop_all() {
-	# Newest first: the servers, then Redis, so they do not log its loss.
-	local i
-	for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
-		kill "${pids[i]}" 2>/dev/null || true
-		wait "${pids[i]}" 2>/dev/null || true
-	done
-	pids=()
-}
-
-# bench NAME ARGS...: runs wsbench, keeps its report.
-bench() {
-	local name=$1
-	shift
-	echo "== $name: wsbench $*" | tee "$OUT/$name.txt"
-	"$BIN/wsbench" "$@" -q | tee -a "$OUT/$name.txt"
-}
+# shellcheck source=test/bench/lib.sh
+source test/bench/lib.sh
 
 # The presence queriers ask as fast as answers come, above the default
 # per-socket rate limit (100/s): lift it for them.
