@@ -154,6 +154,10 @@ type Store struct {
 	// PresenceTTL is how long the presence of a vanished instance lingers.
 	// PRESENCE_TTL; default 30s (3s..1h).
 	PresenceTTL time.Duration
+	// MemoryMaxThreads bounds the in-process thread store (no database):
+	// past it, the thread written longest ago is forgotten.
+	// MEMORY_MAX_THREADS; default 10000 (1..10,000,000).
+	MemoryMaxThreads int
 }
 
 // Conversation configures the conversation graph and the local model.
@@ -227,7 +231,7 @@ var vars = []string{
 	"LISTEN_ADDR", "INSTANCE_ID", "TEST_PAGE_ENABLED",
 	"CSRF_SECRET_KEY", "AUTH_API_KEY", "AUTH_DISABLED",
 	"REDIS_URL", "PRESENCE_TTL",
-	"DATABASE_URL", "PSQL_BOT_USERNAME", "PSQL_BOT_PASSWORD", "PSQL_HOST", "PSQL_PORT",
+	"DATABASE_URL", "MEMORY_MAX_THREADS", "PSQL_BOT_USERNAME", "PSQL_BOT_PASSWORD", "PSQL_HOST", "PSQL_PORT",
 	"PSQL_STATE_DATABASE",
 	"AWS_BEDROCK_REGION", "BEDROCK_MODEL_ID_CHAT", "BEDROCK_MODEL_ID_SUMMARY",
 	"BEDROCK_MODEL_ID_GUARDRAIL", "BEDROCK_MODEL_ID_ESCALATION", "BEDROCK_GUARDRAIL_ID",
@@ -482,9 +486,10 @@ func (l *loader) load() Config {
 	}
 
 	c.Store = Store{
-		RedisURL:    l.redisURL(),
-		DatabaseURL: l.databaseURL(),
-		PresenceTTL: l.duration("PRESENCE_TTL", 30*time.Second, 3*time.Second, time.Hour),
+		RedisURL:         l.redisURL(),
+		DatabaseURL:      l.databaseURL(),
+		PresenceTTL:      l.duration("PRESENCE_TTL", 30*time.Second, 3*time.Second, time.Hour),
+		MemoryMaxThreads: l.integer("MEMORY_MAX_THREADS", 10000, 1, 10_000_000),
 	}
 
 	c.Conversation = Conversation{
@@ -831,6 +836,7 @@ func (c Config) LogValue() slog.Value {
 			slog.String("redis_url", maskURL(c.Store.RedisURL)),
 			slog.String("database_url", maskURL(c.Store.DatabaseURL)),
 			slog.Duration("presence_ttl", c.Store.PresenceTTL),
+			slog.Int("memory_max_threads", c.Store.MemoryMaxThreads),
 		),
 		slog.Group("conversation",
 			slog.Int("max_guardrail_rewrites", c.Conversation.MaxGuardrailRewrites),

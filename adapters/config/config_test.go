@@ -93,7 +93,7 @@ func TestLoadDefaults(t *testing.T) {
 			PingInterval:    25 * time.Second,
 			WriteTimeout:    10 * time.Second,
 		},
-		Store:        Store{PresenceTTL: 30 * time.Second},
+		Store:        Store{PresenceTTL: 30 * time.Second, MemoryMaxThreads: 10000},
 		Conversation: Conversation{MaxGuardrailRewrites: 2, LocalTokenDelay: 20 * time.Millisecond},
 		Log:          Log{Level: slog.LevelInfo, Format: "json"},
 		Warnings:     cfg.Warnings,
@@ -151,7 +151,7 @@ func TestLoadValues(t *testing.T) {
 		MaxMessageChars: 1, MaxFrameBytes: 1024, RateLimitPerSec: 0.5, RateLimitBurst: 1,
 		SendQueueSize: 8, PingInterval: 90 * time.Second, WriteTimeout: 2500 * time.Millisecond,
 	}, cfg.WebSocket)
-	assert.Equal(t, Store{RedisURL: "rediss://user:pw@cache.internal:6380/2", PresenceTTL: 3 * time.Second}, cfg.Store)
+	assert.Equal(t, Store{RedisURL: "rediss://user:pw@cache.internal:6380/2", PresenceTTL: 3 * time.Second, MemoryMaxThreads: 10000}, cfg.Store)
 	assert.Equal(t, Conversation{AppdataPath: "/srv/appdata"}, cfg.Conversation)
 	assert.Equal(t, Bedrock{
 		Region: "eu-west-1", ChatModelID: "chat", SummaryModelID: "summary", GuardrailModelID: "guard",

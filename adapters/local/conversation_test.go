@@ -27,7 +27,7 @@ func newLocalConversation(t *testing.T) (*conversation.Conversation, *memory.Thr
 	require.NoError(t, err)
 	esc, err := local.NewEscalation(a.Escalation)
 	require.NoError(t, err)
-	store := memory.NewThreads()
+	store := memory.NewThreads(0)
 	conv, err := conversation.New(conversation.Config{
 		Store: store, Lock: memory.NewLock(), Model: model, Guardrail: guard, Escalation: esc,
 		SystemPrompt: a.SystemPrompt, SummaryPrompt: a.SummaryPrompt, MaxGuardrailRewrites: 2,

@@ -1,6 +1,7 @@
 package memory
 
 import (
+	"container/list"
 	"context"
 	"errors"
 	"fmt"
@@ -15,22 +16,51 @@ import (
 var _ ports.ThreadStore = (*Threads)(nil)
 
 // Threads keeps threads in the process: the default thread store, for one
-// instance. Everything is lost when the process stops.
+// instance. Everything is lost when the process stops. It keeps at most
+// its limit of threads: past it, the thread written longest ago is
+// forgotten, so that a server left running on its defaults does not grow
+// without end.
 type Threads struct {
 	mu      sync.RWMutex
 	threads map[string]*thread
+	max     int
+	written *list.List // thread ids, the one written longest ago first
 }
 
 type thread struct {
+	elem        *list.Element // in written
 	meta        ports.Thread
 	messages    []ports.Message
 	checkpoints []ports.Checkpoint
 	escalations []ports.EscalationRecord
 }
 
-// NewThreads returns an empty in-process thread store.
-func NewThreads() *Threads {
-	return &Threads{threads: make(map[string]*thread)}
+// DefaultMaxThreads is the limit of NewThreads(0).
+const DefaultMaxThreads = 10000
+
+// NewThreads returns an empty in-process thread store that keeps at most
+// max threads; zero means DefaultMaxThreads.
+func NewThreads(max int) *Threads {
+	if max <= 0 {
+		max = DefaultMaxThreads
+	}
+	return &Threads{threads: make(map[string]*thread), max: max, written: list.New()}
+}
+
+// touchLocked records that th was just written, adding it when new and
+// forgetting the thread written longest ago when over the limit.
+func (s *Threads) touchLocked(id string, th *thread) {
+	if th.elem != nil {
+		s.written.MoveToBack(th.elem)
+		return
+	}
+	s.threads[id] = th
+	th.elem = s.written.PushBack(id)
+	for len(s.threads) > s.max {
+		oldest := s.written.Front()
+		s.written.Remove(oldest)
+		delete(s.threads, oldest.Value.(string))
+	}
 }
 
 // Load returns a copy of the thread.
@@ -58,7 +88,7 @@ func (s *Threads) Create(ctx context.Context, threadID, channel string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if _, ok := s.threads[threadID]; !ok {
-		s.threads[threadID] = &thread{meta: ports.Thread{ID: threadID, Channel: channel, CreatedAt: time.Now()}}
+		s.touchLocked(threadID, &thread{meta: ports.Thread{ID: threadID, Channel: channel, CreatedAt: time.Now()}})
 	}
 	return nil
 }
@@ -144,7 +174,7 @@ func (s *Threads) SaveTurn(ctx context.Context, t ports.Turn) error {
 		}
 		seen[m.ID] = true
 	}
-	s.threads[t.ThreadID] = th
+	s.touchLocked(t.ThreadID, th)
 	th.messages = append(th.messages, t.Messages...)
 	th.checkpoints = append(th.checkpoints, cps...)
 	if t.Escalation != nil {
@@ -164,5 +194,6 @@ func (s *Threads) update(ctx context.Context, threadID string, fn func(*thread))
 		return conversation.ErrThreadNotFound
 	}
 	fn(th)
+	s.touchLocked(threadID, th)
 	return nil
 }

@@ -47,7 +47,7 @@ func newAPIConversation(t *testing.T, store ports.ThreadStore) (*conversation.Co
 	require.NoError(t, err)
 	esc, err := local.NewEscalation(a.Escalation)
 	require.NoError(t, err)
-	threads := memory.NewThreads()
+	threads := memory.NewThreads(0)
 	if store == nil {
 		store = threads
 	}
@@ -405,7 +405,7 @@ func TestCSRFAcrossInstances(t *testing.T) {
 
 // A store that fails is a 500 with no detail; the error is only logged.
 func TestThreadStoreFailure(t *testing.T) {
-	conv, _ := newAPIConversation(t, failingStore{memory.NewThreads()})
+	conv, _ := newAPIConversation(t, failingStore{memory.NewThreads(0)})
 	s := newAPIServer(t, csrfSecret, conv, nil)
 	for _, path := range []string{"/api/thread/history", "/api/thread/summarize"} {
 		status, body := s.post(t, apiCall{path: path, key: apiKey, csrf: s.token(t), body: `{"thread_id":"t"}`})

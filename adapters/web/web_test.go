@@ -42,7 +42,7 @@ func newChat(_ *testing.T, hub *session.Hub, tokenDelay time.Duration) *conversa
 	esc, err := local.NewEscalation(appdata.Escalation)
 	must(err)
 	chat, err := conversation.New(conversation.Config{
-		Store: memory.NewThreads(), Lock: memory.NewLock(), Model: model, Guardrail: guard, Escalation: esc,
+		Store: memory.NewThreads(0), Lock: memory.NewLock(), Model: model, Guardrail: guard, Escalation: esc,
 		Publisher: mirror{hub}, SystemPrompt: appdata.SystemPrompt, MaxGuardrailRewrites: 2,
 	})
 	must(err)

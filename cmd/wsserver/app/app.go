@@ -80,7 +80,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, ln net.Listen
 	// Threads: PostgreSQL when configured, in-process otherwise; the thread
 	// lock lives where the channel layer does.
 	var (
-		threads ports.ThreadStore = memory.NewThreads()
+		threads ports.ThreadStore = memory.NewThreads(cfg.Store.MemoryMaxThreads)
 		lock    ports.ThreadLock  = memory.NewLock()
 	)
 	if cfg.Store.DatabaseURL != "" {
@@ -95,7 +95,8 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, ln net.Listen
 		ready = append(ready, web.Check{Name: "postgres", Check: store.Ping})
 		log.Info("thread store: postgres")
 	} else {
-		log.Info("thread store: in-process (threads are lost on restart; configure DATABASE_URL or PSQL_* to keep them)")
+		log.Info("thread store: in-process (threads are lost on restart; configure DATABASE_URL or PSQL_* to keep them)",
+			"max_threads", cfg.Store.MemoryMaxThreads)
 	}
 	if redisClient != nil {
 		l, err := redis.NewLock(redis.LockConfig{Client: redisClient, OnError: m.RedisError})
