@@ -7,7 +7,6 @@
 package socket
 
 import (
-	"errors"
 	"net"
 	"sync"
 	"time"
@@ -98,9 +97,6 @@ type Conn struct {
 	finished bool // the reader is done: close the TCP connection when idle
 	shut     bool // the TCP connection is closed
 }
-
-// ErrClosed is returned by Read once the connection is closing.
-var ErrClosed = errors.New("socket: closed")
 
 // Wrap takes over an upgraded connection.
 func (s *Server) Wrap(ws *websocket.Conn) *Conn {
