@@ -244,5 +244,17 @@ func (s *Server) CloseChats(ctx context.Context) error {
 	if n > 0 {
 		return errors.New("web: chat sockets still open at the end of the grace period")
 	}
-	return nil
+	// An answer whose client left may still be saving its turn: the
+	// stores must not close under it.
+	answered := make(chan struct{})
+	go func() {
+		s.cfg.InFlight.Wait()
+		close(answered)
+	}()
+	select {
+	case <-answered:
+		return nil
+	case <-ctx.Done():
+		return errors.New("web: answers still saving at the end of the grace period")
+	}
 }

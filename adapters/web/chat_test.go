@@ -2,6 +2,8 @@ package web_test
 
 import (
 	"context"
+	"io"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -10,7 +12,11 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/wsserver/wsserver/adapters/local"
+	"github.com/wsserver/wsserver/adapters/memory"
 	"github.com/wsserver/wsserver/adapters/web"
+	"github.com/wsserver/wsserver/core/conversation"
+	"github.com/wsserver/wsserver/ports"
 )
 
 // answer reads one answer's events after a chat message: session_started,
@@ -222,4 +228,70 @@ func TestDrainLetsAnswersFinish(t *testing.T) {
 	}
 	assert.True(t, ended, "the streaming answer finished before the close")
 	require.NoError(t, <-closed)
+}
+
+// gatedStore holds SaveTurn until the test opens the gate.
+type gatedStore struct {
+	ports.ThreadStore
+	entered chan struct{}
+	gate    chan struct{}
+}
+
+func (g *gatedStore) SaveTurn(ctx context.Context, t ports.Turn) error {
+	close(g.entered)
+	<-g.gate
+	return g.ThreadStore.SaveTurn(ctx, t)
+}
+
+func TestDrainWaitsForAnswersBeingSaved(t *testing.T) {
+	store := &gatedStore{ThreadStore: memory.NewThreads(0), entered: make(chan struct{}), gate: make(chan struct{})}
+	f := newFixture(t, func(c *web.Config) {
+		appdata, err := local.LoadAppdata("")
+		must(err)
+		model, err := local.NewModel(local.ModelConfig{TokenDelay: 5 * time.Millisecond})
+		must(err)
+		guard, err := local.NewGuardrail(local.GuardrailConfig{Rules: appdata.Guardrail})
+		must(err)
+		esc, err := local.NewEscalation(appdata.Escalation)
+		must(err)
+		c.Chat, err = conversation.New(conversation.Config{
+			Store: store, Lock: memory.NewLock(), Model: model, Guardrail: guard, Escalation: esc,
+		})
+		must(err)
+	})
+	c, _, err := f.dial(t, "/ws/chat/", nil)
+	require.NoError(t, err)
+	send(t, c, chatMsg("A question", ""))
+	assert.Equal(t, "session_started", recv(t, c)["type"])
+	require.NoError(t, c.Close()) // the client leaves mid-answer: it is cancelled and saved
+	select {
+	case <-store.entered:
+	case <-time.After(wait):
+		t.Fatal("the cancelled answer was never saved")
+	}
+	require.Eventually(t, func() bool { return openChats(t, f) == 0 }, wait, 10*time.Millisecond)
+
+	// The socket is gone but its answer is still being saved: the drain
+	// must not report done, or the stores would close under it.
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	require.Error(t, f.srv.CloseChats(ctx))
+	close(store.gate)
+	require.NoError(t, f.srv.CloseChats(context.Background()))
+}
+
+// openChats reads the chat sockets gauge from /metrics.
+func openChats(t *testing.T, f *fixture) int {
+	t.Helper()
+	resp, err := http.Get(f.http.URL + "/metrics")
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	for _, line := range strings.Split(string(raw), "\n") {
+		if v, ok := strings.CutPrefix(line, `wsserver_sockets_open{endpoint="chat"} `); ok {
+			return int(v[0] - '0')
+		}
+	}
+	return -1
 }
