@@ -19,12 +19,15 @@ test: ## Run the whole suite, with Redis and PostgreSQL containers (images from 
 	@$(IMAGES) set -x && \
 	TESTCONTAINERS_RYUK_DISABLED=true go test -race -count=1 -timeout 20m ./...
 
-test-short: ## Run the tests that need no containers (go test -short)
-	go test -short -count=1 ./...
+test-short: ## Run the tests that need no containers or Docker (core, in-process adapters, edge, tools)
+	go test -count=1 ./core/... ./ports/... ./adapters/config/ ./adapters/local/ ./adapters/memory/ ./adapters/socket/ ./adapters/web/ ./cmd/...
 
-lint: ## Check formatting with gofmt and run go vet
+GOLANGCI_LINT ?= go run github.com/golangci/golangci-lint/v2/cmd/golangci-lint@v2.15.0
+
+lint: ## gofmt, go vet, and golangci-lint with .golangci.yml (built from the module proxy on first use)
 	@unformatted=$$(gofmt -l .); if [[ -n $$unformatted ]]; then echo "gofmt -l:"; echo "$$unformatted"; exit 1; fi
 	go vet ./...
+	$(GOLANGCI_LINT) run ./...
 
 fuzz: ## Run every Fuzz function of the tree for FUZZTIME each (default 10s; TestMains may start containers)
 	@set -euo pipefail; $(IMAGES) export TESTCONTAINERS_RYUK_DISABLED=true; \
