@@ -6,7 +6,6 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -845,7 +844,7 @@ func TestEnvExample(t *testing.T) {
 			assert.Contains(t, text, "also "+name, "alias %s is not mentioned", name)
 			continue
 		}
-		assert.Regexp(t, regexp.MustCompile(`(?m)^(# )?`+name+`=`), text, "%s is not listed", name)
+		assert.Regexp(t, `(?m)^(# )?`+name+`=`, text, "%s is not listed", name)
 	}
 
 	clearEnv(t)

@@ -14,12 +14,14 @@ import (
 
 func TestThreadStoreContract(t *testing.T) {
 	porttest.ThreadStore(t, func(t *testing.T) (ports.ThreadStore, ports.ThreadStore) {
+		t.Helper()
 		return memory.NewThreads(0), nil
 	})
 }
 
 func TestThreadLockContract(t *testing.T) {
 	porttest.ThreadLock(t, func(t *testing.T) (ports.ThreadLock, ports.ThreadLock) {
+		t.Helper()
 		return memory.NewLock(), nil
 	})
 }

@@ -10,12 +10,14 @@ import (
 
 func TestBrokerContract(t *testing.T) {
 	porttest.Broker(t, func(t *testing.T) (ports.Broker, ports.Broker) {
+		t.Helper()
 		return memory.NewBroker(), nil
 	})
 }
 
 func TestPresenceContract(t *testing.T) {
 	porttest.Presence(t, func(t *testing.T) (ports.Presence, ports.Presence) {
+		t.Helper()
 		return memory.NewPresence(), nil
 	})
 }

@@ -84,6 +84,7 @@ func message(id, content string) ports.Message {
 
 func TestThreadStoreContract(t *testing.T) {
 	porttest.ThreadStore(t, func(t *testing.T) (ports.ThreadStore, ports.ThreadStore) {
+		t.Helper()
 		dsn := newDatabase(t)
 		// Two stores on one database, as two instances have.
 		return open(t, dsn), open(t, dsn)
@@ -235,7 +236,7 @@ func TestRefusesWhatPostgresCannotStore(t *testing.T) {
 	refused := func(t *testing.T, err error, says string) {
 		t.Helper()
 		require.Error(t, err)
-		assert.NotErrorIs(t, err, conversation.ErrThreadNotFound)
+		require.NotErrorIs(t, err, conversation.ErrThreadNotFound)
 		assert.Contains(t, err.Error(), says)
 		assert.True(t, strings.HasPrefix(err.Error(), "postgres: "), err.Error())
 	}
@@ -365,7 +366,7 @@ func TestDatabaseGoingAwayFailsTheCallsInProgress(t *testing.T) {
 	require.NoError(t, err)
 	err = <-done
 	require.Error(t, err)
-	assert.NotErrorIs(t, err, conversation.ErrThreadNotFound)
+	require.NotErrorIs(t, err, conversation.ErrThreadNotFound)
 	assert.True(t, strings.HasPrefix(err.Error(), "postgres: append: "), err.Error())
 
 	// Every connection goes, as when the server restarts: calls fail with
@@ -479,9 +480,10 @@ func TestOpenWaitsForTheDatabase(t *testing.T) {
 		s   *postgres.Store
 		err error
 	}
+	gated := through(t, dsn, g.ln.Addr().String())
 	done := make(chan result, 1)
 	go func() {
-		s, err := postgres.Open(context.Background(), postgres.Config{DSN: through(t, dsn, g.ln.Addr().String()), ConnectWait: time.Minute})
+		s, err := postgres.Open(context.Background(), postgres.Config{DSN: gated, ConnectWait: time.Minute})
 		done <- result{s, err}
 	}()
 	for range 2 {
@@ -509,9 +511,10 @@ func TestOpenFails(t *testing.T) {
 	t.Run("when its start is cancelled", func(t *testing.T) {
 		g := newGate(t, target(t, dsn))
 		ctx, cancel := context.WithCancel(t.Context())
+		gated := through(t, dsn, g.ln.Addr().String())
 		done := make(chan error, 1)
 		go func() {
-			_, err := postgres.Open(ctx, postgres.Config{DSN: through(t, dsn, g.ln.Addr().String()), ConnectWait: time.Hour})
+			_, err := postgres.Open(ctx, postgres.Config{DSN: gated, ConnectWait: time.Hour})
 			done <- err
 		}()
 		<-g.refused

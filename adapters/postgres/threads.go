@@ -317,7 +317,8 @@ func (s *Store) SaveTurn(ctx context.Context, t ports.Turn) error {
 		)
 		for i, cp := range t.Checkpoints {
 			// checkTurn bounded the step.
-			runs[i], steps[i], nodes[i], states[i], times[i] = cp.RunID, int32(cp.Step), cp.Node, string(cp.State), cp.CreatedAt
+			runs[i], steps[i], nodes[i], states[i], times[i] = cp.RunID, int32(cp.Step), cp.Node, string(cp.State), cp.CreatedAt //nolint:gosec // checkTurn (checkCheckpoint) refused steps outside 0..MaxInt32
+
 		}
 		b.Queue(insertTurnCheckpoints, t.ThreadID, runs, steps, nodes, states, times)
 	}

@@ -53,7 +53,7 @@ func TestSaveTurnRefusesWhatPostgresCannotStore(t *testing.T) {
 		t.Helper()
 		err := s.SaveTurn(ctx, tr)
 		require.Error(t, err)
-		assert.NotErrorIs(t, err, conversation.ErrThreadNotFound)
+		require.NotErrorIs(t, err, conversation.ErrThreadNotFound)
 		assert.Contains(t, err.Error(), says)
 		assert.True(t, strings.HasPrefix(err.Error(), "postgres: save turn: "), err.Error())
 	}

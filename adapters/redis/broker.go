@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"strings"
 	"sync"
 	"time"
@@ -252,12 +253,18 @@ func (b *Broker) onMessage(m rueidis.PubSubMessage) {
 	if !ok || len(m.Message) < 8 {
 		return
 	}
+	// Publish writes a positive UnixNano; anything past MaxInt64 did not
+	// come from it and is dropped as malformed, as a short message is.
+	nanos := binary.BigEndian.Uint64([]byte(m.Message[:8]))
+	if nanos > math.MaxInt64 {
+		return
+	}
 	b.mu.Lock()
 	sub := b.wanted[session]
 	b.mu.Unlock()
 	if sub == nil {
 		return
 	}
-	sent := time.Unix(0, int64(binary.BigEndian.Uint64([]byte(m.Message[:8]))))
+	sent := time.Unix(0, int64(nanos))
 	sub.deliver(ports.Delivery{Payload: []byte(m.Message[8:]), Sent: sent})
 }

@@ -26,6 +26,7 @@ func newLock(t *testing.T, c rueidis.Client, prefix string) *redis.Lock {
 
 func TestLockContract(t *testing.T) {
 	porttest.ThreadLock(t, func(t *testing.T) (ports.ThreadLock, ports.ThreadLock) {
+		t.Helper()
 		prefix := containers.Prefix(t)
 		// Two clients, as two instances have.
 		return newLock(t, client(t), prefix), newLock(t, client(t), prefix)

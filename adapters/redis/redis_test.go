@@ -60,6 +60,7 @@ func newPresence(t *testing.T, c rueidis.Client, prefix, instance string, ttl ti
 
 func TestBrokerContract(t *testing.T) {
 	porttest.Broker(t, func(t *testing.T) (ports.Broker, ports.Broker) {
+		t.Helper()
 		prefix := containers.Prefix(t)
 		// Two clients, as two instances have.
 		return newBroker(t, client(t), prefix), newBroker(t, client(t), prefix)
@@ -68,6 +69,7 @@ func TestBrokerContract(t *testing.T) {
 
 func TestPresenceContract(t *testing.T) {
 	porttest.Presence(t, func(t *testing.T) (ports.Presence, ports.Presence) {
+		t.Helper()
 		prefix := containers.Prefix(t)
 		return newPresence(t, client(t), prefix, "a", time.Minute), newPresence(t, client(t), prefix, "b", time.Minute)
 	})

@@ -43,7 +43,7 @@ func closeFrame(code int, reason string) []byte {
 		reason = reason[:123]
 	}
 	p := make([]byte, 2, 2+len(reason))
-	binary.BigEndian.PutUint16(p, uint16(code))
+	binary.BigEndian.PutUint16(p, uint16(code)) //nolint:gosec // close codes are this server's own protocol constants (1000-4999)
 	p = append(p, reason...)
 	return appendFrame(make([]byte, 0, 2+len(p)), finClose, p)
 }

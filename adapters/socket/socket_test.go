@@ -29,7 +29,10 @@ func pair(t *testing.T, cfg socket.Config) (*socket.Conn, *websocket.Conn) {
 		conns <- srv.Wrap(ws)
 	}))
 	t.Cleanup(hs.Close)
-	client, _, err := websocket.DefaultDialer.Dial("ws"+strings.TrimPrefix(hs.URL, "http"), nil)
+	client, resp, err := websocket.DefaultDialer.Dial("ws"+strings.TrimPrefix(hs.URL, "http"), nil)
+	if resp != nil {
+		resp.Body.Close()
+	}
 	require.NoError(t, err)
 	t.Cleanup(func() { client.Close() })
 	c := <-conns
@@ -137,7 +140,7 @@ func TestSilentPeerIsDropped(t *testing.T) {
 	}()
 	select {
 	case err := <-done:
-		assert.Error(t, err)
+		require.Error(t, err)
 	case <-time.After(10 * time.Second):
 		t.Fatal("a silent peer was kept")
 	}

@@ -57,6 +57,7 @@ func (s *Server) csrfToken(c echo.Context) error {
 		return s.apiFailure(c, "issue csrf token", err)
 	}
 	ttl := signer.TTL()
+	//nolint:gosec // G124: deliberately not HttpOnly (browser JS reads the token, as Django's csrftoken); Secure is set behind TLS, SameSite=Lax
 	http.SetCookie(w, &http.Cookie{
 		Name:    csrfCookie,
 		Value:   token,

@@ -64,7 +64,7 @@ func chatMsg(message, thread string) string {
 
 func TestChatStreamsAnAnswer(t *testing.T) {
 	f := newFixture(t, nil)
-	c, _, err := f.dial(t, "/ws/chat/", nil)
+	c, err := f.dial(t, "/ws/chat/", nil)
 	require.NoError(t, err)
 
 	send(t, c, chatMsg("Hello, how can you help?", ""))
@@ -101,7 +101,7 @@ func TestChatRefusals(t *testing.T) {
 		{"bad thread id", `{"type":"chat","message":"hi","data":[],"thread_id":"a b"}`, "invalid_message"},
 	}
 	f := newFixture(t, func(c *web.Config) { c.MaxMessageChars = 100 })
-	c, _, err := f.dial(t, "/ws/chat/", nil)
+	c, err := f.dial(t, "/ws/chat/", nil)
 	require.NoError(t, err)
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -119,7 +119,7 @@ func TestChatRefusals(t *testing.T) {
 
 func TestEscalationEndsTheConversation(t *testing.T) {
 	f := newFixture(t, nil)
-	c, _, err := f.dial(t, "/ws/chat/", nil)
+	c, err := f.dial(t, "/ws/chat/", nil)
 	require.NoError(t, err)
 	send(t, c, chatMsg("I want to speak to a human please", ""))
 	a := readAnswer(t, c)
@@ -141,7 +141,7 @@ func slowChat(delay time.Duration) func(*web.Config) {
 
 func TestCancelStopsTheAnswer(t *testing.T) {
 	f := newFixture(t, slowChat(20*time.Millisecond))
-	c, _, err := f.dial(t, "/ws/chat/", nil)
+	c, err := f.dial(t, "/ws/chat/", nil)
 	require.NoError(t, err)
 	send(t, c, chatMsg("Tell me a long story", ""))
 	assert.Equal(t, "session_started", recv(t, c)["type"])
@@ -158,9 +158,9 @@ func TestCancelStopsTheAnswer(t *testing.T) {
 
 func TestThreadBusy(t *testing.T) {
 	f := newFixture(t, slowChat(20*time.Millisecond))
-	one, _, err := f.dial(t, "/ws/chat/", nil)
+	one, err := f.dial(t, "/ws/chat/", nil)
 	require.NoError(t, err)
-	two, _, err := f.dial(t, "/ws/chat/", nil)
+	two, err := f.dial(t, "/ws/chat/", nil)
 	require.NoError(t, err)
 
 	send(t, one, chatMsg("First question", "busy-thread"))
@@ -185,7 +185,7 @@ func TestThreadBusy(t *testing.T) {
 func TestChatEventsReachTheSession(t *testing.T) {
 	f := newFixture(t, nil)
 	listener := f.join(t, "watched-thread", "agent")
-	c, _, err := f.dial(t, "/ws/chat/", nil)
+	c, err := f.dial(t, "/ws/chat/", nil)
 	require.NoError(t, err)
 	send(t, c, chatMsg("Is anyone watching?", "watched-thread"))
 	a := readAnswer(t, c)
@@ -200,9 +200,9 @@ func TestChatEventsReachTheSession(t *testing.T) {
 
 func TestDrainLetsAnswersFinish(t *testing.T) {
 	f := newFixture(t, slowChat(5*time.Millisecond))
-	busy, _, err := f.dial(t, "/ws/chat/", nil)
+	busy, err := f.dial(t, "/ws/chat/", nil)
 	require.NoError(t, err)
-	idle, _, err := f.dial(t, "/ws/chat/", nil)
+	idle, err := f.dial(t, "/ws/chat/", nil)
 	require.NoError(t, err)
 	send(t, busy, chatMsg("A question", ""))
 	assert.Equal(t, "session_started", recv(t, busy)["type"])
@@ -259,7 +259,7 @@ func TestDrainWaitsForAnswersBeingSaved(t *testing.T) {
 		})
 		must(err)
 	})
-	c, _, err := f.dial(t, "/ws/chat/", nil)
+	c, err := f.dial(t, "/ws/chat/", nil)
 	require.NoError(t, err)
 	send(t, c, chatMsg("A question", ""))
 	assert.Equal(t, "session_started", recv(t, c)["type"])

@@ -99,7 +99,25 @@ func newFixture(t *testing.T, change func(*web.Config)) *fixture {
 	return &fixture{srv: srv, http: hs, url: "ws" + strings.TrimPrefix(hs.URL, "http")}
 }
 
-func (f *fixture) dial(t *testing.T, path string, h http.Header) (*websocket.Conn, *http.Response, error) {
+func (f *fixture) dial(t *testing.T, path string, h http.Header) (*websocket.Conn, error) {
+	t.Helper()
+	c, resp, err := f.dialResp(t, path, h)
+	if resp != nil {
+		resp.Body.Close()
+	}
+	return c, err
+}
+
+// refused dials a socket the server must refuse and returns the refusal's
+// status and error code.
+func (f *fixture) refused(t *testing.T, path string, h http.Header) (int, string) {
+	t.Helper()
+	_, resp, err := f.dialResp(t, path, h)
+	require.Error(t, err)
+	return errorBody(t, resp)
+}
+
+func (f *fixture) dialResp(t *testing.T, path string, h http.Header) (*websocket.Conn, *http.Response, error) {
 	t.Helper()
 	d := websocket.Dialer{HandshakeTimeout: wait}
 	c, resp, err := d.Dial(f.url+path, h)
@@ -112,7 +130,7 @@ func (f *fixture) dial(t *testing.T, path string, h http.Header) (*websocket.Con
 // join opens a session socket and says hello.
 func (f *fixture) join(t *testing.T, sessionID, userType string) *websocket.Conn {
 	t.Helper()
-	c, _, err := f.dial(t, "/ws/session/"+sessionID+"/", nil)
+	c, err := f.dial(t, "/ws/session/"+sessionID+"/", nil)
 	require.NoError(t, err)
 	send(t, c, fmt.Sprintf(`{"type":"hello","user_type":%q,"client_type":"web"}`, userType))
 	assert.Equal(t, "hello_ok", recv(t, c)["type"])
@@ -195,9 +213,7 @@ func TestRefusedUpgrades(t *testing.T) {
 				assert.Equal(t, tt.code, code)
 				return
 			}
-			_, resp, err := f.dial(t, tt.path, h)
-			require.Error(t, err)
-			status, code := errorBody(t, resp)
+			status, code := f.refused(t, tt.path, h)
 			assert.Equal(t, tt.status, status)
 			assert.Equal(t, tt.code, code)
 		})
@@ -217,7 +233,7 @@ func TestAcceptedKeys(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f := newFixture(t, func(c *web.Config) { c.APIKey = "k3y" })
-			_, _, err := f.dial(t, tc.path, tc.header)
+			_, err := f.dial(t, tc.path, tc.header)
 			require.NoError(t, err)
 		})
 	}
@@ -227,9 +243,7 @@ func TestMaxConnections(t *testing.T) {
 	f := newFixture(t, func(c *web.Config) { c.MaxConnections = 2 })
 	f.join(t, "s", "a")
 	f.join(t, "s", "b")
-	_, resp, err := f.dial(t, "/ws/session/s/", nil)
-	require.Error(t, err)
-	status, code := errorBody(t, resp)
+	status, code := f.refused(t, "/ws/session/s/", nil)
 	assert.Equal(t, 503, status)
 	assert.Equal(t, "max_connections", code)
 }
@@ -248,7 +262,7 @@ func TestHello(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			f := newFixture(t, nil)
-			c, _, err := f.dial(t, "/ws/session/s/", nil)
+			c, err := f.dial(t, "/ws/session/s/", nil)
 			require.NoError(t, err)
 			send(t, c, tt.first)
 			m := recv(t, c)
@@ -261,7 +275,7 @@ func TestHello(t *testing.T) {
 
 func TestHelloTimeout(t *testing.T) {
 	f := newFixture(t, func(c *web.Config) { c.HelloTimeout = 50 * time.Millisecond })
-	c, _, err := f.dial(t, "/ws/session/s/", nil)
+	c, err := f.dial(t, "/ws/session/s/", nil)
 	require.NoError(t, err)
 	assert.Equal(t, "hello_required", recv(t, c)["code"])
 	assert.Equal(t, websocket.ClosePolicyViolation, closeCode(t, c))
@@ -281,7 +295,7 @@ func TestSessionMessages(t *testing.T) {
 	send(t, b, `{"type":"presence"}`)
 	p := recv(t, b)
 	assert.Equal(t, "presence", p["type"])
-	assert.Equal(t, float64(2), p["count"])
+	assert.InDelta(t, 2, p["count"], 0) // a JSON number: exactly 2
 	assert.Len(t, p["connections"], 2)
 
 	send(t, b, `{"type":"ping"}`)
@@ -306,7 +320,7 @@ func TestOrderFromOneSender(t *testing.T) {
 		send(t, a, fmt.Sprintf(`{"type":"broadcast","msg":%d}`, i))
 	}
 	for i := range 100 {
-		assert.Equal(t, float64(i), recv(t, b)["msg"])
+		assert.InDelta(t, i, recv(t, b)["msg"], 0) // a JSON number: exactly i
 	}
 }
 
@@ -369,9 +383,7 @@ func TestDrain(t *testing.T) {
 	require.NoError(t, err)
 	resp.Body.Close()
 	assert.Equal(t, 503, resp.StatusCode)
-	_, resp, err = f.dial(t, "/ws/session/s/", nil)
-	require.Error(t, err)
-	status, _ := errorBody(t, resp)
+	status, _ := f.refused(t, "/ws/session/s/", nil)
 	assert.Equal(t, 503, status)
 
 	closed := make(chan error, 1)

@@ -72,7 +72,8 @@ func runChat(ctx context.Context, args []string, stdout io.Writer) error {
 	fs.DurationVar(&cfg.ErrorPause, "error-pause", 20*time.Millisecond, "wait this long after a chat that got an error before the next one, so that refusals do not become a flood the rate limit refuses too (0: none)")
 	fs.IntVar(&cfg.MaxSamples, "max-samples", 1_000_000, "samples kept per measure (4 bytes each, 5 measures); beyond, a uniform random sample is kept")
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "Usage: wsbench chat [flags]\n\n"+
+		// Usage text to stderr: a failed write has nowhere to be reported.
+		_, _ = fmt.Fprintf(fs.Output(), "Usage: wsbench chat [flags]\n\n"+
 			"C connections to /ws/chat/, each sending chats back to back: -chats per connection or\n"+
 			"for -duration. Measures, per chat: chat sent -> session_started, -> first token, every\n"+
 			"gap between tokens, tokens, chat sent -> end; in all: tokens/s and chats/s delivered,\n"+
@@ -613,7 +614,7 @@ func chatProgress(slots []*chatSlot, start time.Duration, r *chatRun, stop <-cha
 
 func countsOf(samples []int32) countSummary {
 	l := summarize(samples)
-	return countSummary{l.Samples, l.Min, l.Mean, l.P50, l.P90, l.P99, l.Max}
+	return countSummary(l)
 }
 
 // connectAll opens the first socket of every slot, at most connectConc at
@@ -695,6 +696,11 @@ func (s *chatSlot) dial(ctx context.Context, readers *sync.WaitGroup) bool {
 		u += "?authorization=" + url.QueryEscape(r.t.key)
 	}
 	conn, resp, err := r.dialer.DialContext(ctx, u, nil)
+	if resp != nil {
+		// The dialer has already read what it wants of the handshake
+		// response; the status code stays readable after the close.
+		_ = resp.Body.Close()
+	}
 	if err != nil {
 		switch {
 		case ctx.Err() != nil:

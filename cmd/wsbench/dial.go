@@ -300,6 +300,11 @@ func connectOne(ctx context.Context, t *target, dialer *websocket.Dialer, i int,
 	c.h = plan.handler(c)
 	u := t.sessionURL(c.server, t.prefix+strconv.Itoa(c.session))
 	conn, resp, err := dialer.DialContext(ctx, u, nil)
+	if resp != nil {
+		// The dialer has already read what it wants of the handshake
+		// response; the status code stays readable after the close.
+		_ = resp.Body.Close()
+	}
 	if err != nil {
 		switch {
 		case ctx.Err() != nil:

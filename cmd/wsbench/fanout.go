@@ -57,7 +57,8 @@ func runFanout(ctx context.Context, args []string, stdout io.Writer) error {
 	fs.DurationVar(&cfg.Late, "late", time.Millisecond, "a send this far behind its schedule counts as late")
 	fs.IntVar(&cfg.MaxSamples, "max-samples", 8_000_000, "latency samples kept (4 bytes each); beyond, 1 in k deliveries is sampled")
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "Usage: wsbench fanout [flags]\n\n"+
+		// Usage text to stderr: a failed write has nowhere to be reported.
+		_, _ = fmt.Fprintf(fs.Output(), "Usage: wsbench fanout [flags]\n\n"+
 			"N sockets over S sessions; P of them publish R broadcasts/s in total for -duration\n"+
 			"after -warmup. Every socket of a session receives every broadcast (sender included):\n"+
 			"expected deliveries = broadcasts sent x sockets on the session.\nExamples of the benchmark scenarios: wsbench -h.\n\nFlags:\n")

@@ -156,7 +156,7 @@ func (f *commonFlags) logger(stdout io.Writer) logger {
 
 func (l logger) printf(format string, args ...any) {
 	if l.w != nil {
-		fmt.Fprintf(l.w, "# "+format+"\n", args...)
+		_, _ = fmt.Fprintf(l.w, "# "+format+"\n", args...) // progress lines: a failed write has nowhere to be reported
 	}
 }
 

@@ -45,7 +45,8 @@ func runIdle(ctx context.Context, args []string, stdout io.Writer) error {
 	fs.IntVar(&cfg.Samples, "samples", 3, "RSS samples after settling; the last one gives the per-socket figure")
 	fs.DurationVar(&cfg.SampleEvery, "sample-every", time.Second, "time between RSS samples")
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "Usage: wsbench idle [flags]\n\n"+
+		// Usage text to stderr: a failed write has nowhere to be reported.
+		_, _ = fmt.Fprintf(fs.Output(), "Usage: wsbench idle [flags]\n\n"+
 			"Open N sockets (hello done), hold them, and with -pid report the server's RSS per\n"+
 			"socket: (RSS after settling - RSS before connecting) / sockets on that server.\nExamples of the benchmark scenarios: wsbench -h.\n\nFlags:\n")
 		fs.PrintDefaults()

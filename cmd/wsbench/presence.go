@@ -47,7 +47,8 @@ func runPresence(ctx context.Context, args []string, stdout io.Writer) error {
 	fs.DurationVar(&cfg.Settle, "settle", time.Second, "wait after connecting before querying (presence of the last hellos may lag)")
 	fs.DurationVar(&cfg.Timeout, "timeout", 5*time.Second, "a query unanswered this long fails and stops its socket's queries")
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "Usage: wsbench presence [flags]\n\n"+
+		// Usage text to stderr: a failed write has nowhere to be reported.
+		_, _ = fmt.Fprintf(fs.Output(), "Usage: wsbench presence [flags]\n\n"+
 			"K sockets over S sessions, then Q presence queries from C sockets. A reply is exact\n"+
 			"when count == sockets connected on the session and len(connections) == count.\nExamples of the benchmark scenarios: wsbench -h.\n\nFlags:\n")
 		fs.PrintDefaults()

@@ -236,7 +236,10 @@ func BenchmarkClientRead(b *testing.B) {
 	}))
 	defer srv.Close()
 	t := &target{handshakeTimeout: time.Second}
-	conn, _, err := t.dialer().Dial("ws"+strings.TrimPrefix(srv.URL, "http"), nil)
+	conn, resp, err := t.dialer().Dial("ws"+strings.TrimPrefix(srv.URL, "http"), nil)
+	if resp != nil {
+		resp.Body.Close()
+	}
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -51,7 +51,7 @@ func readRSS(pid int) (int64, error) {
 	if err != nil {
 		return 0, fmt.Errorf("read rss: %w", err)
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }() // read only: a failed close loses nothing
 	return parseVmRSS(f)
 }
 

@@ -38,9 +38,9 @@ func TestAppendEvent(t *testing.T) {
 }
 
 func TestEncodeChatEvent(t *testing.T) {
-	assert.Equal(t, `{"type":"chat_event","thread_id":"t1","event":{"kind":"user_message","content":"hi"}}`,
+	assert.JSONEq(t, `{"type":"chat_event","thread_id":"t1","event":{"kind":"user_message","content":"hi"}}`,
 		string(conversation.EncodeChatEvent("t1", ports.ChatEvent{Kind: ports.ChatUserMessage, Content: "hi"})))
-	assert.Equal(t, `{"type":"chat_event","thread_id":"t1","event":{"kind":"escalation","content":"asked","reason":"user_requested"}}`,
+	assert.JSONEq(t, `{"type":"chat_event","thread_id":"t1","event":{"kind":"escalation","content":"asked","reason":"user_requested"}}`,
 		string(conversation.EncodeChatEvent("t1", ports.ChatEvent{Kind: ports.ChatEscalation, Content: "asked", Reason: ports.ReasonUserRequested})))
 }
 

@@ -202,11 +202,11 @@ func TestPacing(t *testing.T) {
 					if paced {
 						assert.GreaterOrEqual(t, got, model, "gap before token %d: a burst; the model's is %v", k, model)
 					}
-					if tt.smooth && paced || at[k] != released[k] {
+					if tt.smooth && paced || !at[k].Equal(released[k]) {
 						assert.LessOrEqual(t, got, model+stretch, "gap before token %d: the model's is %v", k, model)
 					}
 					// The last check is the one after the model's end.
-					if paced && released[k] == h.guard.at[len(h.guard.at)-1] && at[k] != released[k] {
+					if paced && released[k].Equal(h.guard.at[len(h.guard.at)-1]) && !at[k].Equal(released[k]) {
 						assert.Equal(t, model, got, "gap before token %d: the model is done, nothing is stretched", k)
 					}
 				}

@@ -249,7 +249,7 @@ func TestHubRules(t *testing.T) {
 			f.broker.failPublish = true
 			f.broker.mu.Unlock()
 			err := f.hub.Broadcast(ctx, "s", admin, []byte(`1`), nil)
-			assert.ErrorIs(t, err, ErrUnavailable)
+			require.ErrorIs(t, err, ErrUnavailable)
 			assert.Len(t, a.frames(), 2)
 			assert.Contains(t, f.observer.errors, "publish")
 		}},

@@ -7,13 +7,14 @@ import (
 	"unicode/utf8"
 
 	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 )
 
 func TestAppendString(t *testing.T) {
 	for _, s := range []string{"", "plain", `q"uote\back`, "tab\tnl\nctl\x01", "ü€😀", "\u2028\u2029", "<&>"} {
 		got := AppendString(nil, s)
 		var back string
-		assert.NoError(t, json.Unmarshal(got, &back), "%q", got)
+		require.NoError(t, json.Unmarshal(got, &back), "%q", got)
 		assert.Equal(t, s, back)
 	}
 	assert.Equal(t, `"\ufffd"`, string(AppendString(nil, "\xff")))

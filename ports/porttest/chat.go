@@ -361,7 +361,7 @@ func ThreadStore(t *testing.T, newStores Instances[ports.ThreadStore]) {
 		} {
 			err := s.SaveTurn(tc.ctx, tc.turn)
 			require.Error(t, err, tc.name)
-			assert.NotErrorIs(t, err, conversation.ErrThreadNotFound, tc.name)
+			require.NotErrorIs(t, err, conversation.ErrThreadNotFound, tc.name)
 		}
 		th, err := s.Load(ctx, old)
 		require.NoError(t, err)

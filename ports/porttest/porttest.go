@@ -85,6 +85,7 @@ var sessionSeq struct {
 
 // session returns a session name unique in the test binary.
 func session(t *testing.T) string {
+	t.Helper()
 	sessionSeq.Lock()
 	defer sessionSeq.Unlock()
 	sessionSeq.n++

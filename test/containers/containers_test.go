@@ -60,8 +60,8 @@ func testStopStart(t *testing.T, r *Redis) {
 	require.NoError(t, client.Do(ctx, client.B().Set().Key(key).Value("v").Build()).Error())
 
 	require.NoError(t, r.Stop(ctx))
-	assert.Error(t, client.Do(ctx, client.B().Ping().Build()).Error(), "open connection after Stop")
-	assert.Error(t, redisDo(ctx, url, func(c rueidis.Client) rueidis.Completed { return c.B().Ping().Build() }),
+	require.Error(t, client.Do(ctx, client.B().Ping().Build()).Error(), "open connection after Stop")
+	require.Error(t, redisDo(ctx, url, func(c rueidis.Client) rueidis.Completed { return c.B().Ping().Build() }),
 		"new connection after Stop")
 
 	require.NoError(t, r.Start(ctx))

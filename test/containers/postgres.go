@@ -94,7 +94,9 @@ func pingPostgres(ctx context.Context, dsn string) error {
 	if err != nil {
 		return err
 	}
-	defer conn.Close(ctx)
+	// A one-shot connection: once the statement has run, a failed close
+	// changes nothing for the caller.
+	defer func() { _ = conn.Close(ctx) }()
 	_, err = conn.Exec(ctx, "SELECT 1")
 	return err
 }
@@ -144,7 +146,9 @@ func (p *Postgres) exec(ctx context.Context, sql string) error {
 	if err != nil {
 		return err
 	}
-	defer conn.Close(ctx)
+	// A one-shot connection: once the statement has run, a failed close
+	// changes nothing for the caller.
+	defer func() { _ = conn.Close(ctx) }()
 	_, err = conn.Exec(ctx, sql)
 	return err
 }
@@ -154,6 +158,7 @@ var notIdent = regexp.MustCompile(`[^a-z0-9]+`)
 // databaseName derives a valid, unique database name from the test's name;
 // PostgreSQL names hold at most 63 bytes.
 func databaseName(t testing.TB) string {
+	t.Helper()
 	base := strings.Trim(notIdent.ReplaceAllString(strings.ToLower(t.Name()), "_"), "_")
 	if len(base) > 40 {
 		base = base[:40]

@@ -6,6 +6,7 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -91,6 +92,7 @@ func start(t *testing.T, cfg config.Config) *instance {
 
 // shutdown stops the instance as SIGTERM does and returns Run's result.
 func (in *instance) shutdown(t *testing.T) error {
+	t.Helper()
 	in.stop()
 	select {
 	case err, ok := <-in.result:
@@ -184,7 +186,8 @@ func (c *client) closed() int {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if ce, ok := c.err.(*websocket.CloseError); ok {
+	var ce *websocket.CloseError
+	if errors.As(c.err, &ce) {
 		return ce.Code
 	}
 	return -1

@@ -27,14 +27,15 @@ func twoInstances(t *testing.T, redisURL string, ttl time.Duration) (*instance, 
 }
 
 func uniqueSession(t *testing.T) string {
+	t.Helper()
 	return fmt.Sprintf("s-%d", time.Now().UnixNano())
 }
 
-func presenceCount(t *testing.T, c *client) float64 {
+func presenceCount(t *testing.T, c *client) int {
 	t.Helper()
 	c.send(`{"type":"presence"}`)
 	p := c.nextOf("presence")
-	return p["count"].(float64)
+	return int(p["count"].(float64))
 }
 
 func TestSessionOnOneInstanceWithoutRedis(t *testing.T) {
@@ -47,7 +48,7 @@ func TestSessionOnOneInstanceWithoutRedis(t *testing.T) {
 	want := map[string]any{"type": "session_message", "user_type": "admin", "client_type": "web", "msg": "hello", "data": nil}
 	assert.Equal(t, want, admin.next())
 	assert.Equal(t, want, agent.next())
-	assert.Equal(t, float64(2), presenceCount(t, agent))
+	assert.Equal(t, 2, presenceCount(t, agent))
 }
 
 func TestSessionAcrossInstances(t *testing.T) {
@@ -69,7 +70,7 @@ func TestSessionAcrossInstances(t *testing.T) {
 	{
 		onB.send(`{"type":"presence"}`)
 		p := onB.nextOf("presence")
-		assert.Equal(t, float64(2), p["count"])
+		assert.InDelta(t, 2, p["count"], 0) // a JSON number: exactly 2
 		var types []any
 		for _, c := range p["connections"].([]any) {
 			types = append(types, c.(map[string]any)["user_type"])
@@ -84,10 +85,10 @@ func TestSessionAcrossInstances(t *testing.T) {
 			onA.send(fmt.Sprintf(`{"type":"broadcast","msg":%d}`, i))
 		}
 		for i := range 150 {
-			assert.Equal(t, float64(i), onB.nextOf("session_message")["msg"])
+			assert.InDelta(t, i, onB.nextOf("session_message")["msg"], 0)
 		}
 		for i := range 150 {
-			assert.Equal(t, float64(i), onA.nextOf("session_message")["msg"])
+			assert.InDelta(t, i, onA.nextOf("session_message")["msg"], 0)
 		}
 	}
 
@@ -101,7 +102,7 @@ func TestSessionAcrossInstances(t *testing.T) {
 	// a clean disconnect leaves presence at once.
 	{
 		gone := join(t, b, s, "leaving")
-		assert.Equal(t, float64(3), presenceCount(t, onA))
+		assert.Equal(t, 3, presenceCount(t, onA))
 		require.NoError(t, gone.conn.Close())
 		<-gone.done
 		eventually(t, "presence drops to 2", func() bool { return presenceCount(t, onA) == 2 })
@@ -115,7 +116,7 @@ func TestDeadInstancePresenceExpires(t *testing.T) {
 	s := uniqueSession(t)
 	onA := join(t, a, s, "admin")
 	join(t, b, s, "agent")
-	require.Equal(t, float64(2), presenceCount(t, onA))
+	require.Equal(t, 2, presenceCount(t, onA))
 
 	// b loses Redis for good and says no goodbye: to the others it died.
 	cut.cut()
@@ -130,7 +131,7 @@ func TestRedisStopsAndComesBack(t *testing.T) {
 	onA := join(t, a, s, "admin")
 	alsoOnA := join(t, a, s, "viewer")
 	onB := join(t, b, s, "agent")
-	require.Equal(t, float64(3), presenceCount(t, onA))
+	require.Equal(t, 3, presenceCount(t, onA))
 
 	require.NoError(t, redisServer.Stop(context.Background()))
 	stopped := true
