@@ -1,0 +1,421 @@
+// Package fakebedrock is a fake Amazon Bedrock Runtime endpoint for tests
+// and benchmarks. It speaks the real wire format, so the real SDK client
+// talks to it: point the client's BaseEndpoint at URL, give it static
+// credentials and any region.
+//
+// POST /model/{modelId}/converse-stream answers with
+// application/vnd.amazon.eventstream frames made by the SDK's own encoder
+// (messageStart, contentBlockDelta per text delta, contentBlockStop,
+// messageStop, metadata); POST /model/{modelId}/converse answers JSON.
+// What each call answers is a Script: queued scripts are used first, one
+// per call, then the default script. Requests returns what each call
+// received, and whether the client went away before its answer ended.
+//
+//	fake := fakebedrock.New(fakebedrock.Script{Deltas: []string{"Hi", " there"}, Pace: 20 * time.Millisecond})
+//	defer fake.Close()
+//	fake.Throttle(2) // the next two calls get HTTP 429
+//	client := bedrockruntime.New(bedrockruntime.Options{
+//		Region:       "us-east-1",
+//		BaseEndpoint: aws.String(fake.URL),
+//		Credentials:  credentials.NewStaticCredentialsProvider("AKID", "secret", ""),
+//		HTTPClient:   fake.HTTPClient(),
+//	})
+//
+// The fake speaks HTTP/1.1, where the SDK closes a request's body while
+// net/http may still read it, which can cut a stream: give the client
+// the fake's HTTPClient, which reads request bodies in full before
+// sending them (the bedrock adapter's New does the same).
+package fakebedrock
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"sync"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws/protocol/eventstream"
+	"github.com/aws/aws-sdk-go-v2/aws/protocol/eventstream/eventstreamapi"
+)
+
+// Script is what the fake answers to one call.
+type Script struct {
+	// Text is the answer. ConverseStream sends it as one text delta per
+	// element of Deltas when Deltas is set, else as a single delta;
+	// Converse answers Text, or the concatenated Deltas.
+	Text   string
+	Deltas []string
+	// Stop is the stopReason ("end_turn", "max_tokens",
+	// "guardrail_intervened", ...); empty means "end_turn".
+	Stop string
+	// Usage is reported in the metadata; zero means about one input token
+	// per 4 bytes of the request body and one output token per delta.
+	Usage Usage
+	// Pace is the pause before each delta after the first.
+	Pace time.Duration
+	// HTTPError, when set, answers the call with an HTTP error instead of
+	// a stream: ThrottlingError and ServerError make common ones.
+	HTTPError *HTTPError
+	// Exception, when set, ends the stream with an exception frame after
+	// Exception.After deltas.
+	Exception *Exception
+	// Hang keeps the stream open after the last delta, without
+	// messageStop, until the client goes away or the server closes.
+	Hang bool
+}
+
+// Usage is the token usage reported by the fake.
+type Usage struct {
+	InputTokens  int
+	OutputTokens int
+}
+
+// HTTPError is an error answered before any stream.
+type HTTPError struct {
+	Status int
+	// Type is the X-Amzn-ErrorType, the SDK's error code:
+	// "ThrottlingException", "ServiceUnavailableException", ...
+	Type    string
+	Message string
+}
+
+// Exception is an exception frame sent in the stream.
+type Exception struct {
+	// After is the number of deltas sent before the exception.
+	After int
+	// Type is the :exception-type header, a member of the
+	// ConverseStreamOutput union: "modelStreamErrorException",
+	// "throttlingException", "internalServerException", ...
+	Type    string
+	Message string
+}
+
+// ThrottlingError is the HTTP 429 Bedrock answers to too many requests.
+func ThrottlingError() *HTTPError {
+	return &HTTPError{Status: http.StatusTooManyRequests, Type: "ThrottlingException", Message: "Too many requests, please wait before trying again."}
+}
+
+// ServerError is an HTTP 500 InternalServerException.
+func ServerError() *HTTPError {
+	return &HTTPError{Status: http.StatusInternalServerError, Type: "InternalServerException", Message: "The server encountered an internal error."}
+}
+
+// Request is one call the fake received.
+type Request struct {
+	// Op is "converse-stream" or "converse".
+	Op      string
+	ModelID string
+	Header  http.Header
+	Body    []byte
+	// Ended is set when the fake is done with the call.
+	Ended bool
+	// ClientGone is set when the client went away (the request's context
+	// ended) before the fake finished its answer.
+	ClientGone bool
+}
+
+// Server is a fake Bedrock Runtime endpoint.
+type Server struct {
+	// URL is the endpoint, for the client's BaseEndpoint.
+	URL string
+
+	srv       *httptest.Server
+	closed    chan struct{}
+	closeOnce sync.Once
+
+	mu       sync.Mutex
+	def      Script
+	queue    []Script
+	requests []Request
+	changed  chan struct{} // closed and replaced when requests change
+}
+
+// New starts a fake answering def to every call that finds no queued
+// script. Close it when done.
+func New(def Script) *Server {
+	s := &Server{def: def, closed: make(chan struct{}), changed: make(chan struct{})}
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /model/{modelId}/converse-stream", func(w http.ResponseWriter, r *http.Request) {
+		s.serve(w, r, "converse-stream")
+	})
+	mux.HandleFunc("POST /model/{modelId}/converse", func(w http.ResponseWriter, r *http.Request) {
+		s.serve(w, r, "converse")
+	})
+	s.srv = httptest.NewServer(mux)
+	s.URL = s.srv.URL
+	return s
+}
+
+// Close ends the calls in progress and stops the server. Calling it again
+// does nothing.
+func (s *Server) Close() {
+	s.closeOnce.Do(func() {
+		close(s.closed)
+		s.srv.CloseClientConnections()
+		s.srv.Close()
+	})
+}
+
+// HTTPClient returns a client for the SDK (the HTTPClient of
+// bedrockruntime.Options) that reads each request's body in full before
+// sending it.
+func (s *Server) HTTPClient() *http.Client {
+	return &http.Client{Transport: wholeBody{next: s.srv.Client().Transport}}
+}
+
+// wholeBody sends a copy of the request's body, which the SDK cannot
+// close under net/http's writer.
+type wholeBody struct {
+	next http.RoundTripper
+}
+
+func (w wholeBody) RoundTrip(r *http.Request) (*http.Response, error) {
+	if r.Body == nil || r.Body == http.NoBody {
+		return w.next.RoundTrip(r)
+	}
+	b, err := io.ReadAll(r.Body)
+	_ = r.Body.Close()
+	if err != nil {
+		return nil, err
+	}
+	r = r.Clone(r.Context())
+	r.Body = io.NopCloser(bytes.NewReader(b))
+	return w.next.RoundTrip(r)
+}
+
+// Push queues scripts for the next calls, in order.
+func (s *Server) Push(scripts ...Script) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.queue = append(s.queue, scripts...)
+}
+
+// Throttle makes the next n calls, before any queued script, answer
+// ThrottlingError: HTTP 429 before any stream.
+func (s *Server) Throttle(n int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	throttled := make([]Script, n, n+len(s.queue))
+	for i := range throttled {
+		throttled[i] = Script{HTTPError: ThrottlingError()}
+	}
+	s.queue = append(throttled, s.queue...)
+}
+
+// Requests returns the calls received so far, in order of arrival.
+func (s *Server) Requests() []Request {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]Request, len(s.requests))
+	copy(out, s.requests)
+	return out
+}
+
+// WaitEnded waits until the fake is done with call i (counted from 0 in
+// order of arrival) and returns it.
+func (s *Server) WaitEnded(ctx context.Context, i int) (Request, error) {
+	for {
+		s.mu.Lock()
+		if i < len(s.requests) && s.requests[i].Ended {
+			r := s.requests[i]
+			s.mu.Unlock()
+			return r, nil
+		}
+		ch := s.changed
+		s.mu.Unlock()
+		select {
+		case <-ctx.Done():
+			return Request{}, fmt.Errorf("fakebedrock: wait for call %d: %w", i, ctx.Err())
+		case <-ch:
+		}
+	}
+}
+
+func (s *Server) update(fn func()) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	fn()
+	close(s.changed)
+	s.changed = make(chan struct{})
+}
+
+func (s *Server) serve(w http.ResponseWriter, r *http.Request, op string) {
+	body, err := io.ReadAll(r.Body)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	var sc Script
+	var i int
+	s.update(func() {
+		if len(s.queue) > 0 {
+			sc, s.queue = s.queue[0], s.queue[1:]
+		} else {
+			sc = s.def
+		}
+		i = len(s.requests)
+		s.requests = append(s.requests, Request{Op: op, ModelID: r.PathValue("modelId"), Header: r.Header.Clone(), Body: body})
+	})
+	gone := false
+	defer func() {
+		gone = gone || r.Context().Err() != nil
+		s.update(func() { s.requests[i].Ended, s.requests[i].ClientGone = true, gone })
+	}()
+	if e := sc.HTTPError; e != nil {
+		writeError(w, e)
+		return
+	}
+	usage := sc.usage(body)
+	if op == "converse" {
+		writeConverse(w, sc, usage)
+		return
+	}
+	gone = s.stream(r.Context(), w, sc, usage)
+}
+
+func (sc Script) deltas() []string {
+	if sc.Deltas != nil {
+		return sc.Deltas
+	}
+	if sc.Text == "" {
+		return nil
+	}
+	return []string{sc.Text}
+}
+
+func (sc Script) usage(body []byte) Usage {
+	if sc.Usage != (Usage{}) {
+		return sc.Usage
+	}
+	return Usage{InputTokens: 1 + len(body)/4, OutputTokens: len(sc.deltas())}
+}
+
+func (sc Script) stop() string {
+	if sc.Stop == "" {
+		return "end_turn"
+	}
+	return sc.Stop
+}
+
+func writeError(w http.ResponseWriter, e *HTTPError) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Amzn-ErrorType", e.Type)
+	w.WriteHeader(e.Status)
+	_ = json.NewEncoder(w).Encode(map[string]string{"message": e.Message})
+}
+
+func writeConverse(w http.ResponseWriter, sc Script, u Usage) {
+	text := sc.Text
+	if sc.Deltas != nil {
+		var b bytes.Buffer
+		for _, d := range sc.Deltas {
+			b.WriteString(d)
+		}
+		text = b.String()
+	}
+	out := map[string]any{
+		"output": map[string]any{"message": map[string]any{
+			"role":    "assistant",
+			"content": []any{map[string]any{"text": text}},
+		}},
+		"stopReason": sc.stop(),
+		"usage":      usageJSON(u),
+		"metrics":    map[string]any{"latencyMs": 1},
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(out)
+}
+
+func usageJSON(u Usage) map[string]any {
+	return map[string]any{"inputTokens": u.InputTokens, "outputTokens": u.OutputTokens, "totalTokens": u.InputTokens + u.OutputTokens}
+}
+
+// stream writes the script as event-stream frames. It reports whether
+// the client went away first.
+func (s *Server) stream(ctx context.Context, w http.ResponseWriter, sc Script, u Usage) (gone bool) {
+	w.Header().Set("Content-Type", "application/vnd.amazon.eventstream")
+	w.WriteHeader(http.StatusOK)
+	fw := &frameWriter{w: w, enc: eventstream.NewEncoder()}
+	fw.event("messageStart", map[string]any{"role": "assistant"})
+	var timer *time.Timer
+	for i, d := range sc.deltas() {
+		if sc.Exception != nil && i == sc.Exception.After {
+			break
+		}
+		if i > 0 && sc.Pace > 0 {
+			if timer == nil {
+				timer = time.NewTimer(sc.Pace)
+				defer timer.Stop()
+			} else {
+				timer.Reset(sc.Pace)
+			}
+			select {
+			case <-ctx.Done():
+				return true
+			case <-s.closed:
+				return false
+			case <-timer.C:
+			}
+		}
+		fw.event("contentBlockDelta", map[string]any{"contentBlockIndex": 0, "delta": map[string]any{"text": d}})
+		if fw.err != nil {
+			return true
+		}
+	}
+	if e := sc.Exception; e != nil {
+		fw.exception(e.Type, e.Message)
+		return fw.err != nil
+	}
+	if sc.Hang {
+		select {
+		case <-ctx.Done():
+			return true
+		case <-s.closed:
+			return false
+		}
+	}
+	fw.event("contentBlockStop", map[string]any{"contentBlockIndex": 0})
+	fw.event("messageStop", map[string]any{"stopReason": sc.stop()})
+	fw.event("metadata", map[string]any{"usage": usageJSON(u), "metrics": map[string]any{"latencyMs": 1}})
+	return fw.err != nil || ctx.Err() != nil
+}
+
+// frameWriter writes event-stream messages and flushes each; it keeps the
+// first error.
+type frameWriter struct {
+	w   http.ResponseWriter
+	enc *eventstream.Encoder
+	err error
+}
+
+func (f *frameWriter) event(typ string, payload any) {
+	f.write(eventstreamapi.EventMessageType, eventstreamapi.EventTypeHeader, typ, payload)
+}
+
+func (f *frameWriter) exception(typ, message string) {
+	f.write(eventstreamapi.ExceptionMessageType, eventstreamapi.ExceptionTypeHeader, typ, map[string]string{"message": message})
+}
+
+func (f *frameWriter) write(msgType, typeHeader, typ string, payload any) {
+	if f.err != nil {
+		return
+	}
+	b, err := json.Marshal(payload)
+	if err != nil {
+		f.err = err
+		return
+	}
+	var msg eventstream.Message
+	msg.Headers.Set(eventstreamapi.MessageTypeHeader, eventstream.StringValue(msgType))
+	msg.Headers.Set(typeHeader, eventstream.StringValue(typ))
+	msg.Headers.Set(eventstreamapi.ContentTypeHeader, eventstream.StringValue("application/json"))
+	msg.Payload = b
+	if f.err = f.enc.Encode(f.w, msg); f.err != nil {
+		return
+	}
+	f.err = http.NewResponseController(f.w).Flush()
+}
