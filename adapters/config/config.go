@@ -176,9 +176,9 @@ type Conversation struct {
 	LocalTokenDelay time.Duration
 }
 
-// Bedrock holds the AWS Bedrock settings. They are stored as given; which
-// combinations select the bedrock adapter is decided where it is built. All default
-// to empty.
+// Bedrock holds the AWS Bedrock settings. Region and ChatModelID together
+// select the bedrock adapters (set one without the other and Load fails);
+// the rest are stored as given. All default to empty.
 type Bedrock struct {
 	// Region is AWS_BEDROCK_REGION.
 	Region string
@@ -743,6 +743,14 @@ func (l *loader) bedrock() Bedrock {
 		GuardrailID:       l.str("", "BEDROCK_GUARDRAIL_ID"),
 		GuardrailVersion:  l.str("", "BEDROCK_GUARDRAIL_VERSION"),
 		EndpointURL:       l.str("", "BEDROCK_ENDPOINT_URL"),
+	}
+	// The bedrock adapters are selected by a region and a chat model
+	// together; one without the other is a mistake, not the local model.
+	switch {
+	case b.Region != "" && b.ChatModelID == "":
+		l.fail("BEDROCK_MODEL_ID_CHAT", "required when AWS_BEDROCK_REGION is set")
+	case b.Region == "" && b.ChatModelID != "":
+		l.fail("AWS_BEDROCK_REGION", "required when BEDROCK_MODEL_ID_CHAT is set")
 	}
 	switch {
 	case b.GuardrailID != "" && b.GuardrailVersion == "":

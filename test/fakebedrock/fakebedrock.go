@@ -6,7 +6,8 @@
 // POST /model/{modelId}/converse-stream answers with
 // application/vnd.amazon.eventstream frames made by the SDK's own encoder
 // (messageStart, contentBlockDelta per text delta, contentBlockStop,
-// messageStop, metadata); POST /model/{modelId}/converse answers JSON.
+// messageStop, metadata); POST /model/{modelId}/converse answers JSON;
+// POST /guardrail/{id}/version/{version}/apply answers Script.Guardrail.
 // What each call answers is a Script: queued scripts are used first, one
 // per call, then the default script. Requests returns what each call
 // received, and whether the client went away before its answer ended.
@@ -66,6 +67,21 @@ type Script struct {
 	// Hang keeps the stream open after the last delta, without
 	// messageStop, until the client goes away or the server closes.
 	Hang bool
+	// Guardrail is what ApplyGuardrail answers; nil means action NONE
+	// with no assessment.
+	Guardrail *GuardrailAnswer
+}
+
+// GuardrailAnswer is the answer of POST
+// /guardrail/{id}/version/{version}/apply.
+type GuardrailAnswer struct {
+	// Action is "NONE" or "GUARDRAIL_INTERVENED"; empty means "NONE".
+	Action string
+	// Outputs are the texts that replace the checked ones.
+	Outputs []string
+	// Assessments is the JSON array of GuardrailAssessment objects, as
+	// Bedrock sends it; nil means [].
+	Assessments json.RawMessage
 }
 
 // Usage is the token usage reported by the fake.
@@ -106,11 +122,14 @@ func ServerError() *HTTPError {
 
 // Request is one call the fake received.
 type Request struct {
-	// Op is "converse-stream" or "converse".
-	Op      string
+	// Op is "converse-stream", "converse" or "apply-guardrail".
+	Op string
+	// ModelID is the model, or the guardrail's id for apply-guardrail.
 	ModelID string
-	Header  http.Header
-	Body    []byte
+	// GuardrailVersion is set for apply-guardrail.
+	GuardrailVersion string
+	Header           http.Header
+	Body             []byte
 	// Ended is set when the fake is done with the call.
 	Ended bool
 	// ClientGone is set when the client went away (the request's context
@@ -144,6 +163,9 @@ func New(def Script) *Server {
 	})
 	mux.HandleFunc("POST /model/{modelId}/converse", func(w http.ResponseWriter, r *http.Request) {
 		s.serve(w, r, "converse")
+	})
+	mux.HandleFunc("POST /guardrail/{guardrailId}/version/{version}/apply", func(w http.ResponseWriter, r *http.Request) {
+		s.serve(w, r, "apply-guardrail")
 	})
 	s.srv = httptest.NewServer(mux)
 	s.URL = s.srv.URL
@@ -258,7 +280,11 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, op string) {
 			sc = s.def
 		}
 		i = len(s.requests)
-		s.requests = append(s.requests, Request{Op: op, ModelID: r.PathValue("modelId"), Header: r.Header.Clone(), Body: body})
+		req := Request{Op: op, ModelID: r.PathValue("modelId"), Header: r.Header.Clone(), Body: body}
+		if op == "apply-guardrail" {
+			req.ModelID, req.GuardrailVersion = r.PathValue("guardrailId"), r.PathValue("version")
+		}
+		s.requests = append(s.requests, req)
 	})
 	gone := false
 	defer func() {
@@ -270,6 +296,10 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, op string) {
 		return
 	}
 	usage := sc.usage(body)
+	if op == "apply-guardrail" {
+		writeGuardrail(w, sc.Guardrail)
+		return
+	}
 	if op == "converse" {
 		writeConverse(w, sc, usage)
 		return
@@ -325,6 +355,36 @@ func writeConverse(w http.ResponseWriter, sc Script, u Usage) {
 		"stopReason": sc.stop(),
 		"usage":      usageJSON(u),
 		"metrics":    map[string]any{"latencyMs": 1},
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(out)
+}
+
+func writeGuardrail(w http.ResponseWriter, g *GuardrailAnswer) {
+	if g == nil {
+		g = &GuardrailAnswer{}
+	}
+	action := g.Action
+	if action == "" {
+		action = "NONE"
+	}
+	outputs := []any{}
+	for _, o := range g.Outputs {
+		outputs = append(outputs, map[string]any{"text": o})
+	}
+	assessments := g.Assessments
+	if len(bytes.TrimSpace(assessments)) == 0 {
+		assessments = json.RawMessage("[]")
+	}
+	out := map[string]any{
+		"action":      action,
+		"outputs":     outputs,
+		"assessments": assessments,
+		"usage": map[string]any{
+			"topicPolicyUnits": 1, "contentPolicyUnits": 1, "wordPolicyUnits": 1,
+			"sensitiveInformationPolicyUnits": 1, "sensitiveInformationPolicyFreeUnits": 0,
+			"contextualGroundingPolicyUnits": 0,
+		},
 	}
 	w.Header().Set("Content-Type", "application/json")
 	_ = json.NewEncoder(w).Encode(out)

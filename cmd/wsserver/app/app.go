@@ -11,10 +11,12 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"time"
 
 	"github.com/redis/rueidis"
 
+	"github.com/wsserver/wsserver/adapters/bedrock"
 	"github.com/wsserver/wsserver/adapters/config"
 	"github.com/wsserver/wsserver/adapters/local"
 	"github.com/wsserver/wsserver/adapters/memory"
@@ -112,7 +114,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, ln net.Listen
 		return err
 	}
 	log.Info("appdata", "files", appdata.Origin)
-	model, err := local.NewModel(local.ModelConfig{TokenDelay: cfg.Conversation.LocalTokenDelay})
+	model, err := chatModel(ctx, cfg, log)
 	if err != nil {
 		return err
 	}
@@ -124,7 +126,13 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, ln net.Listen
 	if err != nil {
 		return err
 	}
-	log.Info("model: local", "token_delay", cfg.Conversation.LocalTokenDelay)
+	log.Info("guardrail: local (rule-based, from appdata)")
+	log.Info("escalation: local (rule-based, from appdata)")
+	if b := cfg.Bedrock; b.GuardrailID != "" || b.GuardrailModelID != "" || b.EscalationModelID != "" {
+		log.Warn("the Bedrock guardrail and escalation classifier are not wired yet: the local ones run",
+			"guardrail_id", b.GuardrailID, "guardrail_version", b.GuardrailVersion,
+			"model_id_guardrail", b.GuardrailModelID, "model_id_escalation", b.EscalationModelID)
+	}
 
 	// Core.
 	hub, err := session.NewHub(session.HubConfig{
@@ -221,6 +229,57 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, ln net.Listen
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// chatModel is the conversation's model: Bedrock when its region and chat
+// model id are set (config.Load refuses one without the other), the local
+// model otherwise. The choice is logged, never the credentials, which come
+// from the AWS SDK's default chain.
+func chatModel(ctx context.Context, cfg config.Config, log *slog.Logger) (ports.ChatModel, error) {
+	b := cfg.Bedrock
+	if b.Region == "" || b.ChatModelID == "" {
+		m, err := local.NewModel(local.ModelConfig{TokenDelay: cfg.Conversation.LocalTokenDelay})
+		if err != nil {
+			return nil, err
+		}
+		log.Info("model: local", "token_delay", cfg.Conversation.LocalTokenDelay)
+		return m, nil
+	}
+	m, err := bedrock.New(ctx, bedrock.Config{
+		Region:            b.Region,
+		EndpointURL:       b.EndpointURL,
+		ChatModelID:       b.ChatModelID,
+		SummaryModelID:    b.SummaryModelID,
+		EscalationModelID: b.EscalationModelID,
+		Log:               log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	log.Info("model: bedrock", "region", b.Region,
+		"model_id_chat", b.ChatModelID,
+		"model_id_summary", orDefault(b.SummaryModelID, b.ChatModelID),
+		"endpoint_url", endpointForLog(b.EndpointURL))
+	return m, nil
+}
+
+func orDefault(v, def string) string {
+	if v == "" {
+		return def
+	}
+	return v
+}
+
+// endpointForLog names the endpoint without any user information.
+func endpointForLog(raw string) string {
+	if raw == "" {
+		return "regional"
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "set"
+	}
+	return u.Scheme + "://" + u.Host
 }
 
 // chatMirror publishes a thread's chat events on the session of the same
