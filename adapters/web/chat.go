@@ -6,7 +6,6 @@ import (
 	"net/http"
 	"runtime/debug"
 	"sync"
-	"time"
 
 	"github.com/google/uuid"
 	"github.com/labstack/echo/v4"
@@ -86,16 +85,11 @@ func (s *Server) serveChat(ctx context.Context, cc *chatConn) {
 		return
 	}
 	limit := newBucket(s.cfg.RatePerSec, s.cfg.RateBurst)
+	refused := conversation.EncodeError(conversation.CodeRateLimited, rateLimitedMessage)
 	for {
-		frame, err := cc.Read()
-		if err != nil {
-			s.logClose(ctx, err)
+		frame, ok := s.next(ctx, cc.Conn, limit, s.chat, refused)
+		if !ok {
 			return
-		}
-		s.chat.In.Inc()
-		if !limit.allow(time.Now()) {
-			cc.SendText(conversation.EncodeError(conversation.CodeRateLimited, "too many messages; slow down"))
-			continue
 		}
 		in, err := conversation.DecodeChat(frame, s.cfg.MaxMessageChars)
 		if err != nil {

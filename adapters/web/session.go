@@ -12,6 +12,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/labstack/echo/v4"
 
+	"github.com/wsserver/wsserver/adapters/metrics"
 	"github.com/wsserver/wsserver/adapters/socket"
 	"github.com/wsserver/wsserver/core/session"
 	"github.com/wsserver/wsserver/ports"
@@ -111,16 +112,11 @@ func (s *Server) readSession(ctx context.Context, conn *socket.Conn, id string, 
 		s.endSession(conn)
 	}()
 	limit := newBucket(s.cfg.RatePerSec, s.cfg.RateBurst)
+	refused := session.EncodeError(session.CodeRateLimited, rateLimitedMessage)
 	for {
-		frame, err := conn.Read()
-		if err != nil {
-			s.logClose(ctx, err)
+		frame, ok := s.next(ctx, conn, limit, s.session, refused)
+		if !ok {
 			return
-		}
-		s.session.In.Inc()
-		if !limit.allow(time.Now()) {
-			conn.SendText(session.EncodeError(session.CodeRateLimited, "too many messages; slow down"))
-			continue
 		}
 		in, err := session.Decode(frame)
 		if err != nil {
@@ -196,4 +192,24 @@ func drain(conn *socket.Conn) {
 
 func (s *Server) logClose(ctx context.Context, err error) {
 	s.cfg.Log.Log(ctx, slog.LevelDebug, "socket closed", logArgs(ctx, "reason", fmt.Sprint(err))...)
+}
+
+const rateLimitedMessage = "too many messages; slow down"
+
+// next reads a socket's next message within its rate limit: a message
+// over the limit is answered with refused and skipped. It reports false
+// once the socket is closed.
+func (s *Server) next(ctx context.Context, conn *socket.Conn, limit *bucket, ep metrics.Endpoint, refused []byte) ([]byte, bool) {
+	for {
+		frame, err := conn.Read()
+		if err != nil {
+			s.logClose(ctx, err)
+			return nil, false
+		}
+		ep.In.Inc()
+		if limit.allow(time.Now()) {
+			return frame, true
+		}
+		conn.SendText(refused)
+	}
 }
