@@ -721,14 +721,24 @@ func (s *chatSlot) dial(ctx context.Context, readers *sync.WaitGroup) bool {
 	return true
 }
 
+// staggerDelay is how long connection idx of conns waits before its first
+// chat, so that the first chats spread evenly over stagger: 0, stagger/conns,
+// 2·stagger/conns, ... (always less than stagger).
+func staggerDelay(stagger time.Duration, idx, conns int) time.Duration {
+	if stagger <= 0 || conns <= 1 || idx <= 0 {
+		return 0
+	}
+	return stagger * time.Duration(idx%conns) / time.Duration(conns)
+}
+
 // chat sends the slot's chats back to back until -chats are sent,
 // -duration has passed, the run is interrupted or the slot's socket fails.
 func (s *chatSlot) chat(ctx context.Context, readers *sync.WaitGroup) {
 	r := s.run
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
-	if r.cfg.Stagger > 0 && r.cfg.Conns > 1 {
-		timer.Reset(r.cfg.Stagger * time.Duration(s.idx) / time.Duration(r.cfg.Conns))
+	if d := staggerDelay(r.cfg.Stagger, s.idx, r.cfg.Conns); d > 0 {
+		timer.Reset(d)
 		select {
 		case <-timer.C:
 		case <-ctx.Done():

@@ -502,3 +502,27 @@ func TestChatMessage(t *testing.T) {
 		t.Errorf("message = %s", got)
 	}
 }
+
+func TestStaggerDelay(t *testing.T) {
+	tests := []struct {
+		name       string
+		stagger    time.Duration
+		idx, conns int
+		want       time.Duration
+	}{
+		{"off", 0, 3, 10, 0},
+		{"negative is off", -time.Second, 3, 10, 0},
+		{"one connection starts at once", 2 * time.Second, 0, 1, 0},
+		{"first connection starts at once", 2 * time.Second, 0, 4, 0},
+		{"second of four", 2 * time.Second, 1, 4, 500 * time.Millisecond},
+		{"last of four stays inside the window", 2 * time.Second, 3, 4, 1500 * time.Millisecond},
+		{"250 connections over 2s", 2 * time.Second, 125, 250, time.Second},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := staggerDelay(tt.stagger, tt.idx, tt.conns); got != tt.want {
+				t.Errorf("staggerDelay(%v, %d, %d) = %v, want %v", tt.stagger, tt.idx, tt.conns, got, tt.want)
+			}
+		})
+	}
+}
