@@ -9,8 +9,10 @@
 // Converse requires. Each call has a timeout; throttling and server
 // errors are retried with backoff only until the first token is given.
 //
-// The guardrail (ApplyGuardrail or a judge model) is not here yet; the
-// escalation classifier is conversation.Classifier on Model.Complete.
+// Guardrail checks answers with ApplyGuardrail, or with a judge model on
+// Converse; the escalation classifier is conversation.Classifier on
+// Model.Complete (PurposeClassify runs on EscalationModelID). NewClient
+// builds the client they can share.
 package bedrock
 
 import (
@@ -135,32 +137,60 @@ func New(ctx context.Context, cfg Config) (*Model, error) {
 	}
 	client := cfg.Client
 	if client == nil {
-		if cfg.Region == "" {
-			return nil, errors.New("bedrock: the region (AWS_BEDROCK_REGION) is required")
-		}
-		opts := []func(*config.LoadOptions) error{config.WithRegion(cfg.Region)}
-		if cfg.Credentials != nil {
-			opts = append(opts, config.WithCredentialsProvider(cfg.Credentials))
-		}
-		awsCfg, err := config.LoadDefaultConfig(ctx, opts...)
+		c, err := NewClient(ctx, ClientConfig{Region: cfg.Region, EndpointURL: cfg.EndpointURL, Credentials: cfg.Credentials})
 		if err != nil {
-			return nil, fmt.Errorf("bedrock: load AWS config: %w", err)
+			return nil, err
 		}
-		client = bedrockruntime.NewFromConfig(awsCfg, func(o *bedrockruntime.Options) {
-			if cfg.EndpointURL != "" {
-				o.BaseEndpoint = aws.String(cfg.EndpointURL)
-			}
-			if o.HTTPClient == nil {
-				o.HTTPClient = awshttp.NewBuildableClient()
-			}
-			o.HTTPClient = wholeBody{next: o.HTTPClient}
-		})
+		client = c
 	}
-	retryer := retry.NewStandard(func(o *retry.StandardOptions) {
-		o.MaxAttempts = cfg.MaxAttempts
-		o.MaxBackoff = cfg.MaxBackoff
+	return &Model{client: client, cfg: cfg, log: log, retryer: newRetryer(cfg.MaxAttempts, cfg.MaxBackoff)}, nil
+}
+
+// ClientConfig says where Bedrock is and who calls it.
+type ClientConfig struct {
+	// Region is the AWS region of Bedrock (AWS_BEDROCK_REGION); required.
+	Region string
+	// EndpointURL replaces the regional endpoint (BEDROCK_ENDPOINT_URL):
+	// a VPC endpoint, or a fake in tests. Empty means the regional one.
+	EndpointURL string
+	// Credentials nil means the SDK's default chain: environment, shared
+	// profile, then the ECS or EC2 instance role.
+	Credentials aws.CredentialsProvider
+}
+
+// NewClient builds a Bedrock Runtime client that the Model and the
+// Guardrail can share. Its requests' bodies are read in full before they
+// are sent (see wholeBody).
+func NewClient(ctx context.Context, cfg ClientConfig) (*bedrockruntime.Client, error) {
+	if cfg.Region == "" {
+		return nil, errors.New("bedrock: the region (AWS_BEDROCK_REGION) is required")
+	}
+	opts := []func(*config.LoadOptions) error{config.WithRegion(cfg.Region)}
+	if cfg.Credentials != nil {
+		opts = append(opts, config.WithCredentialsProvider(cfg.Credentials))
+	}
+	awsCfg, err := config.LoadDefaultConfig(ctx, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("bedrock: load AWS config: %w", err)
+	}
+	return bedrockruntime.NewFromConfig(awsCfg, func(o *bedrockruntime.Options) {
+		if cfg.EndpointURL != "" {
+			o.BaseEndpoint = aws.String(cfg.EndpointURL)
+		}
+		if o.HTTPClient == nil {
+			o.HTTPClient = awshttp.NewBuildableClient()
+		}
+		o.HTTPClient = wholeBody{next: o.HTTPClient}
+	}), nil
+}
+
+// newRetryer retries throttling and server errors answered before a
+// call's response, with backoff.
+func newRetryer(maxAttempts int, maxBackoff time.Duration) aws.Retryer {
+	return retry.NewStandard(func(o *retry.StandardOptions) {
+		o.MaxAttempts = maxAttempts
+		o.MaxBackoff = maxBackoff
 	})
-	return &Model{client: client, cfg: cfg, log: log, retryer: retryer}, nil
 }
 
 // callOptions gives every call the Model's retryer, whatever the client's.
@@ -309,11 +339,17 @@ func (m *Model) Complete(ctx context.Context, req ports.ChatRequest) (ports.Repl
 // callErr names the failure of a call: the caller's own context ending
 // is returned as it is, the call's timeout is named.
 func (m *Model) callErr(parent, ctx context.Context, op string, err error) error {
+	return callErr(parent, ctx, op, m.cfg.Timeout, err)
+}
+
+// callErr names the failure of a call made on ctx, a child of parent
+// bounded by timeout.
+func callErr(parent, ctx context.Context, op string, timeout time.Duration, err error) error {
 	if perr := parent.Err(); perr != nil {
 		return perr
 	}
 	if ctx.Err() != nil {
-		return fmt.Errorf("bedrock: %s: no answer within %s: %w", op, m.cfg.Timeout, context.DeadlineExceeded)
+		return fmt.Errorf("bedrock: %s: no answer within %s: %w", op, timeout, context.DeadlineExceeded)
 	}
 	return fmt.Errorf("bedrock: %s: %w", op, err)
 }
