@@ -68,6 +68,12 @@ type Config struct {
 	InFlight *sync.WaitGroup
 	// Ready lists what /ready/ checks.
 	Ready []Check
+	// Components names the adapters of the conversation, shown by /ready/
+	// under "model": "chat", "guardrail" and "escalation", each "local" or
+	// a Bedrock one ("bedrock", "bedrock-guardrail", "bedrock-judge",
+	// "local+bedrock-classifier"). Names only: never endpoints or
+	// credentials. Nil leaves "model" out.
+	Components map[string]string
 	// Metrics is required.
 	Metrics *metrics.Metrics
 	Log     *slog.Logger
@@ -257,6 +263,9 @@ func (s *Server) ready(c echo.Context) error {
 		}
 	}
 	body := map[string]any{"status": "ok", "instance_id": s.cfg.InstanceID}
+	if s.cfg.Components != nil {
+		body["model"] = s.cfg.Components
+	}
 	status := http.StatusOK
 	if s.draining.Load() {
 		status, body["status"] = http.StatusServiceUnavailable, "draining"

@@ -395,6 +395,7 @@ func TestDrain(t *testing.T) {
 func TestHTTPEndpoints(t *testing.T) {
 	f := newFixture(t, func(c *web.Config) {
 		c.Ready = []web.Check{{Name: "redis", Check: func(context.Context) error { return fmt.Errorf("connection refused") }}}
+		c.Components = map[string]string{"chat": "bedrock", "guardrail": "bedrock-judge", "escalation": "local"}
 	})
 	get := func(path, host string) (int, map[string]any) {
 		req, err := http.NewRequest("GET", f.http.URL+path, nil)
@@ -416,6 +417,7 @@ func TestHTTPEndpoints(t *testing.T) {
 	status, body = get("/ready/", "")
 	assert.Equal(t, 503, status)
 	assert.Equal(t, map[string]any{"redis": "connection refused"}, body["failing"])
+	assert.Equal(t, map[string]any{"chat": "bedrock", "guardrail": "bedrock-judge", "escalation": "local"}, body["model"])
 
 	status, body = get("/nowhere", "")
 	assert.Equal(t, 404, status)
@@ -428,4 +430,28 @@ func TestHTTPEndpoints(t *testing.T) {
 	raw, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	assert.Contains(t, string(raw), "wsserver_sockets_open{endpoint=\"session\"} 0")
+}
+
+func TestReadyNamesTheModel(t *testing.T) {
+	for name, tc := range map[string]struct {
+		components map[string]string
+		want       map[string]any
+	}{
+		"no components: the shape of old": {nil, map[string]any{"status": "ok", "instance_id": "test-1"}},
+		"components": {
+			map[string]string{"chat": "local", "guardrail": "local", "escalation": "local"},
+			map[string]any{"status": "ok", "instance_id": "test-1", "model": map[string]any{"chat": "local", "guardrail": "local", "escalation": "local"}},
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			f := newFixture(t, func(c *web.Config) { c.Components = tc.components })
+			resp, err := http.Get(f.http.URL + "/ready/")
+			require.NoError(t, err)
+			defer resp.Body.Close()
+			assert.Equal(t, http.StatusOK, resp.StatusCode)
+			var body map[string]any
+			require.NoError(t, json.NewDecoder(resp.Body).Decode(&body))
+			assert.Equal(t, tc.want, body)
+		})
+	}
 }

@@ -114,24 +114,9 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, ln net.Listen
 		return err
 	}
 	log.Info("appdata", "files", appdata.Origin)
-	model, err := chatModel(ctx, cfg, log)
+	model, guardrail, escalation, components, err := conversationPorts(ctx, cfg, appdata, log)
 	if err != nil {
 		return err
-	}
-	guardrail, err := local.NewGuardrail(local.GuardrailConfig{Rules: appdata.Guardrail})
-	if err != nil {
-		return err
-	}
-	escalation, err := local.NewEscalation(appdata.Escalation)
-	if err != nil {
-		return err
-	}
-	log.Info("guardrail: local (rule-based, from appdata)")
-	log.Info("escalation: local (rule-based, from appdata)")
-	if b := cfg.Bedrock; b.GuardrailID != "" || b.GuardrailModelID != "" || b.EscalationModelID != "" {
-		log.Warn("the Bedrock guardrail and escalation classifier are not wired yet: the local ones run",
-			"guardrail_id", b.GuardrailID, "guardrail_version", b.GuardrailVersion,
-			"model_id_guardrail", b.GuardrailModelID, "model_id_escalation", b.EscalationModelID)
 	}
 
 	// Core.
@@ -182,6 +167,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, ln net.Listen
 		MaxMessageChars: cfg.WebSocket.MaxMessageChars,
 		CSRFSecret:      cfg.Auth.CSRFSecretKey,
 		Ready:           ready,
+		Components:      components,
 		Metrics:         m,
 		Log:             log,
 	})
@@ -231,36 +217,110 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, ln net.Listen
 	return nil
 }
 
-// chatModel is the conversation's model: Bedrock when its region and chat
-// model id are set (config.Load refuses one without the other), the local
-// model otherwise. The choice is logged, never the credentials, which come
-// from the AWS SDK's default chain.
-func chatModel(ctx context.Context, cfg config.Config, log *slog.Logger) (ports.ChatModel, error) {
+// conversationPorts chooses the conversation's model, guardrail and
+// escalation detector, logs each choice, and names them for /ready/.
+//
+// AWS_BEDROCK_REGION and BEDROCK_MODEL_ID_CHAT together select Bedrock
+// (config.Load refuses one without the other); the local adapters run
+// otherwise. On Bedrock, BEDROCK_GUARDRAIL_ID and _VERSION select
+// ApplyGuardrail, else BEDROCK_MODEL_ID_GUARDRAIL a judge model, else the
+// local rules check answers; BEDROCK_MODEL_ID_ESCALATION adds the
+// classifier after the local escalation rules. A Bedrock setting without
+// Bedrock selected stops start-up: it would be ignored. Credentials are
+// never logged: they come from the AWS SDK's default chain.
+func conversationPorts(ctx context.Context, cfg config.Config, appdata local.Appdata, log *slog.Logger) (
+	ports.ChatModel, ports.Guardrail, ports.EscalationDetector, map[string]string, error,
+) {
 	b := cfg.Bedrock
+	rules, err := local.NewEscalation(appdata.Escalation)
+	if err != nil {
+		return nil, nil, nil, nil, err
+	}
+	localGuardrail, err := local.NewGuardrail(local.GuardrailConfig{Rules: appdata.Guardrail})
+	if err != nil {
+		return nil, nil, nil, nil, err
+	}
+	names := map[string]string{"chat": "local", "guardrail": "local", "escalation": "local"}
+
 	if b.Region == "" || b.ChatModelID == "" {
+		for _, v := range []struct{ name, value string }{
+			{"BEDROCK_MODEL_ID_SUMMARY", b.SummaryModelID},
+			{"BEDROCK_GUARDRAIL_ID", b.GuardrailID},
+			{"BEDROCK_MODEL_ID_GUARDRAIL", b.GuardrailModelID},
+			{"BEDROCK_MODEL_ID_ESCALATION", b.EscalationModelID},
+		} {
+			if v.value != "" {
+				return nil, nil, nil, nil, fmt.Errorf("config: %s: needs AWS_BEDROCK_REGION and BEDROCK_MODEL_ID_CHAT, which select the Bedrock adapters", v.name)
+			}
+		}
 		m, err := local.NewModel(local.ModelConfig{TokenDelay: cfg.Conversation.LocalTokenDelay})
 		if err != nil {
-			return nil, err
+			return nil, nil, nil, nil, err
 		}
 		log.Info("model: local", "token_delay", cfg.Conversation.LocalTokenDelay)
-		return m, nil
+		log.Info("guardrail: local (rule-based, from appdata)")
+		log.Info("escalation: local (rule-based, from appdata)")
+		return m, localGuardrail, rules, names, nil
 	}
-	m, err := bedrock.New(ctx, bedrock.Config{
-		Region:            b.Region,
-		EndpointURL:       b.EndpointURL,
+
+	// One client, so one connection pool, for every Bedrock call.
+	client, err := bedrock.NewClient(ctx, bedrock.ClientConfig{Region: b.Region, EndpointURL: b.EndpointURL})
+	if err != nil {
+		return nil, nil, nil, nil, err
+	}
+	model, err := bedrock.New(ctx, bedrock.Config{
+		Client:            client,
 		ChatModelID:       b.ChatModelID,
 		SummaryModelID:    b.SummaryModelID,
 		EscalationModelID: b.EscalationModelID,
 		Log:               log,
 	})
 	if err != nil {
-		return nil, err
+		return nil, nil, nil, nil, err
 	}
+	names["chat"] = "bedrock"
 	log.Info("model: bedrock", "region", b.Region,
 		"model_id_chat", b.ChatModelID,
 		"model_id_summary", orDefault(b.SummaryModelID, b.ChatModelID),
 		"endpoint_url", endpointForLog(b.EndpointURL))
-	return m, nil
+
+	var guardrail ports.Guardrail = localGuardrail
+	if b.GuardrailID != "" || b.GuardrailModelID != "" {
+		g, err := bedrock.NewGuardrail(bedrock.GuardrailConfig{
+			Client:           client,
+			GuardrailID:      b.GuardrailID,
+			GuardrailVersion: b.GuardrailVersion,
+			JudgeModelID:     b.GuardrailModelID,
+			Log:              log,
+		})
+		if err != nil {
+			return nil, nil, nil, nil, err
+		}
+		guardrail = g
+		names["guardrail"] = string(g.Mode())
+		if g.Mode() == bedrock.ModeApplyGuardrail {
+			log.Info("guardrail: bedrock ApplyGuardrail", "guardrail_id", b.GuardrailID, "guardrail_version", b.GuardrailVersion)
+			if b.GuardrailModelID != "" {
+				log.Warn("BEDROCK_MODEL_ID_GUARDRAIL is not used: BEDROCK_GUARDRAIL_ID selects ApplyGuardrail", "model_id_guardrail", b.GuardrailModelID)
+			}
+		} else {
+			log.Info("guardrail: bedrock judge model", "model_id_guardrail", b.GuardrailModelID)
+		}
+	} else {
+		log.Info("guardrail: local (rule-based, from appdata; set BEDROCK_GUARDRAIL_ID and _VERSION, or BEDROCK_MODEL_ID_GUARDRAIL, for Bedrock)")
+	}
+
+	var escalation ports.EscalationDetector = rules
+	if b.EscalationModelID != "" {
+		// The rules first: they cost nothing and name what matched. The
+		// classifier's failures are skipped (Detectors), not fatal.
+		escalation = conversation.Detectors{rules, conversation.Classifier{Model: model, Log: log}}
+		names["escalation"] = "local+bedrock-classifier"
+		log.Info("escalation: local rules, then the bedrock classifier", "model_id_escalation", b.EscalationModelID)
+	} else {
+		log.Info("escalation: local (rule-based, from appdata; set BEDROCK_MODEL_ID_ESCALATION to add the Bedrock classifier)")
+	}
+	return model, guardrail, escalation, names, nil
 }
 
 func orDefault(v, def string) string {
