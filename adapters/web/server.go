@@ -74,6 +74,9 @@ type Config struct {
 	// "local+bedrock-classifier"). Names only: never endpoints or
 	// credentials. Nil leaves "model" out.
 	Components map[string]string
+	// TestPage is the browser test page (docs.WSTestPage), served at
+	// /ws-test/. Nil means no test page: /ws-test/ is a 404.
+	TestPage []byte
 	// Metrics is required.
 	Metrics *metrics.Metrics
 	Log     *slog.Logger
@@ -191,6 +194,7 @@ func New(cfg Config) (*Server, error) {
 	e.GET("/api/csrf-token/", s.csrfToken)
 	e.POST("/api/thread/history", s.threadHistory)
 	e.POST("/api/thread/summarize", s.threadSummarize)
+	s.routeTestPage(e)
 	s.echo = e
 	return s, nil
 }

@@ -27,6 +27,7 @@ import (
 	"github.com/wsserver/wsserver/adapters/web"
 	"github.com/wsserver/wsserver/core/conversation"
 	"github.com/wsserver/wsserver/core/session"
+	"github.com/wsserver/wsserver/docs"
 	"github.com/wsserver/wsserver/ports"
 )
 
@@ -148,6 +149,10 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, ln net.Listen
 	if !cfg.Auth.Required() {
 		apiKey = ""
 	}
+	var testPage []byte // /ws-test/, with DEBUG or TEST_PAGE_ENABLED
+	if cfg.HTTP.TestPageEnabled {
+		testPage = docs.WSTestPage
+	}
 	edge, err := web.New(web.Config{
 		InstanceID:     cfg.InstanceID,
 		APIKey:         apiKey,
@@ -168,6 +173,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, ln net.Listen
 		CSRFSecret:      cfg.Auth.CSRFSecretKey,
 		Ready:           ready,
 		Components:      components,
+		TestPage:        testPage,
 		Metrics:         m,
 		Log:             log,
 	})
