@@ -5,10 +5,13 @@
 #
 #   bash test/bench/chat.sh                    # every scenario
 #   bash test/bench/chat.sh paced-250 burst-memory
+#   bash test/bench/chat.sh paced-200 bedrock-200   # local model vs Bedrock adapters
 #
 # Needs redis-server on PATH and Docker with a PostgreSQL image
 # ($BENCH_POSTGRES_IMAGE, default the one test/images/env.sh picks) for the
-# Redis + PostgreSQL scenarios.
+# Redis + PostgreSQL scenarios. bedrock-200 runs the server on the Bedrock
+# adapters against test/fakebedrock's command, which streams an answer of
+# the local model's sentence lengths at the local model's pace (50 tokens/s).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -22,6 +25,9 @@ source test/bench/lib.sh
 # when the model has no delay: lift the per-socket rate limit for them.
 fast=(RATE_LIMIT_PER_SEC=100000 RATE_LIMIT_BURST=100000 LOCAL_MODEL_TOKEN_DELAY=0)
 shared=(REDIS_URL="redis://127.0.0.1:$REDIS_PORT/0" DATABASE_URL="postgres://postgres:bench@127.0.0.1:$PG_PORT/postgres")
+# The Bedrock adapters on a fake endpoint, with static credentials through
+# the SDK's default chain (no instance metadata lookups).
+bedrock=(AWS_BEDROCK_REGION=us-east-1 BEDROCK_MODEL_ID_CHAT=bench-model AWS_ACCESS_KEY_ID=AKIDBENCH AWS_SECRET_ACCESS_KEY=bench AWS_EC2_METADATA_DISABLED=true)
 long="Please explain in detail how streaming answers work here, what happens to my thread and its history when I come back later from another device or browser tab, who else can see it, and what I should do next."
 
 run() {
@@ -38,6 +44,17 @@ run() {
 		server 8001 LOCAL_MODEL_TOKEN_DELAY=20ms "${shared[@]}"
 		b=$pid
 		bench paced-250-redis-postgres chat -url ws://127.0.0.1:8000,ws://127.0.0.1:8001 -conns 250 -chats 0 -duration "$DURATION" -stagger 2s -new-thread -message "$long" -pid "$a,$b"
+		;;
+	paced-200)
+		server 8000 LOCAL_MODEL_TOKEN_DELAY=20ms
+		bench paced-200 chat -url ws://127.0.0.1:8000 -conns 200 -chats 0 -duration "$DURATION" -stagger 2s -new-thread -message "$long" -pid "$pid"
+		cpu paced-200 "$pid"
+		;;
+	bedrock-200)
+		fakebedrock -pace 20ms
+		server 8000 "${bedrock[@]}" BEDROCK_ENDPOINT_URL="$fake_url"
+		bench bedrock-200 chat -url ws://127.0.0.1:8000 -conns 200 -chats 0 -duration "$DURATION" -stagger 2s -new-thread -message "$long" -pid "$pid"
+		cpu bedrock-200 "$pid" "$fake_pid"
 		;;
 	burst-memory)
 		server 8000 "${fast[@]}"
@@ -62,7 +79,7 @@ run() {
 
 scenarios=("$@")
 if ((${#scenarios[@]} == 0)); then
-	scenarios=(paced-250 paced-250-redis-postgres burst-memory burst-redis-postgres)
+	scenarios=(paced-250 paced-250-redis-postgres burst-memory burst-redis-postgres paced-200 bedrock-200)
 fi
 echo "results in $OUT; $(nproc) cores, $(go version), $(uname -r)"
 for s in "${scenarios[@]}"; do run "$s"; done

@@ -2,14 +2,19 @@
 # starts and stops the servers, Redis and PostgreSQL of one scenario.
 # The caller sets OUT (the results folder) before sourcing it.
 
-BIN=$(mktemp -d)
+# BENCH_BIN=dir runs the binaries already built there (wsserver, wsbench,
+# fakebedrock) instead of building them from this tree.
+BIN=${BENCH_BIN:-$(mktemp -d)}
 REDIS_PORT=${REDIS_PORT:-6393}
 PG_PORT=${PG_PORT:-5493}
 pids=()
 pg=""
 
-go build -o "$BIN/wsserver" ./cmd/wsserver
-go build -o "$BIN/wsbench" ./cmd/wsbench
+if [[ -z ${BENCH_BIN:-} ]]; then
+	go build -o "$BIN/wsserver" ./cmd/wsserver
+	go build -o "$BIN/wsbench" ./cmd/wsbench
+	go build -o "$BIN/fakebedrock" ./test/fakebedrock/cmd/fakebedrock
+fi
 ulimit -n 1048576 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
 # server PORT [ENV...]: starts a fresh server; its pid is left in $pid.
@@ -25,6 +30,24 @@ server() {
 		sleep 0.1
 	done
 	echo "server on $port did not start; see $OUT/server-$port.log" >&2
+	return 1
+}
+
+# fakebedrock [FLAGS...]: a fresh fake Bedrock Runtime endpoint; its URL
+# is left in $fake_url, its pid in $fake_pid.
+fakebedrock() {
+	rm -f "$OUT/fakebedrock.url"
+	"$BIN/fakebedrock" -url-file "$OUT/fakebedrock.url" "$@" >>"$OUT/fakebedrock.log" 2>&1 &
+	fake_pid=$!
+	pids+=("$fake_pid")
+	for _ in $(seq 100); do
+		if [[ -s $OUT/fakebedrock.url ]]; then
+			fake_url=$(<"$OUT/fakebedrock.url")
+			return
+		fi
+		sleep 0.1
+	done
+	echo "fakebedrock did not start; see $OUT/fakebedrock.log" >&2
 	return 1
 }
 
@@ -73,7 +96,9 @@ stop_all() {
 
 cleanup() {
 	stop_all
-	rm -rf "$BIN"
+	if [[ -z ${BENCH_BIN:-} ]]; then
+		rm -rf "$BIN"
+	fi
 }
 trap cleanup EXIT
 
@@ -83,4 +108,17 @@ bench() {
 	shift
 	echo "== $name: wsbench $*" | tee "$OUT/$name.txt"
 	"$BIN/wsbench" "$@" -q | tee -a "$OUT/$name.txt"
+}
+
+# cpu NAME PID...: adds the CPU time each process has used so far, and
+# its resident memory, to $OUT/NAME.txt.
+cpu() {
+	local name=$1 p
+	shift
+	for p in "$@"; do
+		# utime and stime, fields 14 and 15 of stat, are fields 12 and
+		# 13 after the command's name; field 24, rss, is 22 (pages).
+		awk -v p="$p" -v c="$(<"/proc/$p/comm")" -v hz="$(getconf CLK_TCK)" -v pg="$(getconf PAGESIZE)" \
+			'{ sub(/^.*\) /, ""); printf "cpu: %s (pid %d) %.2fs, rss %.1f MiB\n", c, p, ($12 + $13) / hz, $22 * pg / 1048576 }' "/proc/$p/stat"
+	done | tee -a "$OUT/$name.txt"
 }
