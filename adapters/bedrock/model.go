@@ -21,6 +21,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"strings"
 	"time"
 
@@ -158,6 +159,12 @@ type ClientConfig struct {
 	Credentials aws.CredentialsProvider
 }
 
+// maxIdleConnsPerHost is how many idle connections to Bedrock the client
+// keeps. A streamed answer holds its connection for its whole length, so
+// with the SDK's default of 10, most calls of a busy instance would open a
+// new connection (a TLS handshake to Bedrock) when they could reuse one.
+const maxIdleConnsPerHost = 256
+
 // NewClient builds a Bedrock Runtime client that the Model and the
 // Guardrail can share. Its requests' bodies are read in full before they
 // are sent (see wholeBody).
@@ -177,8 +184,14 @@ func NewClient(ctx context.Context, cfg ClientConfig) (*bedrockruntime.Client, e
 		if cfg.EndpointURL != "" {
 			o.BaseEndpoint = aws.String(cfg.EndpointURL)
 		}
-		if o.HTTPClient == nil {
-			o.HTTPClient = awshttp.NewBuildableClient()
+		bc, ok := o.HTTPClient.(*awshttp.BuildableClient)
+		if o.HTTPClient == nil || ok {
+			if bc == nil {
+				bc = awshttp.NewBuildableClient()
+			}
+			o.HTTPClient = bc.WithTransportOptions(func(t *http.Transport) {
+				t.MaxIdleConnsPerHost = maxIdleConnsPerHost
+			})
 		}
 		o.HTTPClient = wholeBody{next: o.HTTPClient}
 	}), nil
