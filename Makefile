@@ -2,8 +2,8 @@
 SHELL := bash
 FUZZTIME ?= 10s
 
-# IMAGES picks the Redis and PostgreSQL images for the container tests; it
-# prefixes a recipe line.
+# IMAGES picks the Redis, PostgreSQL and Go (GO_IMAGE, the Dockerfile's
+# builder) images for the container tests; it prefixes a recipe line.
 IMAGES = images=$$(test/images/env.sh) && eval "$$images" &&
 
 .DEFAULT_GOAL := help
@@ -15,7 +15,7 @@ help: ## Show the targets
 run: ## Run the server (go run ./cmd/wsserver)
 	go run ./cmd/wsserver
 
-test: ## Run the whole suite, with Redis and PostgreSQL containers (images from test/images/env.sh)
+test: ## Run the whole suite, with Redis, PostgreSQL and the Dockerfile's image as containers (test/images/env.sh)
 	@$(IMAGES) set -x && \
 	TESTCONTAINERS_RYUK_DISABLED=true go test -race -count=1 -timeout 20m ./...
 

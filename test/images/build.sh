@@ -1,26 +1,44 @@
 #!/usr/bin/env bash
-# build.sh builds the local stand-ins for the official redis and postgres
-# images, for machines that cannot pull from a registry: one Debian bookworm
-# rootfs (debootstrap, from the machine's own apt mirror) holding redis-server
-# and postgresql-15, imported twice with different CMD/EXPOSE/ENV.
+# build.sh builds the local stand-ins for the official redis, postgres and
+# golang images, for machines that cannot pull from a registry: one Debian
+# bookworm rootfs (debootstrap, from the machine's own apt mirror) holding
+# redis-server and postgresql-15, imported three times with different
+# CMD/EXPOSE/ENV; the golang one also holds this machine's Go.
 #
 #   wsserver-test/redis:7       CMD redis-server, EXPOSE 6379
 #   wsserver-test/postgres:15   CMD postgres,     EXPOSE 5432
+#   wsserver-test/golang:1.26   /usr/local/go from this machine, GOPATH=/go,
+#                               the Dockerfile's builder (GO_IMAGE)
 #
-# It does nothing when both images exist. Needs root and a docker daemon.
+# The golang image trusts the certificate authorities this machine adds in
+# /usr/local/share/ca-certificates (an egress proxy's, say), so that `go mod
+# download` in `docker build` reaches the module proxy as the host does.
+#
+# It does nothing when the three images exist. Needs root and a docker daemon.
 set -euo pipefail
 
 REDIS_IMAGE=wsserver-test/redis:7
 POSTGRES_IMAGE=wsserver-test/postgres:15
+GO_IMAGE=wsserver-test/golang:1.26
+GO_VERSION_PREFIX=go1.26
+GOROOT_HOST=${GOROOT_HOST:-/usr/local/go}
 SUITE=bookworm
 
 log() { echo "build.sh: $*" >&2; }
 
 have_image() { docker image inspect "$1" >/dev/null 2>&1; }
 
-if have_image "$REDIS_IMAGE" && have_image "$POSTGRES_IMAGE"; then
-	log "$REDIS_IMAGE and $POSTGRES_IMAGE already exist"
+if have_image "$REDIS_IMAGE" && have_image "$POSTGRES_IMAGE" && have_image "$GO_IMAGE"; then
+	log "$REDIS_IMAGE, $POSTGRES_IMAGE and $GO_IMAGE already exist"
 	exit 0
+fi
+
+if ! have_image "$GO_IMAGE"; then
+	go_version=$(head -n 1 "$GOROOT_HOST/VERSION" 2>/dev/null || true)
+	if [[ $go_version != "$GO_VERSION_PREFIX" && $go_version != "$GO_VERSION_PREFIX".* ]]; then
+		log "$GO_IMAGE needs Go ${GO_VERSION_PREFIX#go} at $GOROOT_HOST (set GOROOT_HOST), found '${go_version:-nothing}'"
+		exit 1
+	fi
 fi
 
 # mirror prints the first apt source serving "$SUITE main" (not -security,
@@ -80,7 +98,7 @@ trap 'rm -rf "$WORK"' EXIT
 ROOT=$WORK/rootfs
 
 log "debootstrap $SUITE into $ROOT (about a minute)"
-debootstrap --variant=minbase --include=redis-server,postgresql-15 \
+debootstrap --variant=minbase --include=redis-server,postgresql-15,ca-certificates,tzdata \
 	"$SUITE" "$ROOT" "$MIRROR" >"$WORK/debootstrap.log" 2>&1 || {
 	tail -n 40 "$WORK/debootstrap.log" >&2
 	exit 1
@@ -189,21 +207,44 @@ chmod 755 "$ROOT"/usr/local/bin/docker-entrypoint.sh
 
 PATH_IN_IMAGE=/usr/lib/postgresql/15/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 
-import_image() {
+import_image() { # name [docker import options...]
 	local name=$1; shift
 	log "importing $name"
-	tar -C "$ROOT" --numeric-owner -c . | docker import \
-		--change 'ENTRYPOINT ["/usr/local/bin/docker-entrypoint.sh"]' \
-		--change "ENV PATH=$PATH_IN_IMAGE" \
-		"$@" - "$name" >/dev/null
+	tar -C "$ROOT" --numeric-owner -c . | docker import "$@" - "$name" >/dev/null
 }
 
 have_image "$REDIS_IMAGE" || import_image "$REDIS_IMAGE" \
+	--change 'ENTRYPOINT ["/usr/local/bin/docker-entrypoint.sh"]' \
+	--change "ENV PATH=$PATH_IN_IMAGE" \
 	--change 'WORKDIR /data' \
 	--change 'EXPOSE 6379' \
 	--change 'CMD ["redis-server"]'
 have_image "$POSTGRES_IMAGE" || import_image "$POSTGRES_IMAGE" \
+	--change 'ENTRYPOINT ["/usr/local/bin/docker-entrypoint.sh"]' \
+	--change "ENV PATH=$PATH_IN_IMAGE" \
 	--change 'ENV PGDATA=/var/lib/postgresql/data' \
 	--change 'EXPOSE 5432' \
 	--change 'CMD ["postgres"]'
-log "done: $REDIS_IMAGE $POSTGRES_IMAGE"
+
+if ! have_image "$GO_IMAGE"; then
+	# Like the official golang image: Go in /usr/local/go, GOPATH /go, and
+	# the toolchain in the image is the one used (no toolchain downloads).
+	log "copying $GOROOT_HOST ($(head -n 1 "$GOROOT_HOST/VERSION")) into the rootfs"
+	cp -a "$GOROOT_HOST" "$ROOT"/usr/local/go
+	mkdir -p "$ROOT"/go/bin "$ROOT"/go/src
+	chmod -R 1777 "$ROOT"/go
+	shopt -s nullglob globstar
+	for crt in /usr/local/share/ca-certificates/**/*.crt; do
+		log "trusting $crt"
+		cp "$crt" "$ROOT"/usr/local/share/ca-certificates/
+		{ cat "$crt"; echo; } >>"$ROOT"/etc/ssl/certs/ca-certificates.crt
+	done
+	shopt -u nullglob globstar
+	import_image "$GO_IMAGE" \
+		--change "ENV PATH=/go/bin:/usr/local/go/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" \
+		--change 'ENV GOPATH=/go' \
+		--change 'ENV GOTOOLCHAIN=local' \
+		--change 'WORKDIR /go' \
+		--change 'CMD ["bash"]'
+fi
+log "done: $REDIS_IMAGE $POSTGRES_IMAGE $GO_IMAGE"
