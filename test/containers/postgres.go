@@ -31,8 +31,10 @@ var postgresPort = network.MustParsePort("5432/tcp")
 
 // StartPostgres starts a PostgreSQL container from TEST_POSTGRES_IMAGE
 // (default postgres:16-alpine), or uses the server at TEST_DATABASE_URL when
-// that is set. The caller must Terminate it.
-func StartPostgres(ctx context.Context) (*Postgres, error) {
+// that is set. opts customise the container (network.WithNetwork puts it on a
+// network of the test's); a ready server ignores them. The caller must
+// Terminate it.
+func StartPostgres(ctx context.Context, opts ...testcontainers.ContainerCustomizer) (*Postgres, error) {
 	if dsn := os.Getenv("TEST_DATABASE_URL"); dsn != "" {
 		waitCtx, cancel := context.WithTimeout(ctx, startupTimeout)
 		defer cancel()
@@ -47,7 +49,7 @@ func StartPostgres(ctx context.Context) (*Postgres, error) {
 	disableReaper()
 	image := envOr("TEST_POSTGRES_IMAGE", "postgres:16-alpine")
 
-	ctr, err := testcontainers.Run(ctx, image,
+	ctr, err := testcontainers.Run(ctx, image, append([]testcontainers.ContainerCustomizer{
 		testcontainers.WithEnv(map[string]string{
 			"POSTGRES_USER":     "postgres",
 			"POSTGRES_PASSWORD": "postgres",
@@ -68,7 +70,7 @@ func StartPostgres(ctx context.Context) (*Postgres, error) {
 				}
 				return retry(ctx, func(ctx context.Context) error { return pingPostgres(ctx, dsn) })
 			})),
-	)
+	}, opts...)...)
 	if err != nil {
 		err = errors.Join(err, testcontainers.TerminateContainer(ctr))
 		return nil, fmt.Errorf("containers: start postgres from %s: %w", image, err)

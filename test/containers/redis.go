@@ -35,9 +35,10 @@ var redisPort = network.MustParsePort("6379/tcp")
 // StartRedis starts a Redis container from TEST_REDIS_IMAGE (default
 // redis:7-alpine), without persistence, published on a fixed port of
 // 127.0.0.1 so that Stop and Start keep its URL. When TEST_REDIS_URL is set
-// it uses that server instead, through a proxy on 127.0.0.1. The caller must
-// Terminate it.
-func StartRedis(ctx context.Context) (*Redis, error) {
+// it uses that server instead, through a proxy on 127.0.0.1. opts customise
+// the container (network.WithNetwork puts it on a network of the test's);
+// a ready server ignores them. The caller must Terminate it.
+func StartRedis(ctx context.Context, opts ...testcontainers.ContainerCustomizer) (*Redis, error) {
 	if upstream := os.Getenv("TEST_REDIS_URL"); upstream != "" {
 		return startRedisProxy(ctx, upstream)
 	}
@@ -48,7 +49,7 @@ func StartRedis(ctx context.Context) (*Redis, error) {
 	var err error
 	for range 3 {
 		var r *Redis
-		r, err = runRedis(ctx, image)
+		r, err = runRedis(ctx, image, opts)
 		if err == nil {
 			return r, nil
 		}
@@ -59,13 +60,13 @@ func StartRedis(ctx context.Context) (*Redis, error) {
 	return nil, fmt.Errorf("containers: start redis from %s: %w", image, err)
 }
 
-func runRedis(ctx context.Context, image string) (*Redis, error) {
+func runRedis(ctx context.Context, image string, opts []testcontainers.ContainerCustomizer) (*Redis, error) {
 	port, err := freePort()
 	if err != nil {
 		return nil, fmt.Errorf("find a free port: %w", err)
 	}
 	r := &Redis{url: fmt.Sprintf("redis://127.0.0.1:%d/0", port)}
-	ctr, err := testcontainers.Run(ctx, image,
+	ctr, err := testcontainers.Run(ctx, image, append([]testcontainers.ContainerCustomizer{
 		testcontainers.WithCmd("redis-server", "--save", "", "--appendonly", "no", "--protected-mode", "no"),
 		testcontainers.WithExposedPorts(redisPort.String()),
 		testcontainers.WithHostConfigModifier(func(hc *container.HostConfig) {
@@ -79,7 +80,7 @@ func runRedis(ctx context.Context, image string) (*Redis, error) {
 		// again after a restart.
 		testcontainers.WithWaitStrategyAndDeadline(startupTimeout, wait.ForNop(
 			func(ctx context.Context, _ wait.StrategyTarget) error { return waitRedis(ctx, r.url) })),
-	)
+	}, opts...)...)
 	if err != nil {
 		return nil, errors.Join(err, testcontainers.TerminateContainer(ctr))
 	}
