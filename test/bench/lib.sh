@@ -17,11 +17,18 @@ if [[ -z ${BENCH_BIN:-} ]]; then
 fi
 ulimit -n 1048576 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
+# BENCH_SERVER_CPUS and BENCH_TOOL_CPUS (taskset lists, e.g. 1 and 0) pin
+# the servers, and the load tool and the fake Bedrock, to separate CPUs, so
+# that the tools' work does not delay the server's (unset: no pinning).
+pin_server=() pin_tool=()
+[[ -n ${BENCH_SERVER_CPUS:-} ]] && pin_server=(taskset -c "$BENCH_SERVER_CPUS")
+[[ -n ${BENCH_TOOL_CPUS:-} ]] && pin_tool=(taskset -c "$BENCH_TOOL_CPUS")
+
 # server PORT [ENV...]: starts a fresh server; its pid is left in $pid.
 server() {
 	local port=$1
 	shift
-	env LISTEN_ADDR="127.0.0.1:$port" LOG_LEVEL=warn INSTANCE_ID="bench-$port" "$@" \
+	"${pin_server[@]}" env LISTEN_ADDR="127.0.0.1:$port" LOG_LEVEL=warn INSTANCE_ID="bench-$port" "$@" \
 		"$BIN/wsserver" >>"$OUT/server-$port.log" 2>&1 &
 	pid=$!
 	pids+=("$pid")
@@ -37,7 +44,7 @@ server() {
 # is left in $fake_url, its pid in $fake_pid.
 fakebedrock() {
 	rm -f "$OUT/fakebedrock.url"
-	"$BIN/fakebedrock" -url-file "$OUT/fakebedrock.url" "$@" >>"$OUT/fakebedrock.log" 2>&1 &
+	"${pin_tool[@]}" "$BIN/fakebedrock" -url-file "$OUT/fakebedrock.url" "$@" >>"$OUT/fakebedrock.log" 2>&1 &
 	fake_pid=$!
 	pids+=("$fake_pid")
 	for _ in $(seq 100); do
@@ -107,7 +114,7 @@ bench() {
 	local name=$1
 	shift
 	echo "== $name: wsbench $*" | tee "$OUT/$name.txt"
-	"$BIN/wsbench" "$@" -q | tee -a "$OUT/$name.txt"
+	"${pin_tool[@]}" "$BIN/wsbench" "$@" -q | tee -a "$OUT/$name.txt"
 }
 
 # cpu NAME PID...: adds the CPU time each process has used so far, and
