@@ -34,7 +34,7 @@ const (
 
 // newModel starts a fake answering def and a Model on it through the real
 // SDK client, with static credentials.
-func newModel(t *testing.T, def fakebedrock.Script, edit func(*bedrock.Config)) (*bedrock.Model, *fakebedrock.Server) {
+func newModel(t testing.TB, def fakebedrock.Script, edit func(*bedrock.Config)) (*bedrock.Model, *fakebedrock.Server) {
 	t.Helper()
 	fake := fakebedrock.New(def)
 	t.Cleanup(fake.Close)
