@@ -16,6 +16,7 @@ run: ## Run the server (go run ./cmd/wsserver)
 	go run ./cmd/wsserver
 
 test: ## Run the whole suite, with Redis, PostgreSQL and the Dockerfile's image as containers (test/images/env.sh)
+	@test/browser/ensure-chromium.sh
 	@$(IMAGES) set -x && \
 	TESTCONTAINERS_RYUK_DISABLED=true go test -race -count=1 -timeout 20m ./...
 
