@@ -150,6 +150,7 @@ type Server struct {
 	def      Script
 	queue    []Script
 	requests []Request
+	light    bool          // keep no header or body of the calls
 	changed  chan struct{} // closed and replaced when requests change
 }
 
@@ -228,6 +229,15 @@ func (s *Server) Throttle(n int) {
 	s.queue = append(throttled, s.queue...)
 }
 
+// Light makes the fake keep no header and no body of the calls from now
+// on, only what Request has besides: for a fake that serves a long load
+// run, where they would add up (a few KB a call).
+func (s *Server) Light() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.light = true
+}
+
 // Requests returns the calls received so far, in order of arrival.
 func (s *Server) Requests() []Request {
 	s.mu.Lock()
@@ -283,6 +293,9 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, op string) {
 		req := Request{Op: op, ModelID: r.PathValue("modelId"), Header: r.Header.Clone(), Body: body}
 		if op == "apply-guardrail" {
 			req.ModelID, req.GuardrailVersion = r.PathValue("guardrailId"), r.PathValue("version")
+		}
+		if s.light {
+			req.Header, req.Body = nil, nil
 		}
 		s.requests = append(s.requests, req)
 	})

@@ -145,3 +145,28 @@ func TestCloseEndsHangingCalls(t *testing.T) {
 		t.Fatal("Close blocked on a hanging call")
 	}
 }
+
+func TestLightKeepsNoHeaderOrBody(t *testing.T) {
+	fake := fakebedrock.New(fakebedrock.Script{Text: "ok"})
+	defer fake.Close()
+
+	resp := post(t, t.Context(), fake.URL+"/model/m/converse", `{"first":true}`)
+	_, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	fake.Light()
+	resp = post(t, t.Context(), fake.URL+"/model/m/converse", `{"second":true}`)
+	_, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+
+	reqs := fake.Requests()
+	require.Len(t, reqs, 2)
+	assert.JSONEq(t, `{"first":true}`, string(reqs[0].Body), "calls before Light keep their body")
+	assert.NotEmpty(t, reqs[0].Header)
+	assert.Nil(t, reqs[1].Body)
+	assert.Nil(t, reqs[1].Header)
+	assert.Equal(t, "converse", reqs[1].Op)
+	assert.Equal(t, "m", reqs[1].ModelID)
+	r, err := fake.WaitEnded(t.Context(), 1)
+	require.NoError(t, err)
+	assert.True(t, r.Ended)
+}
