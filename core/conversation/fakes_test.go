@@ -26,6 +26,9 @@ type script struct {
 	// a testing/synctest bubble, where waiting takes no real time.
 	gap   time.Duration
 	stall map[int]time.Duration
+	// late[i] delays piece i's delivery, not the model: the model sent
+	// it on time and the next on time, as a busy network or CPU does.
+	late  map[int]time.Duration
 	deaf  bool             // it waits through its gaps and stalls even when cancelled
 	stop  ports.StopReason // empty means end_turn
 	err   error            // returned after the pieces
@@ -58,7 +61,11 @@ func (m *scriptedModel) Stream(ctx context.Context, req ports.ChatRequest, token
 		if err := ctx.Err(); err != nil {
 			return ports.Reply{}, err
 		}
-		if d := s.stall[i]; i > 0 && s.deaf {
+		d := s.stall[i]
+		if i > 0 {
+			d += s.late[i] - s.late[i-1]
+		}
+		if i > 0 && s.deaf {
 			time.Sleep(s.gap + d)
 		} else if i > 0 && s.gap+d > 0 {
 			select {

@@ -1,6 +1,7 @@
 package conversation
 
 import (
+	"slices"
 	"sync"
 	"time"
 )
@@ -33,6 +34,16 @@ import (
 // pacer catching up would send bursts again. Once the model is done,
 // nothing is stretched any more; the rest plays at the model's pace.
 //
+// The lag also hides the delivery's own jitter. Pieces that reach the
+// server late (a busy CPU on either end of the model's connection, a
+// retransmit, a proxy's buffer) show as a gap longer than the model's
+// pace followed by shorter ones, down to a burst: the model did not pause
+// there, the delivery did, and then caught up. The pacer plays such pieces
+// where they would have come at the model's pace (even). A stall of the
+// model keeps its place: what follows it comes at the model's pace, not
+// in a burst; a burst that does follow one is spread at the pace, which
+// shortens the stall by that much and no more.
+//
 // The price is the lag itself: end, which follows the last token, comes
 // that much later than the model's last token (about 320 ms for the local
 // model's answer at 50 tokens/s), so chats sent back to back deliver that
@@ -64,7 +75,18 @@ type schedule struct {
 	lag        time.Duration // due = arrival + lag
 	longest    time.Duration // the longest sentence's generation time
 	last       time.Time     // when the previous token is due
+
+	// pace is the model's gap: the median gap of the last sentence of
+	// four pieces or more. prevAt is when the previous sentence's last
+	// piece arrived, evened. gaps is even's scratch.
+	pace   time.Duration
+	prevAt time.Time
+	gaps   [maxPaceGaps]time.Duration
 }
+
+// maxPaceGaps is how many of a sentence's last gaps the model's pace is
+// taken from.
+const maxPaceGaps = 16
 
 // pacing reports whether tokens may be paced at all: arrivals need
 // stamping only then.
@@ -95,6 +117,63 @@ func (s *schedule) sentence(pieces []held, now time.Time) {
 		s.on, s.fresh, s.lag = true, true, took
 	}
 	s.longest = max(s.longest, took)
+	s.even(pieces, now)
+}
+
+// even moves pieces that came late back to where they would have come,
+// before their due times are set. A run is a piece that came after a gap
+// longer than the model's pace and the pieces that followed it closer
+// than the pace: late deliveries, caught up by the run's last piece, which
+// the next came a full pace after. When the gap before the run has room
+// for the run at the model's pace, its pieces are put that pace apart,
+// ending at its last; when it has not (the model sped up), evenly over
+// the gap and the run. No piece moves later than it came. now stands for
+// the piece after the last (the piece that ended the sentence, or the
+// model's end), which a run may end with: a slow guardrail makes it
+// later, which only moves less.
+func (s *schedule) even(pieces []held, now time.Time) {
+	if n := min(len(pieces)-1, maxPaceGaps); n >= 3 {
+		g := s.gaps[:0]
+		for i := len(pieces) - n; i < len(pieces); i++ {
+			g = append(g, pieces[i].at.Sub(pieces[i-1].at))
+		}
+		slices.Sort(g)
+		s.pace = g[len(g)/2]
+	}
+	at := func(i int) time.Time { // now follows the last piece
+		if i == len(pieces) {
+			return now
+		}
+		return pieces[i].at
+	}
+	prev := s.prevAt
+	for j := 0; j < len(pieces); {
+		if s.pace <= 0 || prev.IsZero() || pieces[j].at.Sub(prev) <= s.pace {
+			prev = pieces[j].at
+			j++
+			continue
+		}
+		m := j // the run is pieces[j:m+1], its last maybe now
+		for m < len(pieces) && at(m+1).Sub(at(m)) < s.pace {
+			m++
+		}
+		n := time.Duration(m - j + 1)
+		span := at(m).Sub(prev) // the gap before the run, and the run
+		for i := j; i < min(m, len(pieces)); i++ {
+			var t time.Time
+			if k := time.Duration(i - j + 1); span >= n*s.pace {
+				t = at(m).Add(-(n - k) * s.pace)
+			} else {
+				t = prev.Add(span * k / n)
+			}
+			if t.Before(pieces[i].at) {
+				pieces[i].at = t
+			}
+		}
+		prev = at(m)
+		j = m + 1
+	}
+	s.prevAt = pieces[len(pieces)-1].at
 }
 
 // due returns when a token of the sentence released at now, whose piece

@@ -56,8 +56,8 @@ func slowFrom(i, n int, gap time.Duration) map[int]time.Duration {
 	return stall
 }
 
-// arrivals returns when the model of s sends each piece, from start.
-func arrivals(start time.Time, s script) []time.Time {
+// sent returns when the model of s sends each piece, from start.
+func sent(start time.Time, s script) []time.Time {
 	out := make([]time.Time, len(s.pieces))
 	at := start
 	for i := range s.pieces {
@@ -65,6 +65,16 @@ func arrivals(start time.Time, s script) []time.Time {
 			at = at.Add(s.gap + s.stall[i])
 		}
 		out[i] = at
+	}
+	return out
+}
+
+// arrivals returns when each piece of s arrives: when it was sent, or
+// later when it was delivered late.
+func arrivals(start time.Time, s script) []time.Time {
+	out := sent(start, s)
+	for i := range out {
+		out[i] = out[i].Add(s.late[i])
 	}
 	return out
 }
@@ -112,6 +122,31 @@ func TestPacing(t *testing.T) {
 		{
 			name:   "the model stalls between sentences",
 			model:  script{pieces: sentences(8, 8, 8), gap: gap, stall: map[int]time.Duration{8: 300 * time.Millisecond}},
+			smooth: true,
+		},
+		{
+			name:   "a piece delivered late inside a sentence plays at its place",
+			model:  script{pieces: localAnswer, gap: gap, late: map[int]time.Duration{10: 8 * time.Millisecond}},
+			smooth: true,
+		},
+		{
+			name:   "a piece delivered late at a sentence's end",
+			model:  script{pieces: localAnswer, gap: gap, late: map[int]time.Duration{6: 8 * time.Millisecond, 14: 5 * time.Millisecond}},
+			smooth: true,
+		},
+		{
+			name:   "a piece delivered late at a sentence's start",
+			model:  script{pieces: localAnswer, gap: gap, late: map[int]time.Duration{7: 8 * time.Millisecond, 15: 12 * time.Millisecond}},
+			smooth: true,
+		},
+		{
+			name:   "pieces delivered late together, in a burst",
+			model:  script{pieces: localAnswer, gap: gap, late: map[int]time.Duration{9: 40 * time.Millisecond, 10: 20 * time.Millisecond, 20: 19 * time.Millisecond, 21: 1 * time.Millisecond}},
+			smooth: true,
+		},
+		{
+			name:   "late pieces in every sentence",
+			model:  script{pieces: localAnswer, gap: gap, late: map[int]time.Duration{3: 5 * time.Millisecond, 10: 9 * time.Millisecond, 20: 3 * time.Millisecond, 30: 15 * time.Millisecond}},
 			smooth: true,
 		},
 		{
@@ -169,7 +204,7 @@ func TestPacing(t *testing.T) {
 				// A token is released by the guardrail check of the text
 				// it ends up in; longest is the longest time a sentence
 				// took, from its first piece to its check.
-				arrived := arrivals(start, tt.model)
+				arrived, sentAt := arrivals(start, tt.model), sent(start, tt.model)
 				released := make([]time.Time, len(arrived))
 				longest := time.Duration(0)
 				k := 0
@@ -197,7 +232,7 @@ func TestPacing(t *testing.T) {
 						continue
 					}
 					assert.False(t, at[k].Before(at[k-1]), "token %d went out before the one before it", k)
-					got, model := at[k].Sub(at[k-1]), arrived[k].Sub(arrived[k-1])
+					got, model := at[k].Sub(at[k-1]), sentAt[k].Sub(sentAt[k-1])
 					paced := !tt.unpaced && k > tt.pacedFrom
 					if paced {
 						assert.GreaterOrEqual(t, got, model, "gap before token %d: a burst; the model's is %v", k, model)
