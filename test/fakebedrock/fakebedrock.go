@@ -56,7 +56,10 @@ type Script struct {
 	// Usage is reported in the metadata; zero means about one input token
 	// per 4 bytes of the request body and one output token per delta.
 	Usage Usage
-	// Pace is the pause before each delta after the first.
+	// Pace is the time between deltas, on the fake's own clock: delta i
+	// is due Pace*i after the first, as from a model generating at a
+	// steady rate. One sent late (the fake's CPU was busy) does not delay
+	// the ones after it.
 	Pace time.Duration
 	// HTTPError, when set, answers the call with an HTTP error instead of
 	// a stream: ThrottlingError and ServerError make common ones.
@@ -415,16 +418,20 @@ func (s *Server) stream(ctx context.Context, w http.ResponseWriter, sc Script, u
 	fw := &frameWriter{w: w, enc: eventstream.NewEncoder()}
 	fw.event("messageStart", map[string]any{"role": "assistant"})
 	var timer *time.Timer
+	var first time.Time
 	for i, d := range sc.deltas() {
 		if sc.Exception != nil && i == sc.Exception.After {
 			break
 		}
-		if i > 0 && sc.Pace > 0 {
+		if i == 0 {
+			first = time.Now()
+		} else if sc.Pace > 0 {
+			wait := time.Until(first.Add(time.Duration(i) * sc.Pace))
 			if timer == nil {
-				timer = time.NewTimer(sc.Pace)
+				timer = time.NewTimer(wait)
 				defer timer.Stop()
 			} else {
-				timer.Reset(sc.Pace)
+				timer.Reset(wait)
 			}
 			select {
 			case <-ctx.Done():

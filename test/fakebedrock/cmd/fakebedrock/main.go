@@ -67,7 +67,7 @@ func parse(args []string, usage io.Writer) (options, error) {
 	fs.SetOutput(usage)
 	fs.StringVar(&o.text, "text", defaultText, "the answer to every call")
 	fs.IntVar(&o.words, "words", 0, "send the first `N` words of -text, repeating it if it is shorter (0: -text once)")
-	fs.DurationVar(&o.pace, "pace", 20*time.Millisecond, "the pause before each delta after the first (20ms: 50 tokens/s)")
+	fs.DurationVar(&o.pace, "pace", 20*time.Millisecond, "the time between deltas, on the fake's own clock (20ms: 50 tokens/s)")
 	fs.StringVar(&o.urlFile, "url-file", "", "also write the endpoint's URL to this `file`")
 	if err := fs.Parse(args); err != nil {
 		return o, err
