@@ -194,6 +194,7 @@ func NewClient(ctx context.Context, cfg ClientConfig) (*bedrockruntime.Client, e
 			})
 		}
 		o.HTTPClient = wholeBody{next: o.HTTPClient}
+		o.Protocol = newEventProtocol(o.Protocol) // see eventProtocol
 	}), nil
 }
 
