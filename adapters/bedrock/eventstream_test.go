@@ -237,7 +237,7 @@ func TestProtocolDecodesLikeTheSDK(t *testing.T) {
 				require.NoError(t, first.Err)
 				assert.Equal(t, tt.want, first.Value)
 				require.Len(t, got, 2)
-				assert.ErrorIs(t, got[1].Err, io.EOF)
+				require.ErrorIs(t, got[1].Err, io.EOF)
 			}
 			if tt.err != nil {
 				assert.ErrorAs(t, first.Err, tt.err)
@@ -310,10 +310,12 @@ func TestProtocolCorruptInput(t *testing.T) {
 		{name: "bad message crc", stream: flip(len(good) - 1), want: isChecksumError},
 		{name: "bad payload byte", stream: flip(len(good) - 8), want: isChecksumError},
 		{name: "zero length", stream: withLens(0, 0), want: func(t *testing.T, err error) {
+			t.Helper()
 			var le eventstream.LengthError
 			assert.ErrorAs(t, err, &le)
 		}},
 		{name: "unknown header type", stream: unknownHeaderType(t), want: func(t *testing.T, err error) {
+			t.Helper()
 			assert.ErrorContains(t, err, "unknown value type")
 		}},
 		{name: "truncated prelude", stream: good[:5], want: isEOF},
