@@ -123,3 +123,50 @@ func TestEven(t *testing.T) {
 		})
 	}
 }
+
+// FuzzEven holds even to what the pacer relies on, whatever the
+// arrivals: no piece moves later than it came, none before the previous
+// sentence's last, and the order stays.
+func FuzzEven(f *testing.F) {
+	f.Add([]byte{20, 20, 27, 13, 20, 20}, uint8(20), uint8(0), true)
+	f.Add([]byte{20, 20, 20, 60, 0, 0, 20}, uint8(0), uint8(20), false)
+	f.Add([]byte{0, 0, 0, 3, 0}, uint8(0), uint8(0), true)
+	f.Add([]byte{255, 1, 2, 250, 0, 0, 0, 9}, uint8(7), uint8(1), true)
+	f.Fuzz(func(t *testing.T, gaps []byte, pace, next uint8, prev bool) {
+		if len(gaps) > 64 {
+			return
+		}
+		s := schedule{pace: time.Duration(pace) * time.Millisecond}
+		at := time.Date(2026, 11, 27, 10, 0, 0, 0, time.UTC)
+		if prev {
+			s.prevAt = at
+			at = at.Add(time.Millisecond)
+		}
+		pieces := []held{{at: at}}
+		for _, g := range gaps {
+			at = at.Add(time.Duration(g) * time.Millisecond)
+			pieces = append(pieces, held{at: at})
+		}
+		came := make([]time.Time, len(pieces))
+		for i, p := range pieces {
+			came[i] = p.at
+		}
+		prevAt := s.prevAt
+		s.even(pieces, at.Add(time.Duration(next)*time.Millisecond))
+
+		for i, p := range pieces {
+			if p.at.After(came[i]) {
+				t.Fatalf("piece %d moved later: %v after %v", i, p.at, came[i])
+			}
+			if !prevAt.IsZero() && p.at.Before(prevAt) {
+				t.Fatalf("piece %d moved before the previous sentence's last", i)
+			}
+			if i > 0 && p.at.Before(pieces[i-1].at) {
+				t.Fatalf("piece %d moved before piece %d", i, i-1)
+			}
+		}
+		if !s.prevAt.Equal(pieces[len(pieces)-1].at) {
+			t.Fatalf("prevAt %v is not the last piece's %v", s.prevAt, pieces[len(pieces)-1].at)
+		}
+	})
+}
