@@ -5,24 +5,21 @@ package e2e
 
 import (
 	"context"
-	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/gorilla/websocket"
 	"github.com/stretchr/testify/require"
 
 	"github.com/wsserver/wsserver/adapters/config"
 	"github.com/wsserver/wsserver/cmd/wsserver/app"
 	"github.com/wsserver/wsserver/test/containers"
+	"github.com/wsserver/wsserver/test/wstest"
 )
 
 // wait bounds every wait of these tests. A passing run never comes close.
@@ -107,90 +104,38 @@ func (in *instance) shutdown(t *testing.T) error {
 	}
 }
 
-// client is one WebSocket client with a reader that keeps every message.
+// client is a wstest.Client bound to the test that opened it.
 type client struct {
-	t    *testing.T
-	conn *websocket.Conn
-	msgs chan map[string]any
-	done chan struct{}
-	mu   sync.Mutex
-	err  error // how the connection ended
+	*wstest.Client
+	t *testing.T
 }
 
 func dial(t *testing.T, in *instance, path string) *client {
 	t.Helper()
-	d := websocket.Dialer{HandshakeTimeout: wait}
-	conn, resp, err := d.Dial("ws://"+in.addr+path, nil)
-	if resp != nil && resp.Body != nil {
-		resp.Body.Close()
-	}
-	require.NoError(t, err)
-	c := &client{t: t, conn: conn, msgs: make(chan map[string]any, 4096), done: make(chan struct{})}
-	go c.read()
-	t.Cleanup(func() { conn.Close() })
-	return c
-}
-
-func (c *client) read() {
-	defer close(c.done)
-	for {
-		_, p, err := c.conn.ReadMessage()
-		if err != nil {
-			c.mu.Lock()
-			c.err = err
-			c.mu.Unlock()
-			return
-		}
-		var m map[string]any
-		if json.Unmarshal(p, &m) != nil {
-			m = map[string]any{"raw": string(p)}
-		}
-		c.msgs <- m
-	}
+	return &client{Client: wstest.Dial(t, "ws://"+in.addr+path, nil, wait), t: t}
 }
 
 func (c *client) send(v string) {
 	c.t.Helper()
-	require.NoError(c.t, c.conn.WriteMessage(websocket.TextMessage, []byte(v)))
+	c.Send(c.t, v)
 }
 
 // next returns the next message.
 func (c *client) next() map[string]any {
 	c.t.Helper()
-	select {
-	case m := <-c.msgs:
-		return m
-	case <-time.After(wait):
-		c.t.Fatal("no message came")
-		return nil
-	}
+	return c.Next(c.t)
 }
 
 // nextOf skips messages until one of type typ.
 func (c *client) nextOf(typ string) map[string]any {
 	c.t.Helper()
-	for {
-		if m := c.next(); m["type"] == typ {
-			return m
-		}
-	}
+	return c.NextOf(c.t, typ)
 }
 
 // closed waits for the connection to end and returns the close code.
 func (c *client) closed() int {
 	c.t.Helper()
-	select {
-	case <-c.done:
-	case <-time.After(wait):
-		c.t.Fatal("the connection was not closed")
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	var ce *websocket.CloseError
-	if errors.As(c.err, &ce) {
-		return ce.Code
-	}
-	return -1
+	return c.Closed(c.t)
 }
 
 // join opens a session socket on in and says hello.

@@ -96,15 +96,15 @@ func TestSessionAcrossInstances(t *testing.T) {
 	{
 		elsewhere.send(`{"type":"ping"}`)
 		assert.Equal(t, "pong", elsewhere.next()["type"])
-		assert.Empty(t, elsewhere.msgs)
+		assert.Empty(t, elsewhere.Msgs)
 	}
 
 	// a clean disconnect leaves presence at once.
 	{
 		gone := join(t, b, s, "leaving")
 		assert.Equal(t, 3, presenceCount(t, onA))
-		require.NoError(t, gone.conn.Close())
-		<-gone.done
+		require.NoError(t, gone.Conn.Close())
+		<-gone.Done
 		eventually(t, "presence drops to 2", func() bool { return presenceCount(t, onA) == 2 })
 	}
 }
@@ -168,7 +168,7 @@ func TestRedisStopsAndComesBack(t *testing.T) {
 		n++
 		onA.send(fmt.Sprintf(`{"type":"broadcast","msg":"again %d"}`, n))
 		select {
-		case m := <-onB.msgs:
+		case m := <-onB.Msgs:
 			return m["type"] == "session_message"
 		case <-time.After(200 * time.Millisecond):
 			return false

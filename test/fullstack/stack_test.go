@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -27,6 +26,7 @@ import (
 	"github.com/testcontainers/testcontainers-go/wait"
 
 	"github.com/wsserver/wsserver/test/containers"
+	"github.com/wsserver/wsserver/test/wstest"
 )
 
 // patience bounds every wait for a message or a state. A passing run never
@@ -122,8 +122,8 @@ func TestStack(t *testing.T) {
 	onB := join(t, b, session, "agent")
 
 	t.Run("session across instances", func(t *testing.T) {
-		onA.send(t, `{"type":"broadcast","msg":"hello from a","data":{"n":1}}`)
-		got := onB.nextOf(t, "session_message")
+		onA.Send(t, `{"type":"broadcast","msg":"hello from a","data":{"n":1}}`)
+		got := onB.NextOf(t, "session_message")
 		assert.Equal(t, "hello from a", got["msg"])
 		assert.Equal(t, "admin", got["user_type"])
 		assert.Equal(t, map[string]any{"n": float64(1)}, got["data"])
@@ -132,10 +132,10 @@ func TestStack(t *testing.T) {
 
 	t.Run("SIGTERM mid-answer", func(t *testing.T) {
 		c := dial(t, a, "/ws/chat/")
-		c.send(t, chatMessage("Please tell me, at some length and in your own words, what this server does "+
+		c.Send(t, chatMessage("Please tell me, at some length and in your own words, what this server does "+
 			"with a chat message from the moment it arrives until the answer is stored."))
-		require.Equal(t, "session_started", c.next(t)["type"])
-		first := c.nextOf(t, "token")
+		require.Equal(t, "session_started", c.Next(t)["type"])
+		first := c.NextOf(t, "token")
 		text := first["content"].(string)
 
 		out, err := exec.CommandContext(ctx, "docker", "kill", "--signal", "SIGTERM", a.ctr.GetContainerID()).CombinedOutput()
@@ -148,7 +148,7 @@ func TestStack(t *testing.T) {
 		})
 		// The answer finishes, whole.
 		for done := false; !done; {
-			m := c.next(t)
+			m := c.Next(t)
 			switch m["type"] {
 			case "token":
 				text += m["content"].(string)
@@ -160,10 +160,10 @@ func TestStack(t *testing.T) {
 			}
 		}
 		assert.Contains(t, text, "what this server does")
-		t.Logf("a's chat socket closed with %d after its answer", c.closed(t))
+		t.Logf("a's chat socket closed with %d after its answer", c.Closed(t))
 
 		// Session sockets are told to reconnect elsewhere.
-		assert.Equal(t, websocket.CloseServiceRestart, onA.closed(t), "a's session socket")
+		assert.Equal(t, websocket.CloseServiceRestart, onA.Closed(t), "a's session socket")
 
 		// The process exits 0.
 		var state *container.State
@@ -272,95 +272,10 @@ func eventually(t *testing.T, what string, try func() bool) {
 	}
 }
 
-// client is one WebSocket client whose reader keeps every message. Its
-// methods take the test that uses it, which may be a subtest of the one
-// that opened it.
-type client struct {
-	conn *websocket.Conn
-	msgs chan map[string]any
-	done chan struct{}
-	err  error // how the connection ended; read after done is closed
-}
-
 // dial opens a WebSocket on s with the API key in the Authorization header.
-func dial(t *testing.T, s *server, path string) *client {
+func dial(t *testing.T, s *server, path string) *wstest.Client {
 	t.Helper()
-	d := websocket.Dialer{HandshakeTimeout: patience}
-	conn, resp, err := d.Dial("ws://"+s.addr+path, http.Header{"Authorization": {"Bearer " + apiKey}})
-	if resp != nil && resp.Body != nil {
-		resp.Body.Close()
-	}
-	require.NoError(t, err, "dial %s%s", s.id, path)
-	c := &client{conn: conn, msgs: make(chan map[string]any, 1024), done: make(chan struct{})}
-	go c.read()
-	t.Cleanup(func() { conn.Close() })
-	return c
-}
-
-func (c *client) read() {
-	defer close(c.done)
-	for {
-		_, p, err := c.conn.ReadMessage()
-		if err != nil {
-			c.err = err
-			return
-		}
-		var m map[string]any
-		if json.Unmarshal(p, &m) != nil {
-			m = map[string]any{"raw": string(p)}
-		}
-		c.msgs <- m
-	}
-}
-
-func (c *client) send(t *testing.T, msg string) {
-	t.Helper()
-	require.NoError(t, c.conn.WriteMessage(websocket.TextMessage, []byte(msg)))
-}
-
-// next returns the next message.
-func (c *client) next(t *testing.T) map[string]any {
-	t.Helper()
-	select {
-	case m := <-c.msgs:
-		return m
-	case <-c.done:
-		select {
-		case m := <-c.msgs:
-			return m
-		default:
-		}
-		t.Fatalf("the connection ended (%v) before the next message", c.err)
-	case <-time.After(patience):
-		t.Fatal("no message came")
-	}
-	return nil
-}
-
-// nextOf skips messages until one of type typ.
-func (c *client) nextOf(t *testing.T, typ string) map[string]any {
-	t.Helper()
-	for {
-		if m := c.next(t); m["type"] == typ {
-			return m
-		}
-	}
-}
-
-// closed waits for the connection to end and returns its close code, or
-// -1 when it ended without a close frame.
-func (c *client) closed(t *testing.T) int {
-	t.Helper()
-	select {
-	case <-c.done:
-	case <-time.After(patience):
-		t.Fatal("the connection was not closed")
-	}
-	var ce *websocket.CloseError
-	if errors.As(c.err, &ce) {
-		return ce.Code
-	}
-	return -1
+	return wstest.Dial(t, "ws://"+s.addr+path, http.Header{"Authorization": {"Bearer " + apiKey}}, patience)
 }
 
 func chatMessage(text string) string {
@@ -377,13 +292,13 @@ type answer struct {
 
 // chat sends one chat message on a new thread and reads its answer to the
 // end.
-func chat(t *testing.T, c *client, text string) answer {
+func chat(t *testing.T, c *wstest.Client, text string) answer {
 	t.Helper()
-	c.send(t, chatMessage(text))
-	require.Equal(t, "session_started", c.next(t)["type"])
+	c.Send(t, chatMessage(text))
+	require.Equal(t, "session_started", c.Next(t)["type"])
 	var a answer
 	for {
-		m := c.next(t)
+		m := c.Next(t)
 		switch m["type"] {
 		case "token":
 			a.text += m["content"].(string)
@@ -398,19 +313,19 @@ func chat(t *testing.T, c *client, text string) answer {
 }
 
 // join opens a session socket on s and says hello.
-func join(t *testing.T, s *server, session, userType string) *client {
+func join(t *testing.T, s *server, session, userType string) *wstest.Client {
 	t.Helper()
 	c := dial(t, s, "/ws/session/"+session+"/")
-	c.send(t, fmt.Sprintf(`{"type":"hello","user_type":%q,"client_type":"web"}`, userType))
-	ok := c.next(t)
+	c.Send(t, fmt.Sprintf(`{"type":"hello","user_type":%q,"client_type":"web"}`, userType))
+	ok := c.Next(t)
 	require.Equal(t, "hello_ok", ok["type"], "%v", ok)
 	return c
 }
 
 // presenceCount asks for the session's presence on c.
-func presenceCount(t *testing.T, c *client) int {
+func presenceCount(t *testing.T, c *wstest.Client) int {
 	t.Helper()
-	c.send(t, `{"type":"presence"}`)
-	n, _ := c.nextOf(t, "presence")["count"].(float64)
+	c.Send(t, `{"type":"presence"}`)
+	n, _ := c.NextOf(t, "presence")["count"].(float64)
 	return int(n)
 }
