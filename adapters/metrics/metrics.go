@@ -2,7 +2,10 @@
 package metrics
 
 import (
+	"context"
+	"net"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -21,6 +24,11 @@ type Metrics struct {
 	slowConsumers *prometheus.CounterVec
 	refused       *prometheus.CounterVec
 	backendErrors *prometheus.CounterVec
+	httpConns     prometheus.Gauge
+	unserved      prometheus.Counter
+
+	mu     sync.Mutex
+	served map[net.Conn]bool // connections in net/http's hands: has one sent a whole request?
 }
 
 // New registers every collector.
@@ -50,9 +58,18 @@ func New() *Metrics {
 		backendErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "wsserver_backend_errors_total", Help: "Failed calls to shared backends, by backend and operation.",
 		}, []string{"backend", "op"}),
+		httpConns: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "wsserver_http_connections", Help: "TCP connections the HTTP server holds (a WebSocket leaves it once upgraded).",
+		}),
+		unserved: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "wsserver_http_connections_unserved_total",
+			Help: "TCP connections closed before they sent one whole request (header timeout, bad request line, client gone).",
+		}),
+		served: make(map[net.Conn]bool),
 	}
 	m.registry.MustRegister(
 		m.socketsOpen, m.messagesIn, m.messagesOut, m.delivery, m.slowConsumers, m.refused, m.backendErrors,
+		m.httpConns, m.unserved,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
@@ -97,3 +114,57 @@ func (m *Metrics) RedisError(op string) { m.backendErrors.WithLabelValues("redis
 
 // PostgresError counts a failed PostgreSQL call by operation.
 func (m *Metrics) PostgresError(op string) { m.backendErrors.WithLabelValues("postgres", op).Inc() }
+
+// WatchConns makes srv count its connections: those open, and those that
+// end before a whole request reached srv.Handler, which is how a client
+// that never finishes its headers (slowloris) or sends garbage ends. Call
+// it once srv.Handler is set and before srv serves.
+func (m *Metrics) WatchConns(srv *http.Server) {
+	next := srv.Handler
+	srv.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if c, ok := r.Context().Value(connKey{}).(net.Conn); ok {
+			m.mu.Lock()
+			if _, open := m.served[c]; open {
+				m.served[c] = true
+			}
+			m.mu.Unlock()
+		}
+		next.ServeHTTP(w, r)
+	})
+	connContext := srv.ConnContext
+	srv.ConnContext = func(ctx context.Context, c net.Conn) context.Context {
+		if connContext != nil {
+			ctx = connContext(ctx, c)
+		}
+		return context.WithValue(ctx, connKey{}, c)
+	}
+	connState := srv.ConnState
+	srv.ConnState = func(c net.Conn, s http.ConnState) {
+		m.connState(c, s)
+		if connState != nil {
+			connState(c, s)
+		}
+	}
+}
+
+type connKey struct{}
+
+func (m *Metrics) connState(c net.Conn, s http.ConnState) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	switch s {
+	case http.StateNew:
+		m.served[c] = false
+		m.httpConns.Inc()
+	case http.StateHijacked, http.StateClosed:
+		served, open := m.served[c]
+		if !open {
+			return
+		}
+		delete(m.served, c)
+		m.httpConns.Dec()
+		if s == http.StateClosed && !served {
+			m.unserved.Inc()
+		}
+	}
+}
