@@ -188,6 +188,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, ln net.Listen
 		MaxHeaderBytes:    32 << 10,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}
+	m.WatchConns(srv) // counts clients that never send a whole request
 
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
