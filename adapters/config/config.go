@@ -43,9 +43,12 @@ const minSecretKeyLen = 32
 // Config is the whole configuration of one wsserver instance. Load fills it; the zero
 // value is not useful.
 type Config struct {
-	// Debug turns on development behaviour (the test page, relaxed start-up checks).
-	// DJANGO_DEBUG (also DEBUG); default true, so that the server runs with no
-	// environment at all. Accepts 1/0, true/false, yes/no, on/off.
+	// Debug turns on development behaviour: the development secret key, no API key,
+	// the test page. DJANGO_DEBUG (also DEBUG); default false, so that a server
+	// started with no settings (the image, a unit without its environment file) is
+	// closed: Load refuses to start it without DJANGO_SECRET_KEY and AUTH_API_KEY (or
+	// AUTH_DISABLED=1). Development opts in: DJANGO_DEBUG=1 go run ./cmd/wsserver.
+	// Accepts 1/0, true/false, yes/no, on/off.
 	Debug bool
 
 	// InstanceID names this instance in /health/, logs and presence records.
@@ -218,6 +221,12 @@ func Load(dotenvPath string) (Config, error) {
 	}
 	l := &loader{src: src}
 	cfg := l.load()
+	if len(l.missing) > 0 {
+		// One line that names everything a closed start lacks, after the
+		// lines of each variable: the fix should not take one run per variable.
+		l.errs = append(l.errs, fmt.Errorf("config: DJANGO_DEBUG is off (the default), so the server does not start without %s; set %s, or set DJANGO_DEBUG=1 for a development server that is open to anyone",
+			strings.Join(l.missing, " and "), pronoun(len(l.missing))))
+	}
 	if len(l.errs) > 0 {
 		return Config{}, errors.Join(l.errs...)
 	}
@@ -319,6 +328,14 @@ type loader struct {
 	src      source
 	errs     []error
 	warnings []string
+	missing  []string // settings a start with DEBUG off needs and lacks
+}
+
+func pronoun(n int) string {
+	if n == 1 {
+		return "it"
+	}
+	return "them"
 }
 
 func (l *loader) fail(name, format string, args ...any) {
@@ -459,7 +476,7 @@ func quote(v string) string {
 
 func (l *loader) load() Config {
 	var c Config
-	c.Debug, _ = l.boolean(true, "DJANGO_DEBUG", "DEBUG")
+	c.Debug, _ = l.boolean(false, "DJANGO_DEBUG", "DEBUG")
 	c.InstanceID = l.instanceID()
 
 	c.HTTP.ListenAddr = l.listenAddr()
@@ -624,6 +641,7 @@ func (l *loader) auth(debug bool) Auth {
 	// Production: refuse anything that looks like a development secret.
 	if !keySet {
 		l.fail(keyName, "required when DJANGO_DEBUG is off; set DJANGO_SECRET_KEY to a random value of at least %d characters", minSecretKeyLen)
+		l.missing = append(l.missing, "DJANGO_SECRET_KEY")
 	} else if why := weakSecret(a.SecretKey); why != "" {
 		l.fail(keyName, "%s; set DJANGO_SECRET_KEY to a random value of at least %d characters when DJANGO_DEBUG is off", why, minSecretKeyLen)
 	}
@@ -634,6 +652,7 @@ func (l *loader) auth(debug bool) Auth {
 	}
 	if a.APIKey == "" && !a.Disabled {
 		l.fail("AUTH_API_KEY", "required when DJANGO_DEBUG is off (or set AUTH_DISABLED=1 to run without authentication)")
+		l.missing = append(l.missing, "AUTH_API_KEY (or AUTH_DISABLED=1)")
 	}
 	return a
 }
@@ -796,7 +815,7 @@ func (l *loader) log() Log {
 
 func (l *loader) checkWarnings(c Config) {
 	if c.Debug {
-		l.warn("DJANGO_DEBUG is on: development defaults are accepted; set DJANGO_DEBUG=0 in production")
+		l.warn("%s", debugWarning(c))
 	}
 	if slices.Contains(c.HTTP.Hosts.Allowed, "*") {
 		l.warn("DJANGO_ALLOWED_HOSTS contains \"*\": requests for any Host are accepted")
@@ -807,6 +826,26 @@ func (l *loader) checkWarnings(c Config) {
 	if c.Auth.Disabled {
 		l.warn("AUTH_DISABLED is on: no API key is checked")
 	}
+}
+
+// debugWarning is the one loud line of a start with DEBUG on: what is open, so that
+// nobody mistakes a development server for a production one.
+func debugWarning(c Config) string {
+	var open []string
+	if !c.Auth.Required() {
+		open = append(open, "no API key is checked")
+	}
+	if isDevSecret(c.Auth.SecretKey) || isDevSecret(c.Auth.CSRFSecretKey) {
+		open = append(open, "tokens are signed with the public development secret")
+	}
+	if c.HTTP.TestPageEnabled {
+		open = append(open, "the test page is served at /ws-test/")
+	}
+	what := "development checks are relaxed"
+	if len(open) > 0 {
+		what = strings.Join(open, ", ")
+	}
+	return "DJANGO_DEBUG is on: THIS SERVER IS OPEN FOR DEVELOPMENT (" + what + "); never expose it, and leave DJANGO_DEBUG unset in production"
 }
 
 // LogValue renders the configuration as a log group with every secret masked: keys

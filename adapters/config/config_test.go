@@ -43,6 +43,23 @@ func writeDotenv(t *testing.T, content string) string {
 	return path
 }
 
+// dev returns a DEBUG-on environment plus extra: the tests of settings other than
+// the secrets run on it, as `DJANGO_DEBUG=1 go run ./cmd/wsserver` does.
+func dev(extra map[string]string) map[string]string {
+	env := map[string]string{"DJANGO_DEBUG": "1"}
+	for k, v := range extra {
+		env[k] = v
+	}
+	return env
+}
+
+// clearEnvDev is clearEnv with DJANGO_DEBUG=1, for tests that read a dotenv file.
+func clearEnvDev(t *testing.T) {
+	t.Helper()
+	clearEnv(t)
+	t.Setenv("DJANGO_DEBUG", "1")
+}
+
 // production returns a valid DEBUG-off environment plus extra.
 func production(extra map[string]string) map[string]string {
 	env := map[string]string{
@@ -64,8 +81,28 @@ func errLines(err error) []string {
 	return strings.Split(err.Error(), "\n")
 }
 
-func TestLoadDefaults(t *testing.T) {
+// A start with no settings at all, as `docker run` of the image is, refuses to
+// start and names everything it lacks at once.
+func TestLoadEmptyEnvironmentRefusesToStart(t *testing.T) {
 	cfg, err := loadEnv(t, nil)
+	require.Error(t, err)
+	assert.Equal(t, Config{}, cfg)
+	assert.Equal(t, []string{
+		"config: DJANGO_SECRET_KEY: required when DJANGO_DEBUG is off; set DJANGO_SECRET_KEY to a random value of at least 32 characters",
+		"config: AUTH_API_KEY: required when DJANGO_DEBUG is off (or set AUTH_DISABLED=1 to run without authentication)",
+		"config: DJANGO_DEBUG is off (the default), so the server does not start without DJANGO_SECRET_KEY and AUTH_API_KEY (or AUTH_DISABLED=1); " +
+			"set them, or set DJANGO_DEBUG=1 for a development server that is open to anyone",
+	}, errLines(err))
+
+	_, err = loadEnv(t, map[string]string{"AUTH_DISABLED": "1"})
+	require.Error(t, err)
+	assert.Equal(t, "config: DJANGO_DEBUG is off (the default), so the server does not start without DJANGO_SECRET_KEY; "+
+		"set it, or set DJANGO_DEBUG=1 for a development server that is open to anyone", errLines(err)[1])
+}
+
+// The development defaults: DJANGO_DEBUG=1 and nothing else.
+func TestLoadDefaults(t *testing.T) {
+	cfg, err := loadEnv(t, dev(nil))
 	require.NoError(t, err)
 
 	host, err := os.Hostname()
@@ -99,13 +136,16 @@ func TestLoadDefaults(t *testing.T) {
 	}
 	assert.Equal(t, want, cfg)
 	require.Len(t, cfg.Warnings, 1)
-	assert.Contains(t, cfg.Warnings[0], "DJANGO_DEBUG is on")
+	assert.Equal(t, "DJANGO_DEBUG is on: THIS SERVER IS OPEN FOR DEVELOPMENT (no API key is checked, "+
+		"tokens are signed with the public development secret, the test page is served at /ws-test/); "+
+		"never expose it, and leave DJANGO_DEBUG unset in production", cfg.Warnings[0])
 	assert.False(t, cfg.Auth.Required())
 	assert.Equal(t, []string{"127.0.0.1", "localhost", "[::1]"}, cfg.HTTP.Hosts.AllowedOrigins())
 }
 
 func TestLoadValues(t *testing.T) {
 	cfg, err := loadEnv(t, map[string]string{
+		"DJANGO_SECRET_KEY":           goodSecret,
 		"INSTANCE_ID":                 "i-0abc123",
 		"LISTEN_ADDR":                 ":9000",
 		"DJANGO_ALLOWED_HOSTS":        " A.example.com , ,.Example.ORG,host.,[::1],* ",
@@ -228,7 +268,7 @@ func TestLoadParseErrors(t *testing.T) {
 		{map[string]string{"ALLOWED_ORIGINS": "a.com:0"}, []string{`config: ALLOWED_ORIGINS: entry "a.com:0" has a port outside 1..65535`}},
 		{map[string]string{"ALLOWED_ORIGINS": "a.com:99999"}, []string{`config: ALLOWED_ORIGINS: entry "a.com:99999" has a port outside`}},
 		{map[string]string{"LOG_FORMAT": long}, []string{`config: LOG_FORMAT: value is 4097 bytes, over the 4096-byte limit`}},
-		{map[string]string{"DJANGO_SECRET_KEY": long}, []string{`config: DJANGO_SECRET_KEY: value is 4097 bytes`}},
+		{map[string]string{"DJANGO_SECRET_KEY": long, "DJANGO_DEBUG": "1"}, []string{`config: DJANGO_SECRET_KEY: value is 4097 bytes`}},
 		{map[string]string{"BEDROCK_MODEL_ID_CHAT": long}, []string{`config: BEDROCK_MODEL_ID_CHAT: value is 4097 bytes`}},
 	}
 	for _, tt := range tests {
@@ -237,7 +277,13 @@ func TestLoadParseErrors(t *testing.T) {
 			name += k + "=" + v[:min(len(v), 20)] + " "
 		}
 		t.Run(name, func(t *testing.T) {
-			_, err := loadEnv(t, tt.env)
+			// The secrets are there, and DEBUG is at its default (off), so
+			// that each case shows only its own errors.
+			env := map[string]string{"DJANGO_SECRET_KEY": goodSecret, "AUTH_API_KEY": "key"}
+			for k, v := range tt.env {
+				env[k] = v
+			}
+			_, err := loadEnv(t, env)
 			require.Error(t, err)
 			lines := errLines(err)
 			require.Len(t, lines, len(tt.want), "errors: %v", err)
@@ -250,8 +296,10 @@ func TestLoadParseErrors(t *testing.T) {
 
 func TestLoadReportsAllErrorsAtOnce(t *testing.T) {
 	_, err := loadEnv(t, map[string]string{
-		"DJANGO_DEBUG":    "maybe",
-		"MAX_FRAME_BYTES": "1",
+		"DJANGO_SECRET_KEY": goodSecret,
+		"AUTH_API_KEY":      "key",
+		"DJANGO_DEBUG":      "maybe",
+		"MAX_FRAME_BYTES":   "1",
 		"PRESENCE_TTL":    "forever",
 		"LOG_LEVEL":       "loud",
 		"REDIS_URL":       "nope",
@@ -300,7 +348,7 @@ func TestBoolForms(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.value, func(t *testing.T) {
-			cfg, err := loadEnv(t, map[string]string{"AUTH_DISABLED": tt.value, "TEST_PAGE_ENABLED": tt.value})
+			cfg, err := loadEnv(t, dev(map[string]string{"AUTH_DISABLED": tt.value, "TEST_PAGE_ENABLED": tt.value}))
 			require.NoError(t, err)
 			assert.Equal(t, tt.want, cfg.Auth.Disabled)
 			assert.Equal(t, tt.want, cfg.HTTP.TestPageEnabled)
@@ -308,7 +356,7 @@ func TestBoolForms(t *testing.T) {
 	}
 	for _, bad := range []string{"maybe", "2", "y", "n", "t", "enable", "1.0"} {
 		t.Run(bad, func(t *testing.T) {
-			_, err := loadEnv(t, map[string]string{"AUTH_DISABLED": bad})
+			_, err := loadEnv(t, dev(map[string]string{"AUTH_DISABLED": bad}))
 			require.EqualError(t, err, `config: AUTH_DISABLED: must be a boolean, got "`+bad+`" (use 1/0, true/false, yes/no or on/off)`)
 		})
 	}
@@ -334,7 +382,7 @@ func TestDurationForms(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.value, func(t *testing.T) {
-			cfg, err := loadEnv(t, map[string]string{"SHUTDOWN_GRACE": tt.value})
+			cfg, err := loadEnv(t, dev(map[string]string{"SHUTDOWN_GRACE": tt.value}))
 			require.NoError(t, err)
 			assert.Equal(t, tt.want, cfg.HTTP.ShutdownGrace)
 		})
@@ -355,7 +403,7 @@ func TestPrecedence(t *testing.T) {
 		file string
 		want bool // Debug
 	}{
-		{"default", nil, "", true},
+		{"default", nil, "", false},
 		{"file DJANGO_DEBUG", nil, "DJANGO_DEBUG=0\n", false},
 		{"file DEBUG", nil, "DEBUG=0\n", false},
 		{"env DJANGO_DEBUG", map[string]string{"DJANGO_DEBUG": "0"}, "", false},
@@ -367,7 +415,9 @@ func TestPrecedence(t *testing.T) {
 		{"DJANGO_DEBUG beats DEBUG in env", map[string]string{"DJANGO_DEBUG": "0", "DEBUG": "1"}, "", false},
 		{"DJANGO_DEBUG beats DEBUG in file", nil, "DEBUG=1\nDJANGO_DEBUG=0\n", false},
 		{"empty env falls back to file", map[string]string{"DJANGO_DEBUG": ""}, "DJANGO_DEBUG=0\n", false},
-		{"empty file value falls back to default", nil, "DJANGO_DEBUG=\n", true},
+		{"empty file value falls back to default", nil, "DJANGO_DEBUG=\n", false},
+		{"file DJANGO_DEBUG on", nil, "DJANGO_DEBUG=1\n", true},
+		{"env DJANGO_DEBUG on", map[string]string{"DJANGO_DEBUG": "on"}, "", true},
 		{"lowercase key in file", nil, "django_debug=0\n", false},
 		{"export and quotes in file", nil, "export DJANGO_DEBUG=\"off\"\n", false},
 	}
@@ -394,6 +444,7 @@ func TestAliasesByName(t *testing.T) {
 	t.Run("secret key", func(t *testing.T) {
 		path := writeDotenv(t, "DJANGO_SECRET_KEY=from-file-"+goodSecret+"\nSECRET_KEY=alias-file-"+goodSecret+"\n")
 		clearEnv(t)
+		t.Setenv("AUTH_API_KEY", "key")
 		cfg, err := Load(path)
 		require.NoError(t, err)
 		assert.Equal(t, "from-file-"+goodSecret, cfg.Auth.SecretKey)
@@ -411,7 +462,7 @@ func TestAliasesByName(t *testing.T) {
 	})
 	t.Run("allowed hosts", func(t *testing.T) {
 		path := writeDotenv(t, "DJANGO_ALLOWED_HOSTS=file.com\n")
-		clearEnv(t)
+		clearEnvDev(t)
 		t.Setenv("ALLOWED_HOSTS", "alias.com")
 		cfg, err := Load(path)
 		require.NoError(t, err)
@@ -431,14 +482,14 @@ func TestAliasesByName(t *testing.T) {
 
 func TestDotenvFile(t *testing.T) {
 	t.Run("empty path and missing file are fine", func(t *testing.T) {
-		clearEnv(t)
+		clearEnvDev(t)
 		_, err := Load("")
 		require.NoError(t, err)
 		_, err = Load(filepath.Join(t.TempDir(), "nope", ".env"))
 		require.NoError(t, err)
 	})
 	t.Run("values are read", func(t *testing.T) {
-		clearEnv(t)
+		clearEnvDev(t)
 		path := writeDotenv(t, `# comment
 LISTEN_ADDR = ":8100"
 PSQL_BOT_PASSWORD='pa$$word "quoted" # not a comment'
@@ -478,13 +529,13 @@ PSQL_STATE_DATABASE=state
 		assert.True(t, strings.HasPrefix(err.Error(), "config: read "+dir), err.Error())
 	})
 	t.Run("file values are validated too", func(t *testing.T) {
-		clearEnv(t)
+		clearEnvDev(t)
 		path := writeDotenv(t, "MAX_FRAME_BYTES=10\n")
 		_, err := Load(path)
 		require.EqualError(t, err, "config: MAX_FRAME_BYTES: must be between 1024 and 16777216, got 10")
 	})
 	t.Run("oversized file value", func(t *testing.T) {
-		clearEnv(t)
+		clearEnvDev(t)
 		path := writeDotenv(t, "AUTH_API_KEY="+strings.Repeat("k", maxValueBytes+1)+"\n")
 		_, err := Load(path)
 		require.EqualError(t, err, "config: AUTH_API_KEY: value is 4097 bytes, over the 4096-byte limit")
@@ -537,7 +588,7 @@ func TestDatabaseURL(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			cfg, err := loadEnv(t, tt.env)
+			cfg, err := loadEnv(t, dev(tt.env))
 			require.NoError(t, err)
 			assert.Equal(t, tt.want, cfg.Store.DatabaseURL)
 			if tt.want == "" {
@@ -552,7 +603,7 @@ func TestDatabaseURL(t *testing.T) {
 		})
 	}
 	t.Run("PSQL parts without host warn", func(t *testing.T) {
-		cfg, err := loadEnv(t, map[string]string{"PSQL_BOT_USERNAME": "bot"})
+		cfg, err := loadEnv(t, dev(map[string]string{"PSQL_BOT_USERNAME": "bot"}))
 		require.NoError(t, err)
 		assert.Empty(t, cfg.Store.DatabaseURL)
 		assert.Contains(t, strings.Join(cfg.Warnings, "\n"), "PSQL_HOST is not")
@@ -568,7 +619,9 @@ func TestProductionChecks(t *testing.T) {
 		{"valid", production(nil), nil},
 		{"valid with auth disabled", production(map[string]string{"AUTH_API_KEY": "", "AUTH_DISABLED": "1"}), nil},
 		{"valid via alias", production(map[string]string{"DJANGO_SECRET_KEY": "", "SECRET_KEY": goodSecret, "DJANGO_DEBUG": "", "DEBUG": "off"}), nil},
-		{"missing secret", production(map[string]string{"DJANGO_SECRET_KEY": ""}), []string{"config: DJANGO_SECRET_KEY: required when DJANGO_DEBUG is off"}},
+		{"missing secret", production(map[string]string{"DJANGO_SECRET_KEY": ""}), []string{
+			"config: DJANGO_SECRET_KEY: required when DJANGO_DEBUG is off", "config: DJANGO_DEBUG is off (the default), so the server does not start without DJANGO_SECRET_KEY;",
+		}},
 		{"dev default", production(map[string]string{"DJANGO_SECRET_KEY": DevSecretKey}), []string{"config: DJANGO_SECRET_KEY: is the development placeholder"}},
 		{"django-insecure", production(map[string]string{"DJANGO_SECRET_KEY": "django-insecure-" + goodSecret}), []string{"config: DJANGO_SECRET_KEY: is the development placeholder"}},
 		{"change-me", production(map[string]string{"DJANGO_SECRET_KEY": goodSecret + "-Change-Me"}), []string{"config: DJANGO_SECRET_KEY: looks like a placeholder"}},
@@ -578,9 +631,15 @@ func TestProductionChecks(t *testing.T) {
 		{"repetitive", production(map[string]string{"DJANGO_SECRET_KEY": strings.Repeat("ab", 20)}), []string{"config: DJANGO_SECRET_KEY: has fewer than 5 distinct characters"}},
 		{"weak alias names alias", production(map[string]string{"DJANGO_SECRET_KEY": "", "SECRET_KEY": "short"}), []string{"config: SECRET_KEY: is shorter than 32 characters; set DJANGO_SECRET_KEY"}},
 		{"weak CSRF key", production(map[string]string{"CSRF_SECRET_KEY": "short"}), []string{"config: CSRF_SECRET_KEY: is shorter than 32 characters"}},
-		{"missing API key", production(map[string]string{"AUTH_API_KEY": ""}), []string{"config: AUTH_API_KEY: required when DJANGO_DEBUG is off"}},
+		{"missing API key", production(map[string]string{"AUTH_API_KEY": ""}), []string{
+			"config: AUTH_API_KEY: required when DJANGO_DEBUG is off", "config: DJANGO_DEBUG is off (the default), so the server does not start without AUTH_API_KEY (or AUTH_DISABLED=1);",
+		}},
 		{"both", production(map[string]string{"AUTH_API_KEY": "", "DJANGO_SECRET_KEY": ""}), []string{
 			"config: DJANGO_SECRET_KEY: required", "config: AUTH_API_KEY: required",
+			"config: DJANGO_DEBUG is off (the default), so the server does not start without DJANGO_SECRET_KEY and AUTH_API_KEY (or AUTH_DISABLED=1);",
+		}},
+		{"DEBUG unset is off", map[string]string{"DJANGO_SECRET_KEY": goodSecret}, []string{
+			"config: AUTH_API_KEY: required when DJANGO_DEBUG is off", "config: DJANGO_DEBUG is off (the default)",
 		}},
 		{"debug on skips checks", map[string]string{"DJANGO_DEBUG": "1", "DJANGO_SECRET_KEY": "x"}, nil},
 	}
@@ -615,7 +674,7 @@ func TestProductionConfig(t *testing.T) {
 	require.NoError(t, err)
 	assert.True(t, cfg.HTTP.TestPageEnabled)
 
-	cfg, err = loadEnv(t, map[string]string{"TEST_PAGE_ENABLED": "0"})
+	cfg, err = loadEnv(t, dev(map[string]string{"TEST_PAGE_ENABLED": "0"}))
 	require.NoError(t, err)
 	assert.True(t, cfg.Debug)
 	assert.False(t, cfg.HTTP.TestPageEnabled, "an explicit setting wins over DEBUG")
@@ -760,10 +819,10 @@ func TestAllowedOrigins(t *testing.T) {
 
 // Loaded patterns behave like Django's: the list round-trips through Load.
 func TestHostsFromLoad(t *testing.T) {
-	cfg, err := loadEnv(t, map[string]string{
+	cfg, err := loadEnv(t, dev(map[string]string{
 		"DJANGO_ALLOWED_HOSTS": "Example.com.,.Internal.ALB.amazonaws.com",
 		"ALLOWED_ORIGINS":      "HTTPS://App.Example.com/,localhost:3000",
-	})
+	}))
 	require.NoError(t, err)
 	h := cfg.HTTP.Hosts
 	assert.True(t, h.HostAllowed("example.com:8000"))
@@ -824,10 +883,10 @@ func TestLogValueMasksSecrets(t *testing.T) {
 	assert.Contains(t, out, `"api_key":"set"`)
 	assert.Contains(t, out, `"database_url":"postgres://bot:xxxxx@db:5432/state"`)
 
-	dev, err := loadEnv(t, nil)
+	devCfg, err := loadEnv(t, dev(nil))
 	require.NoError(t, err)
 	buf.Reset()
-	slog.New(slog.NewJSONHandler(&buf, nil)).Info("config", "config", dev)
+	slog.New(slog.NewJSONHandler(&buf, nil)).Info("config", "config", devCfg)
 	out = buf.String()
 	assert.Contains(t, out, `"secret_key":"placeholder"`)
 	assert.Contains(t, out, `"csrf_secret_key":"same as secret_key"`)
@@ -835,7 +894,8 @@ func TestLogValueMasksSecrets(t *testing.T) {
 	assert.NotContains(t, out, DevSecretKey)
 }
 
-// .env.example documents every variable, and as shipped it loads.
+// .env.example documents every variable, and as shipped it loads: it is the
+// development defaults, DJANGO_DEBUG=1 included (copying it is the opt-in).
 func TestEnvExample(t *testing.T) {
 	path := filepath.Join("..", "..", ".env.example")
 	data, err := os.ReadFile(path)
@@ -853,9 +913,9 @@ func TestEnvExample(t *testing.T) {
 	clearEnv(t)
 	cfg, err := Load(path)
 	require.NoError(t, err)
-	defaults, err := loadEnv(t, nil)
+	defaults, err := loadEnv(t, dev(nil))
 	require.NoError(t, err)
-	assert.Equal(t, defaults, cfg, ".env.example must hold the defaults")
+	assert.Equal(t, defaults, cfg, ".env.example must hold the defaults, with DJANGO_DEBUG=1")
 }
 
 // FuzzHostAllowed checks the Host and Origin parsers against each other: they never
