@@ -300,9 +300,9 @@ func TestLoadReportsAllErrorsAtOnce(t *testing.T) {
 		"AUTH_API_KEY":      "key",
 		"DJANGO_DEBUG":      "maybe",
 		"MAX_FRAME_BYTES":   "1",
-		"PRESENCE_TTL":    "forever",
-		"LOG_LEVEL":       "loud",
-		"REDIS_URL":       "nope",
+		"PRESENCE_TTL":      "forever",
+		"LOG_LEVEL":         "loud",
+		"REDIS_URL":         "nope",
 	})
 	require.Error(t, err)
 	lines := errLines(err)
