@@ -16,7 +16,7 @@ import (
 )
 
 // pair returns a server-side Conn and the client talking to it.
-func pair(t *testing.T, cfg socket.Config) (*socket.Conn, *websocket.Conn) {
+func pair(t testing.TB, cfg socket.Config) (*socket.Conn, *websocket.Conn) {
 	t.Helper()
 	srv := socket.NewServer(cfg)
 	conns := make(chan *socket.Conn, 1)
