@@ -192,6 +192,9 @@ func TestRefusedUpgrades(t *testing.T) {
 		{"no key", func(c *web.Config) { c.APIKey = "k3y" }, "/ws/session/s/", nil, 401, "unauthorized"},
 		{"wrong key", func(c *web.Config) { c.APIKey = "k3y" }, "/ws/session/s/?authorization=nope", nil, 401, "unauthorized"},
 		{"wrong bearer", func(c *web.Config) { c.APIKey = "k3y" }, "/ws/session/s/", http.Header{"Authorization": {"Bearer nope"}}, 401, "unauthorized"},
+		{"wrong lowercase bearer", func(c *web.Config) { c.APIKey = "k3y" }, "/ws/session/s/", http.Header{"Authorization": {"bearer nope"}}, 401, "unauthorized"},
+		{"bearer glued to the key", func(c *web.Config) { c.APIKey = "k3y" }, "/ws/session/s/", http.Header{"Authorization": {"Bearerk3y"}}, 401, "unauthorized"},
+		{"scheme only", func(c *web.Config) { c.APIKey = "k3y" }, "/ws/session/s/", http.Header{"Authorization": {"Bearer "}}, 401, "unauthorized"},
 		{"bad origin", nil, "/ws/session/s/", http.Header{"Origin": {"http://evil.example"}}, 403, "forbidden_origin"},
 		{"bad session id", nil, "/ws/session/a%20b/", nil, 400, "invalid_session_id"},
 		{"long session id", nil, "/ws/session/" + strings.Repeat("x", 129) + "/", nil, 400, "invalid_session_id"},
@@ -229,6 +232,12 @@ func TestAcceptedKeys(t *testing.T) {
 		{"query", "/ws/session/s/?authorization=k3y", nil},
 		{"bare header", "/ws/session/s/", http.Header{"Authorization": {"k3y"}}},
 		{"bearer header", "/ws/session/s/", http.Header{"Authorization": {"Bearer k3y"}}},
+		// The scheme is case-insensitive (RFC 7235 §2.1), and one or more
+		// spaces may follow it.
+		{"lowercase bearer", "/ws/session/s/", http.Header{"Authorization": {"bearer k3y"}}},
+		{"uppercase bearer", "/ws/session/s/", http.Header{"Authorization": {"BEARER k3y"}}},
+		{"mixed case bearer, two spaces", "/ws/session/s/", http.Header{"Authorization": {"BeArEr  k3y"}}},
+		{"bearer in the query", "/ws/session/s/?authorization=bearer%20k3y", nil},
 		{"good origin", "/ws/session/s/?authorization=k3y", http.Header{"Origin": {"http://good.example"}}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
