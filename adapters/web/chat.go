@@ -93,7 +93,7 @@ func (s *Server) serveChat(ctx context.Context, cc *chatConn) {
 		}
 		in, err := conversation.DecodeChat(frame, s.cfg.MaxMessageChars)
 		if err != nil {
-			s.sendChatError(ctx, cc, err)
+			s.sendError(ctx, cc.Conn, err)
 			continue
 		}
 		switch in.Type {
@@ -156,10 +156,12 @@ func (s *Server) startAnswer(ctx context.Context, cc *chatConn, chat conversatio
 		}, emit)
 		cancel()
 		closing := cc.done(a)
-		switch {
-		case err != nil && !errors.Is(err, context.Canceled):
+		if err != nil && !errors.Is(err, context.Canceled) {
 			s.cfg.Log.DebugContext(ctx, "chat refused or failed", logArgs(ctx, "thread_id", thread, "err", err)...)
-		case res.Escalated:
+		}
+		// An escalation ends the conversation even when its turn could
+		// not be saved: the client was sent the escalation, then the error.
+		if res.Escalated {
 			cc.Close(socket.CloseNormal, "escalation")
 		}
 		if closing {
@@ -176,15 +178,6 @@ func (cc *chatConn) stop() {
 	if a != nil {
 		a.cancel()
 	}
-}
-
-func (s *Server) sendChatError(ctx context.Context, cc *chatConn, err error) {
-	var ce *conversation.Error
-	if !errors.As(err, &ce) {
-		s.cfg.Log.ErrorContext(ctx, "unexpected chat error", logArgs(ctx, "err", err)...)
-		ce = &conversation.Error{Code: conversation.CodeInternal, Message: "internal error"}
-	}
-	cc.SendText(conversation.EncodeError(ce.Code, ce.Message))
 }
 
 func (s *Server) trackChat(cc *chatConn) {

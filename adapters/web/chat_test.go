@@ -2,6 +2,8 @@ package web_test
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
 	"strings"
@@ -294,4 +296,56 @@ func openChats(t *testing.T, f *fixture) int {
 		}
 	}
 	return -1
+}
+
+// failingSaves is a thread store whose every SaveTurn fails.
+type failingSaves struct{ ports.ThreadStore }
+
+func (failingSaves) SaveTurn(context.Context, ports.Turn) error {
+	return errors.New("disk full")
+}
+
+// An escalated answer whose turn cannot be saved still ends the
+// conversation: the client is told the turn was not saved, then the socket
+// closes with 1000 "escalation" as for any escalation.
+func TestEscalationEndsTheConversationWhenTheSaveFails(t *testing.T) {
+	f := newFixture(t, func(c *web.Config) {
+		appdata, err := local.LoadAppdata("")
+		must(err)
+		model, err := local.NewModel(local.ModelConfig{})
+		must(err)
+		guard, err := local.NewGuardrail(local.GuardrailConfig{Rules: appdata.Guardrail})
+		must(err)
+		esc, err := local.NewEscalation(appdata.Escalation)
+		must(err)
+		c.Chat, err = conversation.New(conversation.Config{
+			Store: failingSaves{memory.NewThreads(0)}, Lock: memory.NewLock(), Model: model, Guardrail: guard, Escalation: esc,
+		})
+		must(err)
+	})
+	c, err := f.dial(t, "/ws/chat/", nil)
+	require.NoError(t, err)
+	send(t, c, chatMsg("I want to speak to a human please", ""))
+	var sawEscalation, sawError bool
+	require.NoError(t, c.SetReadDeadline(time.Now().Add(wait)))
+	for {
+		_, p, err := c.ReadMessage()
+		if err != nil {
+			var ce *websocket.CloseError
+			require.ErrorAs(t, err, &ce)
+			assert.Equal(t, websocket.CloseNormalClosure, ce.Code)
+			assert.Equal(t, "escalation", ce.Text)
+			break
+		}
+		var m map[string]any
+		require.NoError(t, json.Unmarshal(p, &m))
+		switch m["type"] {
+		case "escalation":
+			sawEscalation = true
+		case "error":
+			sawError = true
+		}
+	}
+	assert.True(t, sawEscalation, "the client was told of the escalation")
+	assert.True(t, sawError, "the client was told the turn was not saved")
 }

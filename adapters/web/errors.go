@@ -1,6 +1,7 @@
 package web
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"log/slog"
@@ -10,6 +11,10 @@ import (
 	"time"
 
 	"github.com/labstack/echo/v4"
+
+	"github.com/wsserver/wsserver/adapters/socket"
+	"github.com/wsserver/wsserver/core/conversation"
+	"github.com/wsserver/wsserver/core/session"
 )
 
 // errorBody is the JSON of every HTTP error: {"error":{"code","message"}}.
@@ -27,6 +32,24 @@ func writeError(w http.ResponseWriter, status int, code, message string) {
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(status)
 	_ = json.NewEncoder(w).Encode(b)
+}
+
+// sendError sends err to a socket of either endpoint as
+// {"type":"error","code":..,"message":..}: the code and message of the
+// core's error, else "internal" with no detail (err is logged instead).
+func (s *Server) sendError(ctx context.Context, conn *socket.Conn, err error) {
+	code, msg := "internal", "internal error"
+	var se *session.Error
+	var ce *conversation.Error
+	switch {
+	case errors.As(err, &se):
+		code, msg = se.Code, se.Message
+	case errors.As(err, &ce):
+		code, msg = ce.Code, ce.Message
+	default:
+		s.cfg.Log.ErrorContext(ctx, "unexpected socket error", logArgs(ctx, "err", err)...)
+	}
+	conn.SendText(session.EncodeError(code, msg))
 }
 
 // httpError renders Echo's errors (unknown routes, wrong methods) in the

@@ -2,7 +2,6 @@ package web
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -120,18 +119,18 @@ func (s *Server) readSession(ctx context.Context, conn *socket.Conn, id string, 
 		}
 		in, err := session.Decode(frame)
 		if err != nil {
-			s.sendError(conn, err)
+			s.sendError(ctx, conn, err)
 			continue
 		}
 		switch in.Type {
 		case session.KindBroadcast:
 			if err := s.cfg.Hub.Broadcast(ctx, id, member, in.Msg, in.Data); err != nil {
-				s.sendError(conn, err)
+				s.sendError(ctx, conn, err)
 			}
 		case session.KindPresence:
 			members, err := s.cfg.Hub.Presence(ctx, id)
 			if err != nil {
-				s.sendError(conn, err)
+				s.sendError(ctx, conn, err)
 				continue
 			}
 			conn.SendText(session.EncodePresence(id, members))
@@ -164,20 +163,11 @@ func (s *Server) hello(ctx context.Context, conn *socket.Conn, connID string) (p
 		err = &session.Error{Code: session.CodeHelloRequired, Message: "the first message must be a hello with user_type"}
 	}
 	if err != nil {
-		s.sendError(conn, err)
+		s.sendError(ctx, conn, err)
 		conn.Close(socket.ClosePolicy, "hello required")
 		return ports.Member{}, false
 	}
 	return ports.Member{ConnectionID: connID, UserType: in.UserType, ClientType: in.ClientType}, true
-}
-
-func (s *Server) sendError(conn *socket.Conn, err error) {
-	var se *session.Error
-	if !errors.As(err, &se) {
-		s.cfg.Log.Error("unexpected error", "err", err)
-		se = &session.Error{Code: session.CodeInternal, Message: "internal error"}
-	}
-	conn.SendText(session.EncodeError(se.Code, se.Message))
 }
 
 // drain reads until the peer answers our close or the connection ends, so
