@@ -1,9 +1,7 @@
 package conversation
 
 import (
-	"bytes"
 	"encoding/json"
-	"errors"
 	"strconv"
 	"strings"
 	"unicode/utf8"
@@ -62,28 +60,20 @@ type wireChat struct {
 
 // DecodeChat parses and validates one frame of a chat socket. maxChars
 // bounds a message in Unicode characters; zero means
-// DefaultMaxMessageChars. Errors are *Error with the code of SPEC §1.
+// DefaultMaxMessageChars. Errors are *Error with the code of SPEC §1. A
+// frame that is no message at all is refused by the rule the session
+// endpoint shares (wire.DecodeMessage): invalid_json when it is not UTF-8,
+// not JSON or not an object, invalid_message when its type is absent or
+// not a string. Strings the decoder reads (message, thread_id, channel)
+// cannot hold a lone surrogate: encoding/json turns its escape into U+FFFD.
 func DecodeChat(frame []byte, maxChars int) (Inbound, error) {
 	if maxChars <= 0 {
 		maxChars = DefaultMaxMessageChars
 	}
 	var w wireChat
-	if err := json.Unmarshal(frame, &w); err != nil {
-		var ute *json.UnmarshalTypeError
-		if errors.As(err, &ute) {
-			return Inbound{}, errNotObject
-		}
-		return Inbound{}, &Error{Code: CodeInvalidJSON, Message: "the message is not valid JSON"}
-	}
-	if t := bytes.TrimLeft(frame, " \t\r\n"); len(t) == 0 || t[0] != '{' {
-		return Inbound{}, errNotObject // null
-	}
-	if w.Type == nil {
-		return Inbound{}, invalid("type is required")
-	}
-	typ, ok := wire.String(w.Type)
-	if !ok {
-		return Inbound{}, invalid("type must be a string")
+	typ, r := wire.DecodeMessage(frame, &w, &w.Type)
+	if r != nil {
+		return Inbound{}, &Error{Code: r.Code, Message: r.Message}
 	}
 	switch typ {
 	case TypePing, TypeCancel:
@@ -94,6 +84,7 @@ func DecodeChat(frame []byte, maxChars int) (Inbound, error) {
 	}
 
 	var c Chat
+	var ok bool
 	if w.Message == nil || wire.IsNull(w.Message) {
 		return Inbound{}, invalid("message is required")
 	}
@@ -136,10 +127,11 @@ func DecodeChat(frame []byte, maxChars int) (Inbound, error) {
 	}
 
 	if !wire.IsNull(w.Data) {
-		// The data is kept as JSON (PostgreSQL jsonb): no NUL escapes, and
-		// only valid UTF-8, which the JSON decoder does not check in raw values.
-		if bytes.Contains(w.Data, []byte(`\u0000`)) || !utf8.Valid(w.Data) {
-			return Inbound{}, invalid("data must be valid UTF-8 JSON without NUL characters")
+		// The data is stored as it is (PostgreSQL jsonb), which the JSON
+		// decoder does not check in a raw value: refused now rather than
+		// at the checkpoint after the answer streamed, which loses the turn.
+		if err := wire.ValidJSONText(w.Data); err != nil {
+			return Inbound{}, invalid("data cannot be stored: " + err.Error())
 		}
 		c.Data = w.Data
 	} else if c.Channel == DefaultChannel {
@@ -147,8 +139,6 @@ func DecodeChat(frame []byte, maxChars int) (Inbound, error) {
 	}
 	return Inbound{Type: TypeChat, Chat: c}, nil
 }
-
-var errNotObject = &Error{Code: CodeInvalidJSON, Message: "a message must be a JSON object"}
 
 func invalid(msg string) error { return &Error{Code: CodeInvalidMsg, Message: msg} }
 

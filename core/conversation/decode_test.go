@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/wsserver/wsserver/core/conversation"
+	"github.com/wsserver/wsserver/core/session"
 )
 
 func TestDecodeChat(t *testing.T) {
@@ -154,16 +155,102 @@ func FuzzDecodeChat(f *testing.F) {
 	})
 }
 
+// TestDecodeChatRefusesWhatNoStoreKeeps: a chat whose message or data a
+// thread store would refuse (PostgreSQL jsonb above all) is refused before
+// its answer streams; otherwise the whole turn is lost at the checkpoint.
 func TestDecodeChatRefusesWhatNoStoreKeeps(t *testing.T) {
-	for _, frame := range []string{
-		`{"type":"chat","message":"a\u0000b","data":[]}`,
-		`{"type":"chat","message":"hi","data":["a\u0000b"]}`,
-		"{\"type\":\"chat\",\"message\":\"hi\",\"data\":[\"\xff\"]}",
+	tests := []struct {
+		name  string
+		frame string
+		code  string
+		says  string // in the message
+	}{
+		{"a NUL in the message", `{"type":"chat","message":"a\u0000b","data":[]}`, conversation.CodeInvalidMsg, "NUL"},
+		{"a NUL escape in data", `{"type":"chat","message":"hi","data":["a\u0000b"]}`, conversation.CodeInvalidMsg, "NUL"},
+		{"a lone high surrogate in data", `{"type":"chat","message":"hi","data":"\ud800"}`, conversation.CodeInvalidMsg, "surrogate"},
+		{"a lone low surrogate in a data key", `{"type":"chat","message":"hi","data":{"\udfff":1}}`, conversation.CodeInvalidMsg, "surrogate"},
+		{"a high surrogate without its low one", `{"type":"chat","message":"hi","data":["\ud83d\u0041"]}`, conversation.CodeInvalidMsg, "surrogate"},
+		{"a number beyond numeric", `{"type":"chat","message":"hi","data":[1e131072]}`, conversation.CodeInvalidMsg, "number"},
+		{"a number with too many decimals", `{"type":"chat","message":"hi","data":{"n":1e-16384}}`, conversation.CodeInvalidMsg, "number"},
+		// The frame is not UTF-8: refused whole, whichever field holds it.
+		{"invalid UTF-8 in data", "{\"type\":\"chat\",\"message\":\"hi\",\"data\":[\"\xff\"]}", conversation.CodeInvalidJSON, "UTF-8"},
+		{"invalid UTF-8 in the message", "{\"type\":\"chat\",\"message\":\"h\xffi\",\"data\":[]}", conversation.CodeInvalidJSON, "UTF-8"},
+		{"an encoded surrogate in the message", "{\"type\":\"chat\",\"message\":\"\xed\xa0\x80\",\"data\":[]}", conversation.CodeInvalidJSON, "UTF-8"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := conversation.DecodeChat([]byte(tt.frame), 0)
+			var ce *conversation.Error
+			require.ErrorAs(t, err, &ce)
+			assert.Equal(t, tt.code, ce.Code)
+			assert.Contains(t, ce.Message, tt.says)
+		})
+	}
+}
+
+// TestDecodeChatKeepsWhatStoresKeep: what looks like a refused value but
+// is not one passes untouched.
+func TestDecodeChatKeepsWhatStoresKeep(t *testing.T) {
+	for _, data := range []string{
+		`["\\u0000"]`,    // a backslash, then the letters u0000
+		`"\ud83d\ude00"`, // a surrogate pair: one character
+		`{"n":[1e131071,1e-16383,-0.5]}`,
+		`"\ufffd"`,
 	} {
-		_, err := conversation.DecodeChat([]byte(frame), 0)
-		var ce *conversation.Error
-		if assert.ErrorAs(t, err, &ce, frame) {
-			assert.Equal(t, conversation.CodeInvalidMsg, ce.Code)
+		frame := `{"type":"chat","message":"hi","data":` + data + `}`
+		in, err := conversation.DecodeChat([]byte(frame), 0)
+		if assert.NoError(t, err, frame) {
+			assert.Equal(t, data, string(in.Chat.Data))
 		}
+	}
+}
+
+// TestDecodersAgree: the chat and session endpoints refuse a frame that is
+// not a message of theirs with the same code and words, one rule for both:
+// invalid_json when it is not UTF-8, not JSON, or not a JSON object;
+// invalid_message when its type is absent, null or not a string;
+// unknown_type when its type is a string naming no message.
+func TestDecodersAgree(t *testing.T) {
+	tests := []struct {
+		frame string
+		code  string
+	}{
+		{``, conversation.CodeInvalidJSON},
+		{` `, conversation.CodeInvalidJSON},
+		{`hello`, conversation.CodeInvalidJSON},
+		{`{`, conversation.CodeInvalidJSON},
+		{`{"type":"ping"}x`, conversation.CodeInvalidJSON},
+		{"\xff", conversation.CodeInvalidJSON},
+		{"{\"type\":\"\xff\"}", conversation.CodeInvalidJSON},
+		{"{\"type\":\"ping\",\"x\":\"\xc3\"}", conversation.CodeInvalidJSON},
+		{`null`, conversation.CodeInvalidJSON},
+		{` null `, conversation.CodeInvalidJSON},
+		{`[]`, conversation.CodeInvalidJSON},
+		{`[{"type":"ping"}]`, conversation.CodeInvalidJSON},
+		{`5`, conversation.CodeInvalidJSON},
+		{`"ping"`, conversation.CodeInvalidJSON},
+		{`true`, conversation.CodeInvalidJSON},
+		{`{}`, conversation.CodeInvalidMsg},
+		{`{"type":null}`, conversation.CodeInvalidMsg},
+		{`{"type":5}`, conversation.CodeInvalidMsg},
+		{`{"type":true}`, conversation.CodeInvalidMsg},
+		{`{"type":{}}`, conversation.CodeInvalidMsg},
+		{`{"type":["ping"]}`, conversation.CodeInvalidMsg},
+		{`{"type":""}`, conversation.CodeUnknownType},
+		{`{"type":"shout"}`, conversation.CodeUnknownType},
+		{` {"type":"\ud800"} `, conversation.CodeUnknownType},
+	}
+	for _, tt := range tests {
+		t.Run(tt.frame, func(t *testing.T) {
+			_, cerr := conversation.DecodeChat([]byte(tt.frame), 0)
+			_, serr := session.Decode([]byte(tt.frame))
+			var ce *conversation.Error
+			var se *session.Error
+			require.ErrorAs(t, cerr, &ce)
+			require.ErrorAs(t, serr, &se)
+			assert.Equal(t, tt.code, ce.Code, "chat")
+			assert.Equal(t, tt.code, se.Code, "session")
+			assert.Equal(t, ce.Message, se.Message, "the same words on both")
+		})
 	}
 }

@@ -6,7 +6,6 @@ package session
 
 import (
 	"encoding/json"
-	"errors"
 	"strconv"
 	"unicode/utf8"
 
@@ -22,9 +21,9 @@ const (
 
 // Error codes sent to clients in {"type":"error","code":..}.
 const (
-	CodeInvalidJSON   = "invalid_json"
+	CodeInvalidJSON   = wire.CodeInvalidJSON
 	CodeUnknownType   = "unknown_type"
-	CodeInvalidMsg    = "invalid_message"
+	CodeInvalidMsg    = wire.CodeInvalidMsg
 	CodeHelloRequired = "hello_required"
 	CodeRateLimited   = "rate_limited"
 	CodeUnavailable   = "unavailable"
@@ -63,7 +62,7 @@ type Inbound struct {
 }
 
 type wireInbound struct {
-	Type       *string         `json:"type"`
+	Type       json.RawMessage `json:"type"`
 	UserType   json.RawMessage `json:"user_type"`
 	ClientType json.RawMessage `json:"client_type"`
 	Msg        json.RawMessage `json:"msg"`
@@ -71,20 +70,17 @@ type wireInbound struct {
 }
 
 // Decode parses and validates one client frame. The frame's size is bounded
-// by the socket's read limit before it gets here.
+// by the socket's read limit before it gets here. A frame that is no
+// message at all is refused by the rule the chat endpoint shares
+// (wire.DecodeMessage): invalid_json when it is not UTF-8, not JSON or not
+// an object, invalid_message when its type is absent or not a string.
 func Decode(frame []byte) (Inbound, error) {
 	var w wireInbound
-	if err := json.Unmarshal(frame, &w); err != nil {
-		var ute *json.UnmarshalTypeError
-		if errors.As(err, &ute) {
-			return Inbound{}, &Error{Code: CodeInvalidJSON, Message: "a message must be a JSON object"}
-		}
-		return Inbound{}, &Error{Code: CodeInvalidJSON, Message: "the message is not valid JSON"}
+	typ, r := wire.DecodeMessage(frame, &w, &w.Type)
+	if r != nil {
+		return Inbound{}, &Error{Code: r.Code, Message: r.Message}
 	}
-	if w.Type == nil {
-		return Inbound{}, &Error{Code: CodeInvalidMsg, Message: "type is required"}
-	}
-	in := Inbound{Type: *w.Type}
+	in := Inbound{Type: typ}
 	switch in.Type {
 	case KindHello:
 		ut, ok := wire.String(w.UserType)
@@ -109,8 +105,21 @@ func Decode(frame []byte) (Inbound, error) {
 		if w.Msg == nil {
 			return Inbound{}, &Error{Code: CodeInvalidMsg, Message: "msg is required"}
 		}
+		// msg and data are relayed verbatim to every listener, so each must
+		// be readable by every client. The frame is valid UTF-8 already;
+		// lone surrogate escapes are refused too, though JSON.parse takes
+		// them: they name no character, strict parsers (Rust's serde_json)
+		// refuse them, and the chat endpoint refuses them in data, so one
+		// rule holds for everything the server relays or stores. NUL and
+		// numbers beyond PostgreSQL's pass: nothing of a session is stored.
+		if err := wire.ValidJSONUnicode(w.Msg); err != nil {
+			return Inbound{}, &Error{Code: CodeInvalidMsg, Message: "msg cannot be relayed: " + err.Error()}
+		}
 		in.Msg = w.Msg
 		if !wire.IsNull(w.Data) {
+			if err := wire.ValidJSONUnicode(w.Data); err != nil {
+				return Inbound{}, &Error{Code: CodeInvalidMsg, Message: "data cannot be relayed: " + err.Error()}
+			}
 			in.Data = w.Data
 		}
 	case KindPresence, KindPing:

@@ -37,8 +37,27 @@ func TestDecode(t *testing.T) {
 		{"presence", `{"type":"presence"}`, Inbound{Type: KindPresence}, ""},
 		{"ping", `{"type":"ping"}`, Inbound{Type: KindPing}, ""},
 		{"unknown type", `{"type":"shout"}`, Inbound{}, CodeUnknownType},
-		{"numeric type", `{"type":3}`, Inbound{}, CodeInvalidJSON},
+		{"numeric type", `{"type":3}`, Inbound{}, CodeInvalidMsg},
+		{"null type", `{"type":null}`, Inbound{}, CodeInvalidMsg},
 		{"no type", `{"msg":"x"}`, Inbound{}, CodeInvalidMsg},
+		{"null", `null`, Inbound{}, CodeInvalidJSON},
+		{"a number", `5`, Inbound{}, CodeInvalidJSON},
+
+		// Nothing relayed may be invalid UTF-8: a browser drops the
+		// connection of every listener on such a text frame.
+		{"invalid UTF-8 in msg", "{\"type\":\"broadcast\",\"msg\":\"a\xffb\"}", Inbound{}, CodeInvalidJSON},
+		{"invalid UTF-8 in data", "{\"type\":\"broadcast\",\"msg\":1,\"data\":[\"\xc3\"]}", Inbound{}, CodeInvalidJSON},
+		{"invalid UTF-8 in a key", "{\"type\":\"broadcast\",\"msg\":{\"\xff\":1}}", Inbound{}, CodeInvalidJSON},
+		{"invalid UTF-8 in user_type", "{\"type\":\"hello\",\"user_type\":\"\xff\"}", Inbound{}, CodeInvalidJSON},
+		{"an encoded surrogate in msg", "{\"type\":\"broadcast\",\"msg\":\"\xed\xa0\x80\"}", Inbound{}, CodeInvalidJSON},
+		// Lone surrogate escapes in what is relayed verbatim are refused,
+		// as in chat data; a pair is one character.
+		{"a lone surrogate in msg", `{"type":"broadcast","msg":"\ud800"}`, Inbound{}, CodeInvalidMsg},
+		{"a lone surrogate in data", `{"type":"broadcast","msg":1,"data":{"\udc00":1}}`, Inbound{}, CodeInvalidMsg},
+		{"a surrogate pair in msg", `{"type":"broadcast","msg":"\ud83d\ude00"}`, Inbound{Type: KindBroadcast, Msg: json.RawMessage(`"\ud83d\ude00"`)}, ""},
+		// What only a store refuses passes: nothing of a session is stored.
+		{"a NUL escape in msg", `{"type":"broadcast","msg":"a\u0000"}`, Inbound{Type: KindBroadcast, Msg: json.RawMessage(`"a\u0000"`)}, ""},
+		{"a huge number in data", `{"type":"broadcast","msg":1,"data":1e999999}`, Inbound{Type: KindBroadcast, Msg: json.RawMessage(`1`), Data: json.RawMessage(`1e999999`)}, ""},
 		{"not JSON", `hello`, Inbound{}, CodeInvalidJSON},
 		{"truncated", `{"type":"ping"`, Inbound{}, CodeInvalidJSON},
 		{"an array", `[1,2]`, Inbound{}, CodeInvalidJSON},
