@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"regexp"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -260,10 +261,13 @@ func (s *Server) health(c echo.Context) error {
 func (s *Server) ready(c echo.Context) error {
 	ctx, cancel := context.WithTimeout(c.Request().Context(), 2*time.Second)
 	defer cancel()
+	// Anyone may ask /ready/: it names the check that failed, and only
+	// the log has the driver's words (users, databases, addresses).
 	failing := map[string]string{}
 	for _, ch := range s.cfg.Ready {
 		if err := ch.Check(ctx); err != nil {
-			failing[ch.Name] = err.Error()
+			failing[ch.Name] = "unavailable"
+			s.cfg.Log.WarnContext(ctx, "ready check failed", "check", ch.Name, "err", redact(err.Error()))
 		}
 	}
 	body := map[string]any{"status": "ok", "instance_id": s.cfg.InstanceID}
@@ -278,6 +282,18 @@ func (s *Server) ready(c echo.Context) error {
 		status, body["status"], body["failing"] = http.StatusServiceUnavailable, "unavailable", failing
 	}
 	return c.JSON(status, body)
+}
+
+var (
+	urlPassword = regexp.MustCompile(`([A-Za-z][A-Za-z0-9+.-]*://[^:/@\s]*:)[^@\s]*@`)
+	kvPassword  = regexp.MustCompile(`(?i)(password\s*=\s*)('[^']*'|"[^"]*"|\S+)`)
+)
+
+// redact masks the passwords that an error from a driver may quote: a
+// URL's user information and a connection string's password=.
+func redact(s string) string {
+	s = urlPassword.ReplaceAllString(s, "${1}xxxxx@")
+	return kvPassword.ReplaceAllString(s, "${1}xxxxx")
 }
 
 // admit decides whether a WebSocket upgrade may go on; it writes the

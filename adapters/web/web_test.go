@@ -1,10 +1,13 @@
 package web_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -425,7 +428,7 @@ func TestHTTPEndpoints(t *testing.T) {
 
 	status, body = get("/ready/", "")
 	assert.Equal(t, 503, status)
-	assert.Equal(t, map[string]any{"redis": "connection refused"}, body["failing"])
+	assert.Equal(t, map[string]any{"redis": "unavailable"}, body["failing"])
 	assert.Equal(t, map[string]any{"chat": "bedrock", "guardrail": "bedrock-judge", "escalation": "local"}, body["model"])
 
 	status, body = get("/nowhere", "")
@@ -463,4 +466,39 @@ func TestReadyNamesTheModel(t *testing.T) {
 			assert.Equal(t, tc.want, body)
 		})
 	}
+}
+
+// /ready/ tells anyone only which check failed; the driver's text, which
+// names users, databases and addresses, goes to the log at WARN, with any
+// password masked.
+func TestReadyHidesTheFailure(t *testing.T) {
+	var logs bytes.Buffer
+	f := newFixture(t, func(c *web.Config) {
+		c.Log = slog.New(slog.NewJSONHandler(&logs, nil))
+		c.Ready = []web.Check{
+			{Name: "postgres", Check: func(context.Context) error {
+				return errors.New("failed to connect to `user=bot database=state`: 10.0.0.5:5432: " +
+					"postgres://bot:Pa55word@10.0.0.5:5432/state password=Pa55word: connection refused")
+			}},
+			{Name: "redis", Check: func(context.Context) error { return nil }},
+		}
+	})
+	resp, err := http.Get(f.http.URL + "/ready/")
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	assert.Equal(t, http.StatusServiceUnavailable, resp.StatusCode)
+	var body map[string]any
+	require.NoError(t, json.Unmarshal(raw, &body))
+	assert.Equal(t, map[string]any{"postgres": "unavailable"}, body["failing"])
+	for _, leak := range []string{"bot", "state", "10.0.0.5", "5432", "refused"} {
+		assert.NotContains(t, string(raw), leak)
+	}
+
+	out := logs.String()
+	assert.Contains(t, out, `"level":"WARN"`)
+	assert.Contains(t, out, `"check":"postgres"`)
+	assert.Contains(t, out, "10.0.0.5:5432")
+	assert.NotContains(t, out, "Pa55word", "a password reached the log")
 }
