@@ -3,13 +3,18 @@ package ports
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // The ports of the conversation (SPEC §2). Errors the core must recognise
-// are declared in core/conversation: ErrThreadNotFound, ErrThreadBusy and
-// ErrLeaseLost. Adapters return them (wrapped or not) so that errors.Is
-// finds them.
+// are declared in core/conversation: ErrThreadNotFound, ErrThreadBusy,
+// ErrLeaseLost, ErrFenced and ErrUnstorable. Adapters return them (wrapped
+// or not) so that errors.Is finds them.
 
 // Role says who wrote a message.
 type Role string
@@ -211,12 +216,22 @@ type Turn struct {
 	Checkpoints []Checkpoint
 	// Escalation is the run's escalation; nil when there is none.
 	Escalation *EscalationRecord
+	// Fence is the fencing token of the lease the run held (Lease.Fence).
+	// The store refuses, with ErrFenced, a turn whose fence is lower than
+	// the highest it has stored for the thread: a newer lease took the
+	// thread over, and this run's lease was lost. Zero means unfenced
+	// (no lease): checked against nothing, raising nothing.
+	Fence int64
 }
 
 // ThreadStore keeps threads, their messages, the checkpoints of the graph
 // runs and the escalations. Messages are rows: appending never rewrites
 // what is stored. Every method but Create and SaveTurn returns
-// ErrThreadNotFound for a thread that was never created.
+// ErrThreadNotFound for a thread that was never created. Every store
+// refuses, with ErrUnstorable, what PostgreSQL cannot keep: text that is
+// not UTF-8 or holds NUL, ids longer than 255 characters, checkpoint states
+// that are not JSON or hold the escape \u0000 or a lone surrogate escape
+// (\ud800), so that a value never passes one store and fails another.
 type ThreadStore interface {
 	// Load returns the thread with its messages and escalations.
 	Load(ctx context.Context, threadID string) (Thread, error)
@@ -239,6 +254,8 @@ type ThreadStore interface {
 	// t.Messages (as Append), then records t.Checkpoints and t.Escalation.
 	// The messages of turns saved at once on one thread, from any instance,
 	// are not interleaved. A turn that does not name its thread is refused.
+	// A turn whose t.Fence is stale is refused with ErrFenced; otherwise
+	// the thread's fence is raised to t.Fence with the turn.
 	SaveTurn(ctx context.Context, t Turn) error
 }
 
@@ -260,6 +277,11 @@ type Lease interface {
 	// Release frees the lock if this lease still holds it; otherwise it
 	// does nothing (it never frees another lease's lock).
 	Release(ctx context.Context) error
+	// Fence is the lease's fencing token: positive, and higher than the
+	// token of every lease acquired on the thread before it, so that a
+	// store can refuse the writes of a lease that was lost and taken over
+	// (Turn.Fence).
+	Fence() int64
 }
 
 // ChatEventKind is the kind of a chat event.
@@ -287,4 +309,160 @@ type ChatEvent struct {
 // (SPEC §2: session_id == thread_id). Delivery is best effort.
 type ChatPublisher interface {
 	PublishChat(ctx context.Context, threadID string, ev ChatEvent) error
+}
+
+// What every thread store can keep (ThreadStore). PostgreSQL sets these
+// bounds; the checks below tell, before anything is written, why a value
+// cannot be stored, so that the in-process store refuses what PostgreSQL
+// would. Stores return these errors wrapped with ErrUnstorable.
+const (
+	// MaxStoredKey bounds ids, channels, run ids and node names, in
+	// characters.
+	MaxStoredKey = 255
+	// MaxStoredReason bounds an escalation's reason, in characters.
+	MaxStoredReason = 64
+)
+
+// CheckTurn tells why a store cannot keep t, or returns nil.
+func CheckTurn(t Turn) error {
+	if t.ThreadID == "" {
+		return errors.New("the thread id is empty")
+	}
+	if err := CheckText("thread id", t.ThreadID, MaxStoredKey); err != nil {
+		return err
+	}
+	if err := CheckText("channel", t.Channel, MaxStoredKey); err != nil {
+		return err
+	}
+	ids := make(map[string]int, len(t.Messages))
+	for i, m := range t.Messages {
+		if err := CheckMessage(m); err != nil {
+			return fmt.Errorf("message %d: %w", i, err)
+		}
+		if j, ok := ids[m.ID]; ok {
+			return fmt.Errorf("message %d: a message id is already in the thread: message %d has it", i, j)
+		}
+		ids[m.ID] = i
+	}
+	for i, cp := range t.Checkpoints {
+		if err := CheckCheckpoint(cp); err != nil {
+			return fmt.Errorf("checkpoint %d: %w", i, err)
+		}
+	}
+	if t.Escalation != nil {
+		if err := CheckEscalation(*t.Escalation); err != nil {
+			return fmt.Errorf("escalation: %w", err)
+		}
+	}
+	if t.Fence < 0 {
+		return errors.New("the fence is negative")
+	}
+	return nil
+}
+
+// CheckMessage tells why a store cannot keep m, or returns nil.
+func CheckMessage(m Message) error {
+	if m.ID == "" {
+		return errors.New("the message id is empty")
+	}
+	if m.Role != RoleUser && m.Role != RoleAssistant {
+		return fmt.Errorf("unknown role %q", m.Role)
+	}
+	return errors.Join(CheckText("message id", m.ID, MaxStoredKey), CheckText("content", m.Content, 0), checkTime(m.CreatedAt))
+}
+
+// CheckCheckpoint tells why a store cannot keep cp, or returns nil.
+func CheckCheckpoint(cp Checkpoint) error {
+	if cp.Step < 0 || cp.Step > math.MaxInt32 {
+		return fmt.Errorf("step %d is out of range", cp.Step)
+	}
+	return errors.Join(CheckJSON("state", cp.State), CheckText("run id", cp.RunID, MaxStoredKey),
+		CheckText("node", cp.Node, MaxStoredKey), checkTime(cp.CreatedAt))
+}
+
+// CheckEscalation tells why a store cannot keep e, or returns nil.
+func CheckEscalation(e EscalationRecord) error {
+	return errors.Join(CheckText("run id", e.RunID, MaxStoredKey), CheckText("reason", string(e.Reason), MaxStoredReason),
+		CheckText("detail", e.Detail, 0), checkTime(e.CreatedAt))
+}
+
+// CheckText tells why a store cannot keep s as a text of at most maxLen
+// characters (no bound when maxLen is 0): PostgreSQL's text holds valid
+// UTF-8 without NUL characters.
+func CheckText(field, s string, maxLen int) error {
+	switch {
+	case !utf8.ValidString(s):
+		return fmt.Errorf("the %s is not valid UTF-8", field)
+	case strings.IndexByte(s, 0) >= 0:
+		return fmt.Errorf("the %s holds a NUL character", field)
+	case maxLen > 0 && utf8.RuneCountInString(s) > maxLen:
+		return fmt.Errorf("the %s is longer than %d characters", field, maxLen)
+	}
+	return nil
+}
+
+// CheckJSON tells why a store cannot keep raw as a JSON value, or returns
+// nil. PostgreSQL's jsonb refuses, besides invalid JSON and UTF-8, the
+// escape \u0000 and surrogate escapes that do not make a pair (\ud800
+// alone): its strings are text.
+func CheckJSON(field string, raw []byte) error {
+	if !utf8.Valid(raw) {
+		return fmt.Errorf("the %s is not valid UTF-8", field)
+	}
+	if !json.Valid(raw) {
+		return fmt.Errorf("the %s is not valid JSON", field)
+	}
+	// In valid JSON a backslash only ever starts an escape in a string,
+	// and \u is followed by four hex digits.
+	for i := 0; i < len(raw); i++ {
+		if raw[i] != '\\' {
+			continue
+		}
+		i++
+		if raw[i] != 'u' {
+			continue
+		}
+		r := hex4(raw[i+1 : i+5])
+		i += 4
+		switch {
+		case r == 0:
+			return fmt.Errorf(`the %s holds the escape \u0000`, field)
+		case r >= 0xD800 && r < 0xDC00:
+			if i+6 < len(raw) && raw[i+1] == '\\' && raw[i+2] == 'u' {
+				if lo := hex4(raw[i+3 : i+7]); lo >= 0xDC00 && lo <= 0xDFFF {
+					i += 6
+					continue
+				}
+			}
+			return fmt.Errorf(`the %s holds a lone surrogate escape \u%04x`, field, r)
+		case r >= 0xDC00 && r <= 0xDFFF:
+			return fmt.Errorf(`the %s holds a lone surrogate escape \u%04x`, field, r)
+		}
+	}
+	return nil
+}
+
+// hex4 reads four hex digits; json.Valid checked them.
+func hex4(b []byte) rune {
+	var r rune
+	for _, c := range b[:4] {
+		r <<= 4
+		switch {
+		case c >= '0' && c <= '9':
+			r |= rune(c - '0')
+		case c >= 'a' && c <= 'f':
+			r |= rune(c - 'a' + 10)
+		case c >= 'A' && c <= 'F':
+			r |= rune(c - 'A' + 10)
+		}
+	}
+	return r
+}
+
+// checkTime refuses times PostgreSQL's timestamptz cannot hold.
+func checkTime(t time.Time) error {
+	if y := t.Year(); y < -4712 || y > 294275 {
+		return fmt.Errorf("the time %v is out of range", t)
+	}
+	return nil
 }

@@ -17,6 +17,7 @@ var _ ports.ThreadLock = (*Lock)(nil)
 type Lock struct {
 	mu     sync.Mutex
 	leases map[string]*Lease
+	fence  int64 // the last fencing token handed out, on any thread
 }
 
 // NewLock returns an in-process thread lock.
@@ -29,6 +30,7 @@ type Lease struct {
 	lock    *Lock
 	thread  string
 	ttl     time.Duration
+	fence   int64
 	expires time.Time // guarded by lock.mu
 }
 
@@ -49,7 +51,12 @@ func (l *Lock) Acquire(ctx context.Context, threadID, owner string, ttl time.Dur
 	if cur := l.leases[threadID]; cur != nil && now.Before(cur.expires) {
 		return nil, conversation.ErrThreadBusy
 	}
-	lease := &Lease{lock: l, thread: threadID, ttl: ttl, expires: now.Add(ttl)}
+	// One counter for every thread is increasing on each. It starts from
+	// the clock, in microseconds, so that tokens keep increasing across
+	// restarts: a thread store that outlives the process (PostgreSQL)
+	// would otherwise refuse every turn until the counter caught up.
+	l.fence = max(l.fence+1, now.UnixMicro())
+	lease := &Lease{lock: l, thread: threadID, ttl: ttl, fence: l.fence, expires: now.Add(ttl)}
 	l.leases[threadID] = lease
 	return lease, nil
 }
@@ -68,6 +75,9 @@ func (le *Lease) Renew(ctx context.Context) error {
 	le.expires = now.Add(le.ttl)
 	return nil
 }
+
+// Fence is the lease's fencing token.
+func (le *Lease) Fence() int64 { return le.fence }
 
 // Release frees the lock if this lease holds it.
 func (le *Lease) Release(ctx context.Context) error {

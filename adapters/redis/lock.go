@@ -33,10 +33,42 @@ type LockConfig struct {
 // renewing or releasing first compares it, in one Lua script, so that a
 // holder whose lease expired and was taken over can never extend or free
 // the new holder's lease.
+//
+// Each acquisition also hands out a fencing token from a per-thread
+// counter key (thread-fence:), raised in the same script as the SET, so
+// that a holder whose lease was lost cannot save after the new holder: the
+// thread store refuses a turn with an older token.
 type Lock struct {
-	cfg    LockConfig
-	prefix string // cfg.Prefix + "thread-lock:"
+	cfg         LockConfig
+	prefix      string // cfg.Prefix + "thread-lock:"
+	fencePrefix string // cfg.Prefix + "thread-fence:"
 }
+
+// fenceKeyTTL is how long a thread's fence counter outlives its last
+// acquisition. Tokens do not depend on it: they start from Redis's clock,
+// so that a counter that expired, or a Redis that restarted empty, still
+// hands out tokens above every earlier one; the counter only orders
+// acquisitions within one microsecond, or across a clock step back.
+const fenceKeyTTL = 24 * time.Hour
+
+// acquireScript sets the lock key unless it exists (nil then) and returns
+// the lease's fencing token: the thread's counter plus one, or Redis's
+// clock in microseconds when that is higher. Lua numbers are doubles:
+// microseconds since 1970 stay exact (below 2^53) for centuries.
+var acquireScript = rueidis.NewLuaScript(`
+if not redis.call("SET", KEYS[1], ARGV[1], "NX", "PX", ARGV[2]) then
+	return false
+end
+local t = redis.call("TIME")
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local n = redis.call("INCR", KEYS[2])
+if n < now then
+	n = now
+	redis.call("SET", KEYS[2], string.format("%.0f", n))
+end
+redis.call("PEXPIRE", KEYS[2], ARGV[3])
+return n
+`)
 
 // renewScript extends the lease if the key still holds this lease's token:
 // 1 when renewed, 0 when the lease is gone.
@@ -68,7 +100,7 @@ func NewLock(cfg LockConfig) (*Lock, error) {
 	if cfg.OnError == nil {
 		cfg.OnError = func(string) {}
 	}
-	return &Lock{cfg: cfg, prefix: cfg.Prefix + "thread-lock:"}, nil
+	return &Lock{cfg: cfg, prefix: cfg.Prefix + "thread-lock:", fencePrefix: cfg.Prefix + "thread-fence:"}, nil
 }
 
 // Lease is a held thread lock.
@@ -77,14 +109,15 @@ type Lease struct {
 	key   string
 	value string // owner + "/" + the acquisition's random token
 	ttlMS string // the ttl in milliseconds, as PEXPIRE takes it
+	fence int64
 }
 
 var _ ports.Lease = (*Lease)(nil)
 
 // Acquire takes the thread's lock for ttl (rounded up to a whole
 // millisecond), unless a live lease holds it: then ErrThreadBusy. Redis
-// failures are other errors. If the SET's reply is lost on the way back,
-// the key may have been set anyway; it then expires after ttl.
+// failures are other errors. If the script's reply is lost on the way
+// back, the key may have been set anyway; it then expires after ttl.
 func (l *Lock) Acquire(ctx context.Context, threadID, owner string, ttl time.Duration) (ports.Lease, error) {
 	if ttl <= 0 {
 		return nil, errors.New("redis: lock ttl must be positive")
@@ -97,10 +130,11 @@ func (l *Lock) Acquire(ctx context.Context, threadID, owner string, ttl time.Dur
 		value: owner + "/" + rand.Text(),
 		ttlMS: strconv.FormatInt(int64(ms), 10),
 	}
-	c := l.cfg.Client
-	err := c.Do(ctx, c.B().Set().Key(lease.key).Value(lease.value).Nx().PxMilliseconds(int64(ms)).Build()).Error()
+	fence, err := acquireScript.Exec(ctx, l.cfg.Client, []string{lease.key, l.fencePrefix + threadID},
+		[]string{lease.value, lease.ttlMS, strconv.FormatInt(fenceKeyTTL.Milliseconds(), 10)}).AsInt64()
 	switch {
 	case err == nil:
+		lease.fence = fence
 		return lease, nil
 	case rueidis.IsRedisNil(err):
 		return nil, conversation.ErrThreadBusy
@@ -124,6 +158,9 @@ func (le *Lease) Renew(ctx context.Context) error {
 	}
 	return nil
 }
+
+// Fence is the lease's fencing token.
+func (le *Lease) Fence() int64 { return le.fence }
 
 // Release frees the lock if this lease still holds it. Releasing a lease
 // that expired, was taken over or was released already does nothing and

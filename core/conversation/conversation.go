@@ -57,10 +57,15 @@ type Config struct {
 	// LockTTL is the thread lock's time to live; the lock is renewed every
 	// third of it while the answer streams. Zero means 30 seconds.
 	LockTTL time.Duration
-	// WriteTimeout bounds each store write and publication. Writes outlive
-	// the caller's context, so that a cancelled answer is still stored.
-	// Zero means 5 seconds.
+	// WriteTimeout bounds each store write (the turn's save), lock call
+	// and publication. Writes outlive the caller's context, so that a
+	// cancelled answer is still stored. Zero means 5 seconds.
 	WriteTimeout time.Duration
+	// StoreTimeout bounds each read of the thread store (loading the
+	// thread), so that a database that accepts connections but no longer
+	// answers fails the chat with CodeUnavailable and frees the thread
+	// instead of holding its lock for ever. Zero means 5 seconds.
+	StoreTimeout time.Duration
 	// MaxStretch bounds how much longer than the model's own gap the gap
 	// between two tokens may be made while the pacer builds up the lead
 	// that keeps later, longer sentences from stalling (pace.go). Zero
@@ -91,8 +96,8 @@ func New(cfg Config) (*Conversation, error) {
 	if cfg.MaxGuardrailRewrites < 0 {
 		return nil, errors.New("conversation: max guardrail rewrites must not be negative")
 	}
-	if cfg.LockTTL < 0 || cfg.WriteTimeout < 0 || cfg.HistoryLimit < 0 {
-		return nil, errors.New("conversation: lock ttl, write timeout and history limit must not be negative")
+	if cfg.LockTTL < 0 || cfg.WriteTimeout < 0 || cfg.StoreTimeout < 0 || cfg.HistoryLimit < 0 {
+		return nil, errors.New("conversation: lock ttl, write timeout, store timeout and history limit must not be negative")
 	}
 	if cfg.Publisher == nil {
 		cfg.Publisher = noPublisher{}
@@ -111,6 +116,9 @@ func New(cfg Config) (*Conversation, error) {
 	}
 	if cfg.WriteTimeout == 0 {
 		cfg.WriteTimeout = 5 * time.Second
+	}
+	if cfg.StoreTimeout == 0 {
+		cfg.StoreTimeout = 5 * time.Second
 	}
 	if cfg.MaxStretch == 0 {
 		cfg.MaxStretch = DefaultMaxStretch
@@ -171,7 +179,9 @@ type Result struct {
 // sent yet are dropped, the part of the answer sent is stored marked
 // cancelled, and end says cancelled. The returned error is non-nil when
 // the run ended with an EventError; errors.Is(err, ErrThreadBusy) tells a
-// busy thread.
+// busy thread, ErrStoreUnavailable a thread that could not be loaded and
+// ErrTurnNotSaved a turn that could not be stored (the Result still says
+// what the client was sent: Escalated, Cancelled).
 func (c *Conversation) Run(ctx context.Context, req Request, emit func(Event)) (Result, error) {
 	if req.Channel == "" {
 		req.Channel = DefaultChannel
@@ -185,13 +195,15 @@ func (c *Conversation) Run(ctx context.Context, req Request, emit func(Event)) (
 	if owner == "" {
 		owner = "conversation"
 	}
-	lease, err := c.cfg.Lock.Acquire(ctx, req.ThreadID, owner, c.cfg.LockTTL)
+	actx, cancelAcquire := context.WithTimeout(ctx, c.cfg.WriteTimeout)
+	lease, err := c.cfg.Lock.Acquire(actx, req.ThreadID, owner, c.cfg.LockTTL)
+	cancelAcquire()
 	if err != nil {
 		if errors.Is(err, ErrThreadBusy) {
 			emit(Event{Kind: EventError, Code: CodeThreadBusy, Message: ErrThreadBusy.Message})
 			return Result{}, ErrThreadBusy
 		}
-		emit(Event{Kind: EventError, Code: CodeInternal, Message: "the conversation is unavailable right now; try again"})
+		emit(Event{Kind: EventError, Code: CodeUnavailable, Message: "the conversation is unavailable right now; nothing was stored; try again"})
 		return Result{}, fmt.Errorf("conversation: acquire thread lock: %w", err)
 	}
 
@@ -219,7 +231,7 @@ func (c *Conversation) Run(ctx context.Context, req Request, emit func(Event)) (
 	}
 
 	emit(Event{Kind: EventStarted, ThreadID: req.ThreadID})
-	r := newRun(c, req, hold)
+	r := newRun(c, req, hold, lease.Fence())
 	func() {
 		defer release() // on every path, a panic's included
 		r.execute(runCtx)
@@ -227,7 +239,11 @@ func (c *Conversation) Run(ctx context.Context, req Request, emit func(Event)) (
 	if r.persistErr != nil {
 		// The answer went out but could not be saved: say so rather
 		// than end as if the thread held it.
-		last = &Event{Kind: EventError, Code: CodeInternal, Message: "the answer could not be saved; try again"}
+		msg := "the answer could not be saved: neither your message nor the answer is in the thread's history; send the message again"
+		if errors.Is(r.persistErr, ErrFenced) {
+			msg = "another answer took this thread over: neither your message nor this answer was saved"
+		}
+		last = &Event{Kind: EventError, Code: CodeNotSaved, Message: msg}
 	}
 	if last != nil {
 		emit(*last)

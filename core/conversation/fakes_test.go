@@ -150,14 +150,26 @@ type fakeStore struct {
 	threads     map[string]*ports.Thread
 	checkpoints map[string][]ports.Checkpoint
 	failAppend  error // fails appends of assistant messages
+	failTurn    error // fails every SaveTurn
 	turns       int   // SaveTurn calls
+	fences      map[string]int64
+	// hang makes Load wait until its context ends, as a database that
+	// accepts connections but no longer answers.
+	hang bool
 }
 
 func newFakeStore() *fakeStore {
-	return &fakeStore{threads: map[string]*ports.Thread{}, checkpoints: map[string][]ports.Checkpoint{}}
+	return &fakeStore{threads: map[string]*ports.Thread{}, checkpoints: map[string][]ports.Checkpoint{}, fences: map[string]int64{}}
 }
 
 func (s *fakeStore) Load(ctx context.Context, id string) (ports.Thread, error) {
+	s.mu.Lock()
+	hang := s.hang
+	s.mu.Unlock()
+	if hang {
+		<-ctx.Done()
+		return ports.Thread{}, fmt.Errorf("fake store: load: %w", ctx.Err())
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	th, ok := s.threads[id]
@@ -239,18 +251,39 @@ type fakeLock struct {
 	renewErr error
 	renewed  int
 	released int
+	fence    int64            // the last lease's fencing token
+	holder   map[string]int64 // the token of the lease holding each thread
+	err      error            // Acquire fails with it
 }
 
-func newFakeLock() *fakeLock { return &fakeLock{held: map[string]bool{}} }
+func newFakeLock() *fakeLock { return &fakeLock{held: map[string]bool{}, holder: map[string]int64{}} }
 
 func (l *fakeLock) Acquire(ctx context.Context, id, owner string, ttl time.Duration) (ports.Lease, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if l.err != nil {
+		return nil, l.err
+	}
 	if l.held[id] {
 		return nil, conversation.ErrThreadBusy
 	}
 	l.held[id] = true
-	return &fakeLease{l: l, id: id}, nil
+	l.fence++
+	l.holder[id] = l.fence
+	return &fakeLease{l: l, id: id, fence: l.fence}, nil
+}
+
+// takeOver frees the thread as an expired lease would and acquires it for
+// another owner.
+func (l *fakeLock) takeOver(id string) ports.Lease {
+	l.mu.Lock()
+	delete(l.held, id)
+	l.mu.Unlock()
+	lease, err := l.Acquire(context.Background(), id, "other", time.Minute)
+	if err != nil {
+		panic(err)
+	}
+	return lease
 }
 
 func (l *fakeLock) isHeld(id string) bool {
@@ -260,10 +293,13 @@ func (l *fakeLock) isHeld(id string) bool {
 }
 
 type fakeLease struct {
-	l    *fakeLock
-	id   string
-	done bool
+	l     *fakeLock
+	id    string
+	fence int64
+	done  bool
 }
+
+func (f *fakeLease) Fence() int64 { return f.fence }
 
 func (f *fakeLease) Renew(ctx context.Context) error {
 	f.l.mu.Lock()
@@ -277,7 +313,9 @@ func (f *fakeLease) Release(ctx context.Context) error {
 	defer f.l.mu.Unlock()
 	if !f.done {
 		f.done = true
-		delete(f.l.held, f.id)
+		if f.l.holder[f.id] == f.fence { // it never frees a newer lease's lock
+			delete(f.l.held, f.id)
+		}
 		f.l.released++
 	}
 	return nil

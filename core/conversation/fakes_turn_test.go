@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 
+	"github.com/wsserver/wsserver/core/conversation"
 	"github.com/wsserver/wsserver/ports"
 )
 
@@ -16,6 +17,12 @@ func (s *fakeStore) SaveTurn(ctx context.Context, t ports.Turn) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.turns++
+	if s.failTurn != nil {
+		return s.failTurn
+	}
+	if t.Fence != 0 && t.Fence < s.fences[t.ThreadID] {
+		return conversation.ErrFenced
+	}
 	for _, m := range t.Messages {
 		if m.Role == ports.RoleAssistant && s.failAppend != nil {
 			return s.failAppend
@@ -26,6 +33,7 @@ func (s *fakeStore) SaveTurn(ctx context.Context, t ports.Turn) error {
 		th = &ports.Thread{ID: t.ThreadID, Channel: t.Channel}
 		s.threads[t.ThreadID] = th
 	}
+	s.fences[t.ThreadID] = max(s.fences[t.ThreadID], t.Fence)
 	th.Messages = append(th.Messages, t.Messages...)
 	s.checkpoints[t.ThreadID] = append(s.checkpoints[t.ThreadID], t.Checkpoints...)
 	if t.Escalation != nil {

@@ -2,6 +2,7 @@ package conversation
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/wsserver/wsserver/ports"
@@ -94,9 +95,11 @@ func (r *run) visit(ctx context.Context, n node) node {
 // load reads the thread (a new one has no history yet: the turn creates
 // it when it is saved) and mirrors the user's message to the session.
 func (r *run) load(ctx context.Context) node {
-	th, err := r.c.cfg.Store.Load(ctx, r.req.ThreadID)
+	lctx, cancel := context.WithTimeout(ctx, r.c.cfg.StoreTimeout)
+	th, err := r.c.cfg.Store.Load(lctx, r.req.ThreadID)
+	cancel()
 	if err != nil && !isNotFound(err) {
-		return r.fail(ctx, "load thread", err)
+		return r.fail(ctx, "load thread", fmt.Errorf("%w: %w", ErrStoreUnavailable, err))
 	}
 	r.history = th.Messages
 	r.userStored = true // it is part of the turn from now on
@@ -186,7 +189,14 @@ func (r *run) escalate(ctx context.Context) node {
 	r.escalationRecord = &ports.EscalationRecord{
 		RunID: r.id, Reason: r.escalation.Reason, Detail: r.escalation.Detail, CreatedAt: r.c.cfg.Now(),
 	}
-	r.publish(ctx, ports.ChatEvent{Kind: ports.ChatEscalation, Content: r.escalation.Detail, Reason: r.escalation.Reason})
+	public := r.escalation.Detail
+	if r.escalation.Reason == ports.ReasonGuardrail {
+		// The guardrail's reason may quote what it blocked, which the
+		// client was never sent: listeners get the reason code and a
+		// fixed text. The stored escalation keeps the reason.
+		public = guardrailNotice
+	}
+	r.publish(ctx, ports.ChatEvent{Kind: ports.ChatEscalation, Content: public, Reason: r.escalation.Reason})
 	r.escalated = true
 	r.emit(Event{Kind: EventEscalation, Reason: r.escalation.Reason})
 	r.emit(Event{Kind: EventEnd, MessageID: r.answerID(), Usage: r.usage})
@@ -210,6 +220,14 @@ func (r *run) cancelled(ctx context.Context) node {
 func (r *run) failed(ctx context.Context) node {
 	r.pace.wait()
 	r.c.cfg.Log.ErrorContext(ctx, "chat failed", "thread_id", r.req.ThreadID, "err", r.err)
+	if errors.Is(r.err, ErrStoreUnavailable) {
+		r.emit(Event{Kind: EventError, Code: CodeUnavailable, Message: "the conversation store is unavailable right now; nothing was stored; try again"})
+		return nodeDone
+	}
 	r.emit(Event{Kind: EventError, Code: CodeInternal, Message: "the answer could not be completed; try again"})
 	return nodeDone
 }
+
+// guardrailNotice is what listeners of the session are told of an
+// escalation for reason guardrail, in place of the guardrail's reason.
+const guardrailNotice = "the answer did not pass the guardrail"

@@ -11,11 +11,12 @@ import (
 
 // run is the state of one chat going through the graph.
 type run struct {
-	c    *Conversation
-	req  Request
-	emit func(Event)
-	id   string
-	step int
+	c     *Conversation
+	req   Request
+	emit  func(Event)
+	id    string
+	step  int
+	fence int64 // the lease's fencing token, saved with the turn
 
 	user       ports.Message
 	userStored bool
@@ -53,8 +54,8 @@ type rejection struct {
 	Reason string `json:"reason"`
 }
 
-func newRun(c *Conversation, req Request, emit func(Event)) *run {
-	r := &run{c: c, req: req, emit: emit, id: c.cfg.NewID(), answerMsgID: c.cfg.NewID()}
+func newRun(c *Conversation, req Request, emit func(Event), fence int64) *run {
+	r := &run{c: c, req: req, emit: emit, fence: fence, id: c.cfg.NewID(), answerMsgID: c.cfg.NewID()}
 	r.user = ports.Message{ID: c.cfg.NewID(), Role: ports.RoleUser, Content: req.Message, CreatedAt: c.cfg.Now()}
 	r.ans.whole = c.cfg.Guardrail.WholeAnswer()
 	r.pace.emit = emit
@@ -148,9 +149,11 @@ func (r *run) storeAnswer(cancelled bool) {
 }
 
 // persist saves the turn in one transaction: the user's message, the
-// answer, the checkpoints and the escalation. A run that failed before its
-// user message became part of the turn saves nothing. When the save fails,
-// the run fails: Run then tells the client instead of sending end.
+// answer, the checkpoints and the escalation, fenced by the lease's token
+// so that a run whose lease was taken over stores nothing. A run that
+// failed before its user message became part of the turn saves nothing.
+// When the save fails, the run fails: Run then tells the client
+// (CodeNotSaved) instead of sending end; the run's result is kept.
 func (r *run) persist(ctx context.Context) {
 	if !r.userStored {
 		return
@@ -161,6 +164,7 @@ func (r *run) persist(ctx context.Context) {
 		Messages:    []ports.Message{r.user},
 		Checkpoints: r.checkpoints,
 		Escalation:  r.escalationRecord,
+		Fence:       r.fence,
 	}
 	if r.answer != nil {
 		t.Messages = append(t.Messages, *r.answer)
@@ -168,10 +172,9 @@ func (r *run) persist(ctx context.Context) {
 	err := r.write(ctx, func(ctx context.Context) error { return r.c.cfg.Store.SaveTurn(ctx, t) })
 	if err != nil {
 		r.answerStored = false
-		r.persistErr = fmt.Errorf("conversation: save turn: %w", err)
-		if r.err == nil {
-			r.err = r.persistErr
-		}
+		r.persistErr = fmt.Errorf("%w: save turn: %w", ErrTurnNotSaved, err)
+		// The save's error is the run's: it is what the client is told.
+		r.err = r.persistErr
 		r.c.cfg.Log.ErrorContext(ctx, "turn not saved", "thread_id", r.req.ThreadID, "err", err)
 	}
 }

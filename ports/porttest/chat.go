@@ -539,6 +539,8 @@ func ThreadLock(t *testing.T, newLocks Instances[ports.ThreadLock]) {
 		require.NotErrorIs(t, err, conversation.ErrThreadBusy)
 	})
 
+	fences(t, newLocks)
+
 	t.Run("one lease across instances", func(t *testing.T) {
 		a, b := newLocks(t)
 		if b == nil {
@@ -555,6 +557,42 @@ func ThreadLock(t *testing.T, newLocks Instances[ports.ThreadLock]) {
 		_, err = a.Acquire(ctx, id, "a-conn", long)
 		require.ErrorIs(t, err, conversation.ErrThreadBusy)
 		require.NoError(t, other.Release(ctx))
+	})
+}
+
+// Fences runs the fencing cases of the thread lock contract: every
+// lease's token is higher than those before it on the thread, on any
+// instance, whether they were released or expired.
+func fences(t *testing.T, newLocks Instances[ports.ThreadLock]) {
+	ctx := context.Background()
+	t.Run("fencing tokens increase", func(t *testing.T) {
+		a, b := newLocks(t)
+		if b == nil {
+			b = a
+		}
+		id := session(t)
+		var last int64
+		for i := range 6 {
+			l := a
+			if i%2 == 1 {
+				l = b
+			}
+			lease, err := l.Acquire(ctx, id, "conn", time.Minute)
+			require.NoError(t, err)
+			assert.Positive(t, lease.Fence())
+			assert.Greater(t, lease.Fence(), last, "acquisition %d", i)
+			last = lease.Fence()
+			require.NoError(t, lease.Release(ctx))
+		}
+	})
+	t.Run("a lease that took over an expired one has the higher token", func(t *testing.T) {
+		l, _ := newLocks(t)
+		id := session(t)
+		old, err := l.Acquire(ctx, id, "conn-1", 20*time.Millisecond)
+		require.NoError(t, err)
+		next := acquireEventually(t, l, id, "conn-2")
+		assert.Greater(t, next.Fence(), old.Fence())
+		require.NoError(t, next.Release(ctx))
 	})
 }
 
