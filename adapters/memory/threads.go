@@ -16,14 +16,19 @@ import (
 var _ ports.ThreadStore = (*Threads)(nil)
 
 // Threads keeps threads in the process: the default thread store, for one
-// instance. Everything is lost when the process stops. It keeps at most
-// its limit of threads: past it, the thread written longest ago is
-// forgotten, so that a server left running on its defaults does not grow
-// without end.
+// instance. Everything is lost when the process stops. It is bounded, so
+// that a server left running on its defaults does not grow without end:
+// past its limit of threads, the thread written longest ago is forgotten;
+// past its limits per thread, a thread's oldest messages, checkpoints and
+// escalations are (the conversation shows the model only the last 50
+// messages; the history endpoint then shows the last MaxMessages).
+//
+// It refuses, with conversation.ErrUnstorable, whatever PostgreSQL's store
+// refuses (ports.CheckTurn), and fences turns as it does.
 type Threads struct {
 	mu      sync.RWMutex
 	threads map[string]*thread
-	max     int
+	cfg     ThreadsConfig
 	written *list.List // thread ids, the one written longest ago first
 }
 
@@ -33,18 +38,69 @@ type thread struct {
 	messages    []ports.Message
 	checkpoints []ports.Checkpoint
 	escalations []ports.EscalationRecord
+	fence       int64 // the highest fence of a saved turn
 }
 
-// DefaultMaxThreads is the limit of NewThreads(0).
-const DefaultMaxThreads = 10000
+// Defaults of ThreadsConfig.
+const (
+	DefaultMaxThreads     = 10000
+	DefaultMaxMessages    = 1000
+	DefaultMaxCheckpoints = 200 // some 30 turns of six or so steps
+)
+
+// ThreadsConfig bounds a Threads. Zero fields mean their defaults.
+type ThreadsConfig struct {
+	// MaxThreads is how many threads are kept (MEMORY_MAX_THREADS).
+	MaxThreads int
+	// MaxMessages is how many messages are kept per thread, the newest;
+	// it also bounds the escalations kept.
+	MaxMessages int
+	// MaxCheckpoints is how many checkpoints are kept per thread, the
+	// newest.
+	MaxCheckpoints int
+}
 
 // NewThreads returns an empty in-process thread store that keeps at most
-// max threads; zero means DefaultMaxThreads.
+// max threads; zero means DefaultMaxThreads. The other bounds are their
+// defaults.
 func NewThreads(max int) *Threads {
-	if max <= 0 {
-		max = DefaultMaxThreads
+	return NewThreadsConfig(ThreadsConfig{MaxThreads: max})
+}
+
+// NewThreadsConfig returns an empty in-process thread store bounded by
+// cfg.
+func NewThreadsConfig(cfg ThreadsConfig) *Threads {
+	if cfg.MaxThreads <= 0 {
+		cfg.MaxThreads = DefaultMaxThreads
 	}
-	return &Threads{threads: make(map[string]*thread), max: max, written: list.New()}
+	if cfg.MaxMessages <= 0 {
+		cfg.MaxMessages = DefaultMaxMessages
+	}
+	if cfg.MaxCheckpoints <= 0 {
+		cfg.MaxCheckpoints = DefaultMaxCheckpoints
+	}
+	return &Threads{threads: make(map[string]*thread), cfg: cfg, written: list.New()}
+}
+
+// unstorable wraps why a value cannot be stored.
+func unstorable(op string, err error) error {
+	return fmt.Errorf("memory: %s: %w: %w", op, conversation.ErrUnstorable, err)
+}
+
+// trimLocked drops the thread's oldest rows past the limits.
+func (s *Threads) trimLocked(th *thread) {
+	th.messages = keepLast(th.messages, s.cfg.MaxMessages)
+	th.checkpoints = keepLast(th.checkpoints, s.cfg.MaxCheckpoints)
+	th.escalations = keepLast(th.escalations, s.cfg.MaxMessages)
+}
+
+// keepLast returns the last n of xs, in a new array when it drops some,
+// so that the dropped ones can be collected.
+func keepLast[T any](xs []T, n int) []T {
+	if len(xs) <= n {
+		return xs
+	}
+	return slices.Clone(xs[len(xs)-n:])
 }
 
 // touchLocked records that th was just written, adding it when new and
@@ -56,7 +112,7 @@ func (s *Threads) touchLocked(id string, th *thread) {
 	}
 	s.threads[id] = th
 	th.elem = s.written.PushBack(id)
-	for len(s.threads) > s.max {
+	for len(s.threads) > s.cfg.MaxThreads {
 		oldest := s.written.Front()
 		s.written.Remove(oldest)
 		delete(s.threads, oldest.Value.(string))
@@ -85,6 +141,12 @@ func (s *Threads) Create(ctx context.Context, threadID, channel string) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	if threadID == "" {
+		return errors.New("memory: create thread: the thread id is empty")
+	}
+	if err := errors.Join(ports.CheckText("thread id", threadID, ports.MaxStoredKey), ports.CheckText("channel", channel, ports.MaxStoredKey)); err != nil {
+		return unstorable("create thread", err)
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if _, ok := s.threads[threadID]; !ok {
@@ -95,6 +157,11 @@ func (s *Threads) Create(ctx context.Context, threadID, channel string) error {
 
 // Append adds msgs at the end of the thread.
 func (s *Threads) Append(ctx context.Context, threadID string, msgs ...ports.Message) error {
+	for i, m := range msgs {
+		if err := ports.CheckMessage(m); err != nil {
+			return unstorable("append", fmt.Errorf("message %d: %w", i, err))
+		}
+	}
 	return s.update(ctx, threadID, func(th *thread) { th.messages = append(th.messages, msgs...) })
 }
 
@@ -114,6 +181,9 @@ func (s *Threads) History(ctx context.Context, threadID string) ([]ports.Message
 
 // SaveCheckpoint records cp.
 func (s *Threads) SaveCheckpoint(ctx context.Context, threadID string, cp ports.Checkpoint) error {
+	if err := ports.CheckCheckpoint(cp); err != nil {
+		return unstorable("save checkpoint", err)
+	}
 	cp.State = slices.Clone(cp.State)
 	return s.update(ctx, threadID, func(th *thread) { th.checkpoints = append(th.checkpoints, cp) })
 }
@@ -138,17 +208,24 @@ func (s *Threads) Checkpoints(ctx context.Context, threadID string) ([]ports.Che
 
 // RecordEscalation records e.
 func (s *Threads) RecordEscalation(ctx context.Context, threadID string, e ports.EscalationRecord) error {
+	if err := ports.CheckEscalation(e); err != nil {
+		return unstorable("record escalation", err)
+	}
 	return s.update(ctx, threadID, func(th *thread) { th.escalations = append(th.escalations, e) })
 }
 
 // SaveTurn stores t under the store's lock: all of it, or nothing when it
-// is refused.
+// is refused (conversation.ErrUnstorable, ErrFenced, a message id already
+// in the thread).
 func (s *Threads) SaveTurn(ctx context.Context, t ports.Turn) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
 	if t.ThreadID == "" {
 		return errors.New("memory: save turn: the thread id is empty")
+	}
+	if err := ports.CheckTurn(t); err != nil {
+		return unstorable("save turn", err)
 	}
 	cps := slices.Clone(t.Checkpoints)
 	for i := range cps {
@@ -159,6 +236,9 @@ func (s *Threads) SaveTurn(ctx context.Context, t ports.Turn) error {
 	th, ok := s.threads[t.ThreadID]
 	if !ok {
 		th = &thread{meta: ports.Thread{ID: t.ThreadID, Channel: t.Channel, CreatedAt: time.Now()}}
+	}
+	if t.Fence != 0 && t.Fence < th.fence {
+		return fmt.Errorf("memory: save turn: fence %d, the thread's is %d: %w", t.Fence, th.fence, conversation.ErrFenced)
 	}
 	// Message ids are unique in a thread, as PostgreSQL's store enforces.
 	seen := make(map[string]bool, len(th.messages)+len(t.Messages))
@@ -175,11 +255,13 @@ func (s *Threads) SaveTurn(ctx context.Context, t ports.Turn) error {
 		seen[m.ID] = true
 	}
 	s.touchLocked(t.ThreadID, th)
+	th.fence = max(th.fence, t.Fence)
 	th.messages = append(th.messages, t.Messages...)
 	th.checkpoints = append(th.checkpoints, cps...)
 	if t.Escalation != nil {
 		th.escalations = append(th.escalations, *t.Escalation)
 	}
+	s.trimLocked(th)
 	return nil
 }
 
@@ -194,6 +276,7 @@ func (s *Threads) update(ctx context.Context, threadID string, fn func(*thread))
 		return conversation.ErrThreadNotFound
 	}
 	fn(th)
+	s.trimLocked(th)
 	s.touchLocked(threadID, th)
 	return nil
 }

@@ -374,6 +374,8 @@ func ThreadStore(t *testing.T, newStores Instances[ports.ThreadStore]) {
 		require.ErrorIs(t, err, conversation.ErrThreadNotFound, "no thread was created")
 	})
 
+	threadStoreRefusals(t, newStores)
+
 	t.Run("concurrent turns are not interleaved", func(t *testing.T) {
 		a, b := newStores(t)
 		if b == nil {
