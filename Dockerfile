@@ -47,7 +47,9 @@ FROM ${RUNTIME_IMAGE}
 COPY --from=build /out/ /
 USER 65532:65532
 # The server's own default is 127.0.0.1:8000, unreachable from outside a
-# container; here it listens on every interface.
+# container; here it listens on every interface. DJANGO_DEBUG is left unset,
+# so off: run with no settings, the image refuses to start and names what it
+# lacks (DJANGO_SECRET_KEY, AUTH_API_KEY or AUTH_DISABLED=1).
 ENV LISTEN_ADDR=:8000
 EXPOSE 8000
 # The first check runs one interval after the start (the classic builder

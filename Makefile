@@ -12,8 +12,8 @@ IMAGES = images=$$(test/images/env.sh) && eval "$$images" &&
 help: ## Show the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-11s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-run: ## Run the server (go run ./cmd/wsserver)
-	go run ./cmd/wsserver
+run: ## Run a development server, open to anyone (DJANGO_DEBUG=1 go run ./cmd/wsserver)
+	DJANGO_DEBUG=1 go run ./cmd/wsserver
 
 test: ## Run the whole suite, with Redis, PostgreSQL and the Dockerfile's image as containers (test/images/env.sh)
 	@test/browser/ensure-chromium.sh

@@ -44,6 +44,9 @@ func defaults(t *testing.T) config.Config {
 	for _, name := range append(envNames(t), "SECRET_KEY", "DEBUG", "ALLOWED_HOSTS") {
 		t.Setenv(name, "")
 	}
+	// DEBUG off (its default) refuses to start without secrets; the defaults read here
+	// (limits, grace, ping) do not depend on it.
+	t.Setenv("DJANGO_DEBUG", "1")
 	cfg, err := config.Load("")
 	require.NoError(t, err)
 	require.Positive(t, cfg.HTTP.ShutdownGrace, "SHUTDOWN_GRACE default")

@@ -6,6 +6,10 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
 	"testing"
 	"time"
 
@@ -21,7 +25,46 @@ func TestProductionChecksStopStartUp(t *testing.T) {
 	assert.Contains(t, err.Error(), "AUTH_API_KEY")
 }
 
+// TestEmptyEnvironmentExitsNonZero starts the real binary as the image
+// does with no settings (docker run wsserver): no environment at all, no
+// .env. It must refuse to start, naming everything it lacks.
+func TestEmptyEnvironmentExitsNonZero(t *testing.T) {
+	goTool, err := exec.LookPath("go")
+	if err != nil {
+		goTool = filepath.Join(runtime.GOROOT(), "bin", "go")
+	}
+	bin := filepath.Join(t.TempDir(), "wsserver")
+	build := exec.CommandContext(t.Context(), goTool, "build", "-o", bin, ".")
+	out, err := build.CombinedOutput()
+	require.NoError(t, err, "go build: %s", out)
+
+	// A server that starts would serve until killed: the deadline only
+	// bounds that failure.
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin)
+	cmd.Env = []string{}  // nothing set, as in a bare docker run
+	cmd.Dir = t.TempDir() // and no .env
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	err = cmd.Run()
+	var exit *exec.ExitError
+	require.ErrorAs(t, err, &exit, "the server started with no settings; stderr: %s", stderr.String())
+	assert.Equal(t, 1, exit.ExitCode())
+	msg := stderr.String()
+	for _, want := range []string{
+		"wsserver: config: DJANGO_SECRET_KEY: required when DJANGO_DEBUG is off",
+		"config: AUTH_API_KEY: required when DJANGO_DEBUG is off",
+		"the server does not start without DJANGO_SECRET_KEY and AUTH_API_KEY (or AUTH_DISABLED=1)",
+		"DJANGO_DEBUG=1",
+	} {
+		assert.Contains(t, msg, want)
+	}
+	assert.NotContains(t, msg, `"msg":"serving"`)
+}
+
 func TestRunsOnDefaultsAndStopsCleanly(t *testing.T) {
+	t.Setenv("DJANGO_DEBUG", "1") // the development opt-in of make run
 	t.Setenv("LISTEN_ADDR", "127.0.0.1:0")
 	t.Setenv("AUTH_API_KEY", "a-secret-that-must-not-be-logged")
 	var logs syncBuffer
@@ -39,6 +82,8 @@ func TestRunsOnDefaultsAndStopsCleanly(t *testing.T) {
 	}
 	assert.NotContains(t, logs.String(), "a-secret-that-must-not-be-logged")
 	assert.Contains(t, logs.String(), `"msg":"stopped"`)
+	// DEBUG on says so, loudly, once.
+	assert.Equal(t, 1, strings.Count(logs.String(), `"level":"WARN","msg":"DJANGO_DEBUG is on: THIS SERVER IS OPEN FOR DEVELOPMENT`), logs.String())
 }
 
 func TestHealthURL(t *testing.T) {
@@ -111,6 +156,7 @@ func TestCheckHealth(t *testing.T) {
 func TestHealthcheckReadsListenAddr(t *testing.T) {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {}))
 	t.Cleanup(srv.Close)
+	t.Setenv("DJANGO_DEBUG", "1") // the settings of the server asked: any that load
 	t.Setenv("LISTEN_ADDR", srv.Listener.Addr().String())
 	require.NoError(t, healthcheck(t.Context(), time.Second))
 

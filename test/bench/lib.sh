@@ -28,7 +28,7 @@ pin_server=() pin_tool=()
 server() {
 	local port=$1
 	shift
-	"${pin_server[@]}" env LISTEN_ADDR="127.0.0.1:$port" LOG_LEVEL=warn INSTANCE_ID="bench-$port" "$@" \
+	"${pin_server[@]}" env DJANGO_DEBUG=1 LISTEN_ADDR="127.0.0.1:$port" LOG_LEVEL=warn INSTANCE_ID="bench-$port" "$@" \
 		"$BIN/wsserver" >>"$OUT/server-$port.log" 2>&1 &
 	pid=$!
 	pids+=("$pid")

@@ -319,6 +319,7 @@ func browserTabs(t *testing.T, chrome string) (a, b context.Context) {
 // ends. It returns its http:// base URL.
 func startServer(t *testing.T) string {
 	t.Helper()
+	t.Setenv("DJANGO_DEBUG", "1") // the development defaults; the key is set below
 	cfg, err := config.Load("")
 	require.NoError(t, err)
 	cfg.InstanceID = "browser"

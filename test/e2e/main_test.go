@@ -62,10 +62,11 @@ type instance struct {
 	result chan error
 }
 
-// defaults returns the configuration of a server with no environment, as
-// `go run ./cmd/wsserver` has it.
+// defaults returns the configuration of a development server with no other
+// setting, as `DJANGO_DEBUG=1 go run ./cmd/wsserver` has it.
 func defaults(t *testing.T) config.Config {
 	t.Helper()
+	t.Setenv("DJANGO_DEBUG", "1")
 	cfg, err := config.Load("")
 	require.NoError(t, err)
 	return cfg
