@@ -22,7 +22,10 @@ type Delivery struct {
 // that order.
 type Broker interface {
 	// Publish sends payload to every instance subscribed to session,
-	// this one included when it is subscribed.
+	// this one included when it is subscribed. When it returns an error,
+	// the caller delivers payload to this instance's subscribers itself:
+	// the adapter must then never deliver it here too, even if it did
+	// reach the backend (a reply lost after the command went out).
 	Publish(ctx context.Context, session string, payload []byte) error
 	// Subscribe makes this instance receive the session's broadcasts through
 	// deliver until Unsubscribe. It does not wait for the backend, so it may

@@ -28,7 +28,9 @@ func NewBroker() *Broker {
 // closed is the live channel of every in-process subscription: live at once.
 var closed = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
 
-// Publish delivers payload to the session's subscriber, if any.
+// Publish delivers payload to the session's subscriber, if any. It fails
+// only before delivering (ctx done), so a caller that delivers a failed
+// publication itself never delivers it twice.
 func (b *Broker) Publish(ctx context.Context, session string, payload []byte) error {
 	if err := ctx.Err(); err != nil {
 		return err

@@ -6,9 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math"
+	"math/rand/v2"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/rueidis"
@@ -35,12 +36,24 @@ type BrokerConfig struct {
 // sockets on, all on one dedicated connection. A goroutine keeps the
 // subscriptions at the wanted set, and restores them whenever the
 // connection is lost and made again.
+//
+// A PUBLISH can reach Redis although its caller gets an error (the reply
+// was late and the context ran out), and the caller then delivers the
+// message to this instance's sockets itself (ports.Broker). So every
+// message carries this broker's origin id and a sequence number, and the
+// broker drops the echo of a publication that failed without its echo
+// seen; when the echo came first, the publication reached Redis and
+// Publish reports success. Every local socket gets the message once.
 type Broker struct {
 	cfg    BrokerConfig
 	prefix string // cfg.Prefix + "session:"
 	kick   chan struct{}
 	stop   context.CancelFunc
 	done   chan struct{}
+
+	origin uint64 // random, in every message this broker publishes
+	seq    atomic.Uint64
+	echoes echoes
 
 	mu         sync.Mutex
 	wanted     map[string]*subscription // by session
@@ -77,6 +90,7 @@ func NewBroker(cfg BrokerConfig) (*Broker, error) {
 	}
 	ctx, stop := context.WithCancel(context.Background())
 	b := &Broker{
+		origin:     rand.Uint64(),
 		cfg:        cfg,
 		prefix:     cfg.Prefix + "session:",
 		kick:       make(chan struct{}, 1),
@@ -96,16 +110,43 @@ func (b *Broker) Close() {
 	<-b.done
 }
 
+// A message on a session channel is a header and the payload:
+//
+//	bytes 0-7    publication time, UnixNano, big-endian, with the top bit set
+//	bytes 8-15   origin: the publishing broker's random id
+//	bytes 16-23  the publication's sequence number at its origin
+//
+// An earlier version sent only the time, top bit clear, then the payload:
+// such messages are still read. That version drops messages with the top
+// bit set as malformed, so during a rolling upgrade the old instances miss
+// the new instances' broadcasts rather than relay the header to browsers.
+const (
+	headerLen  = 24
+	originFlag = 1 << 63
+)
+
 // Publish sends payload to every instance subscribed to session. The
 // publication time travels with it, so receivers can tell the latency.
+// When it fails, the caller delivers payload to this instance's sockets
+// itself, and the broker drops the message if Redis hands it back later.
 func (b *Broker) Publish(ctx context.Context, session string, payload []byte) error {
-	msg := make([]byte, 8+len(payload))
-	binary.BigEndian.PutUint64(msg, uint64(time.Now().UnixNano()))
-	copy(msg[8:], payload)
+	seq := b.seq.Add(1)
+	msg := make([]byte, headerLen+len(payload))
+	binary.BigEndian.PutUint64(msg, uint64(time.Now().UnixNano())|originFlag)
+	binary.BigEndian.PutUint64(msg[8:], b.origin)
+	binary.BigEndian.PutUint64(msg[16:], seq)
+	copy(msg[headerLen:], payload)
+	b.echoes.publishing(seq)
 	c := b.cfg.Client
 	err := c.Do(ctx, c.B().Publish().Channel(b.prefix+session).Message(rueidis.BinaryString(msg)).Build()).Error()
-	if err != nil {
+	if echoed := b.echoes.published(seq, err == nil); err != nil {
 		b.cfg.OnError("publish")
+		if echoed {
+			// Redis handed it back, so it reached every subscribed
+			// instance, this one included: only the reply was lost.
+			b.cfg.Log.Warn("redis publish reply lost after the message went out", "session", session, "err", err)
+			return nil
+		}
 		return fmt.Errorf("redis: publish: %w", err)
 	}
 	return nil
@@ -253,11 +294,19 @@ func (b *Broker) onMessage(m rueidis.PubSubMessage) {
 	if !ok || len(m.Message) < 8 {
 		return
 	}
-	// Publish writes a positive UnixNano; anything past MaxInt64 did not
-	// come from it and is dropped as malformed, as a short message is.
 	nanos := binary.BigEndian.Uint64([]byte(m.Message[:8]))
-	if nanos > math.MaxInt64 {
-		return
+	payload := m.Message[8:]
+	if nanos&originFlag != 0 {
+		if len(m.Message) < headerLen {
+			return // malformed
+		}
+		nanos &^= originFlag
+		origin := binary.BigEndian.Uint64([]byte(m.Message[8:16]))
+		seq := binary.BigEndian.Uint64([]byte(m.Message[16:24]))
+		if origin == b.origin && !b.echoes.echo(seq) {
+			return // its publication failed: the caller delivered it here
+		}
+		payload = m.Message[headerLen:]
 	}
 	b.mu.Lock()
 	sub := b.wanted[session]
@@ -266,5 +315,63 @@ func (b *Broker) onMessage(m rueidis.PubSubMessage) {
 		return
 	}
 	sent := time.Unix(0, int64(nanos))
-	sub.deliver(ports.Delivery{Payload: []byte(m.Message[8:]), Sent: sent})
+	sub.deliver(ports.Delivery{Payload: []byte(payload), Sent: sent})
+}
+
+// maxFailed bounds the failed publications remembered while their echo may
+// still come. An echo comes within moments of its PUBLISH, if at all; with
+// Redis away none comes, and the oldest are forgotten.
+const maxFailed = 1024
+
+// echoes tells which of this broker's publications Redis handed back.
+type echoes struct {
+	mu       sync.Mutex
+	inFlight map[uint64]bool     // seq → echo seen, while PUBLISH has not returned
+	failed   map[uint64]struct{} // failed without their echo: delivered by the caller
+	order    [maxFailed]uint64   // failed, oldest first from next (a ring)
+	next     int
+}
+
+// publishing notes that publication seq is being sent.
+func (e *echoes) publishing(seq uint64) {
+	e.mu.Lock()
+	if e.inFlight == nil {
+		e.inFlight = make(map[uint64]bool)
+		e.failed = make(map[uint64]struct{})
+	}
+	e.inFlight[seq] = false
+	e.mu.Unlock()
+}
+
+// published notes that PUBLISH of seq returned, and reports whether its
+// echo was seen by then. A failure without the echo is remembered, so
+// that the echo is dropped if it comes.
+func (e *echoes) published(seq uint64, ok bool) (echoed bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	echoed = e.inFlight[seq]
+	delete(e.inFlight, seq)
+	if !ok && !echoed {
+		delete(e.failed, e.order[e.next])
+		e.order[e.next] = seq
+		e.next = (e.next + 1) % maxFailed
+		e.failed[seq] = struct{}{}
+	}
+	return echoed
+}
+
+// echo reports whether the echo of this broker's publication seq is to be
+// delivered: not when the publication failed and its caller delivered it.
+func (e *echoes) echo(seq uint64) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if _, ok := e.inFlight[seq]; ok {
+		e.inFlight[seq] = true
+		return true
+	}
+	if _, ok := e.failed[seq]; ok {
+		delete(e.failed, seq)
+		return false
+	}
+	return true
 }

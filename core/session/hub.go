@@ -232,7 +232,10 @@ func (h *Hub) Broadcast(ctx context.Context, session string, from ports.Member, 
 
 // Publish sends an encoded message, as it is, to every connection on the
 // session on every instance: what the server itself says on a session
-// (the chat events of a thread, say). It fails like Broadcast.
+// (the chat events of a thread, say). It fails like Broadcast. When the
+// broker fails, the hub delivers locally; the broker drops the message if
+// it reached the backend after all (ports.Broker), so every local
+// connection gets it once.
 func (h *Hub) Publish(ctx context.Context, session string, payload []byte) error {
 	if err := h.cfg.Broker.Publish(ctx, session, payload); err != nil {
 		h.cfg.Observer.BackendError("publish")
