@@ -10,6 +10,13 @@
 //
 // Durations accept Go syntax ("25s", "1m30s", "20ms") or a bare decimal number, which
 // always means seconds ("25", "0.5", and "0.02" for 20ms).
+//
+// Every number has a range, checked here, and no value is ever replaced by another.
+// Where the range includes 0, 0 means what the setting's documentation says
+// (SHUTDOWN_GRACE: no grace; LOCAL_MODEL_TOKEN_DELAY: no pause;
+// MAXIMUM_GUARDRAIL_REWRITES: no rewrite; MAX_CONNECTIONS_PER_IP: no per-address
+// limit); everywhere else (RATE_LIMIT_PER_SEC, RATE_LIMIT_BURST, MAX_CONNECTIONS, ...)
+// 0 stops start-up with a message saying that it does not mean "no limit".
 package config
 
 import (
@@ -19,6 +26,7 @@ import (
 	"log/slog"
 	"math"
 	"net"
+	"net/netip"
 	"net/url"
 	"os"
 	"slices"
@@ -78,11 +86,27 @@ type HTTP struct {
 	Hosts Hosts
 
 	// MaxConnections caps open WebSocket connections on this instance; upgrades beyond
-	// it get 503. MAX_CONNECTIONS; default 50000 (1..10,000,000).
+	// it get 503. MAX_CONNECTIONS; default 50000 (1..10,000,000; 0 is refused).
 	MaxConnections int
 
+	// MaxConnectionsPerIP caps the open WebSocket connections of one client address
+	// (see TrustedProxies; IPv6 addresses count per /64), so that one client cannot
+	// take all of MaxConnections; upgrades beyond it get 429 too_many_connections.
+	// MAX_CONNECTIONS_PER_IP; default 1000 (0..10,000,000; 0 means no per-address
+	// limit).
+	MaxConnectionsPerIP int
+
+	// TrustedProxies lists the proxies whose X-Forwarded-For is believed. The client
+	// address (logged as "remote" and counted by MaxConnectionsPerIP) is the rightmost
+	// X-Forwarded-For entry that is not a trusted proxy, when the TCP peer is one;
+	// otherwise the TCP peer itself. TRUSTED_PROXIES, a comma list of CIDRs or
+	// addresses ("10.0.0.0/16,192.168.1.7"); default empty: no proxy is trusted and
+	// X-Forwarded-For is ignored. Behind an AWS ALB set the VPC's CIDR, or every
+	// client counts as one of the ALB's addresses.
+	TrustedProxies []netip.Prefix
+
 	// ShutdownGrace is how long streaming answers may finish after SIGTERM.
-	// SHUTDOWN_GRACE; default 25s (0..10m).
+	// SHUTDOWN_GRACE; default 25s (0..10m; 0 cancels the answers at once).
 	ShutdownGrace time.Duration
 
 	// TestPageEnabled serves the browser test page. TEST_PAGE_ENABLED; default the
@@ -123,7 +147,8 @@ type WebSocket struct {
 	MaxFrameBytes int
 
 	// RateLimitPerSec is the sustained number of messages per second one socket may send.
-	// RATE_LIMIT_PER_SEC; default 100 (above 0, at most 100000).
+	// RATE_LIMIT_PER_SEC; default 100 (above 0, at most 100000; 0 is refused, and
+	// 100000 is as good as no limit).
 	RateLimitPerSec float64
 
 	// RateLimitBurst is how many messages one socket may send at once.
@@ -237,7 +262,7 @@ func Load(dotenvPath string) (Config, error) {
 var vars = []string{
 	"DJANGO_SECRET_KEY", "SECRET_KEY", "DJANGO_DEBUG", "DEBUG",
 	"DJANGO_ALLOWED_HOSTS", "ALLOWED_HOSTS", "ALLOWED_ORIGINS",
-	"LISTEN_ADDR", "INSTANCE_ID", "TEST_PAGE_ENABLED",
+	"LISTEN_ADDR", "INSTANCE_ID", "TEST_PAGE_ENABLED", "TRUSTED_PROXIES",
 	"CSRF_SECRET_KEY", "AUTH_API_KEY", "AUTH_DISABLED",
 	"REDIS_URL", "PRESENCE_TTL",
 	"DATABASE_URL", "MEMORY_MAX_THREADS", "PSQL_BOT_USERNAME", "PSQL_BOT_PASSWORD", "PSQL_HOST", "PSQL_PORT",
@@ -247,7 +272,7 @@ var vars = []string{
 	"BEDROCK_GUARDRAIL_VERSION", "BEDROCK_ENDPOINT_URL",
 	"MAXIMUM_GUARDRAIL_REWRITES", "APPDATA_FOLDER_PATH", "LOCAL_MODEL_TOKEN_DELAY",
 	"MAX_MESSAGE_CHARS", "MAX_FRAME_BYTES", "RATE_LIMIT_PER_SEC", "RATE_LIMIT_BURST",
-	"MAX_CONNECTIONS", "SEND_QUEUE_SIZE", "WS_PING_INTERVAL", "WS_WRITE_TIMEOUT",
+	"MAX_CONNECTIONS", "MAX_CONNECTIONS_PER_IP", "SEND_QUEUE_SIZE", "WS_PING_INTERVAL", "WS_WRITE_TIMEOUT",
 	"SHUTDOWN_GRACE",
 	"LOG_LEVEL", "LOG_FORMAT",
 }
@@ -392,7 +417,7 @@ func (l *loader) integer(name string, def, lo, hi int) int {
 		return def
 	}
 	if n < lo || n > hi {
-		l.fail(name, "must be between %d and %d, got %d", lo, hi, n)
+		l.fail(name, "must be between %d and %d, got %d%s", lo, hi, n, zeroHint(n == 0))
 		return def
 	}
 	return n
@@ -409,7 +434,7 @@ func (l *loader) float(name string, def, lo, hi float64) float64 {
 		return def
 	}
 	if f <= lo || f > hi {
-		l.fail(name, "must be above %g and at most %g, got %g", lo, hi, f)
+		l.fail(name, "must be above %g and at most %g, got %g%s", lo, hi, f, zeroHint(f == 0))
 		return def
 	}
 	return f
@@ -430,6 +455,15 @@ func (l *loader) duration(name string, def, lo, hi time.Duration) time.Duration 
 		return def
 	}
 	return d
+}
+
+// zeroHint explains a refused 0: no setting is silently replaced, and a 0 that is
+// refused does not mean "no limit" either.
+func zeroHint(zero bool) string {
+	if !zero {
+		return ""
+	}
+	return " (0 is not allowed here: it does not mean \"no limit\")"
 }
 
 // parseDuration parses Go duration syntax or a bare decimal number of seconds. Bare
@@ -483,6 +517,8 @@ func (l *loader) load() Config {
 	c.HTTP.Hosts.Allowed = l.allowedHosts()
 	c.HTTP.Hosts.Origins = l.allowedOrigins()
 	c.HTTP.MaxConnections = l.integer("MAX_CONNECTIONS", 50000, 1, 10_000_000)
+	c.HTTP.MaxConnectionsPerIP = l.integer("MAX_CONNECTIONS_PER_IP", 1000, 0, 10_000_000)
+	c.HTTP.TrustedProxies = l.trustedProxies()
 	c.HTTP.ShutdownGrace = l.duration("SHUTDOWN_GRACE", 25*time.Second, 0, 10*time.Minute)
 	if on, set := l.boolean(false, "TEST_PAGE_ENABLED"); set {
 		c.HTTP.TestPageEnabled = on
@@ -588,6 +624,27 @@ func (l *loader) allowedHosts() []string {
 		hosts = append(hosts, h)
 	}
 	return hosts
+}
+
+func (l *loader) trustedProxies() []netip.Prefix {
+	v, name, ok := l.raw("TRUSTED_PROXIES")
+	if !ok {
+		return nil
+	}
+	var out []netip.Prefix
+	for _, entry := range splitList(v) {
+		p, err := netip.ParsePrefix(entry)
+		if err != nil {
+			a, aerr := netip.ParseAddr(entry)
+			if aerr != nil || a.Zone() != "" {
+				l.fail(name, "entry %s is not a CIDR (such as 10.0.0.0/16) or an IP address", quote(entry))
+				continue
+			}
+			p = netip.PrefixFrom(a, a.BitLen())
+		}
+		out = append(out, p.Masked())
+	}
+	return out
 }
 
 func (l *loader) allowedOrigins() []string {
@@ -860,6 +917,8 @@ func (c Config) LogValue() slog.Value {
 			slog.Any("allowed_origins", c.HTTP.Hosts.AllowedOrigins()),
 			slog.Bool("allowed_origins_derived", len(c.HTTP.Hosts.Origins) == 0),
 			slog.Int("max_connections", c.HTTP.MaxConnections),
+			slog.Int("max_connections_per_ip", c.HTTP.MaxConnectionsPerIP),
+			slog.Any("trusted_proxies", c.HTTP.TrustedProxies),
 			slog.Duration("shutdown_grace", c.HTTP.ShutdownGrace),
 			slog.Bool("test_page_enabled", c.HTTP.TestPageEnabled),
 		),

@@ -3,6 +3,7 @@ package config
 import (
 	"bytes"
 	"log/slog"
+	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -115,9 +116,10 @@ func TestLoadDefaults(t *testing.T) {
 		HTTP: HTTP{
 			ListenAddr:      "127.0.0.1:8000",
 			Hosts:           Hosts{Allowed: []string{"127.0.0.1", "localhost", "[::1]"}},
-			MaxConnections:  50000,
-			ShutdownGrace:   25 * time.Second,
-			TestPageEnabled: true,
+			MaxConnections:      50000,
+			MaxConnectionsPerIP: 1000,
+			ShutdownGrace:       25 * time.Second,
+			TestPageEnabled:     true,
 		},
 		Auth: Auth{SecretKey: DevSecretKey, CSRFSecretKey: DevSecretKey},
 		WebSocket: WebSocket{
@@ -151,6 +153,8 @@ func TestLoadValues(t *testing.T) {
 		"DJANGO_ALLOWED_HOSTS":        " A.example.com , ,.Example.ORG,host.,[::1],* ",
 		"ALLOWED_ORIGINS":             "https://App.example.com, http://b.com:08000/, .c.com:443, [::1]:3000",
 		"MAX_CONNECTIONS":             "10",
+		"MAX_CONNECTIONS_PER_IP":      "0",
+		"TRUSTED_PROXIES":             " 10.0.0.0/16, 192.168.1.7 ,10.1.2.3/8,2001:DB8::/32,::1",
 		"SHUTDOWN_GRACE":              "0",
 		"AUTH_API_KEY":                " k\n",
 		"MAX_MESSAGE_CHARS":           "1",
@@ -183,6 +187,11 @@ func TestLoadValues(t *testing.T) {
 	assert.Equal(t, []string{"a.example.com", ".example.org", "host", "[::1]", "*"}, cfg.HTTP.Hosts.Allowed)
 	assert.Equal(t, []string{"app.example.com", "b.com:8000", ".c.com:443", "[::1]:3000"}, cfg.HTTP.Hosts.Origins)
 	assert.Equal(t, 10, cfg.HTTP.MaxConnections)
+	assert.Equal(t, 0, cfg.HTTP.MaxConnectionsPerIP, "0 is honoured: no per-address limit")
+	assert.Equal(t, []netip.Prefix{
+		netip.MustParsePrefix("10.0.0.0/16"), netip.MustParsePrefix("192.168.1.7/32"),
+		netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("2001:db8::/32"), netip.MustParsePrefix("::1/128"),
+	}, cfg.HTTP.TrustedProxies)
 	assert.Equal(t, time.Duration(0), cfg.HTTP.ShutdownGrace)
 	assert.Equal(t, "k", cfg.Auth.APIKey, "keys are trimmed")
 	assert.True(t, cfg.Auth.Required())
@@ -210,16 +219,21 @@ func TestLoadParseErrors(t *testing.T) {
 		{map[string]string{"AUTH_DISABLED": "y"}, []string{`config: AUTH_DISABLED: must be a boolean`}},
 		{map[string]string{"TEST_PAGE_ENABLED": "enabled"}, []string{`config: TEST_PAGE_ENABLED: must be a boolean`}},
 		{map[string]string{"MAX_MESSAGE_CHARS": "8k"}, []string{`config: MAX_MESSAGE_CHARS: must be an integer, got "8k"`}},
-		{map[string]string{"MAX_MESSAGE_CHARS": "0"}, []string{`config: MAX_MESSAGE_CHARS: must be between 1 and 1000000, got 0`}},
 		{map[string]string{"MAX_MESSAGE_CHARS": "1000001"}, []string{`config: MAX_MESSAGE_CHARS: must be between`}},
 		{map[string]string{"MAX_FRAME_BYTES": "1023"}, []string{`config: MAX_FRAME_BYTES: must be between 1024 and 16777216`}},
 		{map[string]string{"MAX_FRAME_BYTES": "16777217"}, []string{`config: MAX_FRAME_BYTES: must be between`}},
-		{map[string]string{"RATE_LIMIT_PER_SEC": "0"}, []string{`config: RATE_LIMIT_PER_SEC: must be above 0 and at most 100000, got 0`}},
+		{map[string]string{"RATE_LIMIT_PER_SEC": "0"}, []string{`config: RATE_LIMIT_PER_SEC: must be above 0 and at most 100000, got 0 (0 is not allowed here: it does not mean "no limit")`}},
 		{map[string]string{"RATE_LIMIT_PER_SEC": "100001"}, []string{`config: RATE_LIMIT_PER_SEC: must be above`}},
 		{map[string]string{"RATE_LIMIT_PER_SEC": "NaN"}, []string{`config: RATE_LIMIT_PER_SEC: must be a number, got "NaN"`}},
 		{map[string]string{"RATE_LIMIT_PER_SEC": "fast"}, []string{`config: RATE_LIMIT_PER_SEC: must be a number`}},
-		{map[string]string{"RATE_LIMIT_BURST": "0"}, []string{`config: RATE_LIMIT_BURST: must be between 1 and`}},
-		{map[string]string{"MAX_CONNECTIONS": "0"}, []string{`config: MAX_CONNECTIONS: must be between 1 and 10000000`}},
+		{map[string]string{"RATE_LIMIT_BURST": "0"}, []string{`config: RATE_LIMIT_BURST: must be between 1 and 1000000, got 0 (0 is not allowed here: it does not mean "no limit")`}},
+		{map[string]string{"MAX_CONNECTIONS": "0"}, []string{`config: MAX_CONNECTIONS: must be between 1 and 10000000, got 0 (0 is not allowed here`}},
+		{map[string]string{"MAX_MESSAGE_CHARS": "0"}, []string{`config: MAX_MESSAGE_CHARS: must be between 1 and 1000000, got 0 (0 is not allowed here`}},
+		{map[string]string{"MEMORY_MAX_THREADS": "0"}, []string{`config: MEMORY_MAX_THREADS: must be between 1 and 10000000, got 0 (0 is not allowed here`}},
+		{map[string]string{"MAX_CONNECTIONS_PER_IP": "-1"}, []string{`config: MAX_CONNECTIONS_PER_IP: must be between 0 and 10000000, got -1`}},
+		{map[string]string{"TRUSTED_PROXIES": "10.0.0.0/16,alb.internal"}, []string{`config: TRUSTED_PROXIES: entry "alb.internal" is not a CIDR (such as 10.0.0.0/16) or an IP address`}},
+		{map[string]string{"TRUSTED_PROXIES": "10.0.0.0/33"}, []string{`config: TRUSTED_PROXIES: entry "10.0.0.0/33" is not a CIDR`}},
+		{map[string]string{"TRUSTED_PROXIES": "fe80::1%eth0"}, []string{`config: TRUSTED_PROXIES: entry "fe80::1%eth0" is not a CIDR`}},
 		{map[string]string{"SEND_QUEUE_SIZE": "7"}, []string{`config: SEND_QUEUE_SIZE: must be between 8 and 65536`}},
 		{map[string]string{"SEND_QUEUE_SIZE": "65537"}, []string{`config: SEND_QUEUE_SIZE: must be between`}},
 		{map[string]string{"MAXIMUM_GUARDRAIL_REWRITES": "11"}, []string{`config: MAXIMUM_GUARDRAIL_REWRITES: must be between 0 and 10`}},

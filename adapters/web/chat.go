@@ -19,28 +19,28 @@ func (s *Server) chatSocket(c echo.Context) error {
 	if !s.admit(c) {
 		return nil
 	}
-	if !s.reserve() {
-		s.cfg.Metrics.Refused("max_connections")
-		writeError(c.Response(), http.StatusServiceUnavailable, "max_connections", "this instance is full; connect again")
+	addr, ok := s.reserve(c)
+	if !ok {
 		return nil
 	}
 	ws, err := s.upgrader.Upgrade(c.Response(), c.Request(), nil)
 	if err != nil {
-		s.release()
+		s.release(addr)
 		return nil
 	}
 	c.Response().Status = http.StatusSwitchingProtocols
 	conn := s.chats.Wrap(ws)
 	connID := uuid.NewString()
 	ctx := context.WithValue(s.base, logKey{}, []any{"endpoint", "chat", "connection_id", connID})
-	go s.serveChat(ctx, &chatConn{Conn: conn, id: connID})
+	go s.serveChat(ctx, &chatConn{Conn: conn, id: connID, addr: addr})
 	return nil
 }
 
 // chatConn is one chat socket: at most one answer streams on it at a time.
 type chatConn struct {
 	*socket.Conn
-	id string
+	id   string
+	addr string // the client address, as reserve counted it
 
 	mu      sync.Mutex
 	thread  string  // the connection's current thread
@@ -76,7 +76,7 @@ func (s *Server) serveChat(ctx context.Context, cc *chatConn) {
 		cc.stop()
 		cc.Finish()
 		s.chat.Open.Dec()
-		s.release()
+		s.release(cc.addr)
 		s.untrackChat(cc)
 	}()
 	if s.draining.Load() {

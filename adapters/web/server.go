@@ -9,7 +9,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
+	"net"
 	"net/http"
+	"net/netip"
 	"regexp"
 	"sync"
 	"sync/atomic"
@@ -41,10 +44,20 @@ type Config struct {
 	HostAllowed   func(host string) bool
 	OriginAllowed func(origin string) bool
 	// MaxConnections caps this instance's sockets; beyond it upgrades get
-	// 503. Zero means 50000.
+	// 503 max_connections. Zero means 50000.
 	MaxConnections int
+	// MaxConnectionsPerIP caps the sockets of one client address (IPv6
+	// addresses count per /64); beyond it upgrades get 429
+	// too_many_connections. Zero means no per-address limit.
+	MaxConnectionsPerIP int
+	// TrustedProxies lists the proxies whose X-Forwarded-For is believed.
+	// The client address, logged as "remote" and counted by
+	// MaxConnectionsPerIP, is the TCP peer, or, when the peer is a trusted
+	// proxy, the rightmost X-Forwarded-For entry that is not one. Nil
+	// trusts no proxy: X-Forwarded-For is ignored.
+	TrustedProxies []netip.Prefix
 	// RatePerSec and RateBurst limit the messages of one socket. Zero
-	// means 100 and 200.
+	// means 100 and 200 (config.Load never passes zero: it refuses it).
 	RatePerSec float64
 	RateBurst  int
 	// HelloTimeout bounds the wait for a session socket's hello. Zero
@@ -97,6 +110,9 @@ type Server struct {
 	draining atomic.Bool
 	open     atomic.Int64 // sockets on every endpoint
 
+	addrMu sync.Mutex
+	perIP  map[string]int // sockets by client address key (addrKey)
+
 	// base is the context of every socket; it carries no deadline and is
 	// never cancelled: sockets end by being closed.
 	base context.Context
@@ -122,6 +138,12 @@ func New(cfg Config) (*Server, error) {
 		return nil, errors.New("web: a conversation service is required")
 	case cfg.CSRFSecret == "":
 		return nil, errors.New("web: a CSRF secret is required")
+	case cfg.MaxConnections < 0 || cfg.MaxConnectionsPerIP < 0 || cfg.RateBurst < 0 || cfg.MaxMessageChars < 0:
+		return nil, errors.New("web: connection, burst and message limits must not be negative")
+	case !(cfg.RatePerSec >= 0) || math.IsInf(cfg.RatePerSec, 0):
+		return nil, errors.New("web: the rate per second must be a finite number, not negative")
+	case cfg.HelloTimeout < 0 || cfg.CSRFTTL < 0:
+		return nil, errors.New("web: the hello timeout and the CSRF lifetime must not be negative")
 	}
 	if cfg.MaxMessageChars <= 0 {
 		cfg.MaxMessageChars = 8000
@@ -149,6 +171,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	s := &Server{
 		cfg:       cfg,
+		perIP:     make(map[string]int),
 		base:      context.Background(),
 		live:      make(map[*socket.Conn]struct{}),
 		chatConns: make(map[*chatConn]struct{}),
@@ -185,6 +208,7 @@ func New(cfg Config) (*Server, error) {
 
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
+	e.IPExtractor = clientIP(cfg.TrustedProxies)
 	e.HTTPErrorHandler = s.httpError
 	e.Use(s.recoverPanics, s.logRequests, s.checkHost)
 	e.GET("/health/", s.health)
@@ -316,13 +340,74 @@ func (s *Server) admit(c echo.Context) bool {
 	return true
 }
 
-// reserve counts a socket against MaxConnections; release undoes it.
-func (s *Server) reserve() bool {
+// reserve counts a socket against MaxConnections and against the
+// MaxConnectionsPerIP of its client address, which it returns; it writes
+// the refusal itself and reports false when either is full. release
+// undoes it.
+func (s *Server) reserve(c echo.Context) (addr string, ok bool) {
+	addr = addrKey(c.RealIP())
+	refuse := func(status int, code, msg string) (string, bool) {
+		s.cfg.Metrics.Refused(code)
+		writeError(c.Response(), status, code, msg)
+		return "", false
+	}
 	if s.open.Add(1) > int64(s.cfg.MaxConnections) {
 		s.open.Add(-1)
-		return false
+		return refuse(http.StatusServiceUnavailable, "max_connections", "this instance is full; connect again")
 	}
-	return true
+	if s.cfg.MaxConnectionsPerIP > 0 {
+		s.addrMu.Lock()
+		full := s.perIP[addr] >= s.cfg.MaxConnectionsPerIP
+		if !full {
+			s.perIP[addr]++
+		}
+		s.addrMu.Unlock()
+		if full {
+			s.open.Add(-1)
+			return refuse(http.StatusTooManyRequests, "too_many_connections", "too many connections from this address; close some first")
+		}
+	}
+	return addr, true
 }
 
-func (s *Server) release() { s.open.Add(-1) }
+// release gives back the place reserve took for a socket of addr.
+func (s *Server) release(addr string) {
+	if s.cfg.MaxConnectionsPerIP > 0 {
+		s.addrMu.Lock()
+		if s.perIP[addr]--; s.perIP[addr] <= 0 {
+			delete(s.perIP, addr)
+		}
+		s.addrMu.Unlock()
+	}
+	s.open.Add(-1)
+}
+
+// clientIP returns the IP extractor of the edge: X-Forwarded-For is read
+// only from a trusted proxy, right to left, up to the first address that
+// is not one (echo.ExtractIPFromXFFHeader). Echo trusts loopback, link-local
+// and private addresses by default; here only the configured ranges are.
+func clientIP(trusted []netip.Prefix) echo.IPExtractor {
+	opts := []echo.TrustOption{echo.TrustLoopback(false), echo.TrustLinkLocal(false), echo.TrustPrivateNet(false)}
+	for _, p := range trusted {
+		opts = append(opts, echo.TrustIPRange(&net.IPNet{
+			IP:   p.Addr().AsSlice(),
+			Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen()),
+		}))
+	}
+	return echo.ExtractIPFromXFFHeader(opts...)
+}
+
+// addrKey is what MaxConnectionsPerIP counts: an IPv4 address, or the /64
+// of an IPv6 one, since one IPv6 client may hold a whole /64.
+func addrKey(ip string) string {
+	a, err := netip.ParseAddr(ip)
+	if err != nil {
+		return ip
+	}
+	a = a.Unmap().WithZone("")
+	if a.Is6() {
+		p, _ := a.Prefix(64)
+		return p.String()
+	}
+	return a.String()
+}

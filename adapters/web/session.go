@@ -31,21 +31,20 @@ func (s *Server) sessionSocket(c echo.Context) error {
 	if !s.admit(c) {
 		return nil
 	}
-	if !s.reserve() {
-		s.cfg.Metrics.Refused("max_connections")
-		writeError(c.Response(), http.StatusServiceUnavailable, "max_connections", "this instance is full; connect again")
+	addr, ok := s.reserve(c)
+	if !ok {
 		return nil
 	}
 	ws, err := s.upgrader.Upgrade(c.Response(), c.Request(), nil)
 	if err != nil {
-		s.release() // the upgrader has answered
+		s.release(addr) // the upgrader has answered
 		return nil
 	}
 	c.Response().Status = http.StatusSwitchingProtocols
 	conn := s.sessions.Wrap(ws)
 	connID := uuid.NewString()
 	ctx := context.WithValue(s.base, logKey{}, []any{"endpoint", "session", "session", id, "connection_id", connID})
-	go s.serveSession(ctx, conn, id, connID)
+	go s.serveSession(ctx, conn, id, connID, addr)
 	return nil
 }
 
@@ -61,7 +60,7 @@ func logArgs(ctx context.Context, args ...any) []any {
 // done. The messages after that are read by a fresh goroutine: the hello
 // and the join grow a stack that an idle socket need not keep, and a new
 // goroutine starts small.
-func (s *Server) serveSession(ctx context.Context, conn *socket.Conn, id, connID string) {
+func (s *Server) serveSession(ctx context.Context, conn *socket.Conn, id, connID, addr string) {
 	s.track(conn)
 	s.session.Open.Inc()
 	joined := false
@@ -71,7 +70,7 @@ func (s *Server) serveSession(ctx context.Context, conn *socket.Conn, id, connID
 			conn.Close(socket.CloseInternal, "internal error")
 		}
 		if !joined {
-			s.endSession(conn)
+			s.endSession(conn, addr)
 		}
 	}()
 	if s.draining.Load() {
@@ -89,26 +88,26 @@ func (s *Server) serveSession(ctx context.Context, conn *socket.Conn, id, connID
 		return
 	}
 	joined = true
-	go s.readSession(ctx, conn, id, member)
+	go s.readSession(ctx, conn, id, member, addr)
 }
 
-// endSession releases what a session socket held.
-func (s *Server) endSession(conn *socket.Conn) {
+// endSession releases what a session socket of client address addr held.
+func (s *Server) endSession(conn *socket.Conn, addr string) {
 	conn.Finish()
 	s.session.Open.Dec()
-	s.release()
+	s.release(addr)
 	s.untrack(conn)
 }
 
 // readSession serves a joined session socket's messages until it closes.
-func (s *Server) readSession(ctx context.Context, conn *socket.Conn, id string, member ports.Member) {
+func (s *Server) readSession(ctx context.Context, conn *socket.Conn, id string, member ports.Member, addr string) {
 	defer func() {
 		if p := recover(); p != nil {
 			s.cfg.Log.ErrorContext(ctx, "panic in session socket", logArgs(ctx, "panic", p, "stack", string(debug.Stack()))...)
 			conn.Close(socket.CloseInternal, "internal error")
 		}
 		s.cfg.Hub.Leave(ctx, id, member.ConnectionID, conn)
-		s.endSession(conn)
+		s.endSession(conn, addr)
 	}()
 	limit := newBucket(s.cfg.RatePerSec, s.cfg.RateBurst)
 	refused := session.EncodeError(session.CodeRateLimited, rateLimitedMessage)

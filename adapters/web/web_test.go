@@ -8,9 +8,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -501,4 +504,167 @@ func TestReadyHidesTheFailure(t *testing.T) {
 	assert.Contains(t, out, `"check":"postgres"`)
 	assert.Contains(t, out, "10.0.0.5:5432")
 	assert.NotContains(t, out, "Pa55word", "a password reached the log")
+}
+
+// metric returns the value of one line of /metrics, or -1 when absent.
+func metric(t *testing.T, f *fixture, line string) int {
+	t.Helper()
+	resp, err := http.Get(f.http.URL + "/metrics")
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	for _, l := range strings.Split(string(raw), "\n") {
+		if v, ok := strings.CutPrefix(l, line+" "); ok {
+			var n int
+			_, err := fmt.Sscan(v, &n)
+			require.NoError(t, err)
+			return n
+		}
+	}
+	return -1
+}
+
+// One client address cannot take every socket of the instance: past
+// MaxConnectionsPerIP it gets 429 too_many_connections, counted in
+// /metrics, while other addresses (behind a trusted proxy here) still
+// connect, and a socket that closes frees its place.
+func TestMaxConnectionsPerIP(t *testing.T) {
+	f := newFixture(t, func(c *web.Config) {
+		c.MaxConnectionsPerIP = 2
+		c.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
+	})
+	a := f.join(t, "s", "a")
+	f.join(t, "s", "b")
+	status, code := f.refused(t, "/ws/session/s/", nil)
+	assert.Equal(t, http.StatusTooManyRequests, status)
+	assert.Equal(t, "too_many_connections", code)
+	status, code = f.refused(t, "/ws/chat/", nil)
+	assert.Equal(t, http.StatusTooManyRequests, status)
+	assert.Equal(t, "too_many_connections", code)
+	assert.Equal(t, 2, metric(t, f, `wsserver_upgrades_refused_total{reason="too_many_connections"}`))
+
+	// Another client, as the trusted proxy reports it.
+	other := http.Header{"X-Forwarded-For": {"203.0.113.9"}}
+	_, err := f.dial(t, "/ws/chat/", other)
+	require.NoError(t, err)
+	// IPv6 clients count per /64.
+	_, err = f.dial(t, "/ws/chat/", http.Header{"X-Forwarded-For": {"2001:db8:1:2::1"}})
+	require.NoError(t, err)
+	_, err = f.dial(t, "/ws/chat/", http.Header{"X-Forwarded-For": {"2001:db8:1:2::2"}})
+	require.NoError(t, err)
+	status, code = f.refused(t, "/ws/chat/", http.Header{"X-Forwarded-For": {"2001:db8:1:2:ffff::3"}})
+	assert.Equal(t, http.StatusTooManyRequests, status)
+	assert.Equal(t, "too_many_connections", code)
+
+	// The first client leaves: its address may connect again.
+	require.NoError(t, a.Close())
+	require.Eventually(t, func() bool {
+		c, err := f.dial(t, "/ws/session/s/", nil)
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	}, wait, 20*time.Millisecond)
+}
+
+// The client address of the logs is the TCP peer unless that peer is a
+// trusted proxy; then the rightmost X-Forwarded-For entry that is not a
+// trusted proxy: a leftmost entry is whatever the client wrote. The
+// authorization query parameter is never logged.
+func TestClientAddress(t *testing.T) {
+	tests := []struct {
+		name    string
+		trusted []string
+		xff     []string
+		want    string
+	}{
+		{"no proxy trusted: the peer", nil, []string{"198.51.100.1"}, "127.0.0.1"},
+		{"no header", []string{"127.0.0.0/8"}, nil, "127.0.0.1"},
+		{"the proxy's client", []string{"127.0.0.1/32"}, []string{"198.51.100.1"}, "198.51.100.1"},
+		{"a forged leftmost entry", []string{"127.0.0.0/8"}, []string{"6.6.6.6, 198.51.100.1"}, "198.51.100.1"},
+		{"two proxies", []string{"127.0.0.0/8", "10.0.0.0/8"}, []string{"6.6.6.6, 198.51.100.1, 10.1.2.3"}, "198.51.100.1"},
+		{"two headers", []string{"127.0.0.0/8", "10.0.0.0/8"}, []string{"6.6.6.6", "198.51.100.1, 10.1.2.3"}, "198.51.100.1"},
+		{"another proxy is not trusted", []string{"127.0.0.0/8"}, []string{"198.51.100.1, 10.1.2.3"}, "10.1.2.3"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var logs syncBuffer
+			f := newFixture(t, func(c *web.Config) {
+				c.Log = slog.New(slog.NewJSONHandler(&logs, nil))
+				c.APIKey = "Sup3rSecretKey"
+				for _, p := range tt.trusted {
+					c.TrustedProxies = append(c.TrustedProxies, netip.MustParsePrefix(p))
+				}
+			})
+			h := http.Header{}
+			for _, v := range tt.xff {
+				h.Add("X-Forwarded-For", v)
+			}
+			c, err := f.dial(t, "/ws/chat/?authorization=Sup3rSecretKey", h)
+			require.NoError(t, err)
+			require.NoError(t, c.Close())
+			var line map[string]any
+			require.Eventually(t, func() bool {
+				for _, l := range strings.Split(logs.String(), "\n") {
+					if strings.Contains(l, `"msg":"request"`) {
+						return json.Unmarshal([]byte(l), &line) == nil
+					}
+				}
+				return false
+			}, wait, 10*time.Millisecond)
+			assert.Equal(t, tt.want, line["remote"])
+			assert.Equal(t, "/ws/chat/", line["path"])
+			assert.NotContains(t, logs.String(), "Sup3rSecretKey")
+		})
+	}
+}
+
+// syncBuffer is a bytes.Buffer for a logger and a test at once.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// A limit is never silently replaced: zero means the documented default,
+// and a negative or non-finite one is refused.
+func TestNewRefusesBadLimits(t *testing.T) {
+	for name, change := range map[string]func(*web.Config){
+		"max connections":        func(c *web.Config) { c.MaxConnections = -1 },
+		"max connections per ip": func(c *web.Config) { c.MaxConnectionsPerIP = -1 },
+		"rate":                   func(c *web.Config) { c.RatePerSec = -1 },
+		"NaN rate":               func(c *web.Config) { c.RatePerSec = math.NaN() },
+		"infinite rate":          func(c *web.Config) { c.RatePerSec = math.Inf(1) },
+		"burst":                  func(c *web.Config) { c.RateBurst = -1 },
+		"message chars":          func(c *web.Config) { c.MaxMessageChars = -1 },
+		"hello timeout":          func(c *web.Config) { c.HelloTimeout = -time.Second },
+	} {
+		t.Run(name, func(t *testing.T) {
+			m := metrics.New()
+			hub, err := session.NewHub(session.HubConfig{
+				Broker: memory.NewBroker(), Presence: memory.NewPresence(), Encode: socket.Frame, Observer: m,
+			})
+			require.NoError(t, err)
+			cfg := web.Config{
+				InstanceID: "test-1", Chat: newChat(t, hub, 0), CSRFSecret: "test-csrf-secret-of-enough-length-0123456789",
+				HostAllowed: func(string) bool { return true }, OriginAllowed: func(string) bool { return true },
+				Hub: hub, Metrics: m,
+			}
+			change(&cfg)
+			_, err = web.New(cfg)
+			assert.ErrorContains(t, err, "web: ")
+		})
+	}
 }

@@ -24,11 +24,13 @@ pin_server=() pin_tool=()
 [[ -n ${BENCH_SERVER_CPUS:-} ]] && pin_server=(taskset -c "$BENCH_SERVER_CPUS")
 [[ -n ${BENCH_TOOL_CPUS:-} ]] && pin_tool=(taskset -c "$BENCH_TOOL_CPUS")
 
-# server PORT [ENV...]: starts a fresh server; its pid is left in $pid.
+# server PORT [ENV...]: starts a fresh server; its pid is left in $pid. It is
+# a development server (DJANGO_DEBUG=1) without the per-address limit: every
+# benchmark socket comes from 127.0.0.1.
 server() {
 	local port=$1
 	shift
-	"${pin_server[@]}" env DJANGO_DEBUG=1 LISTEN_ADDR="127.0.0.1:$port" LOG_LEVEL=warn INSTANCE_ID="bench-$port" "$@" \
+	"${pin_server[@]}" env DJANGO_DEBUG=1 MAX_CONNECTIONS_PER_IP=0 LISTEN_ADDR="127.0.0.1:$port" LOG_LEVEL=warn INSTANCE_ID="bench-$port" "$@" \
 		"$BIN/wsserver" >>"$OUT/server-$port.log" 2>&1 &
 	pid=$!
 	pids+=("$pid")

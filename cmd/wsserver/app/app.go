@@ -154,13 +154,15 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, ln net.Listen
 		testPage = docs.WSTestPage
 	}
 	edge, err := web.New(web.Config{
-		InstanceID:     cfg.InstanceID,
-		APIKey:         apiKey,
-		HostAllowed:    hosts.HostAllowed,
-		OriginAllowed:  hosts.OriginAllowed,
-		MaxConnections: cfg.HTTP.MaxConnections,
-		RatePerSec:     cfg.WebSocket.RateLimitPerSec,
-		RateBurst:      cfg.WebSocket.RateLimitBurst,
+		InstanceID:          cfg.InstanceID,
+		APIKey:              apiKey,
+		HostAllowed:         hosts.HostAllowed,
+		OriginAllowed:       hosts.OriginAllowed,
+		MaxConnections:      cfg.HTTP.MaxConnections,
+		MaxConnectionsPerIP: cfg.HTTP.MaxConnectionsPerIP,
+		TrustedProxies:      cfg.HTTP.TrustedProxies,
+		RatePerSec:          cfg.WebSocket.RateLimitPerSec,
+		RateBurst:           cfg.WebSocket.RateLimitBurst,
 		Sockets: socket.Config{
 			MaxQueue:     cfg.WebSocket.SendQueueSize,
 			WriteTimeout: cfg.WebSocket.WriteTimeout,
