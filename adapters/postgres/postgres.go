@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"strings"
 	"time"
 
@@ -34,6 +35,13 @@ type Config struct {
 	// that an instance starting next to a database that is still booting
 	// does not fail. Zero: 30 s.
 	ConnectWait time.Duration
+	// StatementTimeout is the server's statement_timeout for the pool's
+	// sessions: a statement that runs or waits on a lock longer is
+	// cancelled by PostgreSQL, whatever the caller's context. Zero: the
+	// DSN's statement_timeout, else 10 s. (A database that does not answer
+	// at all is bounded by the callers' contexts: the conversation's
+	// StoreTimeout and WriteTimeout.)
+	StatementTimeout time.Duration
 	// OnError is called with the operation's name each time a call fails
 	// for another reason than an unknown thread or the caller's context
 	// (a metric). Nil: nothing is called.
@@ -60,6 +68,10 @@ const (
 	// cancelGrace bounds how long a call outlives its context while the
 	// server cancels its statement.
 	cancelGrace = time.Second
+	// defaultStatementTimeout is the server's statement_timeout unless
+	// the DSN or the Config sets one: longer than the conversation's own
+	// deadlines (5 s), so that it only catches what they do not bound.
+	defaultStatementTimeout = 10 * time.Second
 )
 
 // Store is a thread store in PostgreSQL. Its methods are safe for
@@ -80,6 +92,9 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	}
 	if cfg.ConnectWait < 0 {
 		return nil, errors.New("postgres: connect wait must not be negative")
+	}
+	if cfg.StatementTimeout < 0 {
+		return nil, errors.New("postgres: statement timeout must not be negative")
 	}
 	if cfg.ConnectWait == 0 {
 		cfg.ConnectWait = defaultConnectWait
@@ -110,6 +125,12 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if err != nil {
 		pool.Close()
 		return nil, err
+	}
+	var encoding string
+	if err := pool.QueryRow(ctx, `SHOW server_encoding`).Scan(&encoding); err == nil && encoding != "UTF8" {
+		// jsonb then refuses escapes of characters beyond ASCII (\u00e9)
+		// that the in-process store keeps: turns holding them are lost.
+		cfg.Log.WarnContext(ctx, "postgres: the database's encoding is not UTF8: create it with ENCODING 'UTF8'", "server_encoding", encoding)
 	}
 	cfg.Log.InfoContext(ctx, "postgres: ready", "max_conns", pcfg.MaxConns, "migrations_applied", applied,
 		"schema_version", migrations[len(migrations)-1].version)
@@ -158,6 +179,12 @@ func poolConfig(cfg Config) (*pgxpool.Config, error) {
 	// within cancelGrace, the connection is dropped all the same.
 	pcfg.ConnConfig.BuildContextWatcherHandler = func(c *pgconn.PgConn) ctxwatch.Handler {
 		return &pgconn.CancelRequestContextWatcherHandler{Conn: c, DeadlineDelay: cancelGrace}
+	}
+	switch {
+	case cfg.StatementTimeout > 0:
+		pcfg.ConnConfig.RuntimeParams["statement_timeout"] = strconv.FormatInt(max(cfg.StatementTimeout.Milliseconds(), 1), 10)
+	case !set("statement_timeout"):
+		pcfg.ConnConfig.RuntimeParams["statement_timeout"] = strconv.FormatInt(defaultStatementTimeout.Milliseconds(), 10)
 	}
 	if _, ok := pcfg.ConnConfig.RuntimeParams["application_name"]; !ok {
 		pcfg.ConnConfig.RuntimeParams["application_name"] = "wsserver"
@@ -211,3 +238,13 @@ func (s *Store) Ping(ctx context.Context) error {
 
 // Close closes the pool's connections, waiting for the calls in progress.
 func (s *Store) Close() { s.pool.Close() }
+
+// Setting returns the value of a run-time setting of the pool's sessions
+// (SHOW name), for diagnostics and tests.
+func (s *Store) Setting(ctx context.Context, name string) (string, error) {
+	var v string
+	if err := s.pool.QueryRow(ctx, `SELECT current_setting($1)`, name).Scan(&v); err != nil {
+		return "", fmt.Errorf("postgres: setting %s: %w", name, err)
+	}
+	return v, nil
+}

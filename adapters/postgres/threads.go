@@ -5,10 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math"
-	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -21,8 +18,7 @@ import (
 // same. The server validates its inputs before they get here: these turn a
 // value that slipped through into a clear error rather than a failed query.
 const (
-	maxKey    = 255 // ids, channel, run ids, node names
-	maxReason = 64
+	maxKey = ports.MaxStoredKey // ids, channel, run ids, node names
 )
 
 // A batch of statements is sent in one round trip and, ending with one
@@ -57,9 +53,15 @@ const (
 	// A turn creates its thread or, when it exists, locks its row (and
 	// notes the time), as appends do. Two turns creating one thread at once
 	// are fine: the second's insert waits for the first to commit, then
-	// updates the row it made.
-	upsertThread = `INSERT INTO threads (id, channel) VALUES ($1, $2)
-		ON CONFLICT (id) DO UPDATE SET updated_at = now()`
+	// updates the row it made. The row's lock also orders the fence check:
+	// a turn of a fence older than the thread's sets it to -1, which the
+	// CHECK threads_fence_stale refuses, rolling the whole turn back; a
+	// newer fence raises it; zero (unfenced) leaves it.
+	upsertThread = `INSERT INTO threads (id, channel, fence) VALUES ($1, $2, $3)
+		ON CONFLICT (id) DO UPDATE SET updated_at = now(), fence = CASE
+			WHEN EXCLUDED.fence = 0 THEN threads.fence
+			WHEN EXCLUDED.fence >= threads.fence THEN EXCLUDED.fence
+			ELSE -1 END`
 	// The thread's row is there and locked: no need to check for it. A
 	// turn's checkpoints, six or so, are one statement of arrays, which
 	// costs the database a fifth less CPU per turn than six statements
@@ -116,11 +118,8 @@ func (s *Store) Create(ctx context.Context, threadID, channel string) error {
 	if threadID == "" {
 		return errors.New("postgres: create thread: the thread id is empty")
 	}
-	if err := checkText("thread id", threadID, maxKey); err != nil {
-		return fmt.Errorf("postgres: create thread: %w", err)
-	}
-	if err := checkText("channel", channel, maxKey); err != nil {
-		return fmt.Errorf("postgres: create thread: %w", err)
+	if err := errors.Join(ports.CheckText("thread id", threadID, maxKey), ports.CheckText("channel", channel, maxKey)); err != nil {
+		return unstorable("create thread", err)
 	}
 	_, err := s.pool.Exec(ctx, `INSERT INTO threads (id, channel) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING`, threadID, channel)
 	if err != nil {
@@ -135,8 +134,8 @@ func (s *Store) Append(ctx context.Context, threadID string, msgs ...ports.Messa
 		return conversation.ErrThreadNotFound
 	}
 	for i, m := range msgs {
-		if err := checkMessage(m); err != nil {
-			return fmt.Errorf("postgres: append: message %d: %w", i, err)
+		if err := ports.CheckMessage(m); err != nil {
+			return unstorable("append", fmt.Errorf("message %d: %w", i, err))
 		}
 	}
 	b := &pgx.Batch{}
@@ -164,6 +163,9 @@ func (s *Store) Append(ctx context.Context, threadID string, msgs ...ports.Messa
 	if err != nil {
 		if constraint(err, "23505", "messages_thread_id_id_key") {
 			err = fmt.Errorf("a message id is already in the thread: %w", err)
+		}
+		if refused(err) {
+			return unstorable("append", err)
 		}
 		return s.fail(ctx, "append", err)
 	}
@@ -199,8 +201,8 @@ func (s *Store) SaveCheckpoint(ctx context.Context, threadID string, cp ports.Ch
 	if !storable(threadID, maxKey) {
 		return conversation.ErrThreadNotFound
 	}
-	if err := checkCheckpoint(cp); err != nil {
-		return fmt.Errorf("postgres: save checkpoint: %w", err)
+	if err := ports.CheckCheckpoint(cp); err != nil {
+		return unstorable("save checkpoint", err)
 	}
 	// Checkpoints are there to inspect runs, and six or so are saved per
 	// chat message: they commit without waiting for the WAL to reach the
@@ -218,9 +220,8 @@ func (s *Store) SaveCheckpoint(ctx context.Context, threadID string, cp ports.Ch
 	b.Queue(`COMMIT`)
 	err := s.pool.SendBatch(ctx, b).Close()
 	if err != nil {
-		if code(err) == "22P05" {
-			// jsonb keeps strings as text, which cannot hold U+0000.
-			err = fmt.Errorf(`the state holds the escape \u0000, which jsonb cannot store: %w`, err)
+		if refused(err) {
+			return unstorable("save checkpoint", err)
 		}
 		return s.fail(ctx, "save checkpoint", err)
 	}
@@ -270,11 +271,14 @@ func (s *Store) RecordEscalation(ctx context.Context, threadID string, e ports.E
 	if !storable(threadID, maxKey) {
 		return conversation.ErrThreadNotFound
 	}
-	if err := checkEscalation(e); err != nil {
-		return fmt.Errorf("postgres: record escalation: %w", err)
+	if err := ports.CheckEscalation(e); err != nil {
+		return unstorable("record escalation", err)
 	}
 	tag, err := s.pool.Exec(ctx, insertEscalation, threadID, e.RunID, string(e.Reason), e.Detail, e.CreatedAt)
 	if err != nil {
+		if refused(err) {
+			return unstorable("record escalation", err)
+		}
 		return s.fail(ctx, "record escalation", err)
 	}
 	if tag.RowsAffected() == 0 {
@@ -298,12 +302,18 @@ func (s *Store) RecordEscalation(ctx context.Context, threadID string, e ports.E
 //
 // Unlike SaveCheckpoint, the commit waits for the WAL to reach the disk:
 // the turn holds the messages, and its checkpoints come with them.
+//
+// A turn of a fence older than the thread's is refused with ErrFenced (see
+// upsertThread), in the same transaction: nothing of it is stored.
 func (s *Store) SaveTurn(ctx context.Context, t ports.Turn) error {
-	if err := checkTurn(t); err != nil {
-		return fmt.Errorf("postgres: save turn: %w", err)
+	if t.ThreadID == "" {
+		return errors.New("postgres: save turn: the thread id is empty")
+	}
+	if err := ports.CheckTurn(t); err != nil {
+		return unstorable("save turn", err)
 	}
 	b := &pgx.Batch{}
-	b.Queue(upsertThread, t.ThreadID, t.Channel)
+	b.Queue(upsertThread, t.ThreadID, t.Channel, t.Fence)
 	for _, m := range t.Messages {
 		b.Queue(insertMessage, t.ThreadID, m.ID, string(m.Role), m.Content, m.Cancelled, m.CreatedAt)
 	}
@@ -327,48 +337,34 @@ func (s *Store) SaveTurn(ctx context.Context, t ports.Turn) error {
 	}
 	if err := s.pool.SendBatch(ctx, b).Close(); err != nil {
 		switch {
+		case constraint(err, "23514", "threads_fence_stale"):
+			return fmt.Errorf("postgres: save turn: fence %d: %w", t.Fence, conversation.ErrFenced)
 		case constraint(err, "23505", "messages_thread_id_id_key"):
 			err = fmt.Errorf("a message id is already in the thread: %w", err)
-		case code(err) == "22P05":
-			err = fmt.Errorf(`a checkpoint's state holds the escape \u0000, which jsonb cannot store: %w`, err)
+		case refused(err):
+			return unstorable("save turn", err)
 		}
 		return s.fail(ctx, "save turn", err)
 	}
 	return nil
 }
 
-// checkTurn tells why t cannot be stored, before anything is sent.
-func checkTurn(t ports.Turn) error {
-	if t.ThreadID == "" {
-		return errors.New("the thread id is empty")
+// unstorable wraps why a value cannot be stored; it is not counted as a
+// failure of the database.
+func unstorable(op string, err error) error {
+	return fmt.Errorf("postgres: %s: %w: %w", op, conversation.ErrUnstorable, err)
+}
+
+// refused reports whether PostgreSQL refused a value that ports.CheckTurn
+// and friends should have caught first: an escape jsonb cannot hold
+// (22P05: \u0000; 22P02: a lone surrogate), or bytes that are not UTF-8
+// (22021).
+func refused(err error) bool {
+	switch code(err) {
+	case "22P05", "22P02", "22021":
+		return true
 	}
-	if err := checkText("thread id", t.ThreadID, maxKey); err != nil {
-		return err
-	}
-	if err := checkText("channel", t.Channel, maxKey); err != nil {
-		return err
-	}
-	ids := make(map[string]int, len(t.Messages))
-	for i, m := range t.Messages {
-		if err := checkMessage(m); err != nil {
-			return fmt.Errorf("message %d: %w", i, err)
-		}
-		if j, ok := ids[m.ID]; ok {
-			return fmt.Errorf("message %d: a message id is already in the thread: message %d has it", i, j)
-		}
-		ids[m.ID] = i
-	}
-	for i, cp := range t.Checkpoints {
-		if err := checkCheckpoint(cp); err != nil {
-			return fmt.Errorf("checkpoint %d: %w", i, err)
-		}
-	}
-	if t.Escalation != nil {
-		if err := checkEscalation(*t.Escalation); err != nil {
-			return fmt.Errorf("escalation: %w", err)
-		}
-	}
-	return nil
+	return false
 }
 
 func scanMessages(rows pgx.Rows) ([]ports.Message, error) {
@@ -439,53 +435,5 @@ func constraint(err error, sqlstate, name string) bool {
 // storable reports whether PostgreSQL can store s as a text of at most
 // maxLen characters. A thread id it cannot store names no thread.
 func storable(s string, maxLen int) bool {
-	return s != "" && checkText("", s, maxLen) == nil
-}
-
-// checkText tells why PostgreSQL cannot store s as a text of at most
-// maxLen characters (no bound when maxLen is 0): its text holds valid UTF-8
-// without NUL characters.
-func checkText(field, s string, maxLen int) error {
-	switch {
-	case !utf8.ValidString(s):
-		return fmt.Errorf("the %s is not valid UTF-8", field)
-	case strings.IndexByte(s, 0) >= 0:
-		return fmt.Errorf("the %s holds a NUL character, which PostgreSQL cannot store", field)
-	case maxLen > 0 && utf8.RuneCountInString(s) > maxLen:
-		return fmt.Errorf("the %s is longer than %d characters", field, maxLen)
-	}
-	return nil
-}
-
-func checkMessage(m ports.Message) error {
-	if m.ID == "" {
-		return errors.New("the message id is empty")
-	}
-	if m.Role != ports.RoleUser && m.Role != ports.RoleAssistant {
-		return fmt.Errorf("unknown role %q", m.Role)
-	}
-	return errors.Join(checkText("message id", m.ID, maxKey), checkText("content", m.Content, 0), checkTime(m.CreatedAt))
-}
-
-func checkCheckpoint(cp ports.Checkpoint) error {
-	if cp.Step < 0 || cp.Step > math.MaxInt32 {
-		return fmt.Errorf("step %d is out of range", cp.Step)
-	}
-	if !json.Valid(cp.State) {
-		return errors.New("the state is not valid JSON")
-	}
-	return errors.Join(checkText("run id", cp.RunID, maxKey), checkText("node", cp.Node, maxKey), checkTime(cp.CreatedAt))
-}
-
-func checkEscalation(e ports.EscalationRecord) error {
-	return errors.Join(checkText("run id", e.RunID, maxKey), checkText("reason", string(e.Reason), maxReason),
-		checkText("detail", e.Detail, 0), checkTime(e.CreatedAt))
-}
-
-// checkTime refuses times PostgreSQL's timestamptz cannot hold.
-func checkTime(t time.Time) error {
-	if y := t.Year(); y < -4712 || y > 294275 {
-		return fmt.Errorf("the time %v is out of range", t)
-	}
-	return nil
+	return s != "" && ports.CheckText("", s, maxLen) == nil
 }

@@ -54,6 +54,10 @@ func StartPostgres(ctx context.Context, opts ...testcontainers.ContainerCustomiz
 			"POSTGRES_USER":     "postgres",
 			"POSTGRES_PASSWORD": "postgres",
 			"POSTGRES_DB":       "postgres",
+			// As the official image's default (its locale is UTF-8): the
+			// local stand-in's C locale would make SQL_ASCII databases,
+			// whose jsonb refuses non-ASCII escapes such as \u00e9.
+			"POSTGRES_INITDB_ARGS": "--encoding=UTF8",
 		}),
 		testcontainers.WithExposedPorts(postgresPort.String()),
 		testcontainers.WithHostConfigModifier(func(hc *container.HostConfig) {
