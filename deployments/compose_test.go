@@ -253,7 +253,7 @@ func TestComposeConfig(t *testing.T) {
 		tools = append(tools, tool{"docker compose", []string{"docker", "compose"}})
 	}
 	if len(tools) == 0 {
-		t.Skip("neither docker-compose nor docker compose is installed: compose.yaml is checked by this package's own rules only")
+		externalTool(t, "docker-compose", "compose.yaml (docker-compose config; docker compose would do too)", "Debian package docker-compose", true)
 	}
 	text := read(t, composePath)
 	for _, tl := range tools {
@@ -299,17 +299,8 @@ func cleanEnv(env string) []string {
 // pointed at loopback (nginx resolves upstream names while checking).
 func TestNginxSyntax(t *testing.T) {
 	t.Parallel() // an external tool; no environment changes
-	nginx, err := exec.LookPath("nginx")
-	if err != nil {
-		for _, p := range []string{"/usr/sbin/nginx", "/usr/local/sbin/nginx"} {
-			if _, statErr := os.Stat(p); statErr == nil {
-				nginx, err = p, nil
-			}
-		}
-	}
-	if err != nil {
-		t.Skip("nginx is not installed: its configuration is checked by this package's own rules only")
-	}
+	nginx := externalTool(t, "nginx", "the nginx configuration (nginx -t)", "Debian package nginx", true,
+		"/usr/sbin/nginx", "/usr/local/sbin/nginx")
 	conf := read(t, nginxPath)
 	for _, r := range replicas(t, read(t, composePath)) {
 		conf = strings.ReplaceAll(conf, "server "+r+":", "server 127.0.0.1:")

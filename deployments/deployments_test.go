@@ -6,8 +6,9 @@ package deployments
 // Each check is a function returning the problems it found; the *ChecksCatch tests
 // and the "catches" subtests feed it broken copies of the real files, so no check
 // can pass vacuously. External validators (systemd-analyze, cfn-lint, docker-compose
-// or docker compose, nginx, bash) run when they are on PATH and are skipped, with a
-// message, when not.
+// or docker compose, nginx, bash) run when they are installed and are skipped,
+// loudly, when not (see externalTool); .ci/run installs every one that Debian
+// packages and sets WSSERVER_CI=1, under which a missing one fails instead.
 
 import (
 	"bytes"
@@ -257,6 +258,28 @@ func TestUnitChecksCatch(t *testing.T) {
 	}
 }
 
+// externalTool returns the path of the validator name, looked up on PATH and then
+// at the given paths. When it is missing the test is skipped with a message that
+// names the tool, what it would have checked, and where to get it; under .ci/run
+// (WSSERVER_CI=1) a tool that .ci/run installs (ciInstalls) must be there, so its
+// absence fails the test instead of hiding a check.
+func externalTool(t *testing.T, name, checks, source string, ciInstalls bool, paths ...string) string {
+	t.Helper()
+	if p, err := exec.LookPath(name); err == nil {
+		return p
+	}
+	for _, p := range paths {
+		if _, err := os.Stat(p); err == nil {
+			return p
+		}
+	}
+	if ciInstalls && os.Getenv("WSSERVER_CI") != "" {
+		t.Fatalf("%s is not installed, and .ci/run should have installed it (%s): %s would go unchecked", name, source, checks)
+	}
+	t.Skipf("SKIPPED CHECK: %s is not installed (%s), so %s is not checked; this package's own rules still run", name, source, checks)
+	return ""
+}
+
 // systemdAnalyze runs systemd-analyze on a copy of the unit whose ExecStart points
 // at this test binary, an executable that exists on every machine.
 func systemdAnalyze(t *testing.T, text string, args ...string) (string, error) {
@@ -276,9 +299,7 @@ func systemdAnalyze(t *testing.T, text string, args ...string) (string, error) {
 // any output is a failure.
 func TestUnitVerify(t *testing.T) {
 	t.Parallel() // an external tool; no environment changes
-	if _, err := exec.LookPath("systemd-analyze"); err != nil {
-		t.Skip("systemd-analyze is not on PATH: the unit is not verified")
-	}
+	externalTool(t, "systemd-analyze", "the systemd unit (systemd-analyze verify)", "Debian package systemd", true)
 	text := read(t, unitPath)
 	out, err := systemdAnalyze(t, text, "verify")
 	require.NoError(t, err, out)
@@ -292,7 +313,7 @@ func TestUnitVerify(t *testing.T) {
 	t.Run("exposure", func(t *testing.T) {
 		help, _ := exec.CommandContext(t.Context(), "systemd-analyze", "security", "--help").CombinedOutput()
 		if !bytes.Contains(help, []byte("--offline")) {
-			t.Skip("this systemd-analyze cannot score a unit file offline")
+			t.Skip("SKIPPED CHECK: this systemd-analyze cannot score a unit file offline (systemd 250 or later can): the unit's exposure is not scored")
 		}
 		// Scores are tenths: 20 = "2.0", systemd's "OK" band.
 		out, err := systemdAnalyze(t, text, "security", "--offline=yes", "--threshold=20")
