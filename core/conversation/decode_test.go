@@ -11,6 +11,7 @@ import (
 
 	"github.com/wsserver/wsserver/core/conversation"
 	"github.com/wsserver/wsserver/core/session"
+	"github.com/wsserver/wsserver/core/wire"
 )
 
 func TestDecodeChat(t *testing.T) {
@@ -106,6 +107,10 @@ func FuzzDecodeChat(f *testing.F) {
 		`{"TYPE":"chat","Message":"case","DATA":1}`,
 		`{"type":"chat","message":"dup","message":"again","data":[]}`,
 		`[]`, `null`, `"chat"`, `{`, ``,
+		`{"type":"chat","message":"hi","data":"\ud800"}`,
+		`{"type":"chat","message":"hi","data":["\\u0000",1e-16383]}`,
+		"{\"type\":\"chat\",\"message\":\"h\xffi\",\"data\":[]}",
+		`{"type":"chat","message":"hi","data":1e131072}`,
 	} {
 		f.Add([]byte(s))
 	}
@@ -137,21 +142,30 @@ func FuzzDecodeChat(f *testing.F) {
 		assert.LessOrEqual(t, utf8.RuneCountInString(c.Message), maxChars)
 		assert.True(t, c.ThreadID == "" || conversation.ValidThreadID(c.ThreadID), "thread %q", c.ThreadID)
 		assert.NotEmpty(t, c.Channel)
+		// Everything accepted is storable: valid UTF-8, no NUL, and data
+		// that PostgreSQL jsonb keeps.
+		require.True(t, utf8.Valid(frame), "accepted a frame that is not UTF-8")
+		assert.True(t, utf8.ValidString(c.Message))
+		assert.NotContains(t, c.Message, "\x00")
 		if c.Data != nil {
 			assert.True(t, json.Valid(c.Data))
 			assert.NotEqual(t, "null", string(c.Data))
+			assert.NoError(t, wire.ValidJSONText(c.Data))
 		}
 		if c.Channel == conversation.DefaultChannel {
 			assert.NotNil(t, c.Data, "web needs data")
 		}
-		// What was decoded decodes again to the same.
-		again, err := json.Marshal(map[string]any{"type": "chat", "message": c.Message, "thread_id": c.ThreadID, "channel": c.Channel, "data": c.Data})
-		require.NoError(t, err)
-		in2, err := conversation.DecodeChat(again, maxChars)
-		require.NoError(t, err)
-		assert.Equal(t, c.Message, in2.Chat.Message)
-		assert.Equal(t, c.ThreadID, in2.Chat.ThreadID)
-		assert.Equal(t, c.Channel, in2.Chat.Channel)
+		// What was decoded, written again as a client would, decodes to
+		// the same, data byte for byte.
+		again := wire.AppendString([]byte(`{"type":"chat","message":`), c.Message)
+		again = wire.AppendString(append(again, `,"thread_id":`...), c.ThreadID)
+		again = wire.AppendString(append(again, `,"channel":`...), c.Channel)
+		if c.Data != nil {
+			again = append(append(again, `,"data":`...), c.Data...)
+		}
+		in2, err := conversation.DecodeChat(append(again, '}'), maxChars)
+		require.NoError(t, err, "%s", again)
+		assert.Equal(t, c, in2.Chat)
 	})
 }
 

@@ -1,14 +1,17 @@
 package session
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/wsserver/wsserver/core/wire"
 	"github.com/wsserver/wsserver/ports"
 )
 
@@ -140,39 +143,67 @@ func TestEncodeError(t *testing.T) {
 }
 
 // FuzzDecode checks that no frame makes the decoder panic, that every
-// refusal carries a code, and that whatever is accepted encodes back into
-// valid JSON.
+// refusal carries a known code, that a frame that is not UTF-8 is refused,
+// and that whatever is accepted is bounded and relays as valid UTF-8 JSON
+// that a client reads back to the very values sent.
 func FuzzDecode(f *testing.F) {
 	for _, s := range []string{
 		`{"type":"hello","user_type":"admin","client_type":"web"}`,
 		`{"type":"broadcast","msg":"hello","data":{"a":[1,2,{"b":null}]}}`,
 		`{"type":"presence"}`, `{"type":"ping"}`, `{"type":"hello","user_type":7}`,
 		`{"type":"broadcast","msg":"\ud800"}`, `[]`, `null`, `{"type":"hello","user_type":"\u0000"}`,
+		"{\"type\":\"broadcast\",\"msg\":\"a\xffb\"}", `{"type":"broadcast","msg":"\ud83d\ude00","data":"\\ud800"}`,
+		`{"type":5}`, `{"type":null}`, `{}`, `{"type":"broadcast","msg":1e999999,"data":" \u2028"}`,
 	} {
 		f.Add([]byte(s))
 	}
+	codes := map[string]bool{CodeInvalidJSON: true, CodeInvalidMsg: true, CodeUnknownType: true}
 	f.Fuzz(func(t *testing.T, frame []byte) {
 		in, err := Decode(frame)
 		if err != nil {
 			var se *Error
-			if !errors.As(err, &se) || se.Code == "" || se.Message == "" {
-				t.Fatalf("refusal without a code: %v", err)
+			if !errors.As(err, &se) || !codes[se.Code] || se.Message == "" || !utf8.ValidString(se.Message) {
+				t.Fatalf("refusal without a known code and words: %v", err)
 			}
 			return
 		}
+		if !utf8.Valid(frame) {
+			t.Fatalf("accepted a frame that is not UTF-8: %q", frame)
+		}
 		switch in.Type {
 		case KindHello:
-			if in.UserType == "" {
-				t.Fatal("hello accepted without user_type")
+			if in.UserType == "" || utf8.RuneCountInString(in.UserType) > MaxUserTypeLen || utf8.RuneCountInString(in.ClientType) > MaxClientType {
+				t.Fatalf("hello out of bounds: %q %q", in.UserType, in.ClientType)
 			}
 			m := ports.Member{ConnectionID: "c", UserType: in.UserType, ClientType: in.ClientType}
-			if out := EncodePresence("s", []ports.Member{m}); !json.Valid(out) {
+			if out := EncodePresence("s", []ports.Member{m}); !json.Valid(out) || !utf8.Valid(out) {
 				t.Fatalf("invalid presence JSON %q", out)
 			}
 		case KindBroadcast:
+			if in.Msg == nil || wire.IsNull(in.Data) && in.Data != nil {
+				t.Fatalf("msg %q, data %q", in.Msg, in.Data)
+			}
 			out := EncodeSessionMessage(ports.Member{UserType: "u"}, in.Msg, in.Data)
-			if !json.Valid(out) {
-				t.Fatalf("invalid session_message %q", out)
+			if !json.Valid(out) || wire.ValidJSONUnicode(out) != nil {
+				t.Fatalf("session_message a browser cannot read: %q", out)
+			}
+			// A listener reads back exactly what was sent.
+			var back struct{ Msg, Data json.RawMessage }
+			if err := json.Unmarshal(out, &back); err != nil {
+				t.Fatal(err)
+			}
+			want := in.Data
+			if want == nil {
+				want = json.RawMessage("null")
+			}
+			if !bytes.Equal(back.Msg, in.Msg) || !bytes.Equal(back.Data, want) {
+				t.Fatalf("sent msg %q data %q, read %q %q", in.Msg, in.Data, back.Msg, back.Data)
+			}
+			// And sending it again is accepted alike.
+			again := append(append(append(append([]byte(`{"type":"broadcast","msg":`), in.Msg...), `,"data":`...), want...), '}')
+			in2, err := Decode(again)
+			if err != nil || !bytes.Equal(in2.Msg, in.Msg) || !bytes.Equal(in2.Data, in.Data) {
+				t.Fatalf("%q decodes as %+v, %v", again, in2, err)
 			}
 		case KindPresence, KindPing:
 		default:
