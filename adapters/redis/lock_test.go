@@ -1,6 +1,7 @@
 package redis_test
 
 import (
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -157,4 +158,47 @@ func TestLockRedisFailuresAreNotBusy(t *testing.T) {
 	mu.Lock()
 	defer mu.Unlock()
 	assert.Equal(t, []string{"lock_acquire", "lock_renew", "lock_release"}, ops)
+}
+
+// The fencing token comes from a counter per thread, raised in the same
+// script as the lock; it keeps increasing when the counter is lost (Redis
+// restarted empty, or the key expired), since it never falls behind
+// Redis's clock.
+func TestLockFencingTokens(t *testing.T) {
+	ctx := t.Context()
+	prefix := containers.Prefix(t)
+	c := client(t)
+	a, b := newLock(t, c, prefix), newLock(t, client(t), prefix)
+	fenceKey := prefix + "thread-fence:t1"
+
+	first, err := a.Acquire(ctx, "t1", "a-conn", time.Minute)
+	require.NoError(t, err)
+	stored, err := c.Do(ctx, c.B().Get().Key(fenceKey).Build()).AsInt64()
+	require.NoError(t, err)
+	assert.Equal(t, first.Fence(), stored, "the counter holds the last token")
+	pttl, err := c.Do(ctx, c.B().Pttl().Key(fenceKey).Build()).AsInt64()
+	require.NoError(t, err)
+	assert.Positive(t, pttl, "the counter expires")
+	_, err = b.Acquire(ctx, "t1", "b-conn", time.Minute)
+	require.ErrorIs(t, err, conversation.ErrThreadBusy)
+	require.NoError(t, first.Release(ctx))
+
+	second, err := b.Acquire(ctx, "t1", "b-conn", time.Minute)
+	require.NoError(t, err)
+	assert.Greater(t, second.Fence(), first.Fence())
+	require.NoError(t, second.Release(ctx))
+
+	require.NoError(t, c.Do(ctx, c.B().Del().Key(fenceKey).Build()).Error())
+	third, err := a.Acquire(ctx, "t1", "a-conn", time.Minute)
+	require.NoError(t, err)
+	assert.Greater(t, third.Fence(), second.Fence(), "a lost counter does not start over")
+	require.NoError(t, third.Release(ctx))
+
+	// A counter ahead of the clock (a clock stepped back) is followed.
+	ahead := third.Fence() + 1_000_000_000
+	require.NoError(t, c.Do(ctx, c.B().Set().Key(fenceKey).Value(strconv.FormatInt(ahead, 10)).Build()).Error())
+	fourth, err := a.Acquire(ctx, "t1", "a-conn", time.Minute)
+	require.NoError(t, err)
+	assert.Equal(t, ahead+1, fourth.Fence())
+	require.NoError(t, fourth.Release(ctx))
 }
