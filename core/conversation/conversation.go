@@ -291,8 +291,10 @@ func (c *Conversation) keepLease(ctx context.Context, stop context.CancelCauseFu
 }
 
 // History returns a thread's messages; ErrThreadNotFound for an unknown
-// thread.
+// thread. The read is bounded by StoreTimeout.
 func (c *Conversation) History(ctx context.Context, threadID string) ([]ports.Message, error) {
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.StoreTimeout)
+	defer cancel()
 	msgs, err := c.cfg.Store.History(ctx, threadID)
 	if err != nil {
 		return nil, fmt.Errorf("conversation: history: %w", err)
@@ -301,9 +303,11 @@ func (c *Conversation) History(ctx context.Context, threadID string) ([]ports.Me
 }
 
 // Summarize asks the model for a summary of a thread; ErrThreadNotFound
-// for an unknown thread.
+// for an unknown thread. Reading the thread is bounded by StoreTimeout.
 func (c *Conversation) Summarize(ctx context.Context, threadID string) (string, error) {
-	msgs, err := c.cfg.Store.History(ctx, threadID)
+	hctx, cancel := context.WithTimeout(ctx, c.cfg.StoreTimeout)
+	msgs, err := c.cfg.Store.History(hctx, threadID)
+	cancel()
 	if err != nil {
 		return "", fmt.Errorf("conversation: summarize: %w", err)
 	}

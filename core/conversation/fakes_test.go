@@ -154,8 +154,10 @@ type fakeStore struct {
 	turns       int   // SaveTurn calls
 	fences      map[string]int64
 	// hang makes Load wait until its context ends, as a database that
-	// accepts connections but no longer answers.
-	hang bool
+	// accepts connections but no longer answers; hangSave does the same
+	// to SaveTurn.
+	hang     bool
+	hangSave bool
 }
 
 func newFakeStore() *fakeStore {

@@ -3,6 +3,7 @@ package conversation_test
 import (
 	"context"
 	"errors"
+	"fmt"
 
 	"github.com/wsserver/wsserver/core/conversation"
 	"github.com/wsserver/wsserver/ports"
@@ -13,6 +14,13 @@ import (
 func (s *fakeStore) SaveTurn(ctx context.Context, t ports.Turn) error {
 	if t.ThreadID == "" {
 		return errors.New("fake store: a turn names its thread")
+	}
+	s.mu.Lock()
+	hang := s.hangSave
+	s.mu.Unlock()
+	if hang {
+		<-ctx.Done()
+		return fmt.Errorf("fake store: save turn: %w", ctx.Err())
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -194,3 +194,43 @@ func TestGraphTurnNotSaved(t *testing.T) {
 		})
 	}
 }
+
+// A save that never returns is bounded by WriteTimeout: the client, who
+// was sent the answer, is told it was not saved, and the thread is freed.
+func TestGraphSaveHangs(t *testing.T) {
+	h, err := newHarness([]script{{pieces: []string{"Fine."}}}, false, 0,
+		func(c *conversation.Config) { c.WriteTimeout = 20 * time.Millisecond })
+	require.NoError(t, err)
+	h.store.hangSave = true
+	var s sink
+	_, err = runBounded(t, h, chat("hi"), &s)
+	require.ErrorIs(t, err, conversation.ErrTurnNotSaved)
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	assert.Equal(t, []conversation.EventKind{started, tokens, errorEvent}, s.kinds())
+	assert.Equal(t, conversation.CodeNotSaved, s.last().Code)
+	assert.False(t, h.lock.isHeld(thread))
+}
+
+// The history and summary endpoints read the store under StoreTimeout too.
+func TestHistoryStoreHangs(t *testing.T) {
+	h, err := newHarness(nil, false, 0, func(c *conversation.Config) { c.StoreTimeout = 20 * time.Millisecond })
+	require.NoError(t, err)
+	h.store.hang = true
+	done := make(chan error, 2)
+	go func() {
+		_, err := h.conv.History(context.Background(), thread)
+		done <- err
+	}()
+	go func() {
+		_, err := h.conv.Summarize(context.Background(), thread)
+		done <- err
+	}()
+	for range 2 {
+		select {
+		case err := <-done:
+			require.ErrorIs(t, err, context.DeadlineExceeded)
+		case <-time.After(wait):
+			t.Fatal("the read never ended")
+		}
+	}
+}
