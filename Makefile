@@ -7,7 +7,7 @@ FUZZTIME ?= 10s
 IMAGES = images=$$(test/images/env.sh) && eval "$$images" &&
 
 .DEFAULT_GOAL := help
-.PHONY: help run test test-short lint fuzz bench
+.PHONY: help run test test-short hostile lint fuzz bench
 
 help: ## Show the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-11s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -21,7 +21,12 @@ test: ## Run the whole suite, with Redis, PostgreSQL and the Dockerfile's image 
 	TESTCONTAINERS_RYUK_DISABLED=true go test -race -count=1 -timeout 20m ./...
 
 test-short: ## Run the tests that need no containers or Docker (core, in-process adapters, edge, tools)
-	go test -count=1 ./core/... ./ports/... ./adapters/config/ ./adapters/local/ ./adapters/memory/ ./adapters/socket/ ./adapters/web/ ./adapters/bedrock/ ./cmd/... ./docs/ ./deployments/ ./test/fakebedrock/...
+	go test -count=1 ./core/... ./ports/... ./adapters/config/ ./adapters/local/ ./adapters/memory/ ./adapters/socket/ ./adapters/web/ ./adapters/bedrock/ ./cmd/... ./docs/ ./deployments/ ./test/fakebedrock/... ./test/hostile/
+
+PROTOFUZZ_TIME ?= 2m
+
+hostile: ## Overload, ping flood and the protocol fuzzer for PROTOFUZZ_TIME (default 2m; `make test` gives it 15s)
+	PROTOFUZZ_TIME=$(PROTOFUZZ_TIME) go test -race -count=1 -v -timeout 30m ./test/hostile/
 
 GOLANGCI_LINT ?= go run github.com/golangci/golangci-lint/v2/cmd/golangci-lint@v2.15.0
 

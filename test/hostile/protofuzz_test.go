@@ -93,6 +93,8 @@ func TestProtocolFuzz(t *testing.T) {
 	witness := newWitness(t, s, "fuzz")
 
 	stop := make(chan struct{})
+	stopAll := sync.OnceFunc(func() { close(stop) })
+	defer stopAll() // a failing assertion must not leave the hostile clients running
 	var wg sync.WaitGroup
 	var stats fuzzStats
 	for w := range fuzzWorkers {
@@ -142,7 +144,7 @@ func TestProtocolFuzz(t *testing.T) {
 		broadcasts++
 		time.Sleep(20 * time.Millisecond) // under RATE_LIMIT_PER_SEC
 	}
-	close(stop)
+	stopAll()
 	wg.Wait()
 	done.Wait()
 
