@@ -7,7 +7,11 @@
 package socket
 
 import (
+	"crypto/tls"
+	"errors"
+	"io"
 	"net"
+	"strings"
 	"sync"
 	"time"
 
@@ -19,6 +23,7 @@ const (
 	CloseNormal       = websocket.CloseNormalClosure     // 1000
 	CloseGoingAway    = websocket.CloseGoingAway         // 1001
 	ClosePolicy       = websocket.ClosePolicyViolation   // 1008
+	CloseProtocol     = websocket.CloseProtocolError     // 1002
 	CloseTooBig       = websocket.CloseMessageTooBig     // 1009
 	CloseInternal     = websocket.CloseInternalServerErr // 1011
 	CloseServiceReset = websocket.CloseServiceRestart    // 1012
@@ -40,6 +45,13 @@ type Config struct {
 	// CloseWait bounds the wait for the peer's reply to a close. Zero
 	// means 2 seconds.
 	CloseWait time.Duration
+	// ControlRate is how many ping and pong frames a second a peer may
+	// send over time, and ControlBurst how many at once; one more closes
+	// the socket with 1008. Browsers send none; other clients ping every
+	// few seconds and answer the server's pings. Zero means 10 a second
+	// and 100.
+	ControlRate  float64
+	ControlBurst int
 	// OnSlow is called when a socket is dropped for a full queue.
 	OnSlow func()
 	// OnWritten is called with the number of frames of each write.
@@ -62,6 +74,12 @@ func (c *Config) defaults() {
 	if c.CloseWait <= 0 {
 		c.CloseWait = 2 * time.Second
 	}
+	if c.ControlRate <= 0 {
+		c.ControlRate = 10
+	}
+	if c.ControlBurst <= 0 {
+		c.ControlBurst = 100
+	}
 	if c.OnSlow == nil {
 		c.OnSlow = func() {}
 	}
@@ -83,30 +101,70 @@ func NewServer(cfg Config) *Server {
 
 // Conn is one server-side WebSocket. Send and Close may be called from any
 // goroutine; Read only from the connection's reader.
+//
+// Every byte the peer receives after the handshake is written by the
+// connection's writer, from the queue: gorilla is kept from writing (see
+// mute), so nothing can follow a close frame. What one peer can make the
+// server hold is bounded whatever it does: data frames by MaxQueue, a
+// message by ReadLimit, and its pings by one pending pong within a budget
+// of control frames.
 type Conn struct {
-	ws  *websocket.Conn
-	nc  net.Conn
-	cfg *Config
+	ws    *websocket.Conn
+	nc    net.Conn
+	cfg   *Config
+	muted bool // gorilla cannot write to nc
+
+	// Owned by the reader.
+	control bucket // the peer's budget of pings and pongs
+	fault   error  // why the reader closed the socket on the peer: Read now drains
+	readErr error  // what every later Read returns
 
 	mu       sync.Mutex
 	ping     *time.Timer
 	queue    [][]byte
 	spare    [][]byte
-	writing  bool // a writer goroutine runs
-	closing  bool // a close frame is queued: nothing more is sent
-	finished bool // the reader is done: close the TCP connection when idle
-	shut     bool // the TCP connection is closed
+	pongs    [2][2 + maxControl]byte // the pending pong and the one being written
+	pongNext int                     // which of pongs the next pending pong is built in
+	pongAt   int                     // where the pending pong is in queue, or -1
+	pinged   bool                    // our keepalive ping waits in queue
+	writing  bool                    // a writer goroutine runs
+	closing  bool                    // a close frame is queued: nothing more is sent
+	finished bool                    // the reader is done: close the TCP connection when idle
+	shut     bool                    // the TCP connection is closed
+	peak     int                     // the longest the queue has been, for tests
 }
+
+// maxControl is the most payload a control frame may carry.
+const maxControl = 125
+
+var (
+	errTooManyControl = errors.New("socket: too many control frames")
+	errTooBig         = errors.New("socket: message too big")
+)
 
 // Wrap takes over an upgraded connection.
 func (s *Server) Wrap(ws *websocket.Conn) *Conn {
-	c := &Conn{ws: ws, nc: ws.NetConn(), cfg: &s.cfg}
-	ws.SetReadLimit(s.cfg.ReadLimit)
+	c := &Conn{
+		ws: ws, nc: ws.NetConn(), cfg: &s.cfg, pongAt: -1,
+		control: newBucket(s.cfg.ControlRate, s.cfg.ControlBurst, time.Now()),
+	}
+	c.muted = mute(ws)
+	// The read limit is enforced by Read: gorilla's own would write a
+	// close frame of its own.
+	ws.SetReadLimit(0)
 	ws.SetPingHandler(func(data string) error {
-		c.enqueue(pongFrame([]byte(data)), false)
+		if !c.allowControl() {
+			return nil
+		}
+		c.pong(data)
 		return c.extend()
 	})
-	ws.SetPongHandler(func(string) error { return c.extend() })
+	ws.SetPongHandler(func(string) error {
+		if !c.allowControl() {
+			return nil
+		}
+		return c.extend()
+	})
 	ws.SetCloseHandler(func(code int, text string) error {
 		// Answer the peer's close with its code, unless we closed first.
 		if code == websocket.CloseNoStatusReceived {
@@ -122,72 +180,218 @@ func (s *Server) Wrap(ws *websocket.Conn) *Conn {
 	return c
 }
 
+// mute makes gorilla unable to write to the connection. Gorilla writes on
+// its own while reading: a close frame when a message is over its read
+// limit or the peer breaks the protocol, straight to the socket, so it
+// could follow or precede anything in our queue. It remembers its first
+// write error and then writes nothing more; a write whose deadline has
+// passed fails before a byte is sent. Over TLS this would break our own
+// writes too (crypto/tls remembers the error as well), so there gorilla
+// stays able to write and Read gives up the connection at its first error.
+func mute(ws *websocket.Conn) bool {
+	if _, ok := ws.NetConn().(*tls.Conn); ok {
+		return false
+	}
+	_ = ws.SetWriteDeadline(time.Unix(1, 0))
+	// A pong: harmless, were it ever sent.
+	return ws.WriteMessage(websocket.PongMessage, nil) != nil
+}
+
+// allowControl spends one of the peer's control frames. Over the budget,
+// the socket is closed with 1008; from then on the peer's control frames
+// are ignored until its close reply.
+func (c *Conn) allowControl() bool {
+	if c.fault != nil {
+		return false
+	}
+	if c.control.allow(time.Now()) {
+		return true
+	}
+	c.fail(ClosePolicy, "too many control frames", errTooManyControl)
+	return false
+}
+
+// fail closes the socket for something the peer did; Read then discards
+// what the peer sends until its close reply, and returns err.
+func (c *Conn) fail(code int, reason string, err error) {
+	c.fault = err
+	c.Close(code, reason)
+}
+
+// extend renews the peer's keepalive deadline, unless the socket is
+// closing: then the peer has CloseWait to answer, whatever it sends.
 func (c *Conn) extend() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closing || c.shut {
+		return nil
+	}
 	return c.nc.SetReadDeadline(time.Now().Add(2 * c.cfg.PingInterval))
 }
 
+// sendPing queues a keepalive ping, unless one still waits.
 func (c *Conn) sendPing() {
-	if c.enqueue(pingFrame, false) {
-		c.mu.Lock()
-		c.ping.Reset(c.cfg.PingInterval)
-		c.mu.Unlock()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closing || c.shut || c.finished {
+		return
 	}
+	if !c.pinged {
+		c.pinged = true
+		c.appendLocked(pingFrame)
+	}
+	c.ping.Reset(c.cfg.PingInterval)
+}
+
+// pong answers a ping. A pong not yet handed to the writer is replaced
+// rather than joined by another (RFC 6455 5.5.3 lets an endpoint answer
+// only the latest ping), so a peer that pings and never reads holds at
+// most one pong in the queue.
+func (c *Conn) pong(data string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closing || c.shut {
+		return
+	}
+	buf := &c.pongs[c.pongNext]
+	n := copy(buf[2:], data)
+	buf[0], buf[1] = finPong, byte(n) //nolint:gosec // n <= maxControl: buf holds no more
+	if c.pongAt >= 0 {
+		c.queue[c.pongAt] = buf[:2+n]
+		return
+	}
+	c.pongAt = len(c.queue)
+	c.appendLocked(buf[:2+n])
 }
 
 // Read returns the next message. Every message read renews the peer's
-// keepalive deadline.
+// keepalive deadline. A message over ReadLimit, a protocol error or a
+// flood of control frames closes the socket (1009, 1002, 1008); Read then
+// reads on until the peer answers the close or CloseWait passes, so that
+// the close reaches it, and returns the error.
 func (c *Conn) Read() ([]byte, error) {
-	_, p, err := c.ws.ReadMessage()
-	if err != nil {
-		return nil, err
+	for c.readErr == nil {
+		_, r, err := c.ws.NextReader()
+		if err != nil {
+			c.readErr = c.readFailed(err)
+			break
+		}
+		if c.fault != nil {
+			// Discard; an error shows at the next NextReader.
+			_, _ = io.Copy(io.Discard, r)
+			continue
+		}
+		p, err := readMessage(r, c.cfg.ReadLimit)
+		if errors.Is(err, errTooBig) {
+			// gorilla discards the rest of the message at NextReader.
+			c.fail(CloseTooBig, "message too big", websocket.ErrReadLimit)
+			continue
+		}
+		if err != nil {
+			c.readErr = c.readFailed(err)
+			break
+		}
+		if err := c.extend(); err != nil {
+			c.readErr = err
+			break
+		}
+		return p, nil
 	}
-	if err := c.extend(); err != nil {
-		return nil, err
+	return nil, c.readErr
+}
+
+// readMessage reads r to its end, or fails with errTooBig as soon as it
+// holds more than limit bytes.
+func readMessage(r io.Reader, limit int64) ([]byte, error) {
+	p := make([]byte, 0, min(512, limit+1))
+	for {
+		if len(p) == cap(p) {
+			p = append(p, 0)[:len(p)]
+		}
+		n, err := r.Read(p[len(p):min(int64(cap(p)), limit+1)])
+		p = p[:len(p)+n]
+		switch {
+		case int64(len(p)) > limit:
+			return nil, errTooBig
+		case errors.Is(err, io.EOF):
+			return p, nil
+		case err != nil:
+			return nil, err
+		}
 	}
-	return p, nil
+}
+
+// readFailed decides what the peer is told when reading fails, and
+// returns the error Read reports from now on.
+func (c *Conn) readFailed(err error) error {
+	if c.fault != nil {
+		return c.fault
+	}
+	var ce *websocket.CloseError
+	var ne net.Error
+	switch {
+	case errors.As(err, &ce), errors.As(err, &ne),
+		errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, net.ErrClosed):
+		// The peer closed, went away or fell silent: nothing to tell it.
+	case !c.muted:
+		// gorilla has sent its close: nothing more may follow.
+		c.shutdown()
+	case errors.Is(err, websocket.ErrReadLimit):
+		// A frame whose length does not fit in 63 bits.
+		c.Close(CloseTooBig, "message too big")
+	default:
+		// gorilla found a protocol error and told the peer nothing.
+		c.Close(CloseProtocol, strings.TrimPrefix(err.Error(), "websocket: "))
+	}
+	return err
 }
 
 // Send queues a ready-made frame (see Frame) without blocking. When the
 // queue is full the socket is closed with 1008: a client that cannot keep
 // up is dropped rather than allowed to slow the others.
 func (c *Conn) Send(frame []byte) {
-	c.enqueue(frame, true)
+	c.enqueue(frame)
 }
 
 // SendText frames payload and queues it.
 func (c *Conn) SendText(payload []byte) {
-	c.enqueue(Frame(payload), true)
+	c.enqueue(Frame(payload))
 }
 
-// enqueue adds frame to the queue and starts the writer if it is idle. It
-// reports whether the frame was queued.
-func (c *Conn) enqueue(frame []byte, data bool) bool {
+// enqueue adds a data frame to the queue and starts the writer if it is
+// idle.
+func (c *Conn) enqueue(frame []byte) {
 	c.mu.Lock()
 	if c.closing || c.shut {
 		c.mu.Unlock()
-		return false
+		return
 	}
-	if data && len(c.queue) >= c.cfg.MaxQueue {
+	if len(c.queue) >= c.cfg.MaxQueue {
 		// Drop what has not been handed to the writer yet; the close
 		// frame goes out next.
-		clear(c.queue)
-		c.queue = c.queue[:0]
+		c.dropQueuedLocked()
 		c.closeLocked(ClosePolicy, "send queue full")
 		c.mu.Unlock()
 		c.cfg.OnSlow()
-		return false
+		return
 	}
-	c.queue = append(c.queue, frame)
-	c.startWriterLocked()
+	c.appendLocked(frame)
 	c.mu.Unlock()
-	return true
 }
 
-func (c *Conn) startWriterLocked() {
+func (c *Conn) appendLocked(frame []byte) {
+	c.queue = append(c.queue, frame)
+	c.peak = max(c.peak, len(c.queue))
 	if !c.writing {
 		c.writing = true
 		go c.write()
 	}
+}
+
+func (c *Conn) dropQueuedLocked() {
+	clear(c.queue)
+	c.queue = c.queue[:0]
+	c.pongAt, c.pinged = -1, false
 }
 
 // Close queues a close frame after what is already queued, and closes the
@@ -204,8 +408,7 @@ func (c *Conn) closeLocked(code int, reason string) {
 		return
 	}
 	c.closing = true
-	c.queue = append(c.queue, closeFrame(code, reason))
-	c.startWriterLocked()
+	c.appendLocked(closeFrame(code, reason))
 	// Whatever the peer does, the connection ends.
 	time.AfterFunc(c.cfg.CloseWait+c.cfg.WriteTimeout, c.shutdown)
 }
@@ -231,6 +434,12 @@ func (c *Conn) write() {
 		}
 		batch := c.queue
 		c.queue, c.spare = c.spare[:0], nil
+		if c.pongAt >= 0 {
+			// The pending pong is in this batch: the next is built in
+			// the other buffer while this one is written.
+			c.pongAt, c.pongNext = -1, 1-c.pongNext
+		}
+		c.pinged = false
 		c.mu.Unlock()
 
 		bufs := net.Buffers(batch)
@@ -271,9 +480,32 @@ func (c *Conn) shutdown() {
 		return
 	}
 	c.shut = true
-	clear(c.queue)
+	c.dropQueuedLocked()
 	c.queue, c.spare = nil, nil
 	c.ping.Stop()
 	c.mu.Unlock()
 	_ = c.nc.Close()
+}
+
+// bucket is a token bucket: rate tokens a second, at most burst at once.
+type bucket struct {
+	rate, burst, tokens float64
+	last                time.Time
+}
+
+func newBucket(rate float64, burst int, now time.Time) bucket {
+	return bucket{rate: rate, burst: float64(burst), tokens: float64(burst), last: now}
+}
+
+// allow takes a token if there is one.
+func (b *bucket) allow(now time.Time) bool {
+	if now.After(b.last) {
+		b.tokens = min(b.burst, b.tokens+now.Sub(b.last).Seconds()*b.rate)
+		b.last = now
+	}
+	if b.tokens < 1 {
+		return false
+	}
+	b.tokens--
+	return true
 }

@@ -49,10 +49,3 @@ func closeFrame(code int, reason string) []byte {
 }
 
 var pingFrame = []byte{finPing, 0}
-
-func pongFrame(data []byte) []byte {
-	if len(data) > 125 {
-		data = data[:125]
-	}
-	return appendFrame(make([]byte, 0, 2+len(data)), finPong, data)
-}

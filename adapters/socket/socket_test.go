@@ -85,27 +85,6 @@ func TestCloseAfterQueuedFrames(t *testing.T) {
 	assert.Equal(t, "escalation", ce.Text)
 }
 
-func TestServerAnswersPings(t *testing.T) {
-	c, client := pair(t, socket.Config{})
-	go func() {
-		for {
-			if _, err := c.Read(); err != nil {
-				return
-			}
-		}
-	}()
-	pong := make(chan string, 1)
-	client.SetPongHandler(func(data string) error { pong <- data; return nil })
-	require.NoError(t, client.WriteControl(websocket.PingMessage, []byte("are you there"), time.Now().Add(time.Second)))
-	go func() { _, _, _ = client.ReadMessage() }()
-	select {
-	case got := <-pong:
-		assert.Equal(t, "are you there", got)
-	case <-time.After(10 * time.Second):
-		t.Fatal("no pong")
-	}
-}
-
 func TestServerPingsIdlePeers(t *testing.T) {
 	_, client := pair(t, socket.Config{PingInterval: 20 * time.Millisecond})
 	pinged := make(chan struct{}, 1)
