@@ -25,11 +25,18 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
 
 	"github.com/wsserver/wsserver/adapters/config"
 	"github.com/wsserver/wsserver/cmd/wsserver/app"
 	"github.com/wsserver/wsserver/test/wstest"
 )
+
+// TestMain fails the package when a goroutine outlives its tests: every
+// server stopped, every hostile socket gone, nothing left behind.
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
 
 // wait bounds every wait of these tests. A passing run never comes close.
 const wait = 30 * time.Second

@@ -276,6 +276,11 @@ func (f *fuzzer) episode() {
 	}
 	if session && r.IntN(4) > 0 {
 		f.write(frame(true, 0, opText, true, []byte(f.hello())))
+		// Broadcasts that parse, with whatever text: what reaches the
+		// session's listeners, the witness among them.
+		for range r.IntN(4) {
+			f.write(frame(true, 0, opText, true, fmt.Appendf(nil, `{"type":"broadcast","msg":"%s"}`, f.text(r.IntN(60)))))
+		}
 	}
 	for range r.IntN(30) {
 		if !f.write(f.frames(session)) {
