@@ -167,3 +167,43 @@ func FuzzParseCSRF(f *testing.F) {
 		}
 	})
 }
+
+// FuzzCSRFMutated: a token the signer made at any time verifies for as
+// long as it lives and no longer, and the same token with one character
+// changed, one dropped or one added verifies never.
+func FuzzCSRFMutated(f *testing.F) {
+	f.Add(byte(7), int64(0), int64(0), uint8(0), byte('A'), uint8(0))
+	f.Add(byte(0), int64(1<<33), int64(3600), uint8(75), byte('_'), uint8(1))
+	f.Add(byte(255), int64(-5), int64(-61), uint8(40), byte('\n'), uint8(2))
+	f.Fuzz(func(t *testing.T, nonce byte, issuedAt, age int64, pos uint8, c byte, how uint8) {
+		issued := time.Unix(issuedAt&(1<<36-1), 0) // any time from 1970 to year 4147
+		now := issued
+		signer := newTestCSRF(t, "fuzz-secret", &now)
+		token, err := signer.Issue()
+		if err != nil {
+			t.Fatal(err)
+		}
+		now = issued.Add(time.Duration(age%(3*3600)) * time.Second)
+		live := now.Sub(issued) <= time.Hour && issued.Sub(now) <= time.Minute
+		if err := signer.Check(token); (err == nil) != live {
+			t.Fatalf("issued %v, checked %v: %v", issued, now, err)
+		}
+
+		i := int(pos) % CSRFTokenLen
+		var mutated string
+		switch how % 3 {
+		case 0:
+			if token[i] == c {
+				return
+			}
+			mutated = token[:i] + string([]byte{c}) + token[i+1:]
+		case 1:
+			mutated = token[:i] + token[i+1:]
+		default:
+			mutated = token[:i] + string([]byte{c}) + token[i:]
+		}
+		if err := signer.Check(mutated); err == nil {
+			t.Fatalf("%q, a changed %q, verifies", mutated, token)
+		}
+	})
+}
