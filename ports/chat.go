@@ -9,6 +9,8 @@ import (
 	"strings"
 	"time"
 	"unicode/utf8"
+
+	"github.com/wsserver/wsserver/core/wire"
 )
 
 // The ports of the conversation (SPEC §2). Errors the core must recognise
@@ -403,60 +405,16 @@ func CheckText(field, s string, maxLen int) error {
 
 // CheckJSON tells why a store cannot keep raw as a JSON value, or returns
 // nil. PostgreSQL's jsonb refuses, besides invalid JSON and UTF-8, the
-// escape \u0000 and surrogate escapes that do not make a pair (\ud800
-// alone): its strings are text.
+// escape \u0000, surrogate escapes that do not make a pair (\ud800 alone)
+// and numbers beyond numeric's range (wire.ValidJSONText).
 func CheckJSON(field string, raw []byte) error {
-	if !utf8.Valid(raw) {
-		return fmt.Errorf("the %s is not valid UTF-8", field)
+	if err := wire.ValidJSONText(raw); err != nil {
+		return fmt.Errorf("the %s: %w", field, err)
 	}
 	if !json.Valid(raw) {
 		return fmt.Errorf("the %s is not valid JSON", field)
 	}
-	// In valid JSON a backslash only ever starts an escape in a string,
-	// and \u is followed by four hex digits.
-	for i := 0; i < len(raw); i++ {
-		if raw[i] != '\\' {
-			continue
-		}
-		i++
-		if raw[i] != 'u' {
-			continue
-		}
-		r := hex4(raw[i+1 : i+5])
-		i += 4
-		switch {
-		case r == 0:
-			return fmt.Errorf(`the %s holds the escape \u0000`, field)
-		case r >= 0xD800 && r < 0xDC00:
-			if i+6 < len(raw) && raw[i+1] == '\\' && raw[i+2] == 'u' {
-				if lo := hex4(raw[i+3 : i+7]); lo >= 0xDC00 && lo <= 0xDFFF {
-					i += 6
-					continue
-				}
-			}
-			return fmt.Errorf(`the %s holds a lone surrogate escape \u%04x`, field, r)
-		case r >= 0xDC00 && r <= 0xDFFF:
-			return fmt.Errorf(`the %s holds a lone surrogate escape \u%04x`, field, r)
-		}
-	}
 	return nil
-}
-
-// hex4 reads four hex digits; json.Valid checked them.
-func hex4(b []byte) rune {
-	var r rune
-	for _, c := range b[:4] {
-		r <<= 4
-		switch {
-		case c >= '0' && c <= '9':
-			r |= rune(c - '0')
-		case c >= 'a' && c <= 'f':
-			r |= rune(c - 'a' + 10)
-		case c >= 'A' && c <= 'F':
-			r |= rune(c - 'A' + 10)
-		}
-	}
-	return r
 }
 
 // checkTime refuses times PostgreSQL's timestamptz cannot hold.

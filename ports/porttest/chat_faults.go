@@ -50,6 +50,7 @@ func threadStoreRefusals(t *testing.T, newStores Instances[ports.ThreadStore]) {
 			{"the escape \\u0000 in a state", func(tr *ports.Turn) { tr.Checkpoints[0] = state(`{"data":"a\u0000b"}`) }},
 			{"invalid UTF-8 in a state", func(tr *ports.Turn) { tr.Checkpoints[0] = state("{\"data\":\"a\xffb\"}") }},
 			{"a state that is not JSON", func(tr *ports.Turn) { tr.Checkpoints[0] = state(`{"data":`) }},
+			{"a number beyond numeric's range", func(tr *ports.Turn) { tr.Checkpoints[0] = state(`{"data":1e200000}`) }},
 			{"a NUL in a message", func(tr *ports.Turn) { tr.Messages[0].Content = "a\x00b" }},
 			{"invalid UTF-8 in a message", func(tr *ports.Turn) { tr.Messages[0].Content = "a\xffb" }},
 			{"a message id too long", func(tr *ports.Turn) { tr.Messages[0].ID = long }},
