@@ -59,8 +59,9 @@ EXPOSE 8000
 HEALTHCHECK --interval=5s --timeout=3s --start-period=10s --retries=3 \
 	CMD ["/wsserver", "healthcheck"]
 # SIGTERM drains (SPEC §6): /health/ turns 503, answers finish within
-# SHUTDOWN_GRACE (25 s by default), session sockets close with 1012, and
-# the process exits 0. Give `docker stop -t` / stop_grace_period more than
-# SHUTDOWN_GRACE, or docker kills the process at 10 s.
+# SHUTDOWN_GRACE (25 s by default; past it they are cancelled and get up to
+# 5 s more to save), session sockets close with 1012, and the process exits
+# 0. Give `docker stop -t` / stop_grace_period more than SHUTDOWN_GRACE plus
+# 5 s, or docker kills the process at 10 s.
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["/wsserver"]

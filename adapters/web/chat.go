@@ -3,8 +3,12 @@ package web
 import (
 	"context"
 	"errors"
+	"fmt"
+	"maps"
 	"net/http"
 	"runtime/debug"
+	"slices"
+	"strings"
 	"sync"
 
 	"github.com/google/uuid"
@@ -129,9 +133,16 @@ func (s *Server) startAnswer(ctx context.Context, cc *chatConn, chat conversatio
 	cc.running = a
 	cc.mu.Unlock()
 
-	s.cfg.InFlight.Add(1)
+	s.mu.Lock()
+	s.answers[a] = thread
+	s.mu.Unlock()
 	go func() {
-		defer s.cfg.InFlight.Done()
+		defer func() {
+			s.mu.Lock()
+			delete(s.answers, a)
+			s.gone.Broadcast()
+			s.mu.Unlock()
+		}()
 		defer func() {
 			if p := recover(); p != nil {
 				s.cfg.Log.ErrorContext(ctx, "panic in chat answer", logArgs(ctx, "panic", p, "stack", string(debug.Stack()))...)
@@ -197,8 +208,13 @@ func (s *Server) untrackChat(cc *chatConn) {
 
 // CloseChats lets the answers streaming on this instance finish, closes
 // every chat socket with 1012 once it has no answer streaming, and waits
-// until they are gone. When ctx ends first, the answers still streaming
-// are cancelled (stored as cancelled) and their sockets closed.
+// until the sockets are gone and every answer has ended, or ctx ends.
+//
+// When ctx ends first, every answer still running is cancelled and its
+// socket closed. A cancelled answer still saves what it sent, and the
+// stores must not close under it: CloseChats then waits SaveWait more for
+// the answers to end, and logs the threads of those it abandons. It
+// returns an error only when some are abandoned.
 func (s *Server) CloseChats(ctx context.Context) error {
 	s.mu.Lock()
 	for cc := range s.chatConns {
@@ -218,30 +234,45 @@ func (s *Server) CloseChats(ctx context.Context) error {
 			cc.stop()
 			cc.Close(socket.CloseServiceReset, "service restart")
 		}
+		for a := range s.answers { // those whose client left are cancelled already
+			a.cancel()
+		}
 		s.gone.Broadcast()
 		s.mu.Unlock()
 	})
 	defer stop()
 	s.mu.Lock()
-	for len(s.chatConns) > 0 && ctx.Err() == nil {
+	for (len(s.chatConns) > 0 || len(s.answers) > 0) && ctx.Err() == nil {
 		s.gone.Wait()
 	}
-	n := len(s.chatConns)
+	cancelled := len(s.answers)
 	s.mu.Unlock()
-	if n > 0 {
-		return errors.New("web: chat sockets still open at the end of the grace period")
-	}
-	// An answer whose client left may still be saving its turn: the
-	// stores must not close under it.
-	answered := make(chan struct{})
-	go func() {
-		s.cfg.InFlight.Wait()
-		close(answered)
-	}()
-	select {
-	case <-answered:
+	if ctx.Err() == nil || cancelled == 0 {
 		return nil
-	case <-ctx.Done():
-		return errors.New("web: answers still saving at the end of the grace period")
 	}
+
+	s.cfg.Log.WarnContext(ctx, "grace period over: answers cancelled, waiting for them to finish saving",
+		"answers", cancelled, "wait", s.cfg.SaveWait)
+	wait, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.SaveWait)
+	defer cancel()
+	stopWait := context.AfterFunc(wait, func() {
+		s.mu.Lock()
+		s.gone.Broadcast()
+		s.mu.Unlock()
+	})
+	defer stopWait()
+	s.mu.Lock()
+	for len(s.answers) > 0 && wait.Err() == nil {
+		s.gone.Wait()
+	}
+	abandoned := slices.Sorted(maps.Values(s.answers))
+	s.mu.Unlock()
+	if len(abandoned) == 0 {
+		s.cfg.Log.InfoContext(ctx, "the cancelled answers finished saving", "answers", cancelled)
+		return nil
+	}
+	s.cfg.Log.ErrorContext(ctx, "answers abandoned while saving: their turns may be lost",
+		"answers", len(abandoned), "thread_ids", abandoned)
+	return fmt.Errorf("web: %d answers still saving %s after the grace period (threads %s)",
+		len(abandoned), s.cfg.SaveWait, strings.Join(abandoned, ", "))
 }

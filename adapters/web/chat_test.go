@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"log/slog"
 	"net/http"
 	"strings"
 	"testing"
@@ -245,9 +246,11 @@ func (g *gatedStore) SaveTurn(ctx context.Context, t ports.Turn) error {
 	return g.ThreadStore.SaveTurn(ctx, t)
 }
 
-func TestDrainWaitsForAnswersBeingSaved(t *testing.T) {
-	store := &gatedStore{ThreadStore: memory.NewThreads(0), entered: make(chan struct{}), gate: make(chan struct{})}
-	f := newFixture(t, func(c *web.Config) {
+// gatedChat is a fixture whose answers stream slowly and whose saves wait
+// for the gate, logging into logs; change edits the config further.
+func gatedChat(t *testing.T, store *gatedStore, logs *syncBuffer, change func(*web.Config)) *fixture {
+	t.Helper()
+	return newFixture(t, func(c *web.Config) {
 		appdata, err := local.LoadAppdata("")
 		must(err)
 		model, err := local.NewModel(local.ModelConfig{TokenDelay: 5 * time.Millisecond})
@@ -260,11 +263,22 @@ func TestDrainWaitsForAnswersBeingSaved(t *testing.T) {
 			Store: store, Lock: memory.NewLock(), Model: model, Guardrail: guard, Escalation: esc,
 		})
 		must(err)
+		c.Log = slog.New(slog.NewJSONHandler(logs, nil))
+		if change != nil {
+			change(c)
+		}
 	})
+}
+
+// leaveMidAnswer starts an answer, leaves, and waits until its save has
+// started (and is held at the gate); it returns the answer's thread.
+func leaveMidAnswer(t *testing.T, f *fixture, store *gatedStore) string {
+	t.Helper()
 	c, err := f.dial(t, "/ws/chat/", nil)
 	require.NoError(t, err)
 	send(t, c, chatMsg("A question", ""))
-	assert.Equal(t, "session_started", recv(t, c)["type"])
+	started := recv(t, c)
+	require.Equal(t, "session_started", started["type"])
 	require.NoError(t, c.Close()) // the client leaves mid-answer: it is cancelled and saved
 	select {
 	case <-store.entered:
@@ -272,14 +286,70 @@ func TestDrainWaitsForAnswersBeingSaved(t *testing.T) {
 		t.Fatal("the cancelled answer was never saved")
 	}
 	require.Eventually(t, func() bool { return openChats(t, f) == 0 }, wait, 10*time.Millisecond)
+	return started["thread_id"].(string)
+}
 
-	// The socket is gone but its answer is still being saved: the drain
-	// must not report done, or the stores would close under it.
+func newGatedStore() *gatedStore {
+	return &gatedStore{ThreadStore: memory.NewThreads(0), entered: make(chan struct{}), gate: make(chan struct{})}
+}
+
+// An answer whose socket is gone may still be saving: the drain must not
+// report done while it does, or the stores would close under it.
+func TestDrainWaitsForAnswersBeingSaved(t *testing.T) {
+	store := newGatedStore()
+	var logs syncBuffer
+	f := gatedChat(t, store, &logs, func(c *web.Config) { c.SaveWait = time.Millisecond })
+	leaveMidAnswer(t, f, store)
+
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
 	require.Error(t, f.srv.CloseChats(ctx))
 	close(store.gate)
 	require.NoError(t, f.srv.CloseChats(context.Background()))
+}
+
+// Past the grace, the answers are cancelled, and CloseChats waits for
+// them to finish saving what they sent before it returns (and the stores
+// close); the turn is stored whole.
+func TestCloseChatsWaitsForCancelledAnswersToSave(t *testing.T) {
+	store := newGatedStore()
+	var logs syncBuffer
+	f := gatedChat(t, store, &logs, func(c *web.Config) { c.SaveWait = wait })
+	thread := leaveMidAnswer(t, f, store)
+
+	over, cancel := context.WithCancel(context.Background())
+	cancel() // the grace is over
+	done := make(chan error, 1)
+	go func() { done <- f.srv.CloseChats(over) }()
+	require.Eventually(t, func() bool {
+		return strings.Contains(logs.String(), "grace period over: answers cancelled, waiting for them to finish saving")
+	}, wait, 10*time.Millisecond, "CloseChats did not wait for the answer being saved")
+	close(store.gate)
+	require.NoError(t, <-done)
+	assert.Contains(t, logs.String(), "the cancelled answers finished saving")
+
+	history, err := store.History(context.Background(), thread)
+	require.NoError(t, err)
+	require.Len(t, history, 2, "the question and the cancelled answer are stored")
+	assert.Equal(t, "A question", history[0].Content)
+}
+
+// An answer that does not finish saving within SaveWait is abandoned, and
+// its thread is named in the log and the error.
+func TestCloseChatsAbandonsAnswersThatDoNotSave(t *testing.T) {
+	store := newGatedStore()
+	t.Cleanup(func() { close(store.gate) })
+	var logs syncBuffer
+	f := gatedChat(t, store, &logs, func(c *web.Config) { c.SaveWait = time.Millisecond })
+	thread := leaveMidAnswer(t, f, store)
+
+	over, cancel := context.WithCancel(context.Background())
+	cancel()
+	err := f.srv.CloseChats(over)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), thread)
+	assert.Contains(t, logs.String(), "answers abandoned while saving: their turns may be lost")
+	assert.Contains(t, logs.String(), thread)
 }
 
 // openChats reads the chat sockets gauge from /metrics.

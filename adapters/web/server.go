@@ -77,9 +77,10 @@ type Config struct {
 	CSRFSecret string
 	// CSRFTTL is how long a CSRF token stays valid. Zero means 12 hours.
 	CSRFTTL time.Duration
-	// InFlight counts the answers streaming on this instance; shutdown
-	// waits for them. Nil makes its own.
-	InFlight *sync.WaitGroup
+	// SaveWait is how long CloseChats waits, once its grace is over and
+	// the answers are cancelled, for them to finish saving what they sent
+	// before it gives them up. Zero means 5 seconds.
+	SaveWait time.Duration
 	// Ready lists what /ready/ checks.
 	Ready []Check
 	// Components names the adapters of the conversation, shown by /ready/
@@ -120,7 +121,8 @@ type Server struct {
 	mu        sync.Mutex
 	live      map[*socket.Conn]struct{} // session sockets, to close on drain
 	chatConns map[*chatConn]struct{}    // chat sockets
-	gone      *sync.Cond                // signalled when live or chatConns shrink
+	answers   map[*answer]string        // answers running, by thread id; they outlive their sockets
+	gone      *sync.Cond                // signalled when live, chatConns or answers shrink
 }
 
 // New builds the edge.
@@ -142,8 +144,8 @@ func New(cfg Config) (*Server, error) {
 		return nil, errors.New("web: connection, burst and message limits must not be negative")
 	case !(cfg.RatePerSec >= 0) || math.IsInf(cfg.RatePerSec, 0):
 		return nil, errors.New("web: the rate per second must be a finite number, not negative")
-	case cfg.HelloTimeout < 0 || cfg.CSRFTTL < 0:
-		return nil, errors.New("web: the hello timeout and the CSRF lifetime must not be negative")
+	case cfg.HelloTimeout < 0 || cfg.CSRFTTL < 0 || cfg.SaveWait < 0:
+		return nil, errors.New("web: the hello timeout, the CSRF lifetime and the save wait must not be negative")
 	}
 	if cfg.MaxMessageChars <= 0 {
 		cfg.MaxMessageChars = 8000
@@ -151,8 +153,8 @@ func New(cfg Config) (*Server, error) {
 	if cfg.CSRFTTL <= 0 {
 		cfg.CSRFTTL = 12 * time.Hour
 	}
-	if cfg.InFlight == nil {
-		cfg.InFlight = &sync.WaitGroup{}
+	if cfg.SaveWait == 0 {
+		cfg.SaveWait = 5 * time.Second
 	}
 	if cfg.MaxConnections <= 0 {
 		cfg.MaxConnections = 50000
@@ -175,6 +177,7 @@ func New(cfg Config) (*Server, error) {
 		base:      context.Background(),
 		live:      make(map[*socket.Conn]struct{}),
 		chatConns: make(map[*chatConn]struct{}),
+		answers:   make(map[*answer]string),
 	}
 	s.gone = sync.NewCond(&s.mu)
 	csrf, err := NewCSRF(CSRFConfig{Secret: cfg.CSRFSecret, TTL: cfg.CSRFTTL})

@@ -33,8 +33,10 @@ import (
 
 // Run serves on ln until ctx ends, then shuts down gracefully: /health/
 // turns 503, no new socket is accepted, session sockets close with 1012,
-// and everything is closed within cfg.HTTP.ShutdownGrace. It returns nil
-// after a clean shutdown.
+// and streaming answers get cfg.HTTP.ShutdownGrace to finish. Answers
+// still running then are cancelled and get up to web.Config.SaveWait
+// (5 s) more to save what they sent: the stores close after them. It
+// returns nil after a clean shutdown.
 func Run(ctx context.Context, cfg config.Config, log *slog.Logger, ln net.Listener) error {
 	m := metrics.New()
 
@@ -209,7 +211,10 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, ln net.Listen
 	defer cancel()
 	var errs []error
 	closed := make(chan error, 1)
-	go func() { closed <- edge.CloseChats(grace) }() // answers may finish
+	// Answers may finish within the grace; past it they are cancelled,
+	// and CloseChats waits for their saves (bounded) before it returns,
+	// so that the deferred closers never close a store under one.
+	go func() { closed <- edge.CloseChats(grace) }()
 	if err := edge.CloseSessions(grace); err != nil {
 		errs = append(errs, err)
 	}
