@@ -22,6 +22,7 @@ type Metrics struct {
 	messagesOut   *prometheus.CounterVec
 	delivery      prometheus.Histogram
 	slowConsumers *prometheus.CounterVec
+	rateLimited   *prometheus.CounterVec
 	refused       *prometheus.CounterVec
 	backendErrors *prometheus.CounterVec
 	httpConns     prometheus.Gauge
@@ -52,6 +53,9 @@ func New() *Metrics {
 		slowConsumers: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "wsserver_slow_consumer_disconnects_total", Help: "Sockets closed with 1008 because their send queue was full.",
 		}, []string{"endpoint"}),
+		rateLimited: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "wsserver_messages_rate_limited_total", Help: "WebSocket messages refused with rate_limited (over RATE_LIMIT_PER_SEC and _BURST), by endpoint.",
+		}, []string{"endpoint"}),
 		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "wsserver_upgrades_refused_total", Help: "WebSocket upgrades refused, by reason.",
 		}, []string{"reason"}),
@@ -68,7 +72,7 @@ func New() *Metrics {
 		served: make(map[net.Conn]bool),
 	}
 	m.registry.MustRegister(
-		m.socketsOpen, m.messagesIn, m.messagesOut, m.delivery, m.slowConsumers, m.refused, m.backendErrors,
+		m.socketsOpen, m.messagesIn, m.messagesOut, m.delivery, m.slowConsumers, m.rateLimited, m.refused, m.backendErrors,
 		m.httpConns, m.unserved,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
@@ -86,15 +90,17 @@ type Endpoint struct {
 	Open    prometheus.Gauge
 	In, Out prometheus.Counter
 	Slow    prometheus.Counter
+	Limited prometheus.Counter // messages refused by the rate limit
 }
 
 // Endpoint returns the collectors labelled with name.
 func (m *Metrics) Endpoint(name string) Endpoint {
 	return Endpoint{
-		Open: m.socketsOpen.WithLabelValues(name),
-		In:   m.messagesIn.WithLabelValues(name),
-		Out:  m.messagesOut.WithLabelValues(name),
-		Slow: m.slowConsumers.WithLabelValues(name),
+		Open:    m.socketsOpen.WithLabelValues(name),
+		In:      m.messagesIn.WithLabelValues(name),
+		Out:     m.messagesOut.WithLabelValues(name),
+		Slow:    m.slowConsumers.WithLabelValues(name),
+		Limited: m.rateLimited.WithLabelValues(name),
 	}
 }
 
