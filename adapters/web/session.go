@@ -199,6 +199,7 @@ func (s *Server) next(ctx context.Context, conn *socket.Conn, limit *bucket, ep 
 		if limit.allow(time.Now()) {
 			return frame, true
 		}
+		ep.Limited.Inc()
 		conn.SendText(refused)
 	}
 }
