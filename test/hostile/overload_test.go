@@ -296,3 +296,59 @@ func trickle(ctx context.Context, c net.Conn) {
 		}
 	}
 }
+
+func TestMessagesOverTheRateLimitAreRefusedAndCounted(t *testing.T) {
+	const burst, sent = 5, 40
+	s := start(t, func(c *config.Config) {
+		c.WebSocket.RateLimitPerSec = 0.001 // no token comes back during the test
+		c.WebSocket.RateLimitBurst = burst
+	})
+
+	// replies reads n answers on c and counts those of type typ and the
+	// rate_limited errors; it fails on anything else.
+	replies := func(c *wstest.Client, n int, typ string) (answered, limited int) {
+		t.Helper()
+		for range n {
+			m := c.Next(t)
+			switch {
+			case m["type"] == typ:
+				answered++
+			case m["type"] == "error" && m["code"] == "rate_limited":
+				limited++
+			default:
+				t.Fatalf("unexpected %v", m)
+			}
+		}
+		return answered, limited
+	}
+
+	t.Run("session", func(t *testing.T) {
+		flood, other := s.join(t, "limited", "admin"), s.join(t, "limited", "agent")
+		for i := range sent {
+			flood.Send(t, fmt.Sprintf(`{"type":"broadcast","msg":"%d"}`, i))
+		}
+		accepted, limited := replies(flood, sent, "session_message")
+		assert.Equal(t, sent, accepted+limited)
+		assert.LessOrEqual(t, accepted, burst, "more got through than the burst")
+		assert.InDelta(t, limited, s.metric(t, `wsserver_messages_rate_limited_total{endpoint="session"}`), 0)
+
+		// The other member got exactly what was accepted, and is not
+		// limited by its neighbour's flood.
+		other.Send(t, `{"type":"broadcast","msg":"end"}`)
+		got := 0
+		for other.NextOf(t, "session_message")["msg"] != "end" {
+			got++
+		}
+		assert.Equal(t, accepted, got)
+	})
+
+	t.Run("chat", func(t *testing.T) {
+		flood := dialChat(t, s)
+		for range sent {
+			flood.Send(t, `{"type":"ping"}`)
+		}
+		_, limited := replies(flood, sent, "pong")
+		assert.GreaterOrEqual(t, limited, sent-burst)
+		assert.InDelta(t, limited, s.metric(t, `wsserver_messages_rate_limited_total{endpoint="chat"}`), 0)
+	})
+}
