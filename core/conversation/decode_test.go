@@ -150,7 +150,7 @@ func FuzzDecodeChat(f *testing.F) {
 		if c.Data != nil {
 			assert.True(t, json.Valid(c.Data))
 			assert.NotEqual(t, "null", string(c.Data))
-			assert.NoError(t, wire.ValidJSONText(c.Data))
+			require.NoError(t, wire.ValidJSONText(c.Data))
 		}
 		if c.Channel == conversation.DefaultChannel {
 			assert.NotNil(t, c.Data, "web needs data")

@@ -2,6 +2,7 @@ package wire
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
@@ -106,7 +107,7 @@ func FuzzValidJSONText(f *testing.F) {
 			t.Fatalf("%q encoded as %s: %v", s, enc, err)
 		}
 		wantNUL := strings.IndexByte(s, 0) >= 0
-		if err := ValidJSONText(enc); (err == ErrNUL) != wantNUL || err != nil && err != ErrNUL {
+		if err := ValidJSONText(enc); errors.Is(err, ErrNUL) != wantNUL || err != nil && !errors.Is(err, ErrNUL) {
 			t.Fatalf("%q encoded as %s: %v", s, enc, err)
 		}
 
@@ -115,7 +116,7 @@ func FuzzValidJSONText(f *testing.F) {
 		raw := fmt.Sprintf(`"\u%04x\u%04x"`, hi, lo)
 		pair := utf16.DecodeRune(rune(hi), rune(lo)) != 0xfffd
 		lone := !pair && (utf16.IsSurrogate(rune(hi)) || utf16.IsSurrogate(rune(lo)))
-		if got := ValidJSONUnicode([]byte(raw)); (got == ErrLoneSurrogate) != lone || got != nil && got != ErrLoneSurrogate {
+		if got := ValidJSONUnicode([]byte(raw)); errors.Is(got, ErrLoneSurrogate) != lone || got != nil && !errors.Is(got, ErrLoneSurrogate) {
 			t.Fatalf("%s: %v, want lone=%v", raw, got, lone)
 		}
 	})
