@@ -883,6 +883,11 @@ func (l *loader) checkWarnings(c Config) {
 	if c.Auth.Disabled {
 		l.warn("AUTH_DISABLED is on: no API key is checked")
 	}
+	for _, p := range c.HTTP.TrustedProxies {
+		if p.Bits() == 0 {
+			l.warn("TRUSTED_PROXIES contains %s: every peer is trusted, so any client can choose its address with X-Forwarded-For", p)
+		}
+	}
 }
 
 // debugWarning is the one loud line of a start with DEBUG on: what is open, so that

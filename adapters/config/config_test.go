@@ -712,6 +712,15 @@ func TestWarnings(t *testing.T) {
 	assert.False(t, cfg.Auth.Required(), "AUTH_DISABLED turns the check off even with a key")
 }
 
+func TestTrustingEveryAddressWarns(t *testing.T) {
+	cfg, err := loadEnv(t, production(map[string]string{"TRUSTED_PROXIES": "10.0.0.0/8,0.0.0.0/0,::/0"}))
+	require.NoError(t, err)
+	assert.Equal(t, []string{
+		"TRUSTED_PROXIES contains 0.0.0.0/0: every peer is trusted, so any client can choose its address with X-Forwarded-For",
+		"TRUSTED_PROXIES contains ::/0: every peer is trusted, so any client can choose its address with X-Forwarded-For",
+	}, cfg.Warnings)
+}
+
 func TestHostAllowed(t *testing.T) {
 	hosts := Hosts{Allowed: []string{"localhost", "127.0.0.1", "[::1]", ".example.com", "exact.org"}}
 	tests := []struct {
