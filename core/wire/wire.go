@@ -10,15 +10,31 @@ import (
 )
 
 // String decodes raw as a JSON string; false when it is anything else.
+// Invalid UTF-8 and lone surrogate escapes become U+FFFD, as with
+// encoding/json, which it calls only for strings with escapes.
 func String(raw json.RawMessage) (string, bool) {
 	if len(raw) == 0 || raw[0] != '"' {
 		return "", false
+	}
+	if len(raw) >= 2 && raw[len(raw)-1] == '"' && plainString(raw[1:len(raw)-1]) {
+		return string(raw[1 : len(raw)-1]), true
 	}
 	var s string
 	if err := json.Unmarshal(raw, &s); err != nil {
 		return "", false
 	}
 	return s, true
+}
+
+// plainString reports whether b, the inside of a JSON string, reads as
+// it is: valid UTF-8 without escapes, quotes or control characters.
+func plainString(b []byte) bool {
+	for _, c := range b {
+		if c < 0x20 || c == '"' || c == '\\' {
+			return false
+		}
+	}
+	return utf8.Valid(b)
 }
 
 // IsNull reports whether raw is absent or JSON null.

@@ -46,3 +46,46 @@ func FuzzAppendString(f *testing.F) {
 		}
 	})
 }
+
+func TestString(t *testing.T) {
+	tests := []struct {
+		raw  string
+		want string
+		ok   bool
+	}{
+		{`"plain"`, "plain", true},
+		{`""`, "", true},
+		{`"ü€"`, "ü€", true},
+		{`"a\"b"`, `a"b`, true},
+		{`"\u00fc\n"`, "ü\n", true},
+		{`"\ud800"`, "\ufffd", true},
+		{"\"a\xffb\"", "a\ufffdb", true},
+		{"\"a\tb\"", "", false}, // a raw control character is not JSON
+		{`"a"b"`, "", false},
+		{`"`, "", false},
+		{`"open`, "", false},
+		{`5`, "", false},
+		{`null`, "", false},
+		{``, "", false},
+	}
+	for _, tt := range tests {
+		got, ok := String(json.RawMessage(tt.raw))
+		assert.Equal(t, tt.ok, ok, "%q", tt.raw)
+		assert.Equal(t, tt.want, got, "%q", tt.raw)
+	}
+}
+
+// FuzzString: the fast path reads every JSON string as encoding/json does.
+func FuzzString(f *testing.F) {
+	for _, s := range []string{`"plain"`, `"a\"b"`, "\"\xff\"", `"\ud800"`, `"`, `"a"b"`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		got, ok := String(raw)
+		var want string
+		wantOK := len(raw) > 0 && raw[0] == '"' && json.Unmarshal(raw, &want) == nil
+		if ok != wantOK || got != want {
+			t.Fatalf("%q: %q %v, encoding/json: %q %v", raw, got, ok, want, wantOK)
+		}
+	})
+}
