@@ -34,6 +34,11 @@ type Config struct {
 	// MaxQueue is how many frames may wait for a socket; one more and the
 	// socket is closed with 1008. Zero means 512.
 	MaxQueue int
+	// MaxQueueBytes is how many bytes of frames may wait for a socket; a
+	// frame that would pass it closes the socket with 1008, unless the
+	// queue is empty. It bounds what a peer that reads nothing holds while
+	// large broadcasts pile up. Zero means 4 MiB.
+	MaxQueueBytes int
 	// WriteTimeout bounds each write. Zero means 10 seconds.
 	WriteTimeout time.Duration
 	// PingInterval is the keepalive period; a peer silent for twice that is
@@ -61,6 +66,9 @@ type Config struct {
 func (c *Config) defaults() {
 	if c.MaxQueue <= 0 {
 		c.MaxQueue = 512
+	}
+	if c.MaxQueueBytes <= 0 {
+		c.MaxQueueBytes = 4 << 20
 	}
 	if c.WriteTimeout <= 0 {
 		c.WriteTimeout = 10 * time.Second
@@ -105,9 +113,9 @@ func NewServer(cfg Config) *Server {
 // Every byte the peer receives after the handshake is written by the
 // connection's writer, from the queue: gorilla is kept from writing (see
 // mute), so nothing can follow a close frame. What one peer can make the
-// server hold is bounded whatever it does: data frames by MaxQueue, a
-// message by ReadLimit, and its pings by one pending pong within a budget
-// of control frames.
+// server hold is bounded whatever it does: data frames by MaxQueue and
+// MaxQueueBytes, a message by ReadLimit, and its pings by one pending pong
+// within a budget of control frames.
 type Conn struct {
 	ws    *websocket.Conn
 	nc    net.Conn
@@ -122,6 +130,7 @@ type Conn struct {
 	mu       sync.Mutex
 	ping     *time.Timer
 	queue    [][]byte
+	queued   int // bytes of the data frames in queue
 	spare    [][]byte
 	pongs    [2][2 + maxControl]byte // the pending pong and the one being written
 	pongNext int                     // which of pongs the next pending pong is built in
@@ -366,7 +375,7 @@ func (c *Conn) enqueue(frame []byte) {
 		c.mu.Unlock()
 		return
 	}
-	if len(c.queue) >= c.cfg.MaxQueue {
+	if len(c.queue) >= c.cfg.MaxQueue || c.queued > 0 && c.queued+len(frame) > c.cfg.MaxQueueBytes {
 		// Drop what has not been handed to the writer yet; the close
 		// frame goes out next.
 		c.dropQueuedLocked()
@@ -375,6 +384,7 @@ func (c *Conn) enqueue(frame []byte) {
 		c.cfg.OnSlow()
 		return
 	}
+	c.queued += len(frame)
 	c.appendLocked(frame)
 	c.mu.Unlock()
 }
@@ -391,7 +401,7 @@ func (c *Conn) appendLocked(frame []byte) {
 func (c *Conn) dropQueuedLocked() {
 	clear(c.queue)
 	c.queue = c.queue[:0]
-	c.pongAt, c.pinged = -1, false
+	c.queued, c.pongAt, c.pinged = 0, -1, false
 }
 
 // Close queues a close frame after what is already queued, and closes the
@@ -434,6 +444,7 @@ func (c *Conn) write() {
 		}
 		batch := c.queue
 		c.queue, c.spare = c.spare[:0], nil
+		c.queued = 0
 		if c.pongAt >= 0 {
 			// The pending pong is in this batch: the next is built in
 			// the other buffer while this one is written.

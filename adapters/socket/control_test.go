@@ -1,9 +1,11 @@
 package socket_test
 
 import (
+	"bytes"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -150,4 +152,38 @@ func TestServerAnswersPings(t *testing.T) {
 			t.Fatalf("no pong for ping %d", i)
 		}
 	}
+}
+
+func TestQueueIsBoundedInBytes(t *testing.T) {
+	// 200 frames of 64 KiB fit in the default MaxQueue of 512 frames but
+	// not in the default 4 MiB: a peer that reads nothing while large
+	// broadcasts pile up is dropped with 1008 before it holds 12 MiB. The
+	// writer waits at the gate; whatever batch it took holds at most the
+	// bound, so more than the bound remains queued.
+	var gate sync.RWMutex
+	var slow atomic.Int32
+	conns := make(chan *socket.Conn, 1)
+	hs := serve(t, gatedListener{listen(t), &gate}, socket.Config{WriteTimeout: time.Minute, OnSlow: func() { slow.Add(1) }},
+		func(c *socket.Conn) { conns <- c })
+	client := dial(t, hs)
+	c := <-conns
+	t.Cleanup(c.Finish)
+	readUntilError(c)
+
+	gate.Lock()
+	frame := socket.Frame(bytes.Repeat([]byte{'x'}, 64<<10))
+	for range 200 {
+		c.Send(frame)
+	}
+	gate.Unlock()
+	assert.Equal(t, int32(1), slow.Load(), "slow consumers dropped")
+	require.NoError(t, client.SetReadDeadline(time.Now().Add(wait)))
+	var err error
+	for err == nil {
+		_, _, err = client.ReadMessage()
+	}
+	var ce *websocket.CloseError
+	require.ErrorAs(t, err, &ce)
+	assert.Equal(t, socket.ClosePolicy, ce.Code)
+	assert.Equal(t, "send queue full", ce.Text)
 }
