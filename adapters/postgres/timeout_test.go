@@ -2,7 +2,6 @@ package postgres_test
 
 import (
 	"context"
-	"errors"
 	"testing"
 	"time"
 
@@ -39,7 +38,7 @@ func TestStatementTimeoutFires(t *testing.T) {
 	require.Error(t, err)
 	require.NoError(t, ctx.Err(), "the server's timeout fired, not the caller's context")
 	var pgErr *pgconn.PgError
-	require.True(t, errors.As(err, &pgErr), "%v", err)
+	require.ErrorAs(t, err, &pgErr)
 	assert.Equal(t, "57014", pgErr.Code, "query_canceled: %v", err)
 	assert.Contains(t, pgErr.Message, "statement timeout")
 

@@ -83,7 +83,10 @@ func TestGraphLeaseTakenOverMidAnswer(t *testing.T) {
 		func(c *conversation.Config) { c.LockTTL = 3 * time.Millisecond })
 	require.NoError(t, err)
 	newer := ports.Message{ID: "newer", Role: ports.RoleUser, Content: "from the new holder"}
-	var took bool
+	var (
+		took    bool
+		saveErr error // the new holder's save
+	)
 	s := sink{onTok: func(conversation.Event) {
 		if took {
 			return
@@ -92,12 +95,14 @@ func TestGraphLeaseTakenOverMidAnswer(t *testing.T) {
 		// The old lease expired (Redis was slow, say); another instance
 		// took the thread and saved its turn.
 		lease := h.lock.takeOver(thread)
-		assert.NoError(t, h.store.SaveTurn(context.Background(), ports.Turn{ThreadID: thread, Messages: []ports.Message{newer}, Fence: lease.Fence()}))
+		saveErr = h.store.SaveTurn(context.Background(), ports.Turn{ThreadID: thread, Messages: []ports.Message{newer}, Fence: lease.Fence()})
 		h.lock.mu.Lock()
 		h.lock.renewErr = conversation.ErrLeaseLost
 		h.lock.mu.Unlock()
 	}}
 	_, err = runBounded(t, h, chat("hi"), &s)
+	require.True(t, took)
+	require.NoError(t, saveErr)
 	require.ErrorIs(t, err, conversation.ErrTurnNotSaved)
 	require.ErrorIs(t, err, conversation.ErrFenced)
 	assert.Equal(t, []conversation.EventKind{started, tokens, errorEvent}, s.kinds())

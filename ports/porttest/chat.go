@@ -566,6 +566,7 @@ func ThreadLock(t *testing.T, newLocks Instances[ports.ThreadLock]) {
 // lease's token is higher than those before it on the thread, on any
 // instance, whether they were released or expired.
 func fences(t *testing.T, newLocks Instances[ports.ThreadLock]) {
+	t.Helper()
 	ctx := context.Background()
 	t.Run("fencing tokens increase", func(t *testing.T) {
 		a, b := newLocks(t)

@@ -18,6 +18,7 @@ import (
 // fencing: a value one store refuses, every store refuses, with
 // ErrUnstorable, and stores nothing of it.
 func threadStoreRefusals(t *testing.T, newStores Instances[ports.ThreadStore]) {
+	t.Helper()
 	ctx := context.Background()
 	user := func(id, content string) ports.Message {
 		return ports.Message{ID: id, Role: ports.RoleUser, Content: content, CreatedAt: stamp(0)}
