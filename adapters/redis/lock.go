@@ -54,7 +54,9 @@ const fenceKeyTTL = 24 * time.Hour
 // acquireScript sets the lock key unless it exists (nil then) and returns
 // the lease's fencing token: the thread's counter plus one, or Redis's
 // clock in microseconds when that is higher. Lua numbers are doubles:
-// microseconds since 1970 stay exact (below 2^53) for centuries.
+// microseconds since 1970 stay exact (below 2^53) for centuries. The two
+// keys are in one script: on a Redis Cluster they would need one slot (a
+// hash tag); the server is built for a single Redis (REDIS_URL).
 var acquireScript = rueidis.NewLuaScript(`
 if not redis.call("SET", KEYS[1], ARGV[1], "NX", "PX", ARGV[2]) then
 	return false
