@@ -8,7 +8,6 @@ import (
 	"net/http/httptest"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -29,10 +28,8 @@ func TestProductionChecksStopStartUp(t *testing.T) {
 // does with no settings (docker run wsserver): no environment at all, no
 // .env. It must refuse to start, naming everything it lacks.
 func TestEmptyEnvironmentExitsNonZero(t *testing.T) {
-	goTool, err := exec.LookPath("go")
-	if err != nil {
-		goTool = filepath.Join(runtime.GOROOT(), "bin", "go")
-	}
+	goTool, err := exec.LookPath("go") // go test puts its own go first on PATH
+	require.NoError(t, err)
 	bin := filepath.Join(t.TempDir(), "wsserver")
 	build := exec.CommandContext(t.Context(), goTool, "build", "-o", bin, ".")
 	out, err := build.CombinedOutput()
