@@ -359,7 +359,9 @@ func (f *fuzzer) message(session bool) string {
 	default:
 		thread := ""
 		if r.IntN(2) == 0 {
-			thread = fmt.Sprintf(`,"thread_id":"fuzz-%d"`, r.IntN(4))
+			// "fuzz" is also the witness's session: a thread's chat
+			// events are mirrored to the session of the same id.
+			thread = `,"thread_id":"` + f.pick("fuzz", "fuzz-1", "fuzz-2") + `"`
 		}
 		return fmt.Sprintf(`{"type":"chat","message":"%s","channel":"web","data":[]%s}`, f.text(n), thread)
 	}
