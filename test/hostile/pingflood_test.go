@@ -19,6 +19,8 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/wsserver/wsserver/test/wstest"
 )
 
 // Ping flood bounds: the flood ends at whichever comes first.
@@ -188,6 +190,14 @@ func TestPingFloodKeepsPeakMemoryNearIdle(t *testing.T) {
 
 	// The server is still whole and serves others.
 	require.Equal(t, http.StatusOK, get("/health/"))
+	a := wstest.Dial(t, "ws://"+p.addr+"/ws/session/after-flood/", nil, wait)
+	b := wstest.Dial(t, "ws://"+p.addr+"/ws/session/after-flood/", nil, wait)
+	for _, c := range []*wstest.Client{a, b} {
+		c.Send(t, `{"type":"hello","user_type":"agent","client_type":"web"}`)
+		require.Equal(t, "hello_ok", c.Next(t)["type"])
+	}
+	a.Send(t, `{"type":"broadcast","msg":"after the flood"}`)
+	assert.Equal(t, "after the flood", b.NextOf(t, "session_message")["msg"])
 	_, hwm := p.memory(t)
 	peak = max(peak, hwm)
 	t.Logf("idle RSS %d MiB (peak %d MiB); peak during the flood %d MiB, %+d MiB",
