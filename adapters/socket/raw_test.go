@@ -25,7 +25,7 @@ import (
 
 // serve starts a server whose handler wraps each upgraded socket and hands
 // it to handle, on the handler's goroutine.
-func serve(t *testing.T, ln net.Listener, cfg socket.Config, handle func(*socket.Conn)) *httptest.Server {
+func serve(t testing.TB, ln net.Listener, cfg socket.Config, handle func(*socket.Conn)) *httptest.Server {
 	t.Helper()
 	srv := socket.NewServer(cfg)
 	up := websocket.Upgrader{}
@@ -181,7 +181,7 @@ func (c gatedConn) Write(p []byte) (int, error) {
 	return c.Conn.Write(p)
 }
 
-func listen(t *testing.T) net.Listener {
+func listen(t testing.TB) net.Listener {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
