@@ -132,6 +132,35 @@ func TestPostgresHung(t *testing.T) {
 
 		retryWorks(t, b, thread, nil) // nothing of the hung turn was stored
 	})
+
+	// PostgreSQL gets every statement, runs it, and its answers never come
+	// back: the turn may be committed although the save timed out.
+	t.Run("answers lost", func(t *testing.T) {
+		thread := uniqueID(t)
+		c := dial(t, a, "/ws/chat/")
+		got := untilFirstToken(t, c, thread)
+		mute := containers.Toxic{Name: "mute", Type: "timeout", Stream: "downstream", Attributes: map[string]any{"timeout": 0}}
+		proxy.AddToxic(mute)
+		removed := false
+		defer func() {
+			if !removed {
+				proxy.RemoveToxic(mute.Name)
+			}
+		}()
+		got = rest(t, c, got)
+		proxy.RemoveToxic(mute.Name)
+		removed = true
+
+		assert.Equal(t, whole, got.text, "the whole answer")
+		stored := history(t, b, thread)
+		if got.end != nil {
+			assert.Equal(t, []string{"user: " + question, "assistant: " + whole}, stored, "end: the turn is stored whole")
+		} else {
+			t.Logf("the client was told: %v", got.err)
+			assert.Empty(t, stored, "the client was told the turn was not saved, and it was")
+		}
+		retryWorks(t, b, thread, stored)
+	})
 }
 
 // TestPostgresDownMidTurn cuts PostgreSQL while an answer streams. The
