@@ -79,6 +79,7 @@ func FuzzClientBytes(f *testing.F) {
 // that inputs reach it, and a short wait for a close reply, so that each
 // input ends soon.
 func serveFuzz(f *testing.F) *httptest.Server {
+	f.Helper()
 	cfg := socket.Config{ReadLimit: 256, CloseWait: 200 * time.Millisecond}
 	return serve(f, nil, cfg, func(c *socket.Conn) {
 		for {
