@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"net/url"
@@ -66,7 +67,7 @@ func (p *ToxicProxy) Disable() { p.proxy.Stop() }
 // Enable listens again on the same address.
 func (p *ToxicProxy) Enable() {
 	p.t.Helper()
-	if err := p.proxy.Start(); err != nil && err != toxiproxy.ErrProxyAlreadyStarted {
+	if err := p.proxy.Start(); err != nil && !errors.Is(err, toxiproxy.ErrProxyAlreadyStarted) {
 		p.t.Fatalf("containers: enable toxiproxy %s: %v", p.proxy.Name, err)
 	}
 }
