@@ -2,8 +2,10 @@ package socket_test
 
 import (
 	"bytes"
+	"runtime"
 	"testing"
 	"time"
+	"weak"
 
 	"github.com/gorilla/websocket"
 	"github.com/stretchr/testify/assert"
@@ -110,5 +112,42 @@ func TestMessageAtTheLimitIsRead(t *testing.T) {
 		p, err := c.Read()
 		require.NoError(t, err)
 		assert.Len(t, p, n)
+	}
+}
+
+func TestClosedConnIsReleased(t *testing.T) {
+	// A socket whose close handshake is done is gone at once, not kept
+	// until the close's backstop (CloseWait+WriteTimeout, a minute here):
+	// a client that connects and closes in a loop would pile them up.
+	conns := make(chan weak.Pointer[socket.Conn], 1)
+	hs := serve(t, nil, socket.Config{WriteTimeout: time.Minute}, func(c *socket.Conn) {
+		conns <- weak.Make(c)
+		c.Close(socket.CloseNormal, "bye")
+		for {
+			if _, err := c.Read(); err != nil {
+				break
+			}
+		}
+		c.Finish()
+	})
+	client := dial(t, hs)
+	require.NoError(t, client.SetReadDeadline(time.Now().Add(wait)))
+	_, _, err := client.ReadMessage() // the close, which gorilla answers
+	var ce *websocket.CloseError
+	require.ErrorAs(t, err, &ce)
+	_, err = client.NetConn().Read(make([]byte, 1)) // the server ends the connection
+	require.Error(t, err)
+	c := <-conns
+	deadline := time.After(wait)
+	for {
+		runtime.GC()
+		if c.Value() == nil {
+			return
+		}
+		select {
+		case <-deadline:
+			t.Fatal("a closed socket is still held")
+		case <-time.After(10 * time.Millisecond):
+		}
 	}
 }

@@ -129,6 +129,7 @@ type Conn struct {
 
 	mu       sync.Mutex
 	ping     *time.Timer
+	backstop *time.Timer // ends the connection if the close handshake does not
 	queue    [][]byte
 	queued   int // bytes of the data frames in queue
 	spare    [][]byte
@@ -420,7 +421,7 @@ func (c *Conn) closeLocked(code int, reason string) {
 	c.closing = true
 	c.appendLocked(closeFrame(code, reason))
 	// Whatever the peer does, the connection ends.
-	time.AfterFunc(c.cfg.CloseWait+c.cfg.WriteTimeout, c.shutdown)
+	c.backstop = time.AfterFunc(c.cfg.CloseWait+c.cfg.WriteTimeout, c.shutdown)
 }
 
 // write sends the queue until it is empty, all queued frames in one
@@ -494,6 +495,10 @@ func (c *Conn) shutdown() {
 	c.dropQueuedLocked()
 	c.queue, c.spare = nil, nil
 	c.ping.Stop()
+	if c.backstop != nil {
+		// A pending timer would keep the connection for its duration.
+		c.backstop.Stop()
+	}
 	c.mu.Unlock()
 	_ = c.nc.Close()
 }
