@@ -152,6 +152,11 @@ func chatEvents(msgs []map[string]any) []string {
 // error that the others were not reached; the listener beside it sees
 // exactly what it sees; no one sees anything twice; and once Redis is back
 // the broadcasts cross instances again by themselves.
+//
+// Fails today: once Redis is back, PUBLISH succeeds at once while the
+// broker's pub/sub connection waits out its backoff (up to 2 s) before it
+// resubscribes; the broadcasts of that window reach no socket of the
+// sender's instance, the sender's own included, and no error is sent.
 func TestRedisDownMidFanout(t *testing.T) {
 	setup(t)
 	proxy, url := redisVia(t)
@@ -449,6 +454,11 @@ func countErrors(msgs []map[string]any, code string) int {
 // instance gets the answer from the local fallback, and once Redis is back
 // the thread takes the next message at once, on any instance: the lock
 // whose release failed during the outage does not hold the thread.
+//
+// Fails today: the release is tried once ("thread lock release failed; it
+// expires by itself"), so after end the thread answers thread_busy until
+// the lock's TTL (30 s) runs out. Listeners on the other instance miss the
+// mirrored answer (at most once, as documented; logged, not asserted).
 func TestRedisDownWhenAnswerEnds(t *testing.T) {
 	setup(t)
 	proxy, url := redisVia(t)
