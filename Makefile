@@ -7,7 +7,7 @@ FUZZTIME ?= 10s
 IMAGES = images=$$(test/images/env.sh) && eval "$$images" &&
 
 .DEFAULT_GOAL := help
-.PHONY: help run test test-short hostile lint fuzz bench
+.PHONY: help run test test-short hostile lint fuzz fuzz-inputs bench
 
 help: ## Show the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-11s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -27,6 +27,19 @@ PROTOFUZZ_TIME ?= 2m
 
 hostile: ## Overload, ping flood and the protocol fuzzer for PROTOFUZZ_TIME (default 2m; `make test` gives it 15s)
 	PROTOFUZZ_TIME=$(PROTOFUZZ_TIME) go test -race -count=1 -v -timeout 30m ./test/hostile/
+
+# The fuzz targets of every decoder that takes a client's bytes: frames,
+# JSON messages, Host headers, CSRF tokens, API bodies.
+FUZZ_INPUTS = ./adapters/socket:FuzzClientBytes ./core/session:FuzzDecode \
+	./core/conversation:FuzzDecodeChat ./core/conversation:FuzzDecodersAgree \
+	./core/wire:FuzzValidJSONText ./core/wire:FuzzString ./adapters/config:FuzzHostAllowed \
+	./adapters/web:FuzzParseCSRF ./adapters/web:FuzzCSRFMutated ./adapters/web:FuzzThreadAPI
+
+fuzz-inputs: ## Fuzz each decoder of client bytes for FUZZTIME (.ci/run: 5s each, after make test)
+	@set -euo pipefail; for t in $(FUZZ_INPUTS); do \
+		echo "== $${t%%:*} $${t##*:}"; \
+		go test -run '^$$' -fuzz "^$${t##*:}\$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 500x "$${t%%:*}" </dev/null; \
+	done
 
 GOLANGCI_LINT ?= go run github.com/golangci/golangci-lint/v2/cmd/golangci-lint@v2.15.0
 
