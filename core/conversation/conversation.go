@@ -84,8 +84,11 @@ type Config struct {
 
 // Conversation runs chats. It is safe for concurrent use; each thread
 // runs one chat at a time, on every instance, through the thread lock.
+// Close ends the background work it may hold: releases of thread locks
+// that failed and are retried (release.go).
 type Conversation struct {
-	cfg Config
+	cfg      Config
+	releases releases
 }
 
 // New validates cfg and returns a Conversation.
@@ -132,7 +135,7 @@ func New(cfg Config) (*Conversation, error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
-	return &Conversation{cfg: cfg}, nil
+	return &Conversation{cfg: cfg, releases: newReleases()}, nil
 }
 
 type noPublisher struct{}
@@ -221,12 +224,17 @@ func (c *Conversation) Run(ctx context.Context, req Request, emit func(Event)) (
 	runCtx, stop := context.WithCancelCause(ctx)
 	kept := c.keepLease(runCtx, stop, lease, req.ThreadID)
 	release := func() {
+		// The renewals end with the run, whatever the release does.
 		stop(nil)
-		<-kept
+		renewed := <-kept
 		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.cfg.WriteTimeout)
-		defer cancel()
-		if err := lease.Release(wctx); err != nil {
-			c.cfg.Log.WarnContext(ctx, "thread lock release failed; it expires by itself", "thread_id", req.ThreadID, "err", err)
+		err := lease.Release(wctx)
+		cancel()
+		if err != nil {
+			// The lock is unreachable (Redis away): left alone, it would
+			// hold the thread for the rest of its TTL after the client
+			// saw end. The last event does not wait for the retries.
+			c.retryRelease(context.WithoutCancel(ctx), lease, req.ThreadID, renewed.Add(c.cfg.LockTTL), err)
 		}
 	}
 
@@ -253,15 +261,17 @@ func (c *Conversation) Run(ctx context.Context, req Request, emit func(Event)) (
 
 // keepLease renews lease every third of its TTL until ctx ends. When the
 // lease is lost, or renewals keep failing for a whole TTL, it stops the
-// run with ErrLeaseLost: another answer may start on the thread.
-func (c *Conversation) keepLease(ctx context.Context, stop context.CancelCauseFunc, lease ports.Lease, threadID string) <-chan struct{} {
-	done := make(chan struct{})
+// run with ErrLeaseLost: another answer may start on the thread. When it
+// has ended, the channel it returns gives the time the lease was last
+// acquired or renewed: the lease expires by itself a TTL after it.
+func (c *Conversation) keepLease(ctx context.Context, stop context.CancelCauseFunc, lease ports.Lease, threadID string) <-chan time.Time {
+	done := make(chan time.Time, 1)
+	renewed := time.Now() // Acquire has returned: the lease expires after this plus its TTL
 	go func() {
-		defer close(done)
+		defer func() { done <- renewed }()
 		every := max(c.cfg.LockTTL/3, time.Millisecond)
 		t := time.NewTicker(every)
 		defer t.Stop()
-		renewed := time.Now()
 		for {
 			select {
 			case <-ctx.Done():

@@ -256,6 +256,10 @@ type fakeLock struct {
 	fence    int64            // the last lease's fencing token
 	holder   map[string]int64 // the token of the lease holding each thread
 	err      error            // Acquire fails with it
+	// releaseFails is how many of the next releases fail (-1: all), as
+	// with Redis away; releaseTries counts every release call.
+	releaseFails int
+	releaseTries int
 }
 
 func newFakeLock() *fakeLock { return &fakeLock{held: map[string]bool{}, holder: map[string]int64{}} }
@@ -313,6 +317,13 @@ func (f *fakeLease) Renew(ctx context.Context) error {
 func (f *fakeLease) Release(ctx context.Context) error {
 	f.l.mu.Lock()
 	defer f.l.mu.Unlock()
+	f.l.releaseTries++
+	if f.l.releaseFails != 0 {
+		if f.l.releaseFails > 0 {
+			f.l.releaseFails--
+		}
+		return errors.New("redis: lock release: EOF")
+	}
 	if !f.done {
 		f.done = true
 		if f.l.holder[f.id] == f.fence { // it never frees a newer lease's lock
