@@ -144,6 +144,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, ln net.Listen
 	if err != nil {
 		return err
 	}
+	closers = append(closers, chat.Close) // before the lock's Redis client closes
 
 	// Edge.
 	hosts := cfg.HTTP.Hosts
