@@ -455,10 +455,15 @@ func countErrors(msgs []map[string]any, code string) int {
 // the thread takes the next message at once, on any instance: the lock
 // whose release failed during the outage does not hold the thread.
 //
-// Fails today: the release is tried once ("thread lock release failed; it
-// expires by itself"), so after end the thread answers thread_busy until
-// the lock's TTL (30 s) runs out. Listeners on the other instance miss the
-// mirrored answer (at most once, as documented; logged, not asserted).
+// The release that failed is retried in the background (backoff 10 ms to
+// 500 ms, core/conversation TestGraphRetriesAFailedRelease). Until that
+// retry reaches Redis, a message on another instance may still find the
+// thread busy: nothing orders the two instances' first calls after Redis
+// returns. So busy is allowed only for a bound far above the backoff and
+// far below the lock's TTL (30 s): a release tried once, as before the
+// retries, keeps the thread busy past it. Listeners on the other instance
+// miss the mirrored answer (at most once, as documented; logged, not
+// asserted).
 func TestRedisDownWhenAnswerEnds(t *testing.T) {
 	setup(t)
 	proxy, url := redisVia(t)
@@ -486,25 +491,33 @@ func TestRedisDownWhenAnswerEnds(t *testing.T) {
 	assert.Equal(t, []string{"user_message: " + question, "answer: " + got.text}, chatEvents(onA.all()))
 	proxy.Enable()
 	enabled = true
+	back := time.Now()
 
 	assert.Equal(t, []string{"user: " + question, "assistant: " + got.text}, history(t, b, thread), "the turn is stored whole")
 	t.Logf("the listener on b got the answer: %v", len(chatEvents(onB.all())) >= 2)
 
 	// The client saw end: its next message must find the thread free. While
 	// the instances reconnect to Redis it may be refused as unavailable
-	// (try again), never as busy.
+	// (try again), and as busy only until the release's retry gets through.
+	const busyBound = 10 * time.Second
 	var next answer
-	refused := 0
+	refused := map[string]int{}
 	eventually(t, "the next message is answered", func() bool {
 		next = chat(t, dial(t, b, "/ws/chat/"), thread, "Thanks")
 		if next.err == nil {
 			return true
 		}
-		require.Equal(t, "unavailable", next.err["code"], "the next message after end: %v", next.err)
-		refused++
+		code, _ := next.err["code"].(string)
+		if code == "thread_busy" {
+			require.Less(t, time.Since(back), busyBound,
+				"the thread is still busy %v after Redis came back: the failed lock release was not retried", busyBound)
+		} else {
+			require.Equal(t, "unavailable", code, "the next message after end: %v", next.err)
+		}
+		refused[code]++
 		return false
 	})
-	t.Logf("refused as unavailable %d times after Redis came back", refused)
+	t.Logf("refused after Redis came back: %v", refused)
 	assert.Equal(t, []string{
 		"user: " + question, "assistant: " + got.text,
 		"user: Thanks", "assistant: " + next.text,
