@@ -166,8 +166,10 @@ func (le *Lease) Fence() int64 { return le.fence }
 
 // Release frees the lock if this lease still holds it. Releasing a lease
 // that expired, was taken over or was released already does nothing and
-// is not an error. An error means Redis could not be asked: the lease then
-// expires after its ttl.
+// is not an error. An error means Redis could not be asked, or its answer
+// was lost: the release may be tried again (the conversation retries it
+// until the lease expires after its ttl), since it compares the lease's
+// own token and never frees a newer lease's lock.
 func (le *Lease) Release(ctx context.Context) error {
 	c := le.lock.cfg.Client
 	if err := releaseScript.Exec(ctx, c, []string{le.key}, []string{le.value}).Error(); err != nil {
