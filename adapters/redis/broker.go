@@ -44,10 +44,19 @@ type BrokerConfig struct {
 // broker drops the echo of a publication that failed without its echo
 // seen; when the echo came first, the publication reached Redis and
 // Publish reports success. Every local socket gets the message once.
+//
+// Redis hands a message back only on a connection whose SUBSCRIBE it has
+// answered. While the session's subscription is not confirmed on the
+// current connection (it was lost and is being made again, say), a
+// PUBLISH that Redis takes reaches the other instances but not this one:
+// Publish then delivers the message to this instance's sockets itself,
+// and the echo, should the subscription come back before Redis runs the
+// PUBLISH, is dropped like that of a failed publication.
 type Broker struct {
 	cfg    BrokerConfig
 	prefix string // cfg.Prefix + "session:"
 	kick   chan struct{}
+	retry  chan struct{} // cuts a wait before reconnecting short
 	stop   context.CancelFunc
 	done   chan struct{}
 
@@ -56,6 +65,8 @@ type Broker struct {
 	echoes echoes
 
 	mu         sync.Mutex
+	conn       uint64                   // counts the pub/sub connections lost
+	down       bool                     // waiting to make a pub/sub connection again
 	wanted     map[string]*subscription // by session
 	subscribed map[string]bool          // SUBSCRIBE sent on the current connection
 	confirmed  map[string]bool          // Redis answered that SUBSCRIBE
@@ -94,6 +105,7 @@ func NewBroker(cfg BrokerConfig) (*Broker, error) {
 		cfg:        cfg,
 		prefix:     cfg.Prefix + "session:",
 		kick:       make(chan struct{}, 1),
+		retry:      make(chan struct{}, 1),
 		stop:       stop,
 		done:       make(chan struct{}),
 		wanted:     make(map[string]*subscription),
@@ -129,17 +141,39 @@ const (
 // publication time travels with it, so receivers can tell the latency.
 // When it fails, the caller delivers payload to this instance's sockets
 // itself, and the broker drops the message if Redis hands it back later.
+// When it succeeds while this instance's subscription to session is not
+// confirmed, it delivers payload to this instance itself, the same way.
 func (b *Broker) Publish(ctx context.Context, session string, payload []byte) error {
 	seq := b.seq.Add(1)
+	sent := time.Now()
 	msg := make([]byte, headerLen+len(payload))
-	binary.BigEndian.PutUint64(msg, uint64(time.Now().UnixNano())|originFlag)
+	binary.BigEndian.PutUint64(msg, uint64(sent.UnixNano())|originFlag)
 	binary.BigEndian.PutUint64(msg[8:], b.origin)
 	binary.BigEndian.PutUint64(msg[16:], seq)
 	copy(msg[headerLen:], payload)
+
+	// Redis hands the message back if this connection's SUBSCRIBE was
+	// answered before the PUBLISH runs: counted on when it was answered
+	// before the PUBLISH is sent, on a connection still up after it.
+	// (A connection that Redis closed and rueidis has not yet seen closed
+	// still counts; its messages are lost, at most once, to every socket
+	// of this instance alike.)
+	b.mu.Lock()
+	conn := b.conn
+	listening := b.wanted[session] != nil
+	confirmed := b.confirmed[session]
+	b.mu.Unlock()
 	b.echoes.publishing(seq)
 	c := b.cfg.Client
 	err := c.Do(ctx, c.B().Publish().Channel(b.prefix+session).Message(rueidis.BinaryString(msg)).Build()).Error()
-	if echoed := b.echoes.published(seq, err == nil); err != nil {
+	b.mu.Lock()
+	// With nobody here, there is nothing to deliver here: an echo, if a
+	// socket joined meanwhile, is for it.
+	echoDue := err == nil && (!listening || confirmed && b.conn == conn)
+	down := b.down
+	b.mu.Unlock()
+	echoed := b.echoes.published(seq, echoDue)
+	if err != nil {
 		b.cfg.OnError("publish")
 		if echoed {
 			// Redis handed it back, so it reached every subscribed
@@ -148,6 +182,23 @@ func (b *Broker) Publish(ctx context.Context, session string, payload []byte) er
 			return nil
 		}
 		return fmt.Errorf("redis: publish: %w", err)
+	}
+	if down {
+		// Redis answers again: subscribe again now, not after the wait.
+		select {
+		case b.retry <- struct{}{}:
+		default:
+		}
+	}
+	if !echoDue && !echoed {
+		// Redis may have had no subscription of this instance to hand it
+		// to: deliver it here, and drop its echo if it comes after all.
+		b.mu.Lock()
+		sub := b.wanted[session]
+		b.mu.Unlock()
+		if sub != nil {
+			sub.deliver(ports.Delivery{Payload: payload, Sent: sent})
+		}
 	}
 	return nil
 }
@@ -180,25 +231,42 @@ func (b *Broker) poke() {
 	}
 }
 
+// The wait before making the pub/sub connection again doubles from
+// minBackoff to maxBackoff while attempts fail, and starts over once one
+// subscribes. A PUBLISH that succeeds cuts it short.
+const (
+	minBackoff = 50 * time.Millisecond
+	maxBackoff = 2 * time.Second
+)
+
 // run holds one dedicated pub/sub connection at a time and keeps its
 // subscriptions equal to the wanted set.
 func (b *Broker) run(ctx context.Context) {
 	defer close(b.done)
-	backoff := 50 * time.Millisecond
+	backoff := minBackoff
 	for ctx.Err() == nil {
 		dc, release := b.cfg.Client.Dedicate()
 		lost := dc.SetPubSubHooks(rueidis.PubSubHooks{
 			OnMessage:      b.onMessage,
 			OnSubscription: b.onSubscription,
 		})
-		err := b.serve(ctx, dc, lost)
+		subscribed, err := b.serve(ctx, dc, lost)
 		release()
 		b.mu.Lock()
+		b.conn++
+		b.down = true
 		clear(b.subscribed)
 		clear(b.confirmed)
 		b.mu.Unlock()
 		if ctx.Err() != nil {
 			return
+		}
+		if subscribed {
+			backoff = minBackoff
+		}
+		select {
+		case <-b.retry: // from before this loss
+		default:
 		}
 		b.cfg.OnError("subscribe")
 		b.cfg.Log.Warn("redis pub/sub connection lost; resubscribing", "err", err, "retry_in", backoff)
@@ -206,25 +274,32 @@ func (b *Broker) run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-time.After(backoff):
+		case <-b.retry:
 		}
-		backoff = min(2*backoff, 2*time.Second)
+		b.mu.Lock()
+		b.down = false
+		b.mu.Unlock()
+		backoff = min(2*backoff, maxBackoff)
 	}
 }
 
-// serve reconciles subscriptions on dc until the connection is lost.
-func (b *Broker) serve(ctx context.Context, dc rueidis.DedicatedClient, lost <-chan error) error {
+// serve reconciles subscriptions on dc until the connection is lost, and
+// reports whether Redis took a SUBSCRIBE there.
+func (b *Broker) serve(ctx context.Context, dc rueidis.DedicatedClient, lost <-chan error) (subscribed bool, err error) {
 	for {
-		if err := b.reconcile(ctx, dc); err != nil {
-			return err
+		n, err := b.reconcile(ctx, dc)
+		subscribed = subscribed || n > 0
+		if err != nil {
+			return subscribed, err
 		}
 		select {
 		case <-ctx.Done():
-			return ctx.Err()
+			return subscribed, ctx.Err()
 		case err := <-lost:
 			if err == nil {
 				err = errors.New("pub/sub hooks ended")
 			}
-			return err
+			return subscribed, err
 		case <-b.kick:
 		}
 	}
@@ -233,7 +308,9 @@ func (b *Broker) serve(ctx context.Context, dc rueidis.DedicatedClient, lost <-c
 // batch bounds the channels named in one SUBSCRIBE or UNSUBSCRIBE.
 const batch = 256
 
-func (b *Broker) reconcile(ctx context.Context, dc rueidis.DedicatedClient) error {
+// reconcile subscribes dc to the wanted sessions it lacks and unsubscribes
+// it from the others. It reports how many sessions it subscribed.
+func (b *Broker) reconcile(ctx context.Context, dc rueidis.DedicatedClient) (subscribed int, err error) {
 	var add, drop []string
 	b.mu.Lock()
 	for s, sub := range b.wanted {
@@ -257,18 +334,19 @@ func (b *Broker) reconcile(ctx context.Context, dc rueidis.DedicatedClient) erro
 	for len(add) > 0 {
 		n := min(len(add), batch)
 		if err := dc.Do(ctx, dc.B().Subscribe().Channel(add[:n]...).Build()).Error(); err != nil {
-			return fmt.Errorf("subscribe: %w", err)
+			return subscribed, fmt.Errorf("subscribe: %w", err)
 		}
+		subscribed += n
 		add = add[n:]
 	}
 	for len(drop) > 0 {
 		n := min(len(drop), batch)
 		if err := dc.Do(ctx, dc.B().Unsubscribe().Channel(drop[:n]...).Build()).Error(); err != nil {
-			return fmt.Errorf("unsubscribe: %w", err)
+			return subscribed, fmt.Errorf("unsubscribe: %w", err)
 		}
 		drop = drop[n:]
 	}
-	return nil
+	return subscribed, nil
 }
 
 func (b *Broker) onSubscription(s rueidis.PubSubSubscription) {
@@ -344,14 +422,16 @@ func (e *echoes) publishing(seq uint64) {
 }
 
 // published notes that PUBLISH of seq returned, and reports whether its
-// echo was seen by then. A failure without the echo is remembered, so
-// that the echo is dropped if it comes.
-func (e *echoes) published(seq uint64, ok bool) (echoed bool) {
+// echo was seen by then. When no echo is due (the PUBLISH failed, or ran
+// with no confirmed subscription of this broker) and none was seen, the
+// caller delivers it here: it is remembered, so that the echo is dropped
+// if it comes.
+func (e *echoes) published(seq uint64, echoDue bool) (echoed bool) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	echoed = e.inFlight[seq]
 	delete(e.inFlight, seq)
-	if !ok && !echoed {
+	if !echoDue && !echoed {
 		delete(e.failed, e.order[e.next])
 		e.order[e.next] = seq
 		e.next = (e.next + 1) % maxFailed

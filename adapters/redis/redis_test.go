@@ -42,9 +42,23 @@ func client(t *testing.T) rueidis.Client {
 	return c
 }
 
+// namedClient is a client whose connections carry name in CLIENT LIST.
+func namedClient(t *testing.T, name string) rueidis.Client {
+	t.Helper()
+	c, err := redis.Open(t.Context(), server.URL()+"?client_name="+name, 10*time.Second)
+	require.NoError(t, err)
+	t.Cleanup(c.Close)
+	return c
+}
+
 func newBroker(t *testing.T, c rueidis.Client, prefix string) *redis.Broker {
 	t.Helper()
-	b, err := redis.NewBroker(redis.BrokerConfig{Client: c, Prefix: prefix})
+	return newBrokerWith(t, redis.BrokerConfig{Client: c, Prefix: prefix})
+}
+
+func newBrokerWith(t *testing.T, cfg redis.BrokerConfig) *redis.Broker {
+	t.Helper()
+	b, err := redis.NewBroker(cfg)
 	require.NoError(t, err)
 	t.Cleanup(b.Close)
 	return b
