@@ -153,10 +153,11 @@ func chatEvents(msgs []map[string]any) []string {
 // exactly what it sees; no one sees anything twice; and once Redis is back
 // the broadcasts cross instances again by themselves.
 //
-// Fails today: once Redis is back, PUBLISH succeeds at once while the
-// broker's pub/sub connection waits out its backoff (up to 2 s) before it
-// resubscribes; the broadcasts of that window reach no socket of the
-// sender's instance, the sender's own included, and no error is sent.
+// It failed before f23d060: once Redis was back, PUBLISH succeeded at once
+// while the broker's pub/sub connection waited out its backoff (up to 2 s)
+// before it resubscribed; the broadcasts of that window reached no socket
+// of the sender's instance, the sender's own included, and no error was
+// sent. The broker now delivers those itself.
 func TestRedisDownMidFanout(t *testing.T) {
 	setup(t)
 	proxy, url := redisVia(t)
