@@ -87,17 +87,25 @@ func setup(t *testing.T) {
 	}
 	before := goleak.IgnoreCurrent()
 	// Registered first, so it runs after every other cleanup of the test.
-	t.Cleanup(func() { verifyNoLeaks(t, before) })
+	t.Cleanup(func() { verifyNoLeaks(t, before, toxiproxyLeak) })
 }
+
+// toxiproxyLeak is toxiproxy's own leak, not the server's: in v2.5.0 (the
+// newest the module proxy serves) a link's writer that fails to write to a
+// closed connection returns without draining its channel, and the pass-
+// through toxic before it stays blocked in an unguarded send
+// (toxics/noop.go: `stub.Output <- c`) forever. It shows under load when a
+// proxy is removed with data in flight (TestPostgresHung, now and then).
+var toxiproxyLeak = goleak.IgnoreTopFunction("github.com/Shopify/toxiproxy/v2/toxics.(*NoopToxic).Pipe")
 
 // verifyNoLeaks fails t if goroutines other than those of ignore are still
 // running once teardown has had a while to end them (closed connections
 // end their goroutines a little after Close returns).
-func verifyNoLeaks(t *testing.T, ignore goleak.Option) {
+func verifyNoLeaks(t *testing.T, ignore ...goleak.Option) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		err := goleak.Find(ignore)
+		err := goleak.Find(ignore...)
 		if err == nil {
 			return
 		}
