@@ -68,6 +68,12 @@ type group struct {
 	id   string
 	subs atomic.Pointer[[]Subscriber]
 	live <-chan struct{}
+	// joining makes a join's welcome and its membership one step for
+	// deliveries: a delivery holds it shared, Join exclusively. Without
+	// it the welcome (hello_ok) could reach the client before the socket
+	// is a member, and what is published in between would be lost to a
+	// client that has already been told it is in.
+	joining sync.RWMutex
 }
 
 type noObserver struct{}
@@ -143,6 +149,8 @@ func (h *Hub) Join(ctx context.Context, session string, m ports.Member, sub Subs
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	g = h.groupLocked(s, session)
+	g.joining.Lock()
+	defer g.joining.Unlock()
 	sub.Send(h.cfg.Encode(welcome))
 	old := *g.subs.Load()
 	subs := make([]Subscriber, len(old), len(old)+1)
@@ -278,6 +286,8 @@ func (h *Hub) LocalSessions() int {
 }
 
 func (h *Hub) deliver(g *group, d ports.Delivery) {
+	g.joining.RLock()
+	defer g.joining.RUnlock()
 	subs := *g.subs.Load()
 	if len(subs) == 0 {
 		return

@@ -294,3 +294,50 @@ func TestJoinGivesUpWhenTheSocketGoes(t *testing.T) {
 	assert.Equal(t, 0, f.hub.LocalSessions())
 	assert.Equal(t, 1, f.broker.unsubscribe["s"])
 }
+
+// welcomeRacer is a Subscriber that, as its welcome is handed to it,
+// starts a publication on the session from another goroutine, as a chat
+// run on another socket would once the client has read hello_ok.
+type welcomeRacer struct {
+	recorder
+	publish func()
+	done    chan struct{}
+}
+
+func (w *welcomeRacer) Send(wire []byte) {
+	w.recorder.Send(wire)
+	if w.done != nil {
+		return
+	}
+	w.done = make(chan struct{})
+	go func() {
+		defer close(w.done)
+		w.publish()
+	}()
+	// Give the publication every chance to run before Join goes on. It is
+	// not a timed assertion: with the join made atomic it waits for Join
+	// either way; without, it completes here and is lost to this socket.
+	select {
+	case <-w.done:
+	case <-time.After(100 * time.Millisecond):
+	}
+}
+
+// A client that has its hello_ok gets everything published on the session
+// after that: the welcome and the membership are one step for deliveries.
+// Before, hello_ok could reach the client while the socket was not yet a
+// member, and a message published in between was lost to it (a chat
+// event mirrored from a thread the client had just started, say).
+func TestJoinWelcomeAndMembershipAreOneStep(t *testing.T) {
+	ctx := context.Background()
+	f := newHubFixture(t, true)
+	// The session exists already (another member), so the race is only
+	// between the welcome and the membership of the new socket.
+	require.NoError(t, f.hub.Join(ctx, "s", agent, &recorder{}, nil))
+	w := &welcomeRacer{publish: func() {
+		assert.NoError(t, f.hub.Publish(ctx, "s", []byte("after hello")))
+	}}
+	require.NoError(t, f.hub.Join(ctx, "s", admin, w, []byte("hello_ok")))
+	<-w.done
+	assert.Equal(t, []string{"W:hello_ok", "W:after hello"}, w.frames())
+}
