@@ -272,6 +272,11 @@ func TestHandshakeThatNeverEndsIsClosedAndCounted(t *testing.T) {
 	}
 	cancel()
 	wg.Wait()
+	// The client sees the close before the server's connection-state hook
+	// has counted it: wait for the count, which must then be exact.
+	eventually(t, fmt.Sprintf("%s reaches %d", unserved, 3*each), func() bool {
+		return s.metric(t, unserved) >= 3*each
+	})
 	assert.InDelta(t, 3*each, s.metric(t, unserved), 0)
 
 	_ = a.Conn.Close()
