@@ -27,6 +27,8 @@
 //		os.Exit(code)
 //	}
 //
+// A package that needs both servers calls RunWithBoth from its TestMain.
+//
 // The environment chooses the servers:
 //
 //   - TEST_REDIS_IMAGE, TEST_POSTGRES_IMAGE: the images to run (default

@@ -283,7 +283,7 @@ func TestBedrockStopGuardrailIntervened(t *testing.T) {
 }
 
 func TestBedrockMaxTokens(t *testing.T) {
-	dsn := postgresServer.NewDatabase(context.Background(), t)
+	dsn := servers.Postgres.NewDatabase(context.Background(), t)
 	in, fake := bedrockInstanceWith(t, fakebedrock.Script{Deltas: []string{"The first step is", " to open the"}, Stop: "max_tokens"},
 		func(c *config.Config) { c.Store.DatabaseURL = dsn })
 

@@ -63,11 +63,11 @@ func chat(t *testing.T, c *client, message, thread string) answer {
 // PostgreSQL database, with an API key.
 func chatInstances(t *testing.T, tokenDelay time.Duration) (*instance, *instance) {
 	t.Helper()
-	dsn := postgresServer.NewDatabase(context.Background(), t)
+	dsn := servers.Postgres.NewDatabase(context.Background(), t)
 	mk := func(id string) config.Config {
 		c := defaults(t)
 		c.InstanceID = id
-		c.Store.RedisURL = redisServer.URL()
+		c.Store.RedisURL = servers.Redis.URL()
 		c.Store.DatabaseURL = dsn
 		c.Auth.APIKey = apiKey
 		c.Conversation.LocalTokenDelay = tokenDelay

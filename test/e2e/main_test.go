@@ -26,33 +26,11 @@ import (
 const wait = 20 * time.Second
 
 var (
-	redisServer    *containers.Redis
-	postgresServer *containers.Postgres
+	// servers are the package's Redis and PostgreSQL, started by TestMain.
+	servers containers.Both
 )
 
-func TestMain(m *testing.M) {
-	ctx := context.Background()
-	var err error
-	redisServer, err = containers.StartRedis(ctx)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "e2e: start redis:", err)
-		os.Exit(1)
-	}
-	postgresServer, err = containers.StartPostgres(ctx)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "e2e: start postgres:", err)
-		_ = redisServer.Terminate(ctx)
-		os.Exit(1)
-	}
-	code := m.Run()
-	if err := redisServer.Terminate(ctx); err != nil {
-		fmt.Fprintln(os.Stderr, "e2e: terminate redis:", err)
-	}
-	if err := postgresServer.Terminate(ctx); err != nil {
-		fmt.Fprintln(os.Stderr, "e2e: terminate postgres:", err)
-	}
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { containers.RunWithBoth(m, "e2e", &servers) }
 
 // instance is one running server.
 type instance struct {

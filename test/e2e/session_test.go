@@ -19,7 +19,7 @@ func twoInstances(t *testing.T, redisURL string, ttl time.Duration) (*instance, 
 	t.Helper()
 	a, b := defaults(t), defaults(t)
 	a.InstanceID, b.InstanceID = "a", "b"
-	a.Store.RedisURL, b.Store.RedisURL = redisServer.URL(), redisURL
+	a.Store.RedisURL, b.Store.RedisURL = servers.Redis.URL(), redisURL
 	if ttl > 0 {
 		a.Store.PresenceTTL, b.Store.PresenceTTL = ttl, ttl
 	}
@@ -52,7 +52,7 @@ func TestSessionOnOneInstanceWithoutRedis(t *testing.T) {
 }
 
 func TestSessionAcrossInstances(t *testing.T) {
-	a, b := twoInstances(t, redisServer.URL(), 0)
+	a, b := twoInstances(t, servers.Redis.URL(), 0)
 	s, other := uniqueSession(t), uniqueSession(t)+"-other"
 	onA := join(t, a, s, "admin")
 	onB := join(t, b, s, "agent")
@@ -111,7 +111,7 @@ func TestSessionAcrossInstances(t *testing.T) {
 
 func TestDeadInstancePresenceExpires(t *testing.T) {
 	ttl := 1500 * time.Millisecond
-	cut := newCuttable(t, redisServer.URL())
+	cut := newCuttable(t, servers.Redis.URL())
 	a, b := twoInstances(t, cut.url, ttl)
 	s := uniqueSession(t)
 	onA := join(t, a, s, "admin")
@@ -126,18 +126,18 @@ func TestDeadInstancePresenceExpires(t *testing.T) {
 }
 
 func TestRedisStopsAndComesBack(t *testing.T) {
-	a, b := twoInstances(t, redisServer.URL(), 1500*time.Millisecond)
+	a, b := twoInstances(t, servers.Redis.URL(), 1500*time.Millisecond)
 	s := uniqueSession(t)
 	onA := join(t, a, s, "admin")
 	alsoOnA := join(t, a, s, "viewer")
 	onB := join(t, b, s, "agent")
 	require.Equal(t, 3, presenceCount(t, onA))
 
-	require.NoError(t, redisServer.Stop(context.Background()))
+	require.NoError(t, servers.Redis.Stop(context.Background()))
 	stopped := true
 	t.Cleanup(func() {
 		if stopped {
-			_ = redisServer.Start(context.Background())
+			_ = servers.Redis.Start(context.Background())
 		}
 	})
 
@@ -156,7 +156,7 @@ func TestRedisStopsAndComesBack(t *testing.T) {
 	assert.Equal(t, "pong", onB.nextOf("pong")["type"])
 	late := join(t, a, s, "late") // a hello still works without Redis
 
-	require.NoError(t, redisServer.Start(context.Background()))
+	require.NoError(t, servers.Redis.Start(context.Background()))
 	stopped = false
 
 	// Subscriptions and presence come back by themselves (Redis lost
@@ -183,7 +183,7 @@ func TestRedisStopsAndComesBack(t *testing.T) {
 }
 
 func TestGracefulShutdown(t *testing.T) {
-	a, b := twoInstances(t, redisServer.URL(), 0)
+	a, b := twoInstances(t, servers.Redis.URL(), 0)
 	s := uniqueSession(t)
 	onA := join(t, a, s, "admin")
 	onB := join(t, b, s, "agent")

@@ -15,7 +15,6 @@ package faults
 import (
 	"context"
 	"encoding/json"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -44,47 +43,18 @@ const wait = 30 * time.Second
 const apiKey = "faults-api-key-0123456789"
 
 var (
-	redisServer    *containers.Redis
-	postgresServer *containers.Postgres
-	toxi           = containers.NewToxiproxy()
+	// servers are the package's Redis and PostgreSQL, started by TestMain.
+	servers containers.Both
+	toxi    = containers.NewToxiproxy()
 )
 
-func TestMain(m *testing.M) {
-	flag.Parse()
-	if testing.Short() {
-		os.Exit(m.Run()) // every test skips itself
-	}
-	ctx := context.Background()
-	var err error
-	redisServer, err = containers.StartRedis(ctx)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "faults: start redis:", err)
-		os.Exit(1)
-	}
-	postgresServer, err = containers.StartPostgres(ctx)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "faults: start postgres:", err)
-		_ = redisServer.Terminate(ctx)
-		os.Exit(1)
-	}
-	code := m.Run()
-	if err := redisServer.Terminate(ctx); err != nil {
-		fmt.Fprintln(os.Stderr, "faults: terminate redis:", err)
-	}
-	if err := postgresServer.Terminate(ctx); err != nil {
-		fmt.Fprintln(os.Stderr, "faults: terminate postgres:", err)
-	}
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { containers.RunWithBoth(m, "faults", &servers) }
 
-// setup skips the test under -short and checks, when the test and its
-// cleanups are done, that it left no goroutine behind: every instance,
-// proxy, connection and answer it started must have ended.
+// setup checks, once the test and its cleanups are done, that it left no
+// goroutine behind: every instance, proxy, connection and answer it
+// started must have ended.
 func setup(t *testing.T) {
 	t.Helper()
-	if testing.Short() {
-		t.Skip("needs Redis and PostgreSQL containers (skipped by -short)")
-	}
 	before := goleak.IgnoreCurrent()
 	// Registered first, so it runs after every other cleanup of the test.
 	t.Cleanup(func() { verifyNoLeaks(t, before, toxiproxyLeak) })
@@ -379,10 +349,10 @@ func csrfToken(t *testing.T, in *instance) string {
 // reaches Redis through it.
 func redisVia(t *testing.T) (*containers.ToxicProxy, string) {
 	t.Helper()
-	addr, err := containers.RedisAddr(redisServer.URL())
+	addr, err := containers.RedisAddr(servers.Redis.URL())
 	require.NoError(t, err)
 	p := toxi.NewToxicProxy(t, addr)
-	u, err := containers.RedisURLVia(redisServer.URL(), p.Addr())
+	u, err := containers.RedisURLVia(servers.Redis.URL(), p.Addr())
 	require.NoError(t, err)
 	return p, u
 }
@@ -391,7 +361,7 @@ func redisVia(t *testing.T) (*containers.ToxicProxy, string) {
 // DSN that reaches the database through the proxy.
 func postgresVia(t *testing.T) (*containers.ToxicProxy, string) {
 	t.Helper()
-	dsn := postgresServer.NewDatabase(context.Background(), t)
+	dsn := servers.Postgres.NewDatabase(context.Background(), t)
 	addr, err := containers.PostgresAddr(dsn)
 	require.NoError(t, err)
 	p := toxi.NewToxicProxy(t, addr)

@@ -19,9 +19,9 @@ const question = "Tell me about the weather"
 // behind proxy; a's model streams a token every tokenDelay.
 func postgresInstances(t *testing.T, dsn string, tokenDelay time.Duration) (*instance, *instance) {
 	t.Helper()
-	cfgA := instanceConfig(t, "a", redisServer.URL(), dsn)
+	cfgA := instanceConfig(t, "a", servers.Redis.URL(), dsn)
 	cfgA.Conversation.LocalTokenDelay = tokenDelay
-	return start(t, cfgA), start(t, instanceConfig(t, "b", redisServer.URL(), dsn))
+	return start(t, cfgA), start(t, instanceConfig(t, "b", servers.Redis.URL(), dsn))
 }
 
 // freshAnswer returns the answer to question on a new thread of in, and

@@ -86,7 +86,7 @@ func TestRedisLatency(t *testing.T) {
 	setup(t)
 	proxy, url := redisVia(t)
 	proxy.AddToxic(containers.Toxic{Name: "latency", Type: "latency", Stream: "downstream", Attributes: map[string]any{"latency": 200}})
-	dsn := postgresServer.NewDatabase(context.Background(), t)
+	dsn := servers.Postgres.NewDatabase(context.Background(), t)
 	a := start(t, instanceConfig(t, "a", url, dsn))
 	b := start(t, instanceConfig(t, "b", url, dsn))
 
@@ -258,7 +258,7 @@ func TestRedisDownMidFanout(t *testing.T) {
 func TestRedisDownMidAnswer(t *testing.T) {
 	setup(t)
 	proxy, url := redisVia(t)
-	dsn := postgresServer.NewDatabase(context.Background(), t)
+	dsn := servers.Postgres.NewDatabase(context.Background(), t)
 	cfgA := instanceConfig(t, "a", url, dsn)
 	// About 35 tokens: the answer streams for ~15 s, enough for the
 	// outage and the recovery to fall within it.
@@ -355,7 +355,7 @@ func TestRedisResetMidPublish(t *testing.T) {
 	setup(t)
 	proxy, url := redisVia(t)
 	a := start(t, instanceConfig(t, "a", url, ""))
-	b := start(t, instanceConfig(t, "b", redisServer.URL(), "")) // b is not behind the proxy
+	b := start(t, instanceConfig(t, "b", servers.Redis.URL(), "")) // b is not behind the proxy
 	session := uniqueID(t)
 	sender := join(t, a, session, "sender")
 	cols := map[string]*collector{
@@ -468,7 +468,7 @@ func countErrors(msgs []map[string]any, code string) int {
 func TestRedisDownWhenAnswerEnds(t *testing.T) {
 	setup(t)
 	proxy, url := redisVia(t)
-	dsn := postgresServer.NewDatabase(context.Background(), t)
+	dsn := servers.Postgres.NewDatabase(context.Background(), t)
 	a := start(t, instanceConfig(t, "a", url, dsn))
 	b := start(t, instanceConfig(t, "b", url, dsn))
 
