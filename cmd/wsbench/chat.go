@@ -11,8 +11,6 @@ import (
 	"io"
 	"math"
 	"math/rand/v2"
-	"net/http"
-	"net/url"
 	"slices"
 	"strconv"
 	"sync"
@@ -463,7 +461,12 @@ func chat(ctx context.Context, t *target, cfg chatConfig, log logger) (*chatRepo
 
 	log.printf("chat: connecting %d sockets to %s", cfg.Conns, urlList(t))
 	var readers sync.WaitGroup
-	conn := r.connectAll(ctx, slots, &readers, log)
+	conn := connectAll(ctx, t, len(slots), func(ctx context.Context, i int) *client {
+		if slots[i].dial(ctx, &readers) {
+			return slots[i].conn.c
+		}
+		return nil
+	}, r.errs, log)
 	countSockets(servers, conn.clients)
 	for i := range servers {
 		servers[i].sample(&servers[i].Connected)
@@ -617,102 +620,14 @@ func countsOf(samples []int32) countSummary {
 	return countSummary(l)
 }
 
-// connectAll opens the first socket of every slot, at most connectConc at
-// once and connectRate per second, and starts its reader.
-func (r *chatRun) connectAll(ctx context.Context, slots []*chatSlot, readers *sync.WaitGroup, log logger) *connectResult {
-	n := len(slots)
-	res := &connectResult{clients: make([]*client, n), latency: make([]int32, 0, n)}
-	next := make(chan int)
-	go func() {
-		defer close(next)
-		start := time.Now()
-		for i := range n {
-			if r.t.connectRate > 0 {
-				at := start.Add(time.Duration(float64(i) / r.t.connectRate * float64(time.Second)))
-				if !sleepUntil(ctx, at) {
-					return
-				}
-			}
-			select {
-			case next <- i:
-			case <-ctx.Done():
-				return
-			}
-		}
-	}()
-	var done atomic.Int64
-	stopProgress := make(chan struct{})
-	var progress sync.WaitGroup
-	progress.Go(func() {
-		tick := time.NewTicker(2 * time.Second)
-		defer tick.Stop()
-		for {
-			select {
-			case <-tick.C:
-				log.printf("connecting: %d/%d", done.Load(), n)
-			case <-stopProgress:
-				return
-			}
-		}
-	})
-	start := time.Now()
-	latency := make([]int32, n)
-	var workers sync.WaitGroup
-	for range min(r.t.connectConc, n) {
-		workers.Go(func() {
-			for i := range next {
-				began := time.Now()
-				if slots[i].dial(ctx, readers) {
-					res.clients[i] = slots[i].conn.c
-					latency[i] = micros(time.Since(began))
-				}
-				done.Add(1)
-			}
-		})
-	}
-	workers.Wait()
-	res.elapsed = time.Since(start)
-	close(stopProgress)
-	progress.Wait()
-	for i, c := range res.clients {
-		if c != nil {
-			res.latency = append(res.latency, latency[i])
-			res.ok++
-		}
-	}
-	res.failed = n - res.ok
-	if res.failed > 0 && ctx.Err() != nil {
-		r.errs.add("connect: not tried (interrupted)")
-	}
-	return res
-}
-
 // dial opens a socket for the slot and starts its reader. It reports
 // failures in the error tally.
 func (s *chatSlot) dial(ctx context.Context, readers *sync.WaitGroup) bool {
 	r := s.run
-	u := r.t.urls[s.server].String() + "/ws/chat/"
-	if r.t.key != "" {
-		u += "?authorization=" + url.QueryEscape(r.t.key)
-	}
-	conn, resp, err := r.dialer.DialContext(ctx, u, nil)
-	if resp != nil {
-		// The dialer has already read what it wants of the handshake
-		// response; the status code stays readable after the close.
-		_ = resp.Body.Close()
-	}
+	conn, err := dial(ctx, r.dialer, r.t.chatURL(s.server), r.errs)
 	if err != nil {
-		switch {
-		case ctx.Err() != nil:
-			r.errs.add("dial: interrupted")
-		case resp != nil:
-			r.errs.add(fmt.Sprintf("dial: http %d %s", resp.StatusCode, http.StatusText(resp.StatusCode)))
-		default:
-			r.errs.add("dial: " + errKind(err))
-		}
 		return false
 	}
-	conn.SetReadLimit(readLimit)
 	c := &client{idx: s.idx, server: s.server, conn: conn, buf: make([]byte, 0, 512)}
 	c.alive.Store(true)
 	cc := &chatConn{c: c, done: make(chan chatOutcome, 1), gone: make(chan struct{})}

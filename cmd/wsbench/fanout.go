@@ -366,14 +366,14 @@ func fanout(ctx context.Context, t *target, cfg fanoutConfig, log logger) (*fano
 	log.printf("fanout: connecting %d sockets over %d sessions to %s", cfg.Sockets, cfg.Sessions, urlList(t))
 	receivers := make([]*receiver, cfg.Sockets)
 	var readers sync.WaitGroup
-	conn := connectAll(ctx, t, cfg.Sockets, socketPlan{
+	conn := connectAll(ctx, t, cfg.Sockets, sessionOpener(t, socketPlan{
 		sessions: cfg.Sessions,
 		handler: func(c *client) handler {
 			r := plan.newReceiver(c)
 			receivers[c.idx] = r
 			return r
 		},
-	}, errs, &readers, log)
+	}, errs, &readers), errs, log)
 	countSockets(servers, conn.clients)
 	for i := range servers {
 		servers[i].sample(&servers[i].Connected)

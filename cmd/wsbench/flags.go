@@ -135,14 +135,22 @@ func parseTarget(s string) (*url.URL, error) {
 	return &url.URL{Scheme: "ws", Host: u.Host}, nil
 }
 
-// sessionURL is the URL of session name on server i.
-func (t *target) sessionURL(server int, name string) string {
-	s := t.urls[server].String() + "/ws/session/" + name + "/"
+// endpoint is the URL of path on server i, with the API key.
+func (t *target) endpoint(server int, path string) string {
+	s := t.urls[server].String() + path
 	if t.key != "" {
 		s += "?authorization=" + url.QueryEscape(t.key)
 	}
 	return s
 }
+
+// sessionURL is the URL of session name on server i.
+func (t *target) sessionURL(server int, name string) string {
+	return t.endpoint(server, "/ws/session/"+name+"/")
+}
+
+// chatURL is the URL of the chat endpoint on server i.
+func (t *target) chatURL(server int) string { return t.endpoint(server, "/ws/chat/") }
 
 // logger prints progress lines unless they are turned off.
 type logger struct{ w io.Writer }

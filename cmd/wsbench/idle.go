@@ -114,14 +114,14 @@ func idle(ctx context.Context, t *target, cfg idleConfig, log logger) (*idleRepo
 	log.printf("idle: connecting %d sockets over %d sessions to %s", cfg.Sockets, sessions, urlList(t))
 	sockets := make([]*idleSocket, cfg.Sockets)
 	var readers sync.WaitGroup
-	conn := connectAll(ctx, t, cfg.Sockets, socketPlan{
+	conn := connectAll(ctx, t, cfg.Sockets, sessionOpener(t, socketPlan{
 		sessions: sessions,
 		handler: func(c *client) handler {
 			s := &idleSocket{}
 			sockets[c.idx] = s
 			return s
 		},
-	}, errs, &readers, log)
+	}, errs, &readers), errs, log)
 	held := time.Now()
 	countSockets(servers, conn.clients)
 	for i := range servers {

@@ -6,7 +6,8 @@
 // hello_ok (use -no-hello-ok there).
 //
 // Each subcommand lives in its own file (fanout.go, idle.go, presence.go,
-// chat.go); dialing and the hello handshake are in dial.go, flags shared by
+// chat.go); the socket client is in client.go, connecting (shared by all
+// subcommands) and the hello handshake in connect.go, flags shared by
 // all subcommands in flags.go, message parsing in proto.go and statistics in
 // stats.go.
 package main

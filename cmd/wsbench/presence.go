@@ -163,7 +163,7 @@ func presence(ctx context.Context, t *target, cfg presenceConfig, log logger) (*
 	log.printf("presence: connecting %d sockets over %d sessions to %s", cfg.Sockets, cfg.Sessions, urlList(t))
 	sockets := make([]*presenceSocket, cfg.Sockets)
 	var readers sync.WaitGroup
-	conn := connectAll(ctx, t, cfg.Sockets, socketPlan{
+	conn := connectAll(ctx, t, cfg.Sockets, sessionOpener(t, socketPlan{
 		sessions: cfg.Sessions,
 		handler: func(c *client) handler {
 			s := &presenceSocket{}
@@ -173,7 +173,7 @@ func presence(ctx context.Context, t *target, cfg presenceConfig, log logger) (*
 			sockets[c.idx] = s
 			return s
 		},
-	}, errs, &readers, log)
+	}, errs, &readers), errs, log)
 	countSockets(servers, conn.clients)
 	for i := range servers {
 		servers[i].sample(&servers[i].Connected)
