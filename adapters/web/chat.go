@@ -16,6 +16,7 @@ import (
 
 	"github.com/wsserver/wsserver/adapters/socket"
 	"github.com/wsserver/wsserver/core/conversation"
+	"github.com/wsserver/wsserver/core/protocol"
 )
 
 // chatSocket upgrades /ws/chat/ and hands the socket to its reader.
@@ -89,7 +90,7 @@ func (s *Server) serveChat(ctx context.Context, cc *chatConn) {
 		return
 	}
 	limit := newBucket(s.cfg.RatePerSec, s.cfg.RateBurst)
-	refused := conversation.EncodeError(conversation.CodeRateLimited, rateLimitedMessage)
+	refused := protocol.EncodeError(protocol.CodeRateLimited, rateLimitedMessage)
 	for {
 		frame, ok := s.next(ctx, cc.Conn, limit, s.chat, refused)
 		if !ok {
@@ -102,7 +103,7 @@ func (s *Server) serveChat(ctx context.Context, cc *chatConn) {
 		}
 		switch in.Type {
 		case conversation.TypePing:
-			cc.Send(chatPongFrame)
+			cc.Send(pongFrame)
 		case conversation.TypeCancel:
 			cc.stop()
 		case conversation.TypeChat:
@@ -111,15 +112,13 @@ func (s *Server) serveChat(ctx context.Context, cc *chatConn) {
 	}
 }
 
-var chatPongFrame = socket.Frame(conversation.Pong)
-
 // startAnswer runs one chat message's conversation on its own goroutine,
 // so that the reader stays free for cancel and ping.
 func (s *Server) startAnswer(ctx context.Context, cc *chatConn, chat conversation.Chat) {
 	cc.mu.Lock()
 	if cc.running != nil {
 		cc.mu.Unlock()
-		cc.SendText(conversation.EncodeError(conversation.CodeThreadBusy, "an answer is already streaming on this connection; wait for its end or cancel it"))
+		cc.SendText(protocol.EncodeError(protocol.CodeThreadBusy, "an answer is already streaming on this connection; wait for its end or cancel it"))
 		return
 	}
 	if cc.closing {
@@ -148,7 +147,7 @@ func (s *Server) startAnswer(ctx context.Context, cc *chatConn, chat conversatio
 				s.cfg.Log.ErrorContext(ctx, "panic in chat answer", logArgs(ctx, "panic", p, "stack", string(debug.Stack()))...)
 				cancel()
 				cc.done(a)
-				cc.SendText(conversation.EncodeError(conversation.CodeInternal, "internal error"))
+				cc.SendText(protocol.EncodeError(protocol.CodeInternal, "internal error"))
 			}
 		}()
 		var buf []byte

@@ -13,8 +13,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/wsserver/wsserver/adapters/socket"
-	"github.com/wsserver/wsserver/core/conversation"
-	"github.com/wsserver/wsserver/core/session"
+	"github.com/wsserver/wsserver/core/protocol"
 )
 
 // errorBody is the JSON of every HTTP error: {"error":{"code","message"}}.
@@ -38,18 +37,13 @@ func writeError(w http.ResponseWriter, status int, code, message string) {
 // {"type":"error","code":..,"message":..}: the code and message of the
 // core's error, else "internal" with no detail (err is logged instead).
 func (s *Server) sendError(ctx context.Context, conn *socket.Conn, err error) {
-	code, msg := "internal", "internal error"
-	var se *session.Error
-	var ce *conversation.Error
-	switch {
-	case errors.As(err, &se):
-		code, msg = se.Code, se.Message
-	case errors.As(err, &ce):
-		code, msg = ce.Code, ce.Message
-	default:
+	code, msg := protocol.CodeInternal, "internal error"
+	if pe, ok := errors.AsType[*protocol.Error](err); ok {
+		code, msg = pe.Code, pe.Message
+	} else {
 		s.cfg.Log.ErrorContext(ctx, "unexpected socket error", logArgs(ctx, "err", err)...)
 	}
-	conn.SendText(session.EncodeError(code, msg))
+	conn.SendText(protocol.EncodeError(code, msg))
 }
 
 // httpError renders Echo's errors (unknown routes, wrong methods) in the

@@ -13,6 +13,7 @@ import (
 
 	"github.com/wsserver/wsserver/adapters/metrics"
 	"github.com/wsserver/wsserver/adapters/socket"
+	"github.com/wsserver/wsserver/core/protocol"
 	"github.com/wsserver/wsserver/core/session"
 	"github.com/wsserver/wsserver/ports"
 )
@@ -110,7 +111,7 @@ func (s *Server) readSession(ctx context.Context, conn *socket.Conn, id string, 
 		s.endSession(conn, addr)
 	}()
 	limit := newBucket(s.cfg.RatePerSec, s.cfg.RateBurst)
-	refused := session.EncodeError(session.CodeRateLimited, rateLimitedMessage)
+	refused := protocol.EncodeError(protocol.CodeRateLimited, rateLimitedMessage)
 	for {
 		frame, ok := s.next(ctx, conn, limit, s.session, refused)
 		if !ok {
@@ -136,18 +137,16 @@ func (s *Server) readSession(ctx context.Context, conn *socket.Conn, id string, 
 		case session.KindPing:
 			conn.Send(pongFrame)
 		case session.KindHello:
-			conn.SendText(session.EncodeError(session.CodeInvalidMsg, "hello was already received"))
+			conn.SendText(protocol.EncodeError(protocol.CodeInvalidMsg, "hello was already received"))
 		}
 	}
 }
-
-var pongFrame = socket.Frame(session.Pong)
 
 // hello reads the first message, which must be a valid hello; otherwise
 // the client gets the error and a close with 1008.
 func (s *Server) hello(ctx context.Context, conn *socket.Conn, connID string) (ports.Member, bool) {
 	timer := time.AfterFunc(s.cfg.HelloTimeout, func() {
-		conn.SendText(session.EncodeError(session.CodeHelloRequired, "no hello in time"))
+		conn.SendText(protocol.EncodeError(protocol.CodeHelloRequired, "no hello in time"))
 		conn.Close(socket.ClosePolicy, "hello required")
 	})
 	defer timer.Stop()
@@ -159,7 +158,7 @@ func (s *Server) hello(ctx context.Context, conn *socket.Conn, connID string) (p
 	s.session.In.Inc()
 	in, err := session.Decode(frame)
 	if err == nil && in.Type != session.KindHello {
-		err = &session.Error{Code: session.CodeHelloRequired, Message: "the first message must be a hello with user_type"}
+		err = &protocol.Error{Code: protocol.CodeHelloRequired, Message: "the first message must be a hello with user_type"}
 	}
 	if err != nil {
 		s.sendError(ctx, conn, err)
@@ -184,6 +183,9 @@ func (s *Server) logClose(ctx context.Context, err error) {
 }
 
 const rateLimitedMessage = "too many messages; slow down"
+
+// pongFrame is the reply to a ping on either endpoint, framed once.
+var pongFrame = socket.Frame(protocol.Pong)
 
 // next reads a socket's next message within its rate limit: a message
 // over the limit is answered with refused and skipped. It reports false

@@ -18,6 +18,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/wsserver/wsserver/core/protocol"
 	"github.com/wsserver/wsserver/ports"
 )
 
@@ -63,7 +64,7 @@ type Config struct {
 	WriteTimeout time.Duration
 	// StoreTimeout bounds each read of the thread store (loading the
 	// thread), so that a database that accepts connections but no longer
-	// answers fails the chat with CodeUnavailable and frees the thread
+	// answers fails the chat with protocol.CodeUnavailable and frees the thread
 	// instead of holding its lock for ever. Zero means 5 seconds.
 	StoreTimeout time.Duration
 	// MaxStretch bounds how much longer than the model's own gap the gap
@@ -190,7 +191,7 @@ func (c *Conversation) Run(ctx context.Context, req Request, emit func(Event)) (
 		req.Channel = DefaultChannel
 	}
 	if !ValidThreadID(req.ThreadID) || strings.TrimSpace(req.Message) == "" {
-		err := &Error{Code: CodeInvalidMsg, Message: "a chat needs a valid thread id and a message"}
+		err := &protocol.Error{Code: protocol.CodeInvalidMsg, Message: "a chat needs a valid thread id and a message"}
 		emit(Event{Kind: EventError, Code: err.Code, Message: err.Message})
 		return Result{}, err
 	}
@@ -203,10 +204,10 @@ func (c *Conversation) Run(ctx context.Context, req Request, emit func(Event)) (
 	cancelAcquire()
 	if err != nil {
 		if errors.Is(err, ErrThreadBusy) {
-			emit(Event{Kind: EventError, Code: CodeThreadBusy, Message: ErrThreadBusy.Message})
+			emit(Event{Kind: EventError, Code: protocol.CodeThreadBusy, Message: ErrThreadBusy.Message})
 			return Result{}, ErrThreadBusy
 		}
-		emit(Event{Kind: EventError, Code: CodeUnavailable, Message: "the conversation is unavailable right now; nothing was stored; try again"})
+		emit(Event{Kind: EventError, Code: protocol.CodeUnavailable, Message: "the conversation is unavailable right now; nothing was stored; try again"})
 		return Result{}, fmt.Errorf("conversation: acquire thread lock: %w", err)
 	}
 
@@ -251,7 +252,7 @@ func (c *Conversation) Run(ctx context.Context, req Request, emit func(Event)) (
 		if errors.Is(r.persistErr, ErrFenced) {
 			msg = "another answer took this thread over: neither your message nor this answer was saved"
 		}
-		last = &Event{Kind: EventError, Code: CodeNotSaved, Message: msg}
+		last = &Event{Kind: EventError, Code: protocol.CodeNotSaved, Message: msg}
 	}
 	if last != nil {
 		emit(*last)

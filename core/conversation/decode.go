@@ -6,6 +6,7 @@ import (
 	"strings"
 	"unicode/utf8"
 
+	"github.com/wsserver/wsserver/core/protocol"
 	"github.com/wsserver/wsserver/core/wire"
 )
 
@@ -60,9 +61,9 @@ type wireChat struct {
 
 // DecodeChat parses and validates one frame of a chat socket. maxChars
 // bounds a message in Unicode characters; zero means
-// DefaultMaxMessageChars. Errors are *Error with the code of SPEC §1. A
+// DefaultMaxMessageChars. Errors are *protocol.Error with the code of SPEC §1. A
 // frame that is no message at all is refused by the rule the session
-// endpoint shares (wire.DecodeMessage): invalid_json when it is not UTF-8,
+// endpoint shares (protocol.DecodeMessage): invalid_json when it is not UTF-8,
 // not JSON or not an object, invalid_message when its type is absent or
 // not a string. Strings the decoder reads (message, thread_id, channel)
 // cannot hold a lone surrogate: encoding/json turns its escape into U+FFFD.
@@ -71,16 +72,16 @@ func DecodeChat(frame []byte, maxChars int) (Inbound, error) {
 		maxChars = DefaultMaxMessageChars
 	}
 	var w wireChat
-	typ, r := wire.DecodeMessage(frame, &w, &w.Type)
+	typ, r := protocol.DecodeMessage(frame, &w, &w.Type)
 	if r != nil {
-		return Inbound{}, &Error{Code: r.Code, Message: r.Message}
+		return Inbound{}, r
 	}
 	switch typ {
 	case TypePing, TypeCancel:
 		return Inbound{Type: typ}, nil
 	case TypeChat:
 	default:
-		return Inbound{}, &Error{Code: CodeUnknownType, Message: "unknown message type " + strconv.Quote(wire.Truncate(typ, 64))}
+		return Inbound{}, &protocol.Error{Code: protocol.CodeUnknownType, Message: "unknown message type " + strconv.Quote(wire.Truncate(typ, 64))}
 	}
 
 	var c Chat
@@ -135,12 +136,12 @@ func DecodeChat(frame []byte, maxChars int) (Inbound, error) {
 		}
 		c.Data = w.Data
 	} else if c.Channel == DefaultChannel {
-		return Inbound{}, &Error{Code: CodeDataRequired, Message: "data is required with channel=web (any JSON value but null, for example [])"}
+		return Inbound{}, &protocol.Error{Code: protocol.CodeDataRequired, Message: "data is required with channel=web (any JSON value but null, for example [])"}
 	}
 	return Inbound{Type: TypeChat, Chat: c}, nil
 }
 
-func invalid(msg string) error { return &Error{Code: CodeInvalidMsg, Message: msg} }
+func invalid(msg string) error { return &protocol.Error{Code: protocol.CodeInvalidMsg, Message: msg} }
 
 // ThreadFor returns the thread a chat goes to (SPEC §1): the one the client
 // named, else the connection's current thread, else a new one.

@@ -7,6 +7,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/wsserver/wsserver/core/conversation"
+	"github.com/wsserver/wsserver/core/protocol"
 	"github.com/wsserver/wsserver/core/session"
 )
 
@@ -44,8 +45,8 @@ func FuzzDecodersAgree(f *testing.F) {
 				return // one endpoint's message: each has its own rules
 			}
 		}
-		var ce *conversation.Error
-		var se *session.Error
+		var ce *protocol.Error
+		var se *protocol.Error
 		if !errors.As(cerr, &ce) || !errors.As(serr, &se) {
 			t.Fatalf("%q: chat %v, session %v: want both refused", frame, cerr, serr)
 		}

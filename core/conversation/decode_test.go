@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/wsserver/wsserver/core/conversation"
+	"github.com/wsserver/wsserver/core/protocol"
 	"github.com/wsserver/wsserver/core/session"
 	"github.com/wsserver/wsserver/core/wire"
 )
@@ -43,33 +44,33 @@ func TestDecodeChat(t *testing.T) {
 		{"ping", `{"type":"ping"}`, conversation.Inbound{Type: conversation.TypePing}, ""},
 		{"cancel", `{"type":"cancel","message":7}`, conversation.Inbound{Type: conversation.TypeCancel}, ""},
 
-		{"web without data", `{"type":"chat","message":"hi"}`, conversation.Inbound{}, conversation.CodeDataRequired},
-		{"web with null data", `{"type":"chat","message":"hi","channel":"web","data":null}`, conversation.Inbound{}, conversation.CodeDataRequired},
-		{"no message", `{"type":"chat","data":[]}`, conversation.Inbound{}, conversation.CodeInvalidMsg},
-		{"null message", `{"type":"chat","message":null,"data":[]}`, conversation.Inbound{}, conversation.CodeInvalidMsg},
-		{"empty message", `{"type":"chat","message":"","data":[]}`, conversation.Inbound{}, conversation.CodeInvalidMsg},
-		{"blank message", `{"type":"chat","message":" \n\t ","data":[]}`, conversation.Inbound{}, conversation.CodeInvalidMsg},
-		{"message too long", `{"type":"chat","message":"` + strings.Repeat("ü", 31) + `","data":[]}`, conversation.Inbound{}, conversation.CodeInvalidMsg},
-		{"numeric message", `{"type":"chat","message":7,"data":[]}`, conversation.Inbound{}, conversation.CodeInvalidMsg},
-		{"bad thread id", `{"type":"chat","message":"hi","thread_id":"a/b","data":[]}`, conversation.Inbound{}, conversation.CodeInvalidMsg},
-		{"long thread id", `{"type":"chat","message":"hi","thread_id":"` + strings.Repeat("a", 129) + `","data":[]}`, conversation.Inbound{}, conversation.CodeInvalidMsg},
-		{"numeric thread id", `{"type":"chat","message":"hi","thread_id":5,"data":[]}`, conversation.Inbound{}, conversation.CodeInvalidMsg},
-		{"bad channel", `{"type":"chat","message":"hi","channel":"we b","data":[]}`, conversation.Inbound{}, conversation.CodeInvalidMsg},
-		{"numeric channel", `{"type":"chat","message":"hi","channel":1,"data":[]}`, conversation.Inbound{}, conversation.CodeInvalidMsg},
-		{"no type", `{"message":"hi","data":[]}`, conversation.Inbound{}, conversation.CodeInvalidMsg},
-		{"numeric type", `{"type":1}`, conversation.Inbound{}, conversation.CodeInvalidMsg},
-		{"unknown type", `{"type":"shout"}`, conversation.Inbound{}, conversation.CodeUnknownType},
-		{"not JSON", `hello`, conversation.Inbound{}, conversation.CodeInvalidJSON},
-		{"truncated", `{"type":"chat"`, conversation.Inbound{}, conversation.CodeInvalidJSON},
-		{"an array", `[1]`, conversation.Inbound{}, conversation.CodeInvalidJSON},
-		{"null", ` null`, conversation.Inbound{}, conversation.CodeInvalidJSON},
-		{"empty", ``, conversation.Inbound{}, conversation.CodeInvalidJSON},
+		{"web without data", `{"type":"chat","message":"hi"}`, conversation.Inbound{}, protocol.CodeDataRequired},
+		{"web with null data", `{"type":"chat","message":"hi","channel":"web","data":null}`, conversation.Inbound{}, protocol.CodeDataRequired},
+		{"no message", `{"type":"chat","data":[]}`, conversation.Inbound{}, protocol.CodeInvalidMsg},
+		{"null message", `{"type":"chat","message":null,"data":[]}`, conversation.Inbound{}, protocol.CodeInvalidMsg},
+		{"empty message", `{"type":"chat","message":"","data":[]}`, conversation.Inbound{}, protocol.CodeInvalidMsg},
+		{"blank message", `{"type":"chat","message":" \n\t ","data":[]}`, conversation.Inbound{}, protocol.CodeInvalidMsg},
+		{"message too long", `{"type":"chat","message":"` + strings.Repeat("ü", 31) + `","data":[]}`, conversation.Inbound{}, protocol.CodeInvalidMsg},
+		{"numeric message", `{"type":"chat","message":7,"data":[]}`, conversation.Inbound{}, protocol.CodeInvalidMsg},
+		{"bad thread id", `{"type":"chat","message":"hi","thread_id":"a/b","data":[]}`, conversation.Inbound{}, protocol.CodeInvalidMsg},
+		{"long thread id", `{"type":"chat","message":"hi","thread_id":"` + strings.Repeat("a", 129) + `","data":[]}`, conversation.Inbound{}, protocol.CodeInvalidMsg},
+		{"numeric thread id", `{"type":"chat","message":"hi","thread_id":5,"data":[]}`, conversation.Inbound{}, protocol.CodeInvalidMsg},
+		{"bad channel", `{"type":"chat","message":"hi","channel":"we b","data":[]}`, conversation.Inbound{}, protocol.CodeInvalidMsg},
+		{"numeric channel", `{"type":"chat","message":"hi","channel":1,"data":[]}`, conversation.Inbound{}, protocol.CodeInvalidMsg},
+		{"no type", `{"message":"hi","data":[]}`, conversation.Inbound{}, protocol.CodeInvalidMsg},
+		{"numeric type", `{"type":1}`, conversation.Inbound{}, protocol.CodeInvalidMsg},
+		{"unknown type", `{"type":"shout"}`, conversation.Inbound{}, protocol.CodeUnknownType},
+		{"not JSON", `hello`, conversation.Inbound{}, protocol.CodeInvalidJSON},
+		{"truncated", `{"type":"chat"`, conversation.Inbound{}, protocol.CodeInvalidJSON},
+		{"an array", `[1]`, conversation.Inbound{}, protocol.CodeInvalidJSON},
+		{"null", ` null`, conversation.Inbound{}, protocol.CodeInvalidJSON},
+		{"empty", ``, conversation.Inbound{}, protocol.CodeInvalidJSON},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			got, err := conversation.DecodeChat([]byte(tt.frame), 30)
 			if tt.code != "" {
-				var ce *conversation.Error
+				var ce *protocol.Error
 				require.ErrorAs(t, err, &ce)
 				assert.Equal(t, tt.code, ce.Code)
 				assert.NotEmpty(t, ce.Message)
@@ -116,13 +117,13 @@ func FuzzDecodeChat(f *testing.F) {
 	}
 	const maxChars = 50
 	codes := map[string]bool{
-		conversation.CodeInvalidJSON: true, conversation.CodeUnknownType: true,
-		conversation.CodeInvalidMsg: true, conversation.CodeDataRequired: true,
+		protocol.CodeInvalidJSON: true, protocol.CodeUnknownType: true,
+		protocol.CodeInvalidMsg: true, protocol.CodeDataRequired: true,
 	}
 	f.Fuzz(func(t *testing.T, frame []byte) {
 		in, err := conversation.DecodeChat(frame, maxChars)
 		if err != nil {
-			var ce *conversation.Error
+			var ce *protocol.Error
 			require.ErrorAs(t, err, &ce)
 			assert.True(t, codes[ce.Code], "code %q", ce.Code)
 			assert.NotEmpty(t, ce.Message)
@@ -179,22 +180,22 @@ func TestDecodeChatRefusesWhatNoStoreKeeps(t *testing.T) {
 		code  string
 		says  string // in the message
 	}{
-		{"a NUL in the message", `{"type":"chat","message":"a\u0000b","data":[]}`, conversation.CodeInvalidMsg, "NUL"},
-		{"a NUL escape in data", `{"type":"chat","message":"hi","data":["a\u0000b"]}`, conversation.CodeInvalidMsg, "NUL"},
-		{"a lone high surrogate in data", `{"type":"chat","message":"hi","data":"\ud800"}`, conversation.CodeInvalidMsg, "surrogate"},
-		{"a lone low surrogate in a data key", `{"type":"chat","message":"hi","data":{"\udfff":1}}`, conversation.CodeInvalidMsg, "surrogate"},
-		{"a high surrogate without its low one", `{"type":"chat","message":"hi","data":["\ud83d\u0041"]}`, conversation.CodeInvalidMsg, "surrogate"},
-		{"a number beyond numeric", `{"type":"chat","message":"hi","data":[1e131072]}`, conversation.CodeInvalidMsg, "number"},
-		{"a number with too many decimals", `{"type":"chat","message":"hi","data":{"n":1e-16384}}`, conversation.CodeInvalidMsg, "number"},
+		{"a NUL in the message", `{"type":"chat","message":"a\u0000b","data":[]}`, protocol.CodeInvalidMsg, "NUL"},
+		{"a NUL escape in data", `{"type":"chat","message":"hi","data":["a\u0000b"]}`, protocol.CodeInvalidMsg, "NUL"},
+		{"a lone high surrogate in data", `{"type":"chat","message":"hi","data":"\ud800"}`, protocol.CodeInvalidMsg, "surrogate"},
+		{"a lone low surrogate in a data key", `{"type":"chat","message":"hi","data":{"\udfff":1}}`, protocol.CodeInvalidMsg, "surrogate"},
+		{"a high surrogate without its low one", `{"type":"chat","message":"hi","data":["\ud83d\u0041"]}`, protocol.CodeInvalidMsg, "surrogate"},
+		{"a number beyond numeric", `{"type":"chat","message":"hi","data":[1e131072]}`, protocol.CodeInvalidMsg, "number"},
+		{"a number with too many decimals", `{"type":"chat","message":"hi","data":{"n":1e-16384}}`, protocol.CodeInvalidMsg, "number"},
 		// The frame is not UTF-8: refused whole, whichever field holds it.
-		{"invalid UTF-8 in data", "{\"type\":\"chat\",\"message\":\"hi\",\"data\":[\"\xff\"]}", conversation.CodeInvalidJSON, "UTF-8"},
-		{"invalid UTF-8 in the message", "{\"type\":\"chat\",\"message\":\"h\xffi\",\"data\":[]}", conversation.CodeInvalidJSON, "UTF-8"},
-		{"an encoded surrogate in the message", "{\"type\":\"chat\",\"message\":\"\xed\xa0\x80\",\"data\":[]}", conversation.CodeInvalidJSON, "UTF-8"},
+		{"invalid UTF-8 in data", "{\"type\":\"chat\",\"message\":\"hi\",\"data\":[\"\xff\"]}", protocol.CodeInvalidJSON, "UTF-8"},
+		{"invalid UTF-8 in the message", "{\"type\":\"chat\",\"message\":\"h\xffi\",\"data\":[]}", protocol.CodeInvalidJSON, "UTF-8"},
+		{"an encoded surrogate in the message", "{\"type\":\"chat\",\"message\":\"\xed\xa0\x80\",\"data\":[]}", protocol.CodeInvalidJSON, "UTF-8"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			_, err := conversation.DecodeChat([]byte(tt.frame), 0)
-			var ce *conversation.Error
+			var ce *protocol.Error
 			require.ErrorAs(t, err, &ce)
 			assert.Equal(t, tt.code, ce.Code)
 			assert.Contains(t, ce.Message, tt.says)
@@ -229,37 +230,37 @@ func TestDecodersAgree(t *testing.T) {
 		frame string
 		code  string
 	}{
-		{``, conversation.CodeInvalidJSON},
-		{` `, conversation.CodeInvalidJSON},
-		{`hello`, conversation.CodeInvalidJSON},
-		{`{`, conversation.CodeInvalidJSON},
-		{`{"type":"ping"}x`, conversation.CodeInvalidJSON},
-		{"\xff", conversation.CodeInvalidJSON},
-		{"{\"type\":\"\xff\"}", conversation.CodeInvalidJSON},
-		{"{\"type\":\"ping\",\"x\":\"\xc3\"}", conversation.CodeInvalidJSON},
-		{`null`, conversation.CodeInvalidJSON},
-		{` null `, conversation.CodeInvalidJSON},
-		{`[]`, conversation.CodeInvalidJSON},
-		{`[{"type":"ping"}]`, conversation.CodeInvalidJSON},
-		{`5`, conversation.CodeInvalidJSON},
-		{`"ping"`, conversation.CodeInvalidJSON},
-		{`true`, conversation.CodeInvalidJSON},
-		{`{}`, conversation.CodeInvalidMsg},
-		{`{"type":null}`, conversation.CodeInvalidMsg},
-		{`{"type":5}`, conversation.CodeInvalidMsg},
-		{`{"type":true}`, conversation.CodeInvalidMsg},
-		{`{"type":{}}`, conversation.CodeInvalidMsg},
-		{`{"type":["ping"]}`, conversation.CodeInvalidMsg},
-		{`{"type":""}`, conversation.CodeUnknownType},
-		{`{"type":"shout"}`, conversation.CodeUnknownType},
-		{` {"type":"\ud800"} `, conversation.CodeUnknownType},
+		{``, protocol.CodeInvalidJSON},
+		{` `, protocol.CodeInvalidJSON},
+		{`hello`, protocol.CodeInvalidJSON},
+		{`{`, protocol.CodeInvalidJSON},
+		{`{"type":"ping"}x`, protocol.CodeInvalidJSON},
+		{"\xff", protocol.CodeInvalidJSON},
+		{"{\"type\":\"\xff\"}", protocol.CodeInvalidJSON},
+		{"{\"type\":\"ping\",\"x\":\"\xc3\"}", protocol.CodeInvalidJSON},
+		{`null`, protocol.CodeInvalidJSON},
+		{` null `, protocol.CodeInvalidJSON},
+		{`[]`, protocol.CodeInvalidJSON},
+		{`[{"type":"ping"}]`, protocol.CodeInvalidJSON},
+		{`5`, protocol.CodeInvalidJSON},
+		{`"ping"`, protocol.CodeInvalidJSON},
+		{`true`, protocol.CodeInvalidJSON},
+		{`{}`, protocol.CodeInvalidMsg},
+		{`{"type":null}`, protocol.CodeInvalidMsg},
+		{`{"type":5}`, protocol.CodeInvalidMsg},
+		{`{"type":true}`, protocol.CodeInvalidMsg},
+		{`{"type":{}}`, protocol.CodeInvalidMsg},
+		{`{"type":["ping"]}`, protocol.CodeInvalidMsg},
+		{`{"type":""}`, protocol.CodeUnknownType},
+		{`{"type":"shout"}`, protocol.CodeUnknownType},
+		{` {"type":"\ud800"} `, protocol.CodeUnknownType},
 	}
 	for _, tt := range tests {
 		t.Run(tt.frame, func(t *testing.T) {
 			_, cerr := conversation.DecodeChat([]byte(tt.frame), 0)
 			_, serr := session.Decode([]byte(tt.frame))
-			var ce *conversation.Error
-			var se *session.Error
+			var ce *protocol.Error
+			var se *protocol.Error
 			require.ErrorAs(t, cerr, &ce)
 			require.ErrorAs(t, serr, &se)
 			assert.Equal(t, tt.code, ce.Code, "chat")

@@ -1,37 +1,14 @@
 package conversation
 
-import "errors"
+import (
+	"errors"
 
-// Error codes sent to clients in {"type":"error","code":..} (SPEC §1).
-const (
-	CodeInvalidJSON  = "invalid_json"
-	CodeUnknownType  = "unknown_type"
-	CodeInvalidMsg   = "invalid_message"
-	CodeDataRequired = "data_required"
-	CodeThreadBusy   = "thread_busy"
-	CodeRateLimited  = "rate_limited"
-	CodeInternal     = "internal"
-	// CodeUnavailable: the thread store or the thread lock did not answer
-	// in time or failed; nothing of the chat was stored. Try again later.
-	CodeUnavailable = "unavailable"
-	// CodeNotSaved: the answer (or part of it) may have been sent, but the
-	// turn could not be stored: neither the message nor the answer is in
-	// the thread's history. Send the message again to have it kept.
-	CodeNotSaved = "not_saved"
+	"github.com/wsserver/wsserver/core/protocol"
 )
-
-// Error is a refusal or failure the client is told about, with its SPEC §1
-// code.
-type Error struct {
-	Code    string
-	Message string
-}
-
-func (e *Error) Error() string { return e.Code + ": " + e.Message }
 
 // ErrThreadBusy means another answer is streaming on the thread, on this
 // instance or another. Thread locks return it; clients get thread_busy.
-var ErrThreadBusy = &Error{Code: CodeThreadBusy, Message: "another answer is streaming on this thread; wait for its end"}
+var ErrThreadBusy = &protocol.Error{Code: protocol.CodeThreadBusy, Message: "another answer is streaming on this thread; wait for its end"}
 
 // ErrThreadNotFound is returned by thread stores for a thread that was
 // never created.
@@ -50,11 +27,11 @@ var ErrFenced = errors.New("conversation: the thread was taken over by a newer l
 var ErrUnstorable = errors.New("conversation: the value cannot be stored")
 
 // ErrTurnNotSaved is returned by Run when the turn could not be stored;
-// the client was sent CodeNotSaved. The Result is still complete (an
+// the client was sent protocol.CodeNotSaved. The Result is still complete (an
 // escalated run says Escalated).
 var ErrTurnNotSaved = errors.New("conversation: the turn was not saved")
 
 // ErrStoreUnavailable is returned by Run when the thread could not be
 // loaded, the store failing or not answering within StoreTimeout; the
-// client was sent CodeUnavailable.
+// client was sent protocol.CodeUnavailable.
 var ErrStoreUnavailable = errors.New("conversation: the thread store is unavailable")

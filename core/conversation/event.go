@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"strconv"
 
+	"github.com/wsserver/wsserver/core/protocol"
 	"github.com/wsserver/wsserver/core/wire"
 	"github.com/wsserver/wsserver/ports"
 )
@@ -37,7 +38,8 @@ type Event struct {
 	MessageID string
 	Usage     ports.Usage
 	Cancelled bool
-	// Code and Message are set on EventError; Code is one of SPEC §1.
+	// Code and Message are set on EventError; Code is one of the
+	// protocol codes of SPEC §1.
 	Code    string
 	Message string
 }
@@ -74,22 +76,11 @@ func AppendEvent(b []byte, ev Event, connID string) []byte {
 		b = append(b, `},"cancelled":`...)
 		b = strconv.AppendBool(b, ev.Cancelled)
 	case EventError:
-		b = append(b, `{"type":"error","code":`...)
-		b = wire.AppendString(b, ev.Code)
-		b = append(b, `,"message":`...)
-		b = wire.AppendString(b, ev.Message)
+		return protocol.AppendError(b, ev.Code, ev.Message)
 	default:
 		b = append(b, `{"type":"unknown"`...)
 	}
 	return append(b, '}')
-}
-
-// Pong is the reply to {"type":"ping"}.
-var Pong = []byte(`{"type":"pong"}`)
-
-// EncodeError is {"type":"error","code":..,"message":..}.
-func EncodeError(code, message string) []byte {
-	return AppendEvent(nil, Event{Kind: EventError, Code: code, Message: message}, "")
 }
 
 // EncodeChatEvent is the message that listeners of session threadID

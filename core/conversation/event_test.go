@@ -9,6 +9,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/wsserver/wsserver/core/conversation"
+	"github.com/wsserver/wsserver/core/protocol"
 	"github.com/wsserver/wsserver/ports"
 )
 
@@ -34,7 +35,11 @@ func TestAppendEvent(t *testing.T) {
 		got := conversation.AppendEvent([]byte("prefix:"), tt.ev, "c1")
 		assert.Equal(t, "prefix:"+tt.want, string(got))
 	}
-	assert.JSONEq(t, `{"type":"error","code":"internal","message":"x"}`, string(conversation.EncodeError("internal", "x")))
+	// An error event is the error message both endpoints send.
+	for _, m := range []string{"x", "bad \"x\"\n", "caf\u00e9 \u2028 \xff"} {
+		ev := conversation.Event{Kind: conversation.EventError, Code: protocol.CodeNotSaved, Message: m}
+		assert.Equal(t, string(protocol.EncodeError(ev.Code, ev.Message)), string(conversation.AppendEvent(nil, ev, "c1")))
+	}
 }
 
 func TestEncodeChatEvent(t *testing.T) {

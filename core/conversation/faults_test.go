@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/wsserver/wsserver/core/conversation"
+	"github.com/wsserver/wsserver/core/protocol"
 	"github.com/wsserver/wsserver/ports"
 )
 
@@ -56,7 +57,7 @@ func TestGraphStoreHangs(t *testing.T) {
 	require.ErrorIs(t, err, conversation.ErrStoreUnavailable)
 	require.ErrorIs(t, err, context.DeadlineExceeded)
 	assert.Equal(t, []conversation.EventKind{started, errorEvent}, s.kinds())
-	assert.Equal(t, conversation.CodeUnavailable, s.last().Code)
+	assert.Equal(t, protocol.CodeUnavailable, s.last().Code)
 	assert.Empty(t, h.model.requests(), "the model is not asked")
 	assert.Zero(t, h.store.turns, "nothing is saved")
 	assert.False(t, h.lock.isHeld(thread), "the thread is free again")
@@ -70,7 +71,7 @@ func TestGraphLockUnavailable(t *testing.T) {
 	_, err = runBounded(t, h, chat("hi"), &s)
 	require.Error(t, err)
 	assert.Equal(t, []conversation.EventKind{errorEvent}, s.kinds(), "a refused chat gets no session_started")
-	assert.Equal(t, conversation.CodeUnavailable, s.last().Code)
+	assert.Equal(t, protocol.CodeUnavailable, s.last().Code)
 }
 
 // A run whose lease was lost and taken over while it answered must not
@@ -106,7 +107,7 @@ func TestGraphLeaseTakenOverMidAnswer(t *testing.T) {
 	require.ErrorIs(t, err, conversation.ErrTurnNotSaved)
 	require.ErrorIs(t, err, conversation.ErrFenced)
 	assert.Equal(t, []conversation.EventKind{started, tokens, errorEvent}, s.kinds())
-	assert.Equal(t, conversation.CodeNotSaved, s.last().Code)
+	assert.Equal(t, protocol.CodeNotSaved, s.last().Code)
 	th, err := h.store.Load(context.Background(), thread)
 	require.NoError(t, err)
 	assert.Equal(t, []ports.Message{newer}, th.Messages, "nothing of the old run is stored")
@@ -189,7 +190,7 @@ func TestGraphTurnNotSaved(t *testing.T) {
 			res, err := runBounded(t, h, chat(tt.message), &s)
 			require.ErrorIs(t, err, conversation.ErrTurnNotSaved)
 			assert.Equal(t, tt.wantKinds, s.kinds())
-			assert.Equal(t, conversation.CodeNotSaved, s.last().Code)
+			assert.Equal(t, protocol.CodeNotSaved, s.last().Code)
 			assert.True(t, strings.Contains(s.last().Message, "not") && strings.Contains(s.last().Message, "saved"), s.last().Message)
 			assert.Equal(t, tt.escalated, res.Escalated, "the edge closes an escalated socket")
 			assert.Empty(t, res.MessageID, "no answer was stored")
@@ -212,7 +213,7 @@ func TestGraphSaveHangs(t *testing.T) {
 	require.ErrorIs(t, err, conversation.ErrTurnNotSaved)
 	require.ErrorIs(t, err, context.DeadlineExceeded)
 	assert.Equal(t, []conversation.EventKind{started, tokens, errorEvent}, s.kinds())
-	assert.Equal(t, conversation.CodeNotSaved, s.last().Code)
+	assert.Equal(t, protocol.CodeNotSaved, s.last().Code)
 	assert.False(t, h.lock.isHeld(thread))
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/wsserver/wsserver/core/protocol"
 	"github.com/wsserver/wsserver/ports"
 )
 
@@ -221,10 +222,10 @@ func (r *run) failed(ctx context.Context) node {
 	r.pace.wait()
 	r.c.cfg.Log.ErrorContext(ctx, "chat failed", "thread_id", r.req.ThreadID, "err", r.err)
 	if errors.Is(r.err, ErrStoreUnavailable) {
-		r.emit(Event{Kind: EventError, Code: CodeUnavailable, Message: "the conversation store is unavailable right now; nothing was stored; try again"})
+		r.emit(Event{Kind: EventError, Code: protocol.CodeUnavailable, Message: "the conversation store is unavailable right now; nothing was stored; try again"})
 		return nodeDone
 	}
-	r.emit(Event{Kind: EventError, Code: CodeInternal, Message: "the answer could not be completed; try again"})
+	r.emit(Event{Kind: EventError, Code: protocol.CodeInternal, Message: "the answer could not be completed; try again"})
 	return nodeDone
 }
 

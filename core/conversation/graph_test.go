@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/wsserver/wsserver/core/conversation"
+	"github.com/wsserver/wsserver/core/protocol"
 	"github.com/wsserver/wsserver/ports"
 )
 
@@ -296,7 +297,7 @@ func TestGraphModelError(t *testing.T) {
 
 	assert.Equal(t, []conversation.EventKind{started, tokens, errorEvent}, s.kinds())
 	assert.Equal(t, []string{"Good."}, s.tokens())
-	assert.Equal(t, conversation.CodeInternal, s.last().Code)
+	assert.Equal(t, protocol.CodeInternal, s.last().Code)
 	th, err := h.store.Load(context.Background(), thread)
 	require.NoError(t, err)
 	require.Len(t, th.Messages, 1, "the partial answer is not stored as an answer")
@@ -338,7 +339,7 @@ func TestGraphThreadBusy(t *testing.T) {
 	_, err = h.conv.Run(context.Background(), conversation.Request{ThreadID: thread, Message: "hi", Data: json.RawMessage(`[]`)}, s.emit)
 	require.ErrorIs(t, err, conversation.ErrThreadBusy)
 	assert.Equal(t, []conversation.EventKind{errorEvent}, s.kinds(), "a refused chat gets no session_started")
-	assert.Equal(t, conversation.CodeThreadBusy, s.last().Code)
+	assert.Equal(t, protocol.CodeThreadBusy, s.last().Code)
 	assert.Empty(t, h.model.requests())
 	_, err = h.store.Load(context.Background(), thread)
 	require.ErrorIs(t, err, conversation.ErrThreadNotFound, "nothing is stored")
@@ -498,9 +499,9 @@ func TestGraphRefusesInvalidRequests(t *testing.T) {
 	} {
 		var s sink
 		_, err := h.conv.Run(context.Background(), req, s.emit)
-		var ce *conversation.Error
+		var ce *protocol.Error
 		require.ErrorAs(t, err, &ce)
-		assert.Equal(t, conversation.CodeInvalidMsg, ce.Code)
+		assert.Equal(t, protocol.CodeInvalidMsg, ce.Code)
 		assert.Equal(t, []conversation.EventKind{errorEvent}, s.kinds())
 	}
 }

@@ -153,7 +153,7 @@ func (r *run) storeAnswer(cancelled bool) {
 // so that a run whose lease was taken over stores nothing. A run that
 // failed before its user message became part of the turn saves nothing.
 // When the save fails, the run fails: Run then tells the client
-// (CodeNotSaved) instead of sending end; the run's result is kept.
+// (protocol.CodeNotSaved) instead of sending end; the run's result is kept.
 func (r *run) persist(ctx context.Context) {
 	if !r.userStored {
 		return

@@ -65,18 +65,6 @@ func EncodePresence(sessionID string, members []ports.Member) []byte {
 	return append(b, "]}"...)
 }
 
-// Pong is the reply to {"type":"ping"}.
-var Pong = []byte(`{"type":"pong"}`)
-
-// EncodeError is {"type":"error","code":..,"message":..}.
-func EncodeError(code, message string) []byte {
-	b := append([]byte(nil), `{"type":"error","code":`...)
-	b = wire.AppendString(b, code)
-	b = append(b, `,"message":`...)
-	b = wire.AppendString(b, message)
-	return append(b, '}')
-}
-
 func appendNullableString(b []byte, s string) []byte {
 	if s == "" {
 		return append(b, "null"...)

@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/wsserver/wsserver/core/protocol"
 	"github.com/wsserver/wsserver/ports"
 )
 
@@ -268,7 +269,7 @@ func (h *Hub) Presence(ctx context.Context, session string) ([]ports.Member, err
 	if err != nil {
 		h.cfg.Observer.BackendError("presence_list")
 		h.cfg.Log.WarnContext(ctx, "presence list failed", "session", session, "err", err)
-		return nil, &Error{Code: CodeUnavailable, Message: "presence is unavailable right now; try again"}
+		return nil, &protocol.Error{Code: protocol.CodeUnavailable, Message: "presence is unavailable right now; try again"}
 	}
 	return members, nil
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/wsserver/wsserver/core/protocol"
 	"github.com/wsserver/wsserver/ports"
 )
 
@@ -259,9 +260,9 @@ func TestHubRules(t *testing.T) {
 			require.NoError(t, f.hub.Join(ctx, "s", admin, a, []byte("hi")))
 			assert.Equal(t, []string{"W:hi"}, a.frames())
 			_, err := f.hub.Presence(ctx, "s")
-			var se *Error
+			var se *protocol.Error
 			require.ErrorAs(t, err, &se)
-			assert.Equal(t, CodeUnavailable, se.Code)
+			assert.Equal(t, protocol.CodeUnavailable, se.Code)
 			assert.Contains(t, f.observer.errors, "presence_add")
 		}},
 	}

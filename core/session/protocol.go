@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"unicode/utf8"
 
+	"github.com/wsserver/wsserver/core/protocol"
 	"github.com/wsserver/wsserver/core/wire"
 )
 
@@ -19,28 +20,9 @@ const (
 	MaxClientType   = 64
 )
 
-// Error codes sent to clients in {"type":"error","code":..}.
-const (
-	CodeInvalidJSON   = wire.CodeInvalidJSON
-	CodeUnknownType   = "unknown_type"
-	CodeInvalidMsg    = wire.CodeInvalidMsg
-	CodeHelloRequired = "hello_required"
-	CodeRateLimited   = "rate_limited"
-	CodeUnavailable   = "unavailable"
-	CodeInternal      = "internal"
-)
-
-// Error is a refusal the client is told about, with the code of SPEC §3.
-type Error struct {
-	Code    string
-	Message string
-}
-
-func (e *Error) Error() string { return e.Code + ": " + e.Message }
-
 // ErrUnavailable means a request reached only part of what it should have
 // because a shared backend (Redis) is away. The local part was done.
-var ErrUnavailable = &Error{Code: CodeUnavailable, Message: "the shared channel layer is unavailable; only this instance was reached"}
+var ErrUnavailable = &protocol.Error{Code: protocol.CodeUnavailable, Message: "the shared channel layer is unavailable; only this instance was reached"}
 
 // Kinds of inbound messages.
 const (
@@ -72,38 +54,38 @@ type wireInbound struct {
 // Decode parses and validates one client frame. The frame's size is bounded
 // by the socket's read limit before it gets here. A frame that is no
 // message at all is refused by the rule the chat endpoint shares
-// (wire.DecodeMessage): invalid_json when it is not UTF-8, not JSON or not
+// (protocol.DecodeMessage): invalid_json when it is not UTF-8, not JSON or not
 // an object, invalid_message when its type is absent or not a string.
 func Decode(frame []byte) (Inbound, error) {
 	var w wireInbound
-	typ, r := wire.DecodeMessage(frame, &w, &w.Type)
+	typ, r := protocol.DecodeMessage(frame, &w, &w.Type)
 	if r != nil {
-		return Inbound{}, &Error{Code: r.Code, Message: r.Message}
+		return Inbound{}, r
 	}
 	in := Inbound{Type: typ}
 	switch in.Type {
 	case KindHello:
 		ut, ok := wire.String(w.UserType)
 		if !ok || ut == "" {
-			return Inbound{}, &Error{Code: CodeInvalidMsg, Message: "user_type is required: a string of 1 to 64 characters"}
+			return Inbound{}, &protocol.Error{Code: protocol.CodeInvalidMsg, Message: "user_type is required: a string of 1 to 64 characters"}
 		}
 		if utf8.RuneCountInString(ut) > MaxUserTypeLen {
-			return Inbound{}, &Error{Code: CodeInvalidMsg, Message: "user_type is longer than 64 characters"}
+			return Inbound{}, &protocol.Error{Code: protocol.CodeInvalidMsg, Message: "user_type is longer than 64 characters"}
 		}
 		in.UserType = ut
 		if !wire.IsNull(w.ClientType) {
 			ct, ok := wire.String(w.ClientType)
 			if !ok {
-				return Inbound{}, &Error{Code: CodeInvalidMsg, Message: "client_type must be a string or null"}
+				return Inbound{}, &protocol.Error{Code: protocol.CodeInvalidMsg, Message: "client_type must be a string or null"}
 			}
 			if utf8.RuneCountInString(ct) > MaxClientType {
-				return Inbound{}, &Error{Code: CodeInvalidMsg, Message: "client_type is longer than 64 characters"}
+				return Inbound{}, &protocol.Error{Code: protocol.CodeInvalidMsg, Message: "client_type is longer than 64 characters"}
 			}
 			in.ClientType = ct
 		}
 	case KindBroadcast:
 		if w.Msg == nil {
-			return Inbound{}, &Error{Code: CodeInvalidMsg, Message: "msg is required"}
+			return Inbound{}, &protocol.Error{Code: protocol.CodeInvalidMsg, Message: "msg is required"}
 		}
 		// msg and data are relayed verbatim to every listener, so each must
 		// be readable by every client. The frame is valid UTF-8 already;
@@ -113,18 +95,18 @@ func Decode(frame []byte) (Inbound, error) {
 		// rule holds for everything the server relays or stores. NUL and
 		// numbers beyond PostgreSQL's pass: nothing of a session is stored.
 		if err := wire.ValidJSONUnicode(w.Msg); err != nil {
-			return Inbound{}, &Error{Code: CodeInvalidMsg, Message: "msg cannot be relayed: " + err.Error()}
+			return Inbound{}, &protocol.Error{Code: protocol.CodeInvalidMsg, Message: "msg cannot be relayed: " + err.Error()}
 		}
 		in.Msg = w.Msg
 		if !wire.IsNull(w.Data) {
 			if err := wire.ValidJSONUnicode(w.Data); err != nil {
-				return Inbound{}, &Error{Code: CodeInvalidMsg, Message: "data cannot be relayed: " + err.Error()}
+				return Inbound{}, &protocol.Error{Code: protocol.CodeInvalidMsg, Message: "data cannot be relayed: " + err.Error()}
 			}
 			in.Data = w.Data
 		}
 	case KindPresence, KindPing:
 	default:
-		return Inbound{}, &Error{Code: CodeUnknownType, Message: "unknown message type " + strconv.Quote(wire.Truncate(in.Type, 64))}
+		return Inbound{}, &protocol.Error{Code: protocol.CodeUnknownType, Message: "unknown message type " + strconv.Quote(wire.Truncate(in.Type, 64))}
 	}
 	return in, nil
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/wsserver/wsserver/core/protocol"
 	"github.com/wsserver/wsserver/core/wire"
 	"github.com/wsserver/wsserver/ports"
 )
@@ -26,52 +27,52 @@ func TestDecode(t *testing.T) {
 		{"hello without client_type", `{"type":"hello","user_type":"admin"}`, Inbound{Type: KindHello, UserType: "admin"}, ""},
 		{"hello with null client_type", `{"type":"hello","user_type":"admin","client_type":null}`, Inbound{Type: KindHello, UserType: "admin"}, ""},
 		{"hello of 64 characters", `{"type":"hello","user_type":"` + strings.Repeat("ü", 64) + `"}`, Inbound{Type: KindHello, UserType: strings.Repeat("ü", 64)}, ""},
-		{"hello of 65 characters", `{"type":"hello","user_type":"` + strings.Repeat("a", 65) + `"}`, Inbound{}, CodeInvalidMsg},
-		{"hello without user_type", `{"type":"hello","client_type":"web"}`, Inbound{}, CodeInvalidMsg},
-		{"hello with empty user_type", `{"type":"hello","user_type":""}`, Inbound{}, CodeInvalidMsg},
-		{"hello with numeric user_type", `{"type":"hello","user_type":7}`, Inbound{}, CodeInvalidMsg},
-		{"hello with numeric client_type", `{"type":"hello","user_type":"a","client_type":7}`, Inbound{}, CodeInvalidMsg},
-		{"hello with long client_type", `{"type":"hello","user_type":"a","client_type":"` + strings.Repeat("c", 65) + `"}`, Inbound{}, CodeInvalidMsg},
+		{"hello of 65 characters", `{"type":"hello","user_type":"` + strings.Repeat("a", 65) + `"}`, Inbound{}, protocol.CodeInvalidMsg},
+		{"hello without user_type", `{"type":"hello","client_type":"web"}`, Inbound{}, protocol.CodeInvalidMsg},
+		{"hello with empty user_type", `{"type":"hello","user_type":""}`, Inbound{}, protocol.CodeInvalidMsg},
+		{"hello with numeric user_type", `{"type":"hello","user_type":7}`, Inbound{}, protocol.CodeInvalidMsg},
+		{"hello with numeric client_type", `{"type":"hello","user_type":"a","client_type":7}`, Inbound{}, protocol.CodeInvalidMsg},
+		{"hello with long client_type", `{"type":"hello","user_type":"a","client_type":"` + strings.Repeat("c", 65) + `"}`, Inbound{}, protocol.CodeInvalidMsg},
 		{"broadcast", `{"type":"broadcast","msg":"hello","data":{"a":1}}`, Inbound{Type: KindBroadcast, Msg: json.RawMessage(`"hello"`), Data: json.RawMessage(`{"a":1}`)}, ""},
 		{"broadcast of any msg", `{"type":"broadcast","msg":{"x":[1,2]}}`, Inbound{Type: KindBroadcast, Msg: json.RawMessage(`{"x":[1,2]}`)}, ""},
 		{"broadcast with null data", `{"type":"broadcast","msg":1,"data":null}`, Inbound{Type: KindBroadcast, Msg: json.RawMessage(`1`)}, ""},
 		{"broadcast with null msg", `{"type":"broadcast","msg":null}`, Inbound{Type: KindBroadcast, Msg: json.RawMessage(`null`)}, ""},
-		{"broadcast without msg", `{"type":"broadcast","data":{}}`, Inbound{}, CodeInvalidMsg},
+		{"broadcast without msg", `{"type":"broadcast","data":{}}`, Inbound{}, protocol.CodeInvalidMsg},
 		{"presence", `{"type":"presence"}`, Inbound{Type: KindPresence}, ""},
 		{"ping", `{"type":"ping"}`, Inbound{Type: KindPing}, ""},
-		{"unknown type", `{"type":"shout"}`, Inbound{}, CodeUnknownType},
-		{"numeric type", `{"type":3}`, Inbound{}, CodeInvalidMsg},
-		{"null type", `{"type":null}`, Inbound{}, CodeInvalidMsg},
-		{"no type", `{"msg":"x"}`, Inbound{}, CodeInvalidMsg},
-		{"null", `null`, Inbound{}, CodeInvalidJSON},
-		{"a number", `5`, Inbound{}, CodeInvalidJSON},
+		{"unknown type", `{"type":"shout"}`, Inbound{}, protocol.CodeUnknownType},
+		{"numeric type", `{"type":3}`, Inbound{}, protocol.CodeInvalidMsg},
+		{"null type", `{"type":null}`, Inbound{}, protocol.CodeInvalidMsg},
+		{"no type", `{"msg":"x"}`, Inbound{}, protocol.CodeInvalidMsg},
+		{"null", `null`, Inbound{}, protocol.CodeInvalidJSON},
+		{"a number", `5`, Inbound{}, protocol.CodeInvalidJSON},
 
 		// Nothing relayed may be invalid UTF-8: a browser drops the
 		// connection of every listener on such a text frame.
-		{"invalid UTF-8 in msg", "{\"type\":\"broadcast\",\"msg\":\"a\xffb\"}", Inbound{}, CodeInvalidJSON},
-		{"invalid UTF-8 in data", "{\"type\":\"broadcast\",\"msg\":1,\"data\":[\"\xc3\"]}", Inbound{}, CodeInvalidJSON},
-		{"invalid UTF-8 in a key", "{\"type\":\"broadcast\",\"msg\":{\"\xff\":1}}", Inbound{}, CodeInvalidJSON},
-		{"invalid UTF-8 in user_type", "{\"type\":\"hello\",\"user_type\":\"\xff\"}", Inbound{}, CodeInvalidJSON},
-		{"an encoded surrogate in msg", "{\"type\":\"broadcast\",\"msg\":\"\xed\xa0\x80\"}", Inbound{}, CodeInvalidJSON},
+		{"invalid UTF-8 in msg", "{\"type\":\"broadcast\",\"msg\":\"a\xffb\"}", Inbound{}, protocol.CodeInvalidJSON},
+		{"invalid UTF-8 in data", "{\"type\":\"broadcast\",\"msg\":1,\"data\":[\"\xc3\"]}", Inbound{}, protocol.CodeInvalidJSON},
+		{"invalid UTF-8 in a key", "{\"type\":\"broadcast\",\"msg\":{\"\xff\":1}}", Inbound{}, protocol.CodeInvalidJSON},
+		{"invalid UTF-8 in user_type", "{\"type\":\"hello\",\"user_type\":\"\xff\"}", Inbound{}, protocol.CodeInvalidJSON},
+		{"an encoded surrogate in msg", "{\"type\":\"broadcast\",\"msg\":\"\xed\xa0\x80\"}", Inbound{}, protocol.CodeInvalidJSON},
 		// Lone surrogate escapes in what is relayed verbatim are refused,
 		// as in chat data; a pair is one character.
-		{"a lone surrogate in msg", `{"type":"broadcast","msg":"\ud800"}`, Inbound{}, CodeInvalidMsg},
-		{"a lone surrogate in data", `{"type":"broadcast","msg":1,"data":{"\udc00":1}}`, Inbound{}, CodeInvalidMsg},
+		{"a lone surrogate in msg", `{"type":"broadcast","msg":"\ud800"}`, Inbound{}, protocol.CodeInvalidMsg},
+		{"a lone surrogate in data", `{"type":"broadcast","msg":1,"data":{"\udc00":1}}`, Inbound{}, protocol.CodeInvalidMsg},
 		{"a surrogate pair in msg", `{"type":"broadcast","msg":"\ud83d\ude00"}`, Inbound{Type: KindBroadcast, Msg: json.RawMessage(`"\ud83d\ude00"`)}, ""},
 		// What only a store refuses passes: nothing of a session is stored.
 		{"a NUL escape in msg", `{"type":"broadcast","msg":"a\u0000"}`, Inbound{Type: KindBroadcast, Msg: json.RawMessage(`"a\u0000"`)}, ""},
 		{"a huge number in data", `{"type":"broadcast","msg":1,"data":1e999999}`, Inbound{Type: KindBroadcast, Msg: json.RawMessage(`1`), Data: json.RawMessage(`1e999999`)}, ""},
-		{"not JSON", `hello`, Inbound{}, CodeInvalidJSON},
-		{"truncated", `{"type":"ping"`, Inbound{}, CodeInvalidJSON},
-		{"an array", `[1,2]`, Inbound{}, CodeInvalidJSON},
-		{"a string", `"ping"`, Inbound{}, CodeInvalidJSON},
-		{"empty", ``, Inbound{}, CodeInvalidJSON},
+		{"not JSON", `hello`, Inbound{}, protocol.CodeInvalidJSON},
+		{"truncated", `{"type":"ping"`, Inbound{}, protocol.CodeInvalidJSON},
+		{"an array", `[1,2]`, Inbound{}, protocol.CodeInvalidJSON},
+		{"a string", `"ping"`, Inbound{}, protocol.CodeInvalidJSON},
+		{"empty", ``, Inbound{}, protocol.CodeInvalidJSON},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			got, err := Decode([]byte(tt.frame))
 			if tt.code != "" {
-				var se *Error
+				var se *protocol.Error
 				require.ErrorAs(t, err, &se)
 				assert.Equal(t, tt.code, se.Code)
 				assert.NotEmpty(t, se.Message)
@@ -138,10 +139,6 @@ func TestEncodePresenceIsSortedAndCounts(t *testing.T) {
 	assert.JSONEq(t, `{"type":"presence","session_id":"s","count":0,"connections":[]}`, string(EncodePresence("s", nil)))
 }
 
-func TestEncodeError(t *testing.T) {
-	assert.JSONEq(t, `{"type":"error","code":"invalid_json","message":"bad \"x\""}`, string(EncodeError(CodeInvalidJSON, `bad "x"`)))
-}
-
 // FuzzDecode checks that no frame makes the decoder panic, that every
 // refusal carries a known code, that a frame that is not UTF-8 is refused,
 // and that whatever is accepted is bounded and relays as valid UTF-8 JSON
@@ -157,11 +154,11 @@ func FuzzDecode(f *testing.F) {
 	} {
 		f.Add([]byte(s))
 	}
-	codes := map[string]bool{CodeInvalidJSON: true, CodeInvalidMsg: true, CodeUnknownType: true}
+	codes := map[string]bool{protocol.CodeInvalidJSON: true, protocol.CodeInvalidMsg: true, protocol.CodeUnknownType: true}
 	f.Fuzz(func(t *testing.T, frame []byte) {
 		in, err := Decode(frame)
 		if err != nil {
-			var se *Error
+			var se *protocol.Error
 			if !errors.As(err, &se) || !codes[se.Code] || se.Message == "" || !utf8.ValidString(se.Message) {
 				t.Fatalf("refusal without a known code and words: %v", err)
 			}

@@ -1,31 +1,21 @@
-package wire
+package protocol
 
 import (
 	"bytes"
 	"encoding/json"
 	"errors"
 	"unicode/utf8"
+
+	"github.com/wsserver/wsserver/core/wire"
 )
 
-// Codes of the refusals both WebSocket protocols share (SPEC §1 and §3).
-const (
-	CodeInvalidJSON = "invalid_json"
-	CodeInvalidMsg  = "invalid_message"
-)
-
-// Refusal is why a client frame was refused: a code and words for the client.
-type Refusal struct {
-	Code    string
-	Message string
-}
-
-// The refusals of DecodeMessage. They are shared: callers copy, never modify.
+// The refusals of DecodeMessage. They are shared: never modify them.
 var (
-	refuseNotUTF8    = &Refusal{CodeInvalidJSON, "the message is not valid UTF-8"}
-	refuseNotJSON    = &Refusal{CodeInvalidJSON, "the message is not valid JSON"}
-	refuseNotObject  = &Refusal{CodeInvalidJSON, "a message must be a JSON object"}
-	refuseNoType     = &Refusal{CodeInvalidMsg, "type is required"}
-	refuseTypeNotStr = &Refusal{CodeInvalidMsg, "type must be a string"}
+	refuseNotUTF8    = &Error{CodeInvalidJSON, "the message is not valid UTF-8"}
+	refuseNotJSON    = &Error{CodeInvalidJSON, "the message is not valid JSON"}
+	refuseNotObject  = &Error{CodeInvalidJSON, "a message must be a JSON object"}
+	refuseNoType     = &Error{CodeInvalidMsg, "type is required"}
+	refuseTypeNotStr = &Error{CodeInvalidMsg, "type must be a string"}
 )
 
 // DecodeMessage decodes frame, one client message, into v, a pointer to a
@@ -38,7 +28,7 @@ var (
 //   - invalid_message when type is absent, null or not a string.
 //
 // Telling known types from unknown ones (unknown_type) is the caller's.
-func DecodeMessage(frame []byte, v any, typ *json.RawMessage) (string, *Refusal) {
+func DecodeMessage(frame []byte, v any, typ *json.RawMessage) (string, *Error) {
 	if !utf8.Valid(frame) {
 		return "", refuseNotUTF8
 	}
@@ -52,10 +42,10 @@ func DecodeMessage(frame []byte, v any, typ *json.RawMessage) (string, *Refusal)
 	if t := bytes.TrimLeft(frame, " \t\r\n"); len(t) == 0 || t[0] != '{' {
 		return "", refuseNotObject // null decodes into a struct without error
 	}
-	if IsNull(*typ) {
+	if wire.IsNull(*typ) {
 		return "", refuseNoType
 	}
-	s, ok := String(*typ)
+	s, ok := wire.String(*typ)
 	if !ok {
 		return "", refuseTypeNotStr
 	}
