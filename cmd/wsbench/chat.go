@@ -53,59 +53,36 @@ func (c chatConfig) MarshalJSON() ([]byte, error) {
 		c.Timeout.Seconds(), c.ErrorPause.Seconds(), c.Stagger.Seconds(), c.MaxSamples})
 }
 
-func runChat(ctx context.Context, args []string, stdout io.Writer) error {
-	fs := flag.NewFlagSet("chat", flag.ContinueOnError)
-	fs.SetOutput(stdout)
-	common := addChatFlags(fs)
-	var cfg chatConfig
-	fs.IntVar(&cfg.Conns, "conns", 20, "concurrent connections `C`, round-robin over -url; each has one chat in flight at a time")
-	fs.IntVar(&cfg.Chats, "chats", 10, "chats `N` per connection, back to back (the next is sent as soon as end arrives); 0, or -duration without -chats: no limit")
-	fs.DurationVar(&cfg.Duration, "duration", 0, "stop starting chats after this long (0: when -chats are done); chats in flight still finish")
-	fs.StringVar(&cfg.Message, "message", "Hello, how can you help?", "the chat `text`, the same every time")
-	fs.StringVar(&cfg.Channel, "channel", "web", "the chat's `channel`")
-	fs.StringVar(&cfg.Data, "data", "[]", "the chat's data as raw `JSON` (empty: no data field; channel web requires one)")
-	fs.BoolVar(&cfg.NewThread, "new-thread", false, "every chat on a new thread (<prefix><conn>-<n>); default: the connection's thread continues (the server names it at the first chat)")
-	fs.DurationVar(&cfg.Stagger, "stagger", 0, "spread the connections' first chats evenly over this long, so that equal chats do not run in lockstep (0: all at once)")
-	fs.DurationVar(&cfg.Timeout, "timeout", 30*time.Second, "a chat without end or error this long fails and stops its connection")
-	fs.DurationVar(&cfg.ErrorPause, "error-pause", 20*time.Millisecond, "wait this long after a chat that got an error before the next one, so that refusals do not become a flood the rate limit refuses too (0: none)")
-	fs.IntVar(&cfg.MaxSamples, "max-samples", 1_000_000, "samples kept per measure (4 bytes each, 5 measures); beyond, a uniform random sample is kept")
-	fs.Usage = func() {
-		// Usage text to stderr: a failed write has nowhere to be reported.
-		_, _ = fmt.Fprintf(fs.Output(), "Usage: wsbench chat [flags]\n\n"+
-			"C connections to /ws/chat/, each sending chats back to back: -chats per connection or\n"+
-			"for -duration. Measures, per chat: chat sent -> session_started, -> first token, every\n"+
-			"gap between tokens, tokens, chat sent -> end; in all: tokens/s and chats/s delivered,\n"+
-			"error events by code, close codes and escalations. A socket the server closes after an\n"+
-			"escalation is opened again, so C chats stay in flight.\n"+
-			"Examples of the benchmark scenarios: wsbench -h.\n\nFlags:\n")
-		fs.PrintDefaults()
-	}
-	if help, err := parseFlags(fs, args); help || err != nil {
-		return err
-	}
-	chatsSet := false
-	fs.Visit(func(f *flag.Flag) { chatsSet = chatsSet || f.Name == "chats" })
-	if cfg.Duration > 0 && !chatsSet {
-		cfg.Chats = 0
-	}
-	if err := cfg.validate(); err != nil {
-		return err
-	}
-	t, err := common.target("chat")
-	if err != nil {
-		return err
-	}
-	if len(t.prefix) > 100 {
-		return errors.New("-prefix: at most 100 characters (thread ids have at most 128)")
-	}
-	rep, err := chat(ctx, t, cfg, common.logger(stdout))
-	if err != nil {
-		return err
-	}
-	if common.jsonOut {
-		return writeJSON(stdout, rep)
-	}
-	return rep.print(stdout)
+var chatCommand = command[chatConfig, *chatReport]{
+	name: "chat",
+	about: "C connections to /ws/chat/, each sending chats back to back: -chats per connection or\n" +
+		"for -duration. Measures, per chat: chat sent -> session_started, -> first token, every\n" +
+		"gap between tokens, tokens, chat sent -> end; in all: tokens/s and chats/s delivered,\n" +
+		"error events by code, close codes and escalations. A socket the server closes after an\n" +
+		"escalation is opened again, so C chats stay in flight.",
+	common: addChatFlags,
+	flags: func(fs *flag.FlagSet, cfg *chatConfig) {
+		fs.IntVar(&cfg.Conns, "conns", 20, "concurrent connections `C`, round-robin over -url; each has one chat in flight at a time")
+		fs.IntVar(&cfg.Chats, "chats", 10, "chats `N` per connection, back to back (the next is sent as soon as end arrives); 0, or -duration without -chats: no limit")
+		fs.DurationVar(&cfg.Duration, "duration", 0, "stop starting chats after this long (0: when -chats are done); chats in flight still finish")
+		fs.StringVar(&cfg.Message, "message", "Hello, how can you help?", "the chat `text`, the same every time")
+		fs.StringVar(&cfg.Channel, "channel", "web", "the chat's `channel`")
+		fs.StringVar(&cfg.Data, "data", "[]", "the chat's data as raw `JSON` (empty: no data field; channel web requires one)")
+		fs.BoolVar(&cfg.NewThread, "new-thread", false, "every chat on a new thread (<prefix><conn>-<n>); default: the connection's thread continues (the server names it at the first chat)")
+		fs.DurationVar(&cfg.Stagger, "stagger", 0, "spread the connections' first chats evenly over this long, so that equal chats do not run in lockstep (0: all at once)")
+		fs.DurationVar(&cfg.Timeout, "timeout", 30*time.Second, "a chat without end or error this long fails and stops its connection")
+		fs.DurationVar(&cfg.ErrorPause, "error-pause", 20*time.Millisecond, "wait this long after a chat that got an error before the next one, so that refusals do not become a flood the rate limit refuses too (0: none)")
+		fs.IntVar(&cfg.MaxSamples, "max-samples", 1_000_000, "samples kept per measure (4 bytes each, 5 measures); beyond, a uniform random sample is kept")
+	},
+	check: func(fs *flag.FlagSet, cfg *chatConfig) error {
+		chatsSet := false
+		fs.Visit(func(f *flag.Flag) { chatsSet = chatsSet || f.Name == "chats" })
+		if cfg.Duration > 0 && !chatsSet {
+			cfg.Chats = 0
+		}
+		return cfg.validate()
+	},
+	run: chat,
 }
 
 // addChatFlags registers the common flags that mean something to chat
@@ -357,25 +334,19 @@ type chatOutcome struct{ escalated, failed bool }
 
 // chatReport is the result of a chat run.
 type chatReport struct {
-	Command     string         `json:"command"`
-	URLs        []string       `json:"urls"`
-	Config      chatConfig     `json:"config"`
-	Interrupted bool           `json:"interrupted"`
-	Connect     connectReport  `json:"connect"`
-	Chats       chatCounts     `json:"chats"`
-	Tokens      tokenReport    `json:"tokens"`
-	ToStarted   latencySummary `json:"to_session_started"`
-	ToFirst     latencySummary `json:"to_first_token"`
-	Gap         latencySummary `json:"token_gap"`
-	Total       latencySummary `json:"chat_total"`
+	runHead[chatConfig]
+	Chats     chatCounts     `json:"chats"`
+	Tokens    tokenReport    `json:"tokens"`
+	ToStarted latencySummary `json:"to_session_started"`
+	ToFirst   latencySummary `json:"to_first_token"`
+	Gap       latencySummary `json:"token_gap"`
+	Total     latencySummary `json:"chat_total"`
 	// Sampled is true when some measure kept a random sample of its events
 	// rather than all of them (-max-samples).
 	Sampled     bool           `json:"sampled"`
 	Escalations map[string]int `json:"escalations"` // by reason
 	Unexpected  int64          `json:"unexpected_messages"`
-	Errors      map[string]int `json:"errors"`
-	Servers     []serverRSS    `json:"servers,omitempty"`
-	Tool        toolUsage      `json:"wsbench"`
+	runTail
 	// CPUPerToken is wsbench's CPU time while chatting per token received.
 	CPUPerToken float64 `json:"wsbench_cpu_per_token_us"`
 }
@@ -421,24 +392,23 @@ type countSummary struct {
 }
 
 func chat(ctx context.Context, t *target, cfg chatConfig, log logger) (*chatReport, error) {
-	if err := ensureFiles(cfg.Conns); err != nil {
+	if len(t.prefix) > 100 {
+		return nil, errors.New("-prefix: at most 100 characters (thread ids have at most 128)")
+	}
+	b, err := startBench(t, cfg.Conns, log)
+	if err != nil {
 		return nil, err
 	}
-	usage := startUsage()
 	r := &chatRun{
 		cfg:         cfg,
 		t:           t,
 		dialer:      t.dialer(),
 		base:        time.Now(),
 		limit:       max(1, cfg.MaxSamples/cfg.Conns),
-		errs:        &tally{},
+		errs:        b.errs,
 		escalations: &tally{},
 	}
 	r.head, r.tail = chatMessage(cfg)
-	servers := newServerRSS(t)
-	for i := range servers {
-		servers[i].sample(&servers[i].Before)
-	}
 
 	perChat := 256 // samples preallocated per slot and per-chat measure
 	if cfg.Chats > 0 {
@@ -460,65 +430,52 @@ func chat(ctx context.Context, t *target, cfg chatConfig, log logger) (*chatRepo
 	}
 
 	log.printf("chat: connecting %d sockets to %s", cfg.Conns, urlList(t))
-	var readers sync.WaitGroup
-	conn := connectAll(ctx, t, len(slots), func(ctx context.Context, i int) *client {
-		if slots[i].dial(ctx, &readers) {
+	readers := &b.readers
+	conn := b.connect(ctx, len(slots), func(ctx context.Context, i int) *client {
+		if slots[i].dial(ctx, readers) {
 			return slots[i].conn.c
 		}
 		return nil
-	}, r.errs, log)
-	countSockets(servers, conn.clients)
-	for i := range servers {
-		servers[i].sample(&servers[i].Connected)
-		servers[i].perSocket(servers[i].Connected)
-	}
+	})
 	log.printf("connected %d, failed %d in %.2fs", conn.ok, conn.failed, conn.elapsed.Seconds())
 
 	var window, chatCPU time.Duration
 	if ctx.Err() == nil && conn.ok > 0 {
-		cpu0, _ := selfUsage()
-		start := r.since()
-		if cfg.Duration > 0 {
-			r.deadline = start + cfg.Duration
-		}
-		log.printf("chatting: %s", chatPlan(cfg))
-		stopProgress := make(chan struct{})
-		var progress sync.WaitGroup
-		progress.Go(func() { chatProgress(slots, start, r, stopProgress, log) })
-		var senders sync.WaitGroup
-		for _, s := range slots {
-			if s.conn != nil {
-				senders.Go(func() { s.chat(ctx, &readers) })
+		chatCPU = cpuOf(func() {
+			start := r.since()
+			if cfg.Duration > 0 {
+				r.deadline = start + cfg.Duration
 			}
-		}
-		senders.Wait()
-		window = r.since() - start
-		close(stopProgress)
-		progress.Wait()
-		cpu1, _ := selfUsage()
-		chatCPU = cpu1 - cpu0
+			log.printf("chatting: %s", chatPlan(cfg))
+			stop := every(2*time.Second, func() {
+				var ended, tokens int64
+				for _, s := range slots {
+					ended += s.ended.Load()
+					tokens += s.tokens.Load()
+				}
+				log.printf("chatting: %d chats ended, %d tokens (%.0f/s)", ended, tokens, rate(tokens, r.since()-start))
+			})
+			var senders sync.WaitGroup
+			for _, s := range slots {
+				if s.conn != nil {
+					senders.Go(func() { s.chat(ctx, readers) })
+				}
+			}
+			senders.Wait()
+			window = r.since() - start
+			stop()
+		})
 	}
 
-	for i := range servers {
-		servers[i].sample(&servers[i].End)
-	}
 	open := make([]*client, 0, len(slots))
 	for _, s := range slots {
 		if s.conn != nil {
 			open = append(open, s.conn.c)
 		}
 	}
-	closeAll(open, t.connectConc)
-	readers.Wait()
+	b.finish(open)
 
-	rep := &chatReport{
-		Command:     "chat",
-		URLs:        urlStrings(t),
-		Config:      cfg,
-		Interrupted: ctx.Err() != nil,
-		Connect:     conn.report(),
-		Servers:     servers,
-	}
+	rep := &chatReport{runHead: newHead(ctx, b, "chat", cfg)}
 	c := &rep.Chats
 	var toStarted, toFirst, gaps, totals, perChatTokens []int32
 	for _, s := range slots {
@@ -552,8 +509,7 @@ func chat(ctx context.Context, t *target, cfg chatConfig, log logger) (*chatRepo
 	rep.Gap = summarize(gaps)
 	rep.Total = summarize(totals)
 	rep.Escalations = r.escalations.snapshot()
-	rep.Errors = r.errs.snapshot()
-	rep.Tool = usage.stop()
+	rep.runTail = b.tail()
 	if rep.Tokens.Received > 0 {
 		rep.CPUPerToken = math.Round(float64(chatCPU.Nanoseconds())/float64(rep.Tokens.Received)/100) / 10
 	}
@@ -595,24 +551,6 @@ func chatPlan(cfg chatConfig) string {
 		return s + ", each on a new thread"
 	}
 	return s + ", each connection continuing its thread"
-}
-
-func chatProgress(slots []*chatSlot, start time.Duration, r *chatRun, stop <-chan struct{}, log logger) {
-	tick := time.NewTicker(2 * time.Second)
-	defer tick.Stop()
-	for {
-		select {
-		case <-tick.C:
-			var ended, tokens int64
-			for _, s := range slots {
-				ended += s.ended.Load()
-				tokens += s.tokens.Load()
-			}
-			log.printf("chatting: %d chats ended, %d tokens (%.0f/s)", ended, tokens, rate(tokens, r.since()-start))
-		case <-stop:
-			return
-		}
-	}
 }
 
 func countsOf(samples []int32) countSummary {
@@ -882,12 +820,7 @@ func (r *chatReport) print(w io.Writer) error {
 	p.line("chat", "%d connections, %s; message %d chars, channel %s%s",
 		cfg.Conns, chatPlan(cfg), len([]rune(cfg.Message)), cfg.Channel, interrupted(r.Interrupted))
 	p.line("servers", "%s", joinComma(r.URLs))
-	cn := r.Connect
-	p.line("connect", "%d connected, %d failed of %d in %.2fs (%.1f/s)", cn.Connected, cn.Failed, cn.Sockets, cn.Seconds, cn.PerSecond)
-	if cn.Latency.Samples > 0 {
-		p.line("", "per socket (dial): p50 %s  p90 %s  p99 %s  max %s",
-			ms(cn.Latency.P50), ms(cn.Latency.P90), ms(cn.Latency.P99), ms(cn.Latency.Max))
-	}
+	p.connect(r.Connect, "dial")
 	c := r.Chats
 	p.line("chats", "%d sent, %d started, %d ended (%d escalated) in %.2fs (%.1f/s)",
 		c.Sent, c.Started, c.Ended, c.Escalated, c.Seconds, c.PerSecond)
@@ -912,13 +845,11 @@ func (r *chatReport) print(w io.Writer) error {
 		p.counts(r.Escalations)
 	}
 	p.line("messages", "%d unexpected", r.Unexpected)
-	p.errors(r.Errors)
-	p.servers(r.Servers)
 	perToken := ""
 	if r.CPUPerToken > 0 {
 		perToken = fmt.Sprintf("; %.1fµs per token while chatting", r.CPUPerToken)
 	}
-	p.tool(r.Tool, perToken)
+	p.tail(r.runTail, perToken)
 	return p.err
 }
 

@@ -88,20 +88,7 @@ func connectAll(ctx context.Context, t *target, n int, open opener, errs *tally,
 		}
 	}()
 
-	stopProgress := make(chan struct{})
-	var progress sync.WaitGroup
-	progress.Go(func() {
-		tick := time.NewTicker(2 * time.Second)
-		defer tick.Stop()
-		for {
-			select {
-			case <-tick.C:
-				log.printf("connecting: %d/%d", done.Load(), n)
-			case <-stopProgress:
-				return
-			}
-		}
-	})
+	stopProgress := every(2*time.Second, func() { log.printf("connecting: %d/%d", done.Load(), n) })
 
 	start := time.Now()
 	var workers sync.WaitGroup
@@ -119,8 +106,7 @@ func connectAll(ctx context.Context, t *target, n int, open opener, errs *tally,
 	}
 	workers.Wait()
 	res.elapsed = time.Since(start)
-	close(stopProgress)
-	progress.Wait()
+	stopProgress()
 
 	lat := res.latency[:0]
 	for i, c := range res.clients {

@@ -42,49 +42,30 @@ func (c fanoutConfig) MarshalJSON() ([]byte, error) {
 		c.Grace.Seconds(), c.Late.Seconds(), c.MaxSamples})
 }
 
-func runFanout(ctx context.Context, args []string, stdout io.Writer) error {
-	fs := flag.NewFlagSet("fanout", flag.ContinueOnError)
-	fs.SetOutput(stdout)
-	common := addCommonFlags(fs)
-	var cfg fanoutConfig
-	fs.IntVar(&cfg.Sockets, "sockets", 1000, "sockets `N` (each subscribes to one session)")
-	fs.IntVar(&cfg.Sessions, "sessions", 100, "sessions `S`; socket i joins session i mod S")
-	fs.IntVar(&cfg.Publishers, "publishers", 0, "publishers `P` (sockets 0..P-1, so spread over sessions; 0: one per session)")
-	fs.Float64Var(&cfg.Rate, "rate", 100, "broadcasts per second `R`, all publishers together, evenly spaced")
-	fs.DurationVar(&cfg.Duration, "duration", 10*time.Second, "measured publishing time")
-	fs.DurationVar(&cfg.Warmup, "warmup", 2*time.Second, "publishing time before measuring (not counted)")
-	fs.DurationVar(&cfg.Grace, "grace", 2*time.Second, "wait at most this long after the last broadcast for deliveries in flight")
-	fs.DurationVar(&cfg.Late, "late", time.Millisecond, "a send this far behind its schedule counts as late")
-	fs.IntVar(&cfg.MaxSamples, "max-samples", 8_000_000, "latency samples kept (4 bytes each); beyond, 1 in k deliveries is sampled")
-	fs.Usage = func() {
-		// Usage text to stderr: a failed write has nowhere to be reported.
-		_, _ = fmt.Fprintf(fs.Output(), "Usage: wsbench fanout [flags]\n\n"+
-			"N sockets over S sessions; P of them publish R broadcasts/s in total for -duration\n"+
-			"after -warmup. Every socket of a session receives every broadcast (sender included):\n"+
-			"expected deliveries = broadcasts sent x sockets on the session.\nExamples of the benchmark scenarios: wsbench -h.\n\nFlags:\n")
-		fs.PrintDefaults()
-	}
-	if help, err := parseFlags(fs, args); help || err != nil {
-		return err
-	}
-	if cfg.Publishers == 0 {
-		cfg.Publishers = min(cfg.Sessions, cfg.Sockets)
-	}
-	if err := cfg.validate(); err != nil {
-		return err
-	}
-	t, err := common.target("fanout")
-	if err != nil {
-		return err
-	}
-	rep, err := fanout(ctx, t, cfg, common.logger(stdout))
-	if err != nil {
-		return err
-	}
-	if common.jsonOut {
-		return writeJSON(stdout, rep)
-	}
-	return rep.print(stdout)
+var fanoutCommand = command[fanoutConfig, *fanoutReport]{
+	name: "fanout",
+	about: "N sockets over S sessions; P of them publish R broadcasts/s in total for -duration\n" +
+		"after -warmup. Every socket of a session receives every broadcast (sender included):\n" +
+		"expected deliveries = broadcasts sent x sockets on the session.",
+	common: addCommonFlags,
+	flags: func(fs *flag.FlagSet, cfg *fanoutConfig) {
+		fs.IntVar(&cfg.Sockets, "sockets", 1000, "sockets `N` (each subscribes to one session)")
+		fs.IntVar(&cfg.Sessions, "sessions", 100, "sessions `S`; socket i joins session i mod S")
+		fs.IntVar(&cfg.Publishers, "publishers", 0, "publishers `P` (sockets 0..P-1, so spread over sessions; 0: one per session)")
+		fs.Float64Var(&cfg.Rate, "rate", 100, "broadcasts per second `R`, all publishers together, evenly spaced")
+		fs.DurationVar(&cfg.Duration, "duration", 10*time.Second, "measured publishing time")
+		fs.DurationVar(&cfg.Warmup, "warmup", 2*time.Second, "publishing time before measuring (not counted)")
+		fs.DurationVar(&cfg.Grace, "grace", 2*time.Second, "wait at most this long after the last broadcast for deliveries in flight")
+		fs.DurationVar(&cfg.Late, "late", time.Millisecond, "a send this far behind its schedule counts as late")
+		fs.IntVar(&cfg.MaxSamples, "max-samples", 8_000_000, "latency samples kept (4 bytes each); beyond, 1 in k deliveries is sampled")
+	},
+	check: func(_ *flag.FlagSet, cfg *fanoutConfig) error {
+		if cfg.Publishers == 0 {
+			cfg.Publishers = min(cfg.Sessions, cfg.Sockets)
+		}
+		return cfg.validate()
+	},
+	run: fanout,
 }
 
 func (c *fanoutConfig) validate() error {
@@ -307,20 +288,14 @@ func (p *fanoutPlan) publish(ctx context.Context, c *client, j int, t0 time.Time
 
 // fanoutReport is the result of a fanout run.
 type fanoutReport struct {
-	Command     string          `json:"command"`
-	URLs        []string        `json:"urls"`
-	Config      fanoutConfig    `json:"config"`
-	Interrupted bool            `json:"interrupted"`
-	Connect     connectReport   `json:"connect"`
-	Broadcasts  broadcastReport `json:"broadcasts"`
-	Deliveries  deliveryReport  `json:"deliveries"`
-	Latency     latencySummary  `json:"latency"`
+	runHead[fanoutConfig]
+	Broadcasts broadcastReport `json:"broadcasts"`
+	Deliveries deliveryReport  `json:"deliveries"`
+	Latency    latencySummary  `json:"latency"`
 	// SampleEvery is k when 1 in k deliveries was sampled for latency.
-	SampleEvery int64          `json:"latency_sample_every"`
-	Dropped     int            `json:"sockets_dropped"`
-	Errors      map[string]int `json:"errors"`
-	Servers     []serverRSS    `json:"servers,omitempty"`
-	Tool        toolUsage      `json:"wsbench"`
+	SampleEvery int64 `json:"latency_sample_every"`
+	Dropped     int   `json:"sockets_dropped"`
+	runTail
 	// CPUPerDelivery is wsbench's CPU time while publishing and in the
 	// grace period (publishers and receivers) per delivery received.
 	CPUPerDelivery float64 `json:"wsbench_cpu_per_delivery_us"`
@@ -352,32 +327,23 @@ type deliveryReport struct {
 // fanout runs the benchmark. Every path after connecting closes all sockets
 // and waits for their readers, so counts are final when it returns.
 func fanout(ctx context.Context, t *target, cfg fanoutConfig, log logger) (*fanoutReport, error) {
-	if err := ensureFiles(cfg.Sockets); err != nil {
+	b, err := startBench(t, cfg.Sockets, log)
+	if err != nil {
 		return nil, err
 	}
-	usage := startUsage()
 	plan := newFanoutPlan(cfg)
-	errs := &tally{}
-	servers := newServerRSS(t)
-	for i := range servers {
-		servers[i].sample(&servers[i].Before)
-	}
+	errs := b.errs
 
 	log.printf("fanout: connecting %d sockets over %d sessions to %s", cfg.Sockets, cfg.Sessions, urlList(t))
 	receivers := make([]*receiver, cfg.Sockets)
-	var readers sync.WaitGroup
-	conn := connectAll(ctx, t, cfg.Sockets, sessionOpener(t, socketPlan{
+	conn := b.sessions(ctx, cfg.Sockets, socketPlan{
 		sessions: cfg.Sessions,
 		handler: func(c *client) handler {
 			r := plan.newReceiver(c)
 			receivers[c.idx] = r
 			return r
 		},
-	}, errs, &readers), errs, log)
-	countSockets(servers, conn.clients)
-	for i := range servers {
-		servers[i].sample(&servers[i].Connected)
-	}
+	})
 	log.printf("connected %d, failed %d in %.2fs", conn.ok, conn.failed, conn.elapsed.Seconds())
 
 	subs := aliveBySession(conn.clients, cfg.Sessions)
@@ -385,66 +351,50 @@ func fanout(ctx context.Context, t *target, cfg fanoutConfig, log logger) (*fano
 	var window time.Duration
 	var publishCPU time.Duration
 	if ctx.Err() == nil && conn.ok > 0 {
-		cpu0, _ := selfUsage()
-		t0 := time.Now().Add(50 * time.Millisecond)
-		log.printf("publishing %.0f broadcasts/s: %s warm-up, then %s measured", cfg.Rate, cfg.Warmup, cfg.Duration)
-		var pw sync.WaitGroup
-		for j := range cfg.Publishers {
-			if c := conn.clients[j]; c != nil {
-				pw.Go(func() { pubs[j] = plan.publish(ctx, c, j, t0, errs) })
+		publishCPU = cpuOf(func() {
+			t0 := time.Now().Add(50 * time.Millisecond)
+			log.printf("publishing %.0f broadcasts/s: %s warm-up, then %s measured", cfg.Rate, cfg.Warmup, cfg.Duration)
+			var pw sync.WaitGroup
+			for j := range cfg.Publishers {
+				if c := conn.clients[j]; c != nil {
+					pw.Go(func() { pubs[j] = plan.publish(ctx, c, j, t0, errs) })
+				}
 			}
-		}
-		pw.Wait()
-		// Sends are spread over [warm-up, warm-up + duration); a late
-		// publisher stretches the window, an interruption shortens it.
-		window = max(0, time.Since(t0.Add(cfg.Warmup)))
-		if ctx.Err() == nil {
-			window = max(window, cfg.Duration)
-		}
-		expected := expectedDeliveries(plan, pubs, subs)
-		log.printf("published; waiting up to %s for deliveries in flight", cfg.Grace)
-		waitDeliveries(receivers, expected, cfg.Grace)
-		cpu1, _ := selfUsage()
-		publishCPU = cpu1 - cpu0
+			pw.Wait()
+			// Sends are spread over [warm-up, warm-up + duration); a late
+			// publisher stretches the window, an interruption shortens it.
+			window = max(0, time.Since(t0.Add(cfg.Warmup)))
+			if ctx.Err() == nil {
+				window = max(window, cfg.Duration)
+			}
+			expected := expectedDeliveries(plan, pubs, subs)
+			log.printf("published; waiting up to %s for deliveries in flight", cfg.Grace)
+			waitDeliveries(receivers, expected, cfg.Grace)
+		})
 	}
 
-	dropped := 0
-	for _, c := range conn.clients {
-		if c != nil && !c.alive.Load() {
-			dropped++
-		}
-	}
-	for i := range servers {
-		servers[i].sample(&servers[i].End)
-		servers[i].perSocket(servers[i].Connected)
-	}
-	closeAll(conn.clients, t.connectConc)
-	readers.Wait()
+	dropped := b.dropped()
+	b.finish(conn.clients)
 
 	rep := &fanoutReport{
-		Command:     "fanout",
-		URLs:        urlStrings(t),
-		Config:      cfg,
-		Interrupted: ctx.Err() != nil,
-		Connect:     conn.report(),
+		runHead:     newHead(ctx, b, "fanout", cfg),
 		SampleEvery: plan.stride,
 		Dropped:     dropped,
-		Servers:     servers,
 	}
-	b := &rep.Broadcasts
+	bc := &rep.Broadcasts
 	var maxLag time.Duration
 	for _, p := range pubs {
 		if p.active {
-			b.Publishers++
+			bc.Publishers++
 		}
-		b.Sent += p.measured
-		b.WarmUp += p.warm
-		b.Late += p.late
+		bc.Sent += p.measured
+		bc.WarmUp += p.warm
+		bc.Late += p.late
 		maxLag = max(maxLag, p.maxLag)
 	}
-	b.MaxLagUs = micros(maxLag)
-	b.Seconds = window.Seconds()
-	b.PerSecond = rate(b.Sent, window)
+	bc.MaxLagUs = micros(maxLag)
+	bc.Seconds = window.Seconds()
+	bc.PerSecond = rate(bc.Sent, window)
 
 	d := &rep.Deliveries
 	d.Expected = expectedDeliveries(plan, pubs, subs)
@@ -470,8 +420,7 @@ func fanout(ctx context.Context, t *target, cfg fanoutConfig, log logger) (*fano
 	}
 	d.PerSecond = rate(d.Received, window)
 	rep.Latency = summarize(plan.samples[:n])
-	rep.Errors = errs.snapshot()
-	rep.Tool = usage.stop()
+	rep.runTail = b.tail()
 	if n := d.Received + d.WarmUp; n > 0 {
 		rep.CPUPerDelivery = math.Round(float64(publishCPU.Microseconds())/float64(n)*10) / 10
 	}
@@ -513,7 +462,7 @@ func (r *fanoutReport) print(w io.Writer) error {
 	p.line("fanout", "%d sockets, %d sessions, %d publishers, %g broadcasts/s, %s measured after %s warm-up%s",
 		c.Sockets, c.Sessions, c.Publishers, c.Rate, c.Duration, c.Warmup, interrupted(r.Interrupted))
 	p.line("servers", "%s", joinComma(r.URLs))
-	p.connect(r.Connect)
+	p.connect(r.Connect, "dial + hello")
 	b := r.Broadcasts
 	p.line("broadcasts", "%d sent (+%d warm-up) by %d publishers over %.2fs (%.1f/s); late (>%s) %d, max lag %s",
 		b.Sent, b.WarmUp, b.Publishers, b.Seconds, b.PerSecond, c.Late, b.Late, ms(b.MaxLagUs))
@@ -526,12 +475,10 @@ func (r *fanoutReport) print(w io.Writer) error {
 	}
 	p.latency("latency", r.Latency, sampled)
 	p.line("sockets", "%d dropped by the server during the run", r.Dropped)
-	p.errors(r.Errors)
-	p.servers(r.Servers)
 	perDelivery := ""
 	if r.CPUPerDelivery > 0 {
 		perDelivery = fmt.Sprintf("; %.1fµs per delivery while publishing", r.CPUPerDelivery)
 	}
-	p.tool(r.Tool, perDelivery)
+	p.tail(r.runTail, perDelivery)
 	return p.err
 }

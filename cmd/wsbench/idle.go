@@ -7,7 +7,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"sync"
 	"time"
 )
 
@@ -33,62 +32,40 @@ func (c idleConfig) MarshalJSON() ([]byte, error) {
 	}{c.Sockets, c.Sessions, c.Duration.Seconds(), c.Settle.Seconds(), c.Samples, c.SampleEvery.Seconds()})
 }
 
-func runIdle(ctx context.Context, args []string, stdout io.Writer) error {
-	fs := flag.NewFlagSet("idle", flag.ContinueOnError)
-	fs.SetOutput(stdout)
-	common := addCommonFlags(fs)
-	var cfg idleConfig
-	fs.IntVar(&cfg.Sockets, "sockets", 1000, "sockets `N` to open and hold")
-	fs.IntVar(&cfg.Sessions, "sessions", 0, "sessions `S`; socket i joins session i mod S (0: one session per socket)")
-	fs.DurationVar(&cfg.Duration, "duration", 30*time.Second, "hold the sockets this long after connecting (at least settle + sampling)")
-	fs.DurationVar(&cfg.Settle, "settle", 5*time.Second, "wait after connecting before sampling the server's RSS")
-	fs.IntVar(&cfg.Samples, "samples", 3, "RSS samples after settling; the last one gives the per-socket figure")
-	fs.DurationVar(&cfg.SampleEvery, "sample-every", time.Second, "time between RSS samples")
-	fs.Usage = func() {
-		// Usage text to stderr: a failed write has nowhere to be reported.
-		_, _ = fmt.Fprintf(fs.Output(), "Usage: wsbench idle [flags]\n\n"+
-			"Open N sockets (hello done), hold them, and with -pid report the server's RSS per\n"+
-			"socket: (RSS after settling - RSS before connecting) / sockets on that server.\nExamples of the benchmark scenarios: wsbench -h.\n\nFlags:\n")
-		fs.PrintDefaults()
-	}
-	if help, err := parseFlags(fs, args); help || err != nil {
-		return err
-	}
-	switch {
-	case cfg.Sockets < 1:
-		return errors.New("-sockets must be at least 1")
-	case cfg.Sessions < 0 || cfg.Sessions > cfg.Sockets:
-		return errors.New("-sessions must be between 0 and -sockets")
-	case cfg.Duration < 0 || cfg.Settle < 0 || cfg.SampleEvery <= 0 || cfg.Samples < 0:
-		return errors.New("-duration, -settle and -samples must not be negative, -sample-every must be positive")
-	}
-	t, err := common.target("idle")
-	if err != nil {
-		return err
-	}
-	rep, err := idle(ctx, t, cfg, common.logger(stdout))
-	if err != nil {
-		return err
-	}
-	if common.jsonOut {
-		return writeJSON(stdout, rep)
-	}
-	return rep.print(stdout)
+var idleCommand = command[idleConfig, *idleReport]{
+	name: "idle",
+	about: "Open N sockets (hello done), hold them, and with -pid report the server's RSS per\n" +
+		"socket: (RSS after settling - RSS before connecting) / sockets on that server.",
+	common: addCommonFlags,
+	flags: func(fs *flag.FlagSet, cfg *idleConfig) {
+		fs.IntVar(&cfg.Sockets, "sockets", 1000, "sockets `N` to open and hold")
+		fs.IntVar(&cfg.Sessions, "sessions", 0, "sessions `S`; socket i joins session i mod S (0: one session per socket)")
+		fs.DurationVar(&cfg.Duration, "duration", 30*time.Second, "hold the sockets this long after connecting (at least settle + sampling)")
+		fs.DurationVar(&cfg.Settle, "settle", 5*time.Second, "wait after connecting before sampling the server's RSS")
+		fs.IntVar(&cfg.Samples, "samples", 3, "RSS samples after settling; the last one gives the per-socket figure")
+		fs.DurationVar(&cfg.SampleEvery, "sample-every", time.Second, "time between RSS samples")
+	},
+	check: func(_ *flag.FlagSet, cfg *idleConfig) error {
+		switch {
+		case cfg.Sockets < 1:
+			return errors.New("-sockets must be at least 1")
+		case cfg.Sessions < 0 || cfg.Sessions > cfg.Sockets:
+			return errors.New("-sessions must be between 0 and -sockets")
+		case cfg.Duration < 0 || cfg.Settle < 0 || cfg.SampleEvery <= 0 || cfg.Samples < 0:
+			return errors.New("-duration, -settle and -samples must not be negative, -sample-every must be positive")
+		}
+		return nil
+	},
+	run: idle,
 }
 
 // idleReport is the result of an idle run.
 type idleReport struct {
-	Command     string         `json:"command"`
-	URLs        []string       `json:"urls"`
-	Config      idleConfig     `json:"config"`
-	Interrupted bool           `json:"interrupted"`
-	Connect     connectReport  `json:"connect"`
-	HeldSeconds float64        `json:"held_seconds"`
-	Dropped     int            `json:"sockets_dropped"`
-	Messages    int64          `json:"unexpected_messages"`
-	Errors      map[string]int `json:"errors"`
-	Servers     []serverRSS    `json:"servers,omitempty"`
-	Tool        toolUsage      `json:"wsbench"`
+	runHead[idleConfig]
+	HeldSeconds float64 `json:"held_seconds"`
+	Dropped     int     `json:"sockets_dropped"`
+	Messages    int64   `json:"unexpected_messages"`
+	runTail
 }
 
 // idleSocket counts messages an idle socket should not get.
@@ -97,36 +74,27 @@ type idleSocket struct{ messages int64 }
 func (s *idleSocket) message(*message, time.Time) { s.messages++ }
 
 func idle(ctx context.Context, t *target, cfg idleConfig, log logger) (*idleReport, error) {
-	if err := ensureFiles(cfg.Sockets); err != nil {
+	b, err := startBench(t, cfg.Sockets, log)
+	if err != nil {
 		return nil, err
 	}
 	sessions := cfg.Sessions
 	if sessions == 0 {
 		sessions = cfg.Sockets
 	}
-	usage := startUsage()
-	errs := &tally{}
-	servers := newServerRSS(t)
-	for i := range servers {
-		servers[i].sample(&servers[i].Before)
-	}
+	servers := b.servers
 
 	log.printf("idle: connecting %d sockets over %d sessions to %s", cfg.Sockets, sessions, urlList(t))
 	sockets := make([]*idleSocket, cfg.Sockets)
-	var readers sync.WaitGroup
-	conn := connectAll(ctx, t, cfg.Sockets, sessionOpener(t, socketPlan{
+	conn := b.sessions(ctx, cfg.Sockets, socketPlan{
 		sessions: sessions,
 		handler: func(c *client) handler {
 			s := &idleSocket{}
 			sockets[c.idx] = s
 			return s
 		},
-	}, errs, &readers), errs, log)
-	held := time.Now()
-	countSockets(servers, conn.clients)
-	for i := range servers {
-		servers[i].sample(&servers[i].Connected)
-	}
+	})
+	held := b.connectedAt
 	log.printf("connected %d, failed %d in %.2fs; holding", conn.ok, conn.failed, conn.elapsed.Seconds())
 
 	if len(servers) > 0 && sleepUntil(ctx, held.Add(cfg.Settle)) {
@@ -145,41 +113,20 @@ func idle(ctx context.Context, t *target, cfg idleConfig, log logger) (*idleRepo
 	holdUntil(ctx, held.Add(cfg.Duration), conn.clients)
 	heldFor := time.Since(held)
 
-	dropped := 0
-	for _, c := range conn.clients {
-		if c != nil && !c.alive.Load() {
-			dropped++
-		}
-	}
-	for i := range servers {
-		s := &servers[i]
-		s.sample(&s.End)
-		after := s.Connected
-		if n := len(s.Settled); n > 0 {
-			after = s.Settled[n-1]
-		}
-		s.perSocket(after)
-	}
-	closeAll(conn.clients, t.connectConc)
-	readers.Wait()
+	dropped := b.dropped()
+	b.finish(conn.clients)
 
 	rep := &idleReport{
-		Command:     "idle",
-		URLs:        urlStrings(t),
-		Config:      cfg,
-		Interrupted: ctx.Err() != nil,
-		Connect:     conn.report(),
+		runHead:     newHead(ctx, b, "idle", cfg),
 		HeldSeconds: heldFor.Seconds(),
 		Dropped:     dropped,
-		Servers:     servers,
 	}
 	for _, s := range sockets {
 		if s != nil {
 			rep.Messages += s.messages
 		}
 	}
-	rep.Errors = errs.snapshot()
-	rep.Tool = usage.stop()
+	rep.runTail = b.tail()
 	return rep, nil
 }
 
@@ -191,11 +138,9 @@ func (r *idleReport) print(w io.Writer) error {
 	}
 	p.line("idle", "%d sockets, sessions: %s, held %.1fs%s", r.Config.Sockets, sessions, r.HeldSeconds, interrupted(r.Interrupted))
 	p.line("servers", "%s", joinComma(r.URLs))
-	p.connect(r.Connect)
+	p.connect(r.Connect, "dial + hello")
 	p.line("sockets", "%d dropped by the server while held, %d unexpected messages", r.Dropped, r.Messages)
-	p.errors(r.Errors)
-	p.servers(r.Servers)
-	p.tool(r.Tool, "")
+	p.tail(r.runTail, "")
 	return p.err
 }
 

@@ -103,13 +103,13 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	var err error
 	switch cmd {
 	case "fanout":
-		err = runFanout(ctx, rest, stdout)
+		err = fanoutCommand.exec(ctx, rest, stdout)
 	case "idle":
-		err = runIdle(ctx, rest, stdout)
+		err = idleCommand.exec(ctx, rest, stdout)
 	case "presence":
-		err = runPresence(ctx, rest, stdout)
+		err = presenceCommand.exec(ctx, rest, stdout)
 	case "chat":
-		err = runChat(ctx, rest, stdout)
+		err = chatCommand.exec(ctx, rest, stdout)
 	case "-h", "-help", "--help", "help":
 		_, err = io.WriteString(stdout, usage)
 		return err

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"flag"
-	"fmt"
 	"io"
 	"strconv"
 	"sync"
@@ -35,51 +34,35 @@ func (c presenceConfig) MarshalJSON() ([]byte, error) {
 	}{c.Sockets, c.Sessions, c.Queries, c.Queriers, c.Settle.Seconds(), c.Timeout.Seconds()})
 }
 
-func runPresence(ctx context.Context, args []string, stdout io.Writer) error {
-	fs := flag.NewFlagSet("presence", flag.ContinueOnError)
-	fs.SetOutput(stdout)
-	common := addCommonFlags(fs)
-	var cfg presenceConfig
-	fs.IntVar(&cfg.Sockets, "sockets", 100, "sockets `K`")
-	fs.IntVar(&cfg.Sessions, "sessions", 1, "sessions `S`; socket i joins session i mod S")
-	fs.IntVar(&cfg.Queries, "queries", 1000, "presence queries `Q` in total")
-	fs.IntVar(&cfg.Queriers, "queriers", 4, "querying sockets `C` (sockets 0..C-1, so spread over sessions), one query in flight each")
-	fs.DurationVar(&cfg.Settle, "settle", time.Second, "wait after connecting before querying (presence of the last hellos may lag)")
-	fs.DurationVar(&cfg.Timeout, "timeout", 5*time.Second, "a query unanswered this long fails and stops its socket's queries")
-	fs.Usage = func() {
-		// Usage text to stderr: a failed write has nowhere to be reported.
-		_, _ = fmt.Fprintf(fs.Output(), "Usage: wsbench presence [flags]\n\n"+
-			"K sockets over S sessions, then Q presence queries from C sockets. A reply is exact\n"+
-			"when count == sockets connected on the session and len(connections) == count.\nExamples of the benchmark scenarios: wsbench -h.\n\nFlags:\n")
-		fs.PrintDefaults()
-	}
-	if help, err := parseFlags(fs, args); help || err != nil {
-		return err
-	}
-	switch {
-	case cfg.Sockets < 1:
-		return errors.New("-sockets must be at least 1")
-	case cfg.Sessions < 1 || cfg.Sessions > cfg.Sockets:
-		return errors.New("-sessions must be between 1 and -sockets")
-	case cfg.Queriers < 1 || cfg.Queriers > cfg.Sockets:
-		return errors.New("-queriers must be between 1 and -sockets")
-	case cfg.Queries < 0:
-		return errors.New("-queries must not be negative")
-	case cfg.Settle < 0 || cfg.Timeout <= 0:
-		return errors.New("-settle must not be negative and -timeout must be positive")
-	}
-	t, err := common.target("presence")
-	if err != nil {
-		return err
-	}
-	rep, err := presence(ctx, t, cfg, common.logger(stdout))
-	if err != nil {
-		return err
-	}
-	if common.jsonOut {
-		return writeJSON(stdout, rep)
-	}
-	return rep.print(stdout)
+var presenceCommand = command[presenceConfig, *presenceReport]{
+	name: "presence",
+	about: "K sockets over S sessions, then Q presence queries from C sockets. A reply is exact\n" +
+		"when count == sockets connected on the session and len(connections) == count.",
+	common: addCommonFlags,
+	flags: func(fs *flag.FlagSet, cfg *presenceConfig) {
+		fs.IntVar(&cfg.Sockets, "sockets", 100, "sockets `K`")
+		fs.IntVar(&cfg.Sessions, "sessions", 1, "sessions `S`; socket i joins session i mod S")
+		fs.IntVar(&cfg.Queries, "queries", 1000, "presence queries `Q` in total")
+		fs.IntVar(&cfg.Queriers, "queriers", 4, "querying sockets `C` (sockets 0..C-1, so spread over sessions), one query in flight each")
+		fs.DurationVar(&cfg.Settle, "settle", time.Second, "wait after connecting before querying (presence of the last hellos may lag)")
+		fs.DurationVar(&cfg.Timeout, "timeout", 5*time.Second, "a query unanswered this long fails and stops its socket's queries")
+	},
+	check: func(_ *flag.FlagSet, cfg *presenceConfig) error {
+		switch {
+		case cfg.Sockets < 1:
+			return errors.New("-sockets must be at least 1")
+		case cfg.Sessions < 1 || cfg.Sessions > cfg.Sockets:
+			return errors.New("-sessions must be between 1 and -sockets")
+		case cfg.Queriers < 1 || cfg.Queriers > cfg.Sockets:
+			return errors.New("-queriers must be between 1 and -sockets")
+		case cfg.Queries < 0:
+			return errors.New("-queries must not be negative")
+		case cfg.Settle < 0 || cfg.Timeout <= 0:
+			return errors.New("-settle must not be negative and -timeout must be positive")
+		}
+		return nil
+	},
+	run: presence,
 }
 
 // presenceReply is what a querier needs from a presence message.
@@ -113,18 +96,12 @@ func (s *presenceSocket) message(m *message, now time.Time) {
 
 // presenceReport is the result of a presence run.
 type presenceReport struct {
-	Command     string         `json:"command"`
-	URLs        []string       `json:"urls"`
-	Config      presenceConfig `json:"config"`
-	Interrupted bool           `json:"interrupted"`
-	Connect     connectReport  `json:"connect"`
-	Queries     queryReport    `json:"queries"`
-	Latency     latencySummary `json:"latency"`
-	Dropped     int            `json:"sockets_dropped"`
-	Messages    int64          `json:"unexpected_messages"`
-	Errors      map[string]int `json:"errors"`
-	Servers     []serverRSS    `json:"servers,omitempty"`
-	Tool        toolUsage      `json:"wsbench"`
+	runHead[presenceConfig]
+	Queries  queryReport    `json:"queries"`
+	Latency  latencySummary `json:"latency"`
+	Dropped  int            `json:"sockets_dropped"`
+	Messages int64          `json:"unexpected_messages"`
+	runTail
 }
 
 type queryReport struct {
@@ -151,19 +128,14 @@ type mismatch struct {
 const maxExamples = 5
 
 func presence(ctx context.Context, t *target, cfg presenceConfig, log logger) (*presenceReport, error) {
-	if err := ensureFiles(cfg.Sockets); err != nil {
+	b, err := startBench(t, cfg.Sockets, log)
+	if err != nil {
 		return nil, err
 	}
-	usage := startUsage()
-	errs := &tally{}
-	servers := newServerRSS(t)
-	for i := range servers {
-		servers[i].sample(&servers[i].Before)
-	}
+	errs := b.errs
 	log.printf("presence: connecting %d sockets over %d sessions to %s", cfg.Sockets, cfg.Sessions, urlList(t))
 	sockets := make([]*presenceSocket, cfg.Sockets)
-	var readers sync.WaitGroup
-	conn := connectAll(ctx, t, cfg.Sockets, sessionOpener(t, socketPlan{
+	conn := b.sessions(ctx, cfg.Sockets, socketPlan{
 		sessions: cfg.Sessions,
 		handler: func(c *client) handler {
 			s := &presenceSocket{}
@@ -173,21 +145,10 @@ func presence(ctx context.Context, t *target, cfg presenceConfig, log logger) (*
 			sockets[c.idx] = s
 			return s
 		},
-	}, errs, &readers), errs, log)
-	countSockets(servers, conn.clients)
-	for i := range servers {
-		servers[i].sample(&servers[i].Connected)
-		servers[i].perSocket(servers[i].Connected)
-	}
+	})
 	log.printf("connected %d, failed %d in %.2fs", conn.ok, conn.failed, conn.elapsed.Seconds())
 
-	rep := &presenceReport{
-		Command: "presence",
-		URLs:    urlStrings(t),
-		Config:  cfg,
-		Connect: conn.report(),
-		Servers: servers,
-	}
+	var queries queryReport
 	latencies := make([]int32, cfg.Queries)
 	answered := make([]bool, cfg.Queries)
 	if sleepUntil(ctx, time.Now().Add(cfg.Settle)) {
@@ -204,22 +165,20 @@ func presence(ctx context.Context, t *target, cfg presenceConfig, log logger) (*
 		wg.Wait()
 		elapsed := time.Since(start)
 		q.mu.Lock()
-		rep.Queries = q.rep
+		queries = q.rep
 		q.mu.Unlock()
-		rep.Queries.Seconds = elapsed.Seconds()
-		rep.Queries.PerSecond = rate(rep.Queries.Answered, elapsed)
+		queries.Seconds = elapsed.Seconds()
+		queries.PerSecond = rate(queries.Answered, elapsed)
 	}
 
-	for _, c := range conn.clients {
-		if c != nil && !c.alive.Load() {
-			rep.Dropped++
-		}
+	dropped := b.dropped()
+	b.finish(conn.clients)
+
+	rep := &presenceReport{
+		runHead: newHead(ctx, b, "presence", cfg),
+		Queries: queries,
+		Dropped: dropped,
 	}
-	for i := range servers {
-		servers[i].sample(&servers[i].End)
-	}
-	closeAll(conn.clients, t.connectConc)
-	readers.Wait()
 
 	lat := latencies[:0]
 	for k, ok := range answered {
@@ -233,9 +192,7 @@ func presence(ctx context.Context, t *target, cfg presenceConfig, log logger) (*
 			rep.Messages += s.unexpected
 		}
 	}
-	rep.Interrupted = ctx.Err() != nil
-	rep.Errors = errs.snapshot()
-	rep.Tool = usage.stop()
+	rep.runTail = b.tail()
 	return rep, nil
 }
 
@@ -316,7 +273,7 @@ func (r *presenceReport) print(w io.Writer) error {
 	p.line("presence", "%d sockets, %d sessions, %d queries from %d sockets%s",
 		c.Sockets, c.Sessions, c.Queries, c.Queriers, interrupted(r.Interrupted))
 	p.line("servers", "%s", joinComma(r.URLs))
-	p.connect(r.Connect)
+	p.connect(r.Connect, "dial + hello")
 	q := r.Queries
 	p.line("queries", "%d sent, %d answered, %d timed out in %.2fs (%.1f/s)", q.Sent, q.Answered, q.Timeouts, q.Seconds, q.PerSecond)
 	p.line("exactness", "%d exact, %d count != sockets on session, %d len(connections) != count",
@@ -326,8 +283,6 @@ func (r *presenceReport) print(w io.Writer) error {
 	}
 	p.latency("latency", r.Latency, "")
 	p.line("sockets", "%d dropped by the server during the run, %d unexpected messages", r.Dropped, r.Messages)
-	p.errors(r.Errors)
-	p.servers(r.Servers)
-	p.tool(r.Tool, "")
+	p.tail(r.runTail, "")
 	return p.err
 }

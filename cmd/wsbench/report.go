@@ -27,11 +27,13 @@ func (p *printer) line(label, format string, args ...any) {
 	_, p.err = fmt.Fprintf(p.w, "%-12s"+format+"\n", append([]any{label}, args...)...)
 }
 
-func (p *printer) connect(c connectReport) {
+// connect prints how connecting went; what names what a socket's latency
+// spans.
+func (p *printer) connect(c connectReport, what string) {
 	p.line("connect", "%d connected, %d failed of %d in %.2fs (%.1f/s)",
 		c.Connected, c.Failed, c.Sockets, c.Seconds, c.PerSecond)
 	if c.Latency.Samples > 0 {
-		p.line("", "per socket (dial + hello): p50 %s  p90 %s  p99 %s  max %s",
+		p.line("", "per socket (%s): p50 %s  p90 %s  p99 %s  max %s", what,
 			ms(c.Latency.P50), ms(c.Latency.P90), ms(c.Latency.P99), ms(c.Latency.Max))
 	}
 }
@@ -171,4 +173,12 @@ func (m usageMeter) stop() toolUsage {
 func (p *printer) tool(u toolUsage, extra string) {
 	p.line("wsbench", "cpu %.2fs over %.2fs (%.0f%% of one core%s), max rss %s",
 		u.CPUSeconds, u.WallSeconds, u.CPUPercent, extra, bytesIEC(float64(u.MaxRSS)))
+}
+
+// tail prints the end of every report: errors, servers' memory and
+// wsbench's own use, extra following its CPU share.
+func (p *printer) tail(t runTail, extra string) {
+	p.errors(t.Errors)
+	p.servers(t.Servers)
+	p.tool(t.Tool, extra)
 }
