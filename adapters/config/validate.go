@@ -1,0 +1,152 @@
+package config
+
+// The rules that judge settings rather than read them: what a start with DEBUG off
+// requires of the secrets, the settings that only make sense together, and the
+// warnings an operator should see.
+
+import (
+	"fmt"
+	"net/url"
+	"slices"
+	"strings"
+)
+
+// auth reads the secrets and the API key; with DEBUG off it refuses what a
+// production server must not run with.
+func (l *loader) auth(debug bool) Auth {
+	var a Auth
+	// Keys are trimmed like every other value: a stray newline from a secrets file
+	// would otherwise make the API key impossible to send in a header.
+	key, keyName, keySet := l.raw("DJANGO_SECRET_KEY", "SECRET_KEY")
+	a.SecretKey = DevSecretKey
+	if keySet {
+		a.SecretKey = strings.TrimSpace(key)
+	}
+	csrf, csrfName, csrfSet := l.raw("CSRF_SECRET_KEY")
+	a.CSRFSecretKey = a.SecretKey
+	if csrfSet {
+		a.CSRFSecretKey = strings.TrimSpace(csrf)
+	}
+	a.APIKey = l.str("", "AUTH_API_KEY")
+	a.Disabled, _ = l.boolean(false, "AUTH_DISABLED")
+
+	if debug {
+		return a
+	}
+	// Production: refuse anything that looks like a development secret.
+	if !keySet {
+		l.fail(keyName, "required when DJANGO_DEBUG is off; set DJANGO_SECRET_KEY to a random value of at least %d characters", minSecretKeyLen)
+		l.missing = append(l.missing, "DJANGO_SECRET_KEY")
+	} else if why := weakSecret(a.SecretKey); why != "" {
+		l.fail(keyName, "%s; set DJANGO_SECRET_KEY to a random value of at least %d characters when DJANGO_DEBUG is off", why, minSecretKeyLen)
+	}
+	if csrfSet {
+		if why := weakSecret(a.CSRFSecretKey); why != "" {
+			l.fail(csrfName, "%s; use a random value of at least %d characters when DJANGO_DEBUG is off", why, minSecretKeyLen)
+		}
+	}
+	if a.APIKey == "" && !a.Disabled {
+		l.fail("AUTH_API_KEY", "required when DJANGO_DEBUG is off (or set AUTH_DISABLED=1 to run without authentication)")
+		l.missing = append(l.missing, "AUTH_API_KEY (or AUTH_DISABLED=1)")
+	}
+	return a
+}
+
+// weakSecret says why a secret is unfit for production, or returns "". It never
+// includes the secret.
+func weakSecret(s string) string {
+	lower := strings.ToLower(s)
+	switch {
+	case isDevSecret(s):
+		return "is the development placeholder"
+	case strings.Contains(lower, "change-me"), strings.Contains(lower, "changeme"),
+		strings.Contains(lower, "change_me"), strings.Contains(lower, "placeholder"):
+		return "looks like a placeholder"
+	case len(s) < minSecretKeyLen:
+		return fmt.Sprintf("is shorter than %d characters", minSecretKeyLen)
+	}
+	distinct := map[rune]bool{}
+	for _, r := range s {
+		distinct[r] = true
+	}
+	if len(distinct) < 5 {
+		return "has fewer than 5 distinct characters"
+	}
+	return ""
+}
+
+// bedrock reads the Bedrock settings and checks the ones that go in pairs.
+func (l *loader) bedrock() Bedrock {
+	b := Bedrock{
+		Region:            l.str("", "AWS_BEDROCK_REGION"),
+		ChatModelID:       l.str("", "BEDROCK_MODEL_ID_CHAT"),
+		SummaryModelID:    l.str("", "BEDROCK_MODEL_ID_SUMMARY"),
+		GuardrailModelID:  l.str("", "BEDROCK_MODEL_ID_GUARDRAIL"),
+		EscalationModelID: l.str("", "BEDROCK_MODEL_ID_ESCALATION"),
+		GuardrailID:       l.str("", "BEDROCK_GUARDRAIL_ID"),
+		GuardrailVersion:  l.str("", "BEDROCK_GUARDRAIL_VERSION"),
+		EndpointURL:       l.str("", "BEDROCK_ENDPOINT_URL"),
+	}
+	// The bedrock adapters are selected by a region and a chat model
+	// together; one without the other is a mistake, not the local model.
+	switch {
+	case b.Region != "" && b.ChatModelID == "":
+		l.fail("BEDROCK_MODEL_ID_CHAT", "required when AWS_BEDROCK_REGION is set")
+	case b.Region == "" && b.ChatModelID != "":
+		l.fail("AWS_BEDROCK_REGION", "required when BEDROCK_MODEL_ID_CHAT is set")
+	}
+	switch {
+	case b.GuardrailID != "" && b.GuardrailVersion == "":
+		l.fail("BEDROCK_GUARDRAIL_VERSION", "required when BEDROCK_GUARDRAIL_ID is set")
+	case b.GuardrailID == "" && b.GuardrailVersion != "":
+		l.fail("BEDROCK_GUARDRAIL_ID", "required when BEDROCK_GUARDRAIL_VERSION is set")
+	}
+	if b.EndpointURL != "" {
+		u, err := url.Parse(b.EndpointURL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			l.fail("BEDROCK_ENDPOINT_URL", "must be an http:// or https:// URL with a host")
+		}
+	}
+	return b
+}
+
+// checkWarnings notes the settings that are allowed but open something up.
+func (l *loader) checkWarnings(c Config) {
+	if c.Debug {
+		l.warn("%s", debugWarning(c))
+	}
+	if slices.Contains(c.HTTP.Hosts.Allowed, "*") {
+		l.warn("DJANGO_ALLOWED_HOSTS contains \"*\": requests for any Host are accepted")
+	}
+	if slices.Contains(c.HTTP.Hosts.Origins, "*") {
+		l.warn("ALLOWED_ORIGINS contains \"*\": WebSocket upgrades from any Origin are accepted")
+	}
+	if c.Auth.Disabled {
+		l.warn("AUTH_DISABLED is on: no API key is checked")
+	}
+	for _, p := range c.HTTP.TrustedProxies {
+		if p.Bits() == 0 {
+			l.warn("TRUSTED_PROXIES contains %s: every peer is trusted, so any client can choose its address with X-Forwarded-For", p)
+		}
+	}
+}
+
+// debugWarning is the one loud line of a start with DEBUG on: what is open, so that
+// nobody mistakes a development server for a production one.
+func debugWarning(c Config) string {
+	var open []string
+	if !c.Auth.Required() {
+		open = append(open, "no API key is checked")
+	}
+	if isDevSecret(c.Auth.SecretKey) || isDevSecret(c.Auth.CSRFSecretKey) {
+		open = append(open, "tokens are signed with the public development secret")
+	}
+	if c.HTTP.TestPageEnabled {
+		open = append(open, "the test page is served at /ws-test/")
+	}
+	what := "development checks are relaxed"
+	if len(open) > 0 {
+		what = strings.Join(open, ", ")
+	}
+	return "DJANGO_DEBUG is on: THIS SERVER IS OPEN FOR DEVELOPMENT (" + what + "); never expose it, and leave DJANGO_DEBUG unset in production"
+}

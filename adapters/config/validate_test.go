@@ -1,0 +1,106 @@
+package config
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func TestProductionChecks(t *testing.T) {
+	tests := []struct {
+		name string
+		env  map[string]string
+		want []string // error prefixes; none = valid
+	}{
+		{"valid", production(nil), nil},
+		{"valid with auth disabled", production(map[string]string{"AUTH_API_KEY": "", "AUTH_DISABLED": "1"}), nil},
+		{"valid via alias", production(map[string]string{"DJANGO_SECRET_KEY": "", "SECRET_KEY": goodSecret, "DJANGO_DEBUG": "", "DEBUG": "off"}), nil},
+		{"missing secret", production(map[string]string{"DJANGO_SECRET_KEY": ""}), []string{
+			"config: DJANGO_SECRET_KEY: required when DJANGO_DEBUG is off", "config: DJANGO_DEBUG is off (the default), so the server does not start without DJANGO_SECRET_KEY;",
+		}},
+		{"dev default", production(map[string]string{"DJANGO_SECRET_KEY": DevSecretKey}), []string{"config: DJANGO_SECRET_KEY: is the development placeholder"}},
+		{"django-insecure", production(map[string]string{"DJANGO_SECRET_KEY": "django-insecure-" + goodSecret}), []string{"config: DJANGO_SECRET_KEY: is the development placeholder"}},
+		{"change-me", production(map[string]string{"DJANGO_SECRET_KEY": goodSecret + "-Change-Me"}), []string{"config: DJANGO_SECRET_KEY: looks like a placeholder"}},
+		{"changeme", production(map[string]string{"DJANGO_SECRET_KEY": "changeme" + goodSecret}), []string{"config: DJANGO_SECRET_KEY: looks like a placeholder"}},
+		{"placeholder", production(map[string]string{"DJANGO_SECRET_KEY": goodSecret + "PLACEHOLDER"}), []string{"config: DJANGO_SECRET_KEY: looks like a placeholder"}},
+		{"short", production(map[string]string{"DJANGO_SECRET_KEY": goodSecret[:31]}), []string{"config: DJANGO_SECRET_KEY: is shorter than 32 characters"}},
+		{"repetitive", production(map[string]string{"DJANGO_SECRET_KEY": strings.Repeat("ab", 20)}), []string{"config: DJANGO_SECRET_KEY: has fewer than 5 distinct characters"}},
+		{"weak alias names alias", production(map[string]string{"DJANGO_SECRET_KEY": "", "SECRET_KEY": "short"}), []string{"config: SECRET_KEY: is shorter than 32 characters; set DJANGO_SECRET_KEY"}},
+		{"weak CSRF key", production(map[string]string{"CSRF_SECRET_KEY": "short"}), []string{"config: CSRF_SECRET_KEY: is shorter than 32 characters"}},
+		{"missing API key", production(map[string]string{"AUTH_API_KEY": ""}), []string{
+			"config: AUTH_API_KEY: required when DJANGO_DEBUG is off", "config: DJANGO_DEBUG is off (the default), so the server does not start without AUTH_API_KEY (or AUTH_DISABLED=1);",
+		}},
+		{"both", production(map[string]string{"AUTH_API_KEY": "", "DJANGO_SECRET_KEY": ""}), []string{
+			"config: DJANGO_SECRET_KEY: required", "config: AUTH_API_KEY: required",
+			"config: DJANGO_DEBUG is off (the default), so the server does not start without DJANGO_SECRET_KEY and AUTH_API_KEY (or AUTH_DISABLED=1);",
+		}},
+		{"DEBUG unset is off", map[string]string{"DJANGO_SECRET_KEY": goodSecret}, []string{
+			"config: AUTH_API_KEY: required when DJANGO_DEBUG is off", "config: DJANGO_DEBUG is off (the default)",
+		}},
+		{"debug on skips checks", map[string]string{"DJANGO_DEBUG": "1", "DJANGO_SECRET_KEY": "x"}, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg, err := loadEnv(t, tt.env)
+			if len(tt.want) == 0 {
+				require.NoError(t, err)
+				return
+			}
+			require.Error(t, err)
+			assert.Equal(t, Config{}, cfg)
+			lines := errLines(err)
+			require.Len(t, lines, len(tt.want), "errors: %v", err)
+			for i, want := range tt.want {
+				assert.True(t, strings.HasPrefix(lines[i], want), "got %q, want prefix %q", lines[i], want)
+			}
+		})
+	}
+}
+
+func TestProductionConfig(t *testing.T) {
+	cfg, err := loadEnv(t, production(map[string]string{"CSRF_SECRET_KEY": "csrf-" + goodSecret}))
+	require.NoError(t, err)
+	assert.False(t, cfg.Debug)
+	assert.False(t, cfg.HTTP.TestPageEnabled)
+	assert.True(t, cfg.Auth.Required())
+	assert.Equal(t, "csrf-"+goodSecret, cfg.Auth.CSRFSecretKey)
+	assert.Empty(t, cfg.Warnings)
+
+	cfg, err = loadEnv(t, production(map[string]string{"TEST_PAGE_ENABLED": "1"}))
+	require.NoError(t, err)
+	assert.True(t, cfg.HTTP.TestPageEnabled)
+
+	cfg, err = loadEnv(t, dev(map[string]string{"TEST_PAGE_ENABLED": "0"}))
+	require.NoError(t, err)
+	assert.True(t, cfg.Debug)
+	assert.False(t, cfg.HTTP.TestPageEnabled, "an explicit setting wins over DEBUG")
+}
+
+func TestWarnings(t *testing.T) {
+	cfg, err := loadEnv(t, production(map[string]string{
+		"DJANGO_ALLOWED_HOSTS": "*",
+		"ALLOWED_ORIGINS":      "*",
+		"AUTH_DISABLED":        "1",
+		"DATABASE_URL":         "postgres://h/d",
+		"PSQL_HOST":            "db",
+	}))
+	require.NoError(t, err)
+	all := strings.Join(cfg.Warnings, "\n")
+	assert.Len(t, cfg.Warnings, 4)
+	assert.Contains(t, all, `DJANGO_ALLOWED_HOSTS contains "*"`)
+	assert.Contains(t, all, `ALLOWED_ORIGINS contains "*"`)
+	assert.Contains(t, all, "AUTH_DISABLED is on")
+	assert.Contains(t, all, "DATABASE_URL is used")
+	assert.False(t, cfg.Auth.Required(), "AUTH_DISABLED turns the check off even with a key")
+}
+
+func TestTrustingEveryAddressWarns(t *testing.T) {
+	cfg, err := loadEnv(t, production(map[string]string{"TRUSTED_PROXIES": "10.0.0.0/8,0.0.0.0/0,::/0"}))
+	require.NoError(t, err)
+	assert.Equal(t, []string{
+		"TRUSTED_PROXIES contains 0.0.0.0/0: every peer is trusted, so any client can choose its address with X-Forwarded-For",
+		"TRUSTED_PROXIES contains ::/0: every peer is trusted, so any client can choose its address with X-Forwarded-For",
+	}, cfg.Warnings)
+}
