@@ -5,11 +5,13 @@
 // answers. It also speaks to the Django reference server, which sends no
 // hello_ok (use -no-hello-ok there).
 //
-// Each subcommand lives in its own file (fanout.go, idle.go, presence.go,
-// chat.go); the socket client is in client.go, connecting (shared by all
-// subcommands) and the hello handshake in connect.go, flags shared by
-// all subcommands in flags.go, message parsing in proto.go and statistics in
-// stats.go.
+// Every subcommand is a command run in the frame of runner.go: flags, the
+// servers' RSS, connecting (connect.go, through one connectAll), closing
+// and the common parts of the report (report.go). Each subcommand lives in
+// its own file (fanout.go, idle.go, presence.go, and chat.go with the chat
+// connections in chatslot.go and their messages in chatproto.go); the
+// socket client is in client.go, flags shared by all subcommands in
+// flags.go, session message parsing in proto.go and statistics in stats.go.
 package main
 
 import (

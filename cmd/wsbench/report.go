@@ -53,6 +53,15 @@ func (p *printer) errors(m map[string]int) {
 		p.line("errors", "none")
 		return
 	}
+	p.tally("errors", m)
+}
+
+// counts prints a tally under the previous line, most frequent first.
+func (p *printer) counts(m map[string]int) { p.tally("", m) }
+
+// tally prints one line per key of m, most frequent first, the first one
+// labelled.
+func (p *printer) tally(label string, m map[string]int) {
 	keys := make([]string, 0, len(m))
 	for k := range m {
 		keys = append(keys, k)
@@ -60,12 +69,9 @@ func (p *printer) errors(m map[string]int) {
 	slices.SortFunc(keys, func(a, b string) int {
 		return cmp.Or(cmp.Compare(m[b], m[a]), cmp.Compare(a, b))
 	})
-	for i, k := range keys {
-		label := ""
-		if i == 0 {
-			label = "errors"
-		}
+	for _, k := range keys {
 		p.line(label, "%6d  %s", m[k], k)
+		label = ""
 	}
 }
 
