@@ -227,9 +227,10 @@ type Turn struct {
 }
 
 // ThreadStore keeps threads, their messages, the checkpoints of the graph
-// runs and the escalations. Messages are rows: appending never rewrites
-// what is stored. Every method but Create and SaveTurn returns
-// ErrThreadNotFound for a thread that was never created. Every store
+// runs and the escalations. A chat writes its turn at once (SaveTurn); the
+// conversation reads a thread back (Load, History). Messages are rows:
+// saving a turn never rewrites what is stored. The reads return
+// ErrThreadNotFound for a thread that no turn created. Every store
 // refuses, with ErrUnstorable, what PostgreSQL cannot keep: text that is
 // not UTF-8 or holds NUL, ids longer than 255 characters, checkpoint states
 // that are not JSON or hold the escape \u0000 or a lone surrogate escape
@@ -237,27 +238,20 @@ type Turn struct {
 type ThreadStore interface {
 	// Load returns the thread with its messages and escalations.
 	Load(ctx context.Context, threadID string) (Thread, error)
-	// Create records an empty thread. Creating a thread that exists
-	// changes nothing and is not an error (two instances may race).
-	Create(ctx context.Context, threadID, channel string) error
-	// Append adds messages at the end of the thread, in order. Message IDs
-	// are unique.
-	Append(ctx context.Context, threadID string, msgs ...Message) error
 	// History returns the thread's messages in order.
 	History(ctx context.Context, threadID string) ([]Message, error)
-	// SaveCheckpoint records the state of a run after one step.
-	SaveCheckpoint(ctx context.Context, threadID string, cp Checkpoint) error
 	// Checkpoints returns the thread's checkpoints in the order saved.
 	Checkpoints(ctx context.Context, threadID string) ([]Checkpoint, error)
-	// RecordEscalation records that the thread was escalated.
-	RecordEscalation(ctx context.Context, threadID string, e EscalationRecord) error
 	// SaveTurn stores a chat's turn all at once, or nothing of it when it
-	// fails: it creates the thread unless it exists (as Create), appends
-	// t.Messages (as Append), then records t.Checkpoints and t.Escalation.
-	// The messages of turns saved at once on one thread, from any instance,
-	// are not interleaved. A turn that does not name its thread is refused.
-	// A turn whose t.Fence is stale is refused with ErrFenced; otherwise
-	// the thread's fence is raised to t.Fence with the turn.
+	// fails: it creates the thread unless it exists (two instances may
+	// race to: neither fails, and the thread keeps the first turn's
+	// channel), appends t.Messages in order (their IDs unique in the
+	// thread), then records t.Checkpoints and t.Escalation. A turn with no
+	// messages still creates its thread. The messages of turns saved at
+	// once on one thread, from any instance, are not interleaved. A turn
+	// that does not name its thread is refused. A turn whose t.Fence is
+	// stale is refused with ErrFenced; otherwise the thread's fence is
+	// raised to t.Fence with the turn.
 	SaveTurn(ctx context.Context, t Turn) error
 }
 

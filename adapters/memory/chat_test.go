@@ -66,8 +66,11 @@ func TestThreadsKeepTheNewestRowsPerThread(t *testing.T) {
 			Escalation: &ports.EscalationRecord{RunID: run, Reason: ports.ReasonRule},
 		}))
 	}
-	require.NoError(t, s.Append(ctx, "t", ports.Message{ID: "late", Role: ports.RoleUser, Content: "appended"}))
-	require.NoError(t, s.SaveCheckpoint(ctx, "t", ports.Checkpoint{RunID: "late", Node: "load", State: json.RawMessage(`{}`)}))
+	require.NoError(t, s.SaveTurn(ctx, ports.Turn{
+		ThreadID:    "t",
+		Messages:    []ports.Message{{ID: "late", Role: ports.RoleUser, Content: "appended"}},
+		Checkpoints: []ports.Checkpoint{{RunID: "late", Node: "load", State: json.RawMessage(`{}`)}},
+	}))
 
 	msgs, err := s.History(ctx, "t")
 	require.NoError(t, err)

@@ -136,35 +136,6 @@ func (s *Threads) Load(ctx context.Context, threadID string) (ports.Thread, erro
 	return out, nil
 }
 
-// Create records an empty thread unless it exists.
-func (s *Threads) Create(ctx context.Context, threadID, channel string) error {
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	if threadID == "" {
-		return errors.New("memory: create thread: the thread id is empty")
-	}
-	if err := errors.Join(ports.CheckText("thread id", threadID, ports.MaxStoredKey), ports.CheckText("channel", channel, ports.MaxStoredKey)); err != nil {
-		return unstorable("create thread", err)
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if _, ok := s.threads[threadID]; !ok {
-		s.touchLocked(threadID, &thread{meta: ports.Thread{ID: threadID, Channel: channel, CreatedAt: time.Now()}})
-	}
-	return nil
-}
-
-// Append adds msgs at the end of the thread.
-func (s *Threads) Append(ctx context.Context, threadID string, msgs ...ports.Message) error {
-	for i, m := range msgs {
-		if err := ports.CheckMessage(m); err != nil {
-			return unstorable("append", fmt.Errorf("message %d: %w", i, err))
-		}
-	}
-	return s.update(ctx, threadID, func(th *thread) { th.messages = append(th.messages, msgs...) })
-}
-
 // History returns a copy of the thread's messages.
 func (s *Threads) History(ctx context.Context, threadID string) ([]ports.Message, error) {
 	if err := ctx.Err(); err != nil {
@@ -177,15 +148,6 @@ func (s *Threads) History(ctx context.Context, threadID string) ([]ports.Message
 		return nil, conversation.ErrThreadNotFound
 	}
 	return slices.Clone(th.messages), nil
-}
-
-// SaveCheckpoint records cp.
-func (s *Threads) SaveCheckpoint(ctx context.Context, threadID string, cp ports.Checkpoint) error {
-	if err := ports.CheckCheckpoint(cp); err != nil {
-		return unstorable("save checkpoint", err)
-	}
-	cp.State = slices.Clone(cp.State)
-	return s.update(ctx, threadID, func(th *thread) { th.checkpoints = append(th.checkpoints, cp) })
 }
 
 // Checkpoints returns copies of the thread's checkpoints.
@@ -204,14 +166,6 @@ func (s *Threads) Checkpoints(ctx context.Context, threadID string) ([]ports.Che
 		out[i].State = slices.Clone(out[i].State)
 	}
 	return out, nil
-}
-
-// RecordEscalation records e.
-func (s *Threads) RecordEscalation(ctx context.Context, threadID string, e ports.EscalationRecord) error {
-	if err := ports.CheckEscalation(e); err != nil {
-		return unstorable("record escalation", err)
-	}
-	return s.update(ctx, threadID, func(th *thread) { th.escalations = append(th.escalations, e) })
 }
 
 // SaveTurn stores t under the store's lock: all of it, or nothing when it
@@ -262,21 +216,5 @@ func (s *Threads) SaveTurn(ctx context.Context, t ports.Turn) error {
 		th.escalations = append(th.escalations, *t.Escalation)
 	}
 	s.trimLocked(th)
-	return nil
-}
-
-func (s *Threads) update(ctx context.Context, threadID string, fn func(*thread)) error {
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	th, ok := s.threads[threadID]
-	if !ok {
-		return conversation.ErrThreadNotFound
-	}
-	fn(th)
-	s.trimLocked(th)
-	s.touchLocked(threadID, th)
 	return nil
 }

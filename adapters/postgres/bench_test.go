@@ -12,10 +12,10 @@ import (
 	"github.com/wsserver/wsserver/ports"
 )
 
-// BenchmarkAppend measures the store's share of a chat turn on a real
-// database (here: a container on this machine): appending a message, and
+// BenchmarkThreads measures the store's share of a chat on a real database
+// (here: a container on this machine): saving a turn of one message, and
 // loading a thread of 20 messages, as each chat message does.
-func BenchmarkAppend(b *testing.B) {
+func BenchmarkThreads(b *testing.B) {
 	ctx := context.Background()
 	s := open(b, newDatabase(b))
 	content := strings.Repeat("A sentence of a realistic answer. ", 6) // ~200 bytes
@@ -31,25 +31,25 @@ func BenchmarkAppend(b *testing.B) {
 		b.Helper()
 		threads++
 		id := fmt.Sprintf("bench-%d", threads)
-		if err := s.Create(ctx, id, "web"); err != nil {
+		if err := s.SaveTurn(ctx, ports.Turn{ThreadID: id, Channel: "web"}); err != nil {
 			b.Fatal(err)
 		}
 		for i := range messages {
-			if err := s.Append(ctx, id, msg(i)); err != nil {
+			if err := s.SaveTurn(ctx, ports.Turn{ThreadID: id, Messages: []ports.Message{msg(i)}}); err != nil {
 				b.Fatal(err)
 			}
 		}
 		return id
 	}
 
-	b.Run("append", func(b *testing.B) {
+	b.Run("message", func(b *testing.B) {
 		b.ReportAllocs()
 		id, n := newThread(b, 0), 0
 		for b.Loop() {
 			if n == 20 {
 				id, n = newThread(b, 0), 0
 			}
-			if err := s.Append(ctx, id, msg(n)); err != nil {
+			if err := s.SaveTurn(ctx, ports.Turn{ThreadID: id, Messages: []ports.Message{msg(n)}}); err != nil {
 				b.Fatal(err)
 			}
 			n++
@@ -65,21 +65,7 @@ func BenchmarkAppend(b *testing.B) {
 			}
 		}
 	})
-	// One step's checkpoint, with a state of the size the core saves.
-	b.Run("checkpoint", func(b *testing.B) {
-		b.ReportAllocs()
-		id := newThread(b, 0)
-		state := json.RawMessage(fmt.Sprintf(`{"run_id":"r","node":"generate","message":%q,"released":%q,"usage":{"input_tokens":120,"output_tokens":60}}`, content, content))
-		step := 0
-		for b.Loop() {
-			cp := ports.Checkpoint{RunID: "r", Step: step, Node: "generate", State: state, CreatedAt: time.Now()}
-			if err := s.SaveCheckpoint(ctx, id, cp); err != nil {
-				b.Fatal(err)
-			}
-			step++
-		}
-	})
-	// A whole thread of 20 messages: created, appended one by one, loaded.
+	// A whole thread of 20 messages: created, saved one by one, loaded.
 	b.Run("thread-20", func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
@@ -89,9 +75,9 @@ func BenchmarkAppend(b *testing.B) {
 			}
 		}
 	})
-	// Appends from many goroutines to threads of their own, through the
+	// Messages from many goroutines to threads of their own, through the
 	// pool's 4 connections.
-	b.Run("append-parallel", func(b *testing.B) {
+	b.Run("message-parallel", func(b *testing.B) {
 		b.ReportAllocs()
 		ids := make(chan string, 64)
 		for range cap(ids) {
@@ -101,7 +87,7 @@ func BenchmarkAppend(b *testing.B) {
 		b.RunParallel(func(pb *testing.PB) {
 			id := <-ids
 			for pb.Next() {
-				if err := s.Append(ctx, id, msg(int(seq.Add(1)))); err != nil {
+				if err := s.SaveTurn(ctx, ports.Turn{ThreadID: id, Messages: []ports.Message{msg(int(seq.Add(1)))}}); err != nil {
 					b.Error(err)
 					return
 				}
@@ -112,8 +98,7 @@ func BenchmarkAppend(b *testing.B) {
 
 // BenchmarkSaveTurn measures what a chat turn writes — a question, its
 // answer and six checkpoints of the core's size — stored by SaveTurn at
-// once, against the calls it replaces: Append, six SaveCheckpoint, Append.
-// Each thread takes 10 turns; SaveTurn creates it on the first.
+// once. Each thread takes 10 turns; SaveTurn creates it on the first.
 func BenchmarkSaveTurn(b *testing.B) {
 	ctx := context.Background()
 	s := open(b, newDatabase(b))
@@ -138,54 +123,31 @@ func BenchmarkSaveTurn(b *testing.B) {
 		}
 		return t
 	}
-	sequence := func(t ports.Turn, n int) error {
-		if n%10 == 0 {
-			if err := s.Create(ctx, t.ThreadID, t.Channel); err != nil {
-				return err
+	b.Run("turn", func(b *testing.B) {
+		b.ReportAllocs()
+		var id string
+		n := 0
+		for b.Loop() {
+			if err := s.SaveTurn(ctx, next(&id, n)); err != nil {
+				b.Fatal(err)
 			}
+			n++
 		}
-		if err := s.Append(ctx, t.ThreadID, t.Messages[0]); err != nil {
-			return err
-		}
-		for _, cp := range t.Checkpoints {
-			if err := s.SaveCheckpoint(ctx, t.ThreadID, cp); err != nil {
-				return err
-			}
-		}
-		return s.Append(ctx, t.ThreadID, t.Messages[1])
-	}
-	saveTurn := func(t ports.Turn, _ int) error { return s.SaveTurn(ctx, t) }
-
-	for _, bm := range []struct {
-		name string
-		save func(ports.Turn, int) error
-	}{{"turn", saveTurn}, {"sequence", sequence}} {
-		b.Run(bm.name, func(b *testing.B) {
-			b.ReportAllocs()
+	})
+	// Chats from many goroutines, through the pool's 4 connections.
+	b.Run("turn-parallel", func(b *testing.B) {
+		b.ReportAllocs()
+		b.SetParallelism(4) // 4×GOMAXPROCS goroutines
+		b.RunParallel(func(pb *testing.PB) {
 			var id string
 			n := 0
-			for b.Loop() {
-				if err := bm.save(next(&id, n), n); err != nil {
-					b.Fatal(err)
+			for pb.Next() {
+				if err := s.SaveTurn(ctx, next(&id, n)); err != nil {
+					b.Error(err)
+					return
 				}
 				n++
 			}
 		})
-		// Chats from many goroutines, through the pool's 4 connections.
-		b.Run(bm.name+"-parallel", func(b *testing.B) {
-			b.ReportAllocs()
-			b.SetParallelism(4) // 4×GOMAXPROCS goroutines
-			b.RunParallel(func(pb *testing.PB) {
-				var id string
-				n := 0
-				for pb.Next() {
-					if err := bm.save(next(&id, n), n); err != nil {
-						b.Error(err)
-						return
-					}
-					n++
-				}
-			})
-		})
-	}
+	})
 }

@@ -82,6 +82,13 @@ func message(id, content string) ports.Message {
 	return ports.Message{ID: id, Role: ports.RoleUser, Content: content, CreatedAt: time.Now()}
 }
 
+// save stores a turn of msgs on thread, as a chat does; a turn without
+// messages creates an empty thread.
+func save(t testing.TB, s *postgres.Store, thread string, msgs ...ports.Message) {
+	t.Helper()
+	require.NoError(t, s.SaveTurn(t.Context(), ports.Turn{ThreadID: thread, Channel: "web", Messages: msgs}))
+}
+
 func TestThreadStoreContract(t *testing.T) {
 	porttest.ThreadStore(t, func(t *testing.T) (ports.ThreadStore, ports.ThreadStore) {
 		t.Helper()
@@ -128,8 +135,7 @@ func TestMigrationsRunOnce(t *testing.T) {
 	first, err := postgres.Open(ctx, postgres.Config{DSN: dsn, Log: log})
 	require.NoError(t, err)
 	t.Cleanup(first.Close)
-	require.NoError(t, first.Create(ctx, "t1", "web"))
-	require.NoError(t, first.Append(ctx, "t1", message("m1", "kept")))
+	save(t, first, "t1", message("m1", "kept"))
 	applied := out.count("migration applied")
 	require.Positive(t, applied)
 
@@ -182,9 +188,8 @@ func TestMigrationsRunConcurrently(t *testing.T) {
 			}
 			// Every instance works on the schema.
 			ctx := t.Context()
-			require.NoError(t, stores[0].Create(ctx, "t", "web"))
 			for i, s := range stores {
-				require.NoError(t, s.Append(ctx, "t", message(fmt.Sprint("m", i), "hi")))
+				save(t, s, "t", message(fmt.Sprint("m", i), "hi"))
 			}
 			msgs, err := stores[instances-1].History(ctx, "t")
 			require.NoError(t, err)
@@ -198,15 +203,14 @@ func TestMessagesAreRows(t *testing.T) {
 	dsn := newDatabase(t)
 	s := open(t, dsn)
 	db := connect(t, dsn)
-	require.NoError(t, s.Create(ctx, "t", "web"))
-	require.NoError(t, s.Append(ctx, "t", message("m1", "first")))
+	save(t, s, "t", message("m1", "first"))
 
-	// xmin names the transaction that wrote a row version: appending must
+	// xmin names the transaction that wrote a row version: a turn must
 	// not write the first message again.
 	var before, after string
 	rowVersion := `SELECT xmin::text FROM messages WHERE thread_id = 't' AND id = 'm1'`
 	require.NoError(t, db.QueryRow(ctx, rowVersion).Scan(&before))
-	require.NoError(t, s.Append(ctx, "t", message("m2", "second"), message("m3", "third")))
+	save(t, s, "t", message("m2", "second"), message("m3", "third"))
 	require.NoError(t, db.QueryRow(ctx, rowVersion).Scan(&after))
 	assert.Equal(t, before, after)
 	var n int
@@ -214,11 +218,13 @@ func TestMessagesAreRows(t *testing.T) {
 	assert.Equal(t, 3, n)
 
 	// A run's steps can be read back by run id.
+	tr := ports.Turn{ThreadID: "t"}
 	for i, node := range []string{"load", "generate", "respond"} {
-		require.NoError(t, s.SaveCheckpoint(ctx, "t", ports.Checkpoint{
+		tr.Checkpoints = append(tr.Checkpoints, ports.Checkpoint{
 			RunID: "run-1", Step: i, Node: node, State: json.RawMessage(`{"node":"` + node + `"}`), CreatedAt: time.Now(),
-		}))
+		})
 	}
+	require.NoError(t, s.SaveTurn(ctx, tr))
 	rows, err := db.Query(ctx, `SELECT node FROM checkpoints WHERE run_id = 'run-1' ORDER BY step`)
 	require.NoError(t, err)
 	nodes, err := pgx.CollectRows(rows, pgx.RowTo[string])
@@ -229,62 +235,67 @@ func TestMessagesAreRows(t *testing.T) {
 func TestRefusesWhatPostgresCannotStore(t *testing.T) {
 	ctx := t.Context()
 	s := open(t, newDatabase(t))
-	require.NoError(t, s.Create(ctx, "t", "web"))
+	save(t, s, "t")
 	long := strings.Repeat("x", 256)
 	at := time.Now()
 
-	refused := func(t *testing.T, err error, says string) {
+	refused := func(t *testing.T, tr ports.Turn, says string) {
 		t.Helper()
+		tr.ThreadID = "t"
+		err := s.SaveTurn(ctx, tr)
 		require.Error(t, err)
 		require.NotErrorIs(t, err, conversation.ErrThreadNotFound)
 		assert.Contains(t, err.Error(), says)
 		assert.True(t, strings.HasPrefix(err.Error(), "postgres: "), err.Error())
 	}
+	messages := func(msgs ...ports.Message) ports.Turn { return ports.Turn{Messages: msgs} }
 	t.Run("messages", func(t *testing.T) {
-		refused(t, s.Append(ctx, "t", message("m1", "a\x00b")), "NUL")
-		refused(t, s.Append(ctx, "t", message("m1", "a\xffb")), "UTF-8")
-		refused(t, s.Append(ctx, "t", message("", "no id")), "id is empty")
-		refused(t, s.Append(ctx, "t", message(long, "long id")), "longer than")
-		refused(t, s.Append(ctx, "t", ports.Message{ID: "m1", Role: "system", Content: "x", CreatedAt: at}), "role")
-		refused(t, s.Append(ctx, "t", ports.Message{ID: "m1", Role: ports.RoleUser, CreatedAt: time.Date(300000, 1, 1, 0, 0, 0, 0, time.UTC)}), "out of range")
+		refused(t, messages(message("m1", "a\x00b")), "NUL")
+		refused(t, messages(message("m1", "a\xffb")), "UTF-8")
+		refused(t, messages(message("", "no id")), "id is empty")
+		refused(t, messages(message(long, "long id")), "longer than")
+		refused(t, messages(ports.Message{ID: "m1", Role: "system", Content: "x", CreatedAt: at}), "role")
+		refused(t, messages(ports.Message{ID: "m1", Role: ports.RoleUser, CreatedAt: time.Date(300000, 1, 1, 0, 0, 0, 0, time.UTC)}), "out of range")
 
-		require.NoError(t, s.Append(ctx, "t", message("m1", "kept")))
-		refused(t, s.Append(ctx, "t", message("m2", "lost with the next"), message("m1", "again")), "already in the thread")
+		save(t, s, "t", message("m1", "kept"))
+		refused(t, messages(message("m2", "lost with the next"), message("m1", "again")), "already in the thread")
 		msgs, err := s.History(ctx, "t")
 		require.NoError(t, err)
-		require.Len(t, msgs, 1, "a failed append stores none of its messages")
+		require.Len(t, msgs, 1, "a failed turn stores none of its messages")
 		assert.Equal(t, "kept", msgs[0].Content)
 	})
 	t.Run("checkpoints", func(t *testing.T) {
 		cp := ports.Checkpoint{RunID: "r", Node: "load", State: json.RawMessage(`{}`), CreatedAt: at}
+		checkpoint := func(c ports.Checkpoint) ports.Turn { return ports.Turn{Checkpoints: []ports.Checkpoint{c}} }
 		bad := cp
 		bad.State = json.RawMessage(`{"a":`)
-		refused(t, s.SaveCheckpoint(ctx, "t", bad), "not valid JSON")
+		refused(t, checkpoint(bad), "not valid JSON")
 		bad.State = nil
-		refused(t, s.SaveCheckpoint(ctx, "t", bad), "not valid JSON")
+		refused(t, checkpoint(bad), "not valid JSON")
 		bad.State = json.RawMessage(`{"a":"x\u0000y"}`)
-		refused(t, s.SaveCheckpoint(ctx, "t", bad), `\u0000`)
+		refused(t, checkpoint(bad), `\u0000`)
 		bad = cp
 		bad.Step = -1
-		refused(t, s.SaveCheckpoint(ctx, "t", bad), "step")
+		refused(t, checkpoint(bad), "step")
 		bad = cp
 		bad.Node = long
-		refused(t, s.SaveCheckpoint(ctx, "t", bad), "longer than")
+		refused(t, checkpoint(bad), "longer than")
 		cps, err := s.Checkpoints(ctx, "t")
 		require.NoError(t, err)
 		assert.Empty(t, cps)
 	})
 	t.Run("escalations", func(t *testing.T) {
 		e := ports.EscalationRecord{RunID: "r", Reason: ports.EscalationReason(strings.Repeat("r", 65)), CreatedAt: at}
-		refused(t, s.RecordEscalation(ctx, "t", e), "longer than")
+		refused(t, ports.Turn{Escalation: &e}, "longer than")
 		e.Reason, e.Detail = ports.ReasonRule, "\x00"
-		refused(t, s.RecordEscalation(ctx, "t", e), "NUL")
+		refused(t, ports.Turn{Escalation: &e}, "NUL")
+		th, err := s.Load(ctx, "t")
+		require.NoError(t, err)
+		assert.Empty(t, th.Escalations)
 	})
 	t.Run("threads", func(t *testing.T) {
-		refused(t, s.Create(ctx, "", "web"), "empty")
-		refused(t, s.Create(ctx, long, "web"), "longer than")
-		refused(t, s.Create(ctx, "a\x00b", "web"), "NUL")
-		refused(t, s.Create(ctx, "u", long), "longer than")
+		refused(t, ports.Turn{Channel: long}, "longer than")
+		refused(t, ports.Turn{Channel: "a\x00b"}, "NUL")
 		// An id no thread can have names no thread.
 		for _, id := range []string{"", long, "a\x00b", "a\xffb"} {
 			_, err := s.Load(ctx, id)
@@ -293,81 +304,61 @@ func TestRefusesWhatPostgresCannotStore(t *testing.T) {
 			require.ErrorIs(t, err, conversation.ErrThreadNotFound)
 			_, err = s.Checkpoints(ctx, id)
 			require.ErrorIs(t, err, conversation.ErrThreadNotFound)
-			require.ErrorIs(t, s.Append(ctx, id, message("m", "x")), conversation.ErrThreadNotFound)
 		}
 	})
 }
 
-// blockedAppend starts an Append on thread that waits for the thread's row
+// blockedSave starts a SaveTurn on thread that waits for the thread's row
 // lock, held by another transaction, and returns the pid of the backend
-// that waits, the channel of Append's result, and a func that releases the
-// lock (else released when the test ends).
-func blockedAppend(t *testing.T, ctx context.Context, s *postgres.Store, dsn, thread string) (int32, <-chan error, func()) {
+// that waits, and the channel of SaveTurn's result. The lock is released
+// when the test ends.
+func blockedSave(t *testing.T, ctx context.Context, s *postgres.Store, dsn, thread string) (int32, <-chan error) {
 	t.Helper()
 	holder := connect(t, dsn)
 	tx, err := holder.Begin(t.Context())
 	require.NoError(t, err)
-	release := func() { _ = tx.Rollback(context.Background()) }
-	t.Cleanup(release)
+	t.Cleanup(func() { _ = tx.Rollback(context.Background()) })
 	_, err = tx.Exec(t.Context(), `SELECT 1 FROM threads WHERE id = $1 FOR UPDATE`, thread)
 	require.NoError(t, err)
 
 	done := make(chan error, 1)
-	go func() { done <- s.Append(ctx, thread, message("blocked", "never stored")) }()
+	go func() {
+		done <- s.SaveTurn(ctx, ports.Turn{ThreadID: thread, Messages: []ports.Message{message("blocked", "never stored")}})
+	}()
 
 	watcher := connect(t, dsn)
 	for range 1000 {
 		var pid int32
 		err := watcher.QueryRow(t.Context(), `SELECT pid FROM pg_stat_activity
-			WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE 'UPDATE threads%'`).Scan(&pid)
+			WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE 'INSERT INTO threads%'`).Scan(&pid)
 		if err == nil {
-			return pid, done, release
+			return pid, done
 		}
 		require.ErrorIs(t, err, pgx.ErrNoRows)
 		select {
 		case err := <-done:
-			t.Fatalf("append returned without waiting: %v", err)
+			t.Fatalf("the turn was saved without waiting: %v", err)
 		case <-time.After(10 * time.Millisecond):
 		}
 	}
-	t.Fatal("append never waited for the lock")
-	return 0, nil, nil
-}
-
-func TestCallsStopWithTheirContext(t *testing.T) {
-	dsn := newDatabase(t)
-	s := open(t, dsn)
-	require.NoError(t, s.Create(t.Context(), "t", "web"))
-
-	ctx, cancel := context.WithCancel(t.Context())
-	_, done, release := blockedAppend(t, ctx, s, dsn, "t")
-	cancel()
-	err := <-done
-	require.ErrorIs(t, err, context.Canceled)
-	assert.True(t, strings.HasPrefix(err.Error(), "postgres: append: "), err.Error())
-
-	release()
-	require.NoError(t, s.Append(t.Context(), "t", message("m1", "after")))
-	msgs, err := s.History(t.Context(), "t")
-	require.NoError(t, err)
-	require.Len(t, msgs, 1, "the cancelled append stored nothing")
-	assert.Equal(t, "m1", msgs[0].ID)
+	t.Fatal("the turn never waited for the lock")
+	return 0, nil
 }
 
 func TestDatabaseGoingAwayFailsTheCallsInProgress(t *testing.T) {
 	ctx := t.Context()
 	dsn := newDatabase(t)
 	s := open(t, dsn)
-	require.NoError(t, s.Create(ctx, "t", "web"))
+	save(t, s, "t")
 
-	pid, done, _ := blockedAppend(t, ctx, s, dsn, "t")
+	pid, done := blockedSave(t, ctx, s, dsn, "t")
 	admin := connect(t, dsn)
 	_, err := admin.Exec(ctx, `SELECT pg_terminate_backend($1)`, pid)
 	require.NoError(t, err)
 	err = <-done
 	require.Error(t, err)
 	require.NotErrorIs(t, err, conversation.ErrThreadNotFound)
-	assert.True(t, strings.HasPrefix(err.Error(), "postgres: append: "), err.Error())
+	assert.True(t, strings.HasPrefix(err.Error(), "postgres: save turn: "), err.Error())
 
 	// Every connection goes, as when the server restarts: calls fail with
 	// clear errors until the pool has replaced its connections.
@@ -385,10 +376,10 @@ func TestDatabaseGoingAwayFailsTheCallsInProgress(t *testing.T) {
 	}
 	require.True(t, recovered, "the store never recovered")
 	require.NoError(t, s.Ping(ctx))
-	require.NoError(t, s.Append(ctx, "t", message("m1", "after")))
+	save(t, s, "t", message("m1", "after"))
 	msgs, err := s.History(ctx, "t")
 	require.NoError(t, err)
-	require.Len(t, msgs, 1, "the interrupted append stored nothing")
+	require.Len(t, msgs, 1, "the interrupted turn stored nothing")
 	assert.Equal(t, "m1", msgs[0].ID)
 }
 
@@ -561,10 +552,9 @@ func TestCountsFailures(t *testing.T) {
 	t.Cleanup(s.Close)
 	_, err = s.Load(ctx, "unknown")
 	require.ErrorIs(t, err, conversation.ErrThreadNotFound)
-	require.NoError(t, s.Create(ctx, "t", "web"))
-	require.NoError(t, s.Append(ctx, "t", message("m1", "hi")))
-	require.Error(t, s.Append(ctx, "t", message("m1", "again")))
+	save(t, s, "t", message("m1", "hi"))
+	require.Error(t, s.SaveTurn(ctx, ports.Turn{ThreadID: "t", Messages: []ports.Message{message("m1", "again")}}))
 	mu.Lock()
 	defer mu.Unlock()
-	assert.Equal(t, []string{"append"}, ops, "an unknown thread is no failure")
+	assert.Equal(t, []string{"save turn"}, ops, "an unknown thread is no failure")
 }

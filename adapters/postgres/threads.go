@@ -2,7 +2,6 @@ package postgres
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -30,28 +29,20 @@ const (
 	selectThread = `SELECT channel, created_at FROM threads WHERE id = $1`
 	threadExists = `SELECT EXISTS (SELECT 1 FROM threads WHERE id = $1)`
 
-	// Appends lock the thread's row first (and note the time), so that
-	// appends to one thread, from any instance, take their seq in turn.
-	touchThread   = `UPDATE threads SET updated_at = now() WHERE id = $1`
 	insertMessage = `INSERT INTO messages (thread_id, id, role, content, cancelled, created_at)
 		VALUES ($1, $2, $3, $4, $5, $6)`
 	selectMessages = `SELECT id, role, content, cancelled, created_at
 		FROM messages WHERE thread_id = $1 ORDER BY seq`
 
-	// Checkpoints and escalations are inserted only if the thread exists,
-	// which tells an unknown thread by the count of rows inserted.
-	insertCheckpoint = `INSERT INTO checkpoints (thread_id, run_id, step, node, state, created_at)
-		SELECT id, $2::text, $3::integer, $4::text, $5::jsonb, $6::timestamptz FROM threads WHERE id = $1`
 	selectCheckpoints = `SELECT run_id, step, node, state, created_at
 		FROM checkpoints WHERE thread_id = $1 ORDER BY seq`
 
-	insertEscalation = `INSERT INTO escalations (thread_id, run_id, reason, detail, created_at)
-		SELECT id, $2::text, $3::text, $4::text, $5::timestamptz FROM threads WHERE id = $1`
 	selectEscalations = `SELECT run_id, reason, detail, created_at
 		FROM escalations WHERE thread_id = $1 ORDER BY seq`
 
 	// A turn creates its thread or, when it exists, locks its row (and
-	// notes the time), as appends do. Two turns creating one thread at once
+	// notes the time), so that the turns of one thread, from any instance,
+	// take their seq in turn. Two turns creating one thread at once
 	// are fine: the second's insert waits for the first to commit, then
 	// updates the row it made. The row's lock also orders the fence check:
 	// a turn of a fence older than the thread's sets it to -1, which the
@@ -113,65 +104,6 @@ func (s *Store) Load(ctx context.Context, threadID string) (ports.Thread, error)
 	return th, nil
 }
 
-// Create records an empty thread unless it exists.
-func (s *Store) Create(ctx context.Context, threadID, channel string) error {
-	if threadID == "" {
-		return errors.New("postgres: create thread: the thread id is empty")
-	}
-	if err := errors.Join(ports.CheckText("thread id", threadID, maxKey), ports.CheckText("channel", channel, maxKey)); err != nil {
-		return unstorable("create thread", err)
-	}
-	_, err := s.pool.Exec(ctx, `INSERT INTO threads (id, channel) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING`, threadID, channel)
-	if err != nil {
-		return s.fail(ctx, "create thread", err)
-	}
-	return nil
-}
-
-// Append adds msgs at the end of the thread, all or none of them.
-func (s *Store) Append(ctx context.Context, threadID string, msgs ...ports.Message) error {
-	if !storable(threadID, maxKey) {
-		return conversation.ErrThreadNotFound
-	}
-	for i, m := range msgs {
-		if err := ports.CheckMessage(m); err != nil {
-			return unstorable("append", fmt.Errorf("message %d: %w", i, err))
-		}
-	}
-	b := &pgx.Batch{}
-	b.Queue(touchThread, threadID)
-	for _, m := range msgs {
-		b.Queue(insertMessage, threadID, m.ID, string(m.Role), m.Content, m.Cancelled, m.CreatedAt)
-	}
-	br := s.pool.SendBatch(ctx, b)
-	tag, err := br.Exec()
-	if err == nil && tag.RowsAffected() == 0 {
-		// The messages' inserts fail on the foreign key, and the batch's
-		// transaction with them.
-		_ = br.Close()
-		return conversation.ErrThreadNotFound
-	}
-	for range msgs {
-		if err != nil {
-			break
-		}
-		_, err = br.Exec()
-	}
-	if cerr := br.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		if constraint(err, "23505", "messages_thread_id_id_key") {
-			err = fmt.Errorf("a message id is already in the thread: %w", err)
-		}
-		if refused(err) {
-			return unstorable("append", err)
-		}
-		return s.fail(ctx, "append", err)
-	}
-	return nil
-}
-
 // History returns the thread's messages in the order appended.
 func (s *Store) History(ctx context.Context, threadID string) ([]ports.Message, error) {
 	if !storable(threadID, maxKey) {
@@ -194,41 +126,6 @@ func (s *Store) History(ctx context.Context, threadID string) ([]ports.Message, 
 		return nil, conversation.ErrThreadNotFound
 	}
 	return msgs, nil
-}
-
-// SaveCheckpoint records cp.
-func (s *Store) SaveCheckpoint(ctx context.Context, threadID string, cp ports.Checkpoint) error {
-	if !storable(threadID, maxKey) {
-		return conversation.ErrThreadNotFound
-	}
-	if err := ports.CheckCheckpoint(cp); err != nil {
-		return unstorable("save checkpoint", err)
-	}
-	// Checkpoints are there to inspect runs, and six or so are saved per
-	// chat message: they commit without waiting for the WAL to reach the
-	// disk, which makes them several times cheaper. A crash of the
-	// database may lose the last few hundred milliseconds of them, never
-	// one written before a message (whose commit flushes the WAL). The
-	// explicit transaction costs no round trip in a batch; if it fails,
-	// the pool drops the connection it leaves in a failed transaction.
-	b := &pgx.Batch{}
-	b.Queue(`BEGIN`)
-	b.Queue(`SET LOCAL synchronous_commit TO off`)
-	ins := b.Queue(insertCheckpoint, threadID, cp.RunID, cp.Step, cp.Node, json.RawMessage(cp.State), cp.CreatedAt)
-	var tag pgconn.CommandTag
-	ins.Exec(func(ct pgconn.CommandTag) error { tag = ct; return nil })
-	b.Queue(`COMMIT`)
-	err := s.pool.SendBatch(ctx, b).Close()
-	if err != nil {
-		if refused(err) {
-			return unstorable("save checkpoint", err)
-		}
-		return s.fail(ctx, "save checkpoint", err)
-	}
-	if tag.RowsAffected() == 0 {
-		return conversation.ErrThreadNotFound
-	}
-	return nil
 }
 
 // Checkpoints returns the thread's checkpoints in the order saved.
@@ -266,27 +163,6 @@ func (s *Store) Checkpoints(ctx context.Context, threadID string) ([]ports.Check
 	return cps, nil
 }
 
-// RecordEscalation records e.
-func (s *Store) RecordEscalation(ctx context.Context, threadID string, e ports.EscalationRecord) error {
-	if !storable(threadID, maxKey) {
-		return conversation.ErrThreadNotFound
-	}
-	if err := ports.CheckEscalation(e); err != nil {
-		return unstorable("record escalation", err)
-	}
-	tag, err := s.pool.Exec(ctx, insertEscalation, threadID, e.RunID, string(e.Reason), e.Detail, e.CreatedAt)
-	if err != nil {
-		if refused(err) {
-			return unstorable("record escalation", err)
-		}
-		return s.fail(ctx, "record escalation", err)
-	}
-	if tag.RowsAffected() == 0 {
-		return conversation.ErrThreadNotFound
-	}
-	return nil
-}
-
 // SaveTurn stores t in one transaction and one round trip (once the
 // connection has prepared its statements: the first batch of each
 // statement on a connection costs one more).
@@ -300,8 +176,8 @@ func (s *Store) RecordEscalation(ctx context.Context, threadID string, e ports.E
 // the connection). pgx's Batch.BeginTx, or pool.BeginTx then SendBatch and
 // Commit, would cost one or two more round trips for the same effect.
 //
-// Unlike SaveCheckpoint, the commit waits for the WAL to reach the disk:
-// the turn holds the messages, and its checkpoints come with them.
+// The commit waits for the WAL to reach the disk: the turn holds the
+// messages, and its checkpoints come with them.
 //
 // A turn of a fence older than the thread's is refused with ErrFenced (see
 // upsertThread), in the same transaction: nothing of it is stored.

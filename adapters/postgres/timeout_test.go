@@ -24,7 +24,7 @@ func TestStatementTimeoutFires(t *testing.T) {
 	t.Cleanup(s.Close)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second) // only against a hang
 	defer cancel()
-	require.NoError(t, s.Create(ctx, "t", "web"))
+	require.NoError(t, s.SaveTurn(ctx, ports.Turn{ThreadID: "t", Channel: "web"}))
 
 	// Another session holds the thread's row.
 	other := connect(t, dsn)

@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/binary"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -46,8 +45,7 @@ func turn(thread string, n int) ports.Turn {
 func TestSaveTurnRefusesWhatPostgresCannotStore(t *testing.T) {
 	ctx := t.Context()
 	s := open(t, newDatabase(t))
-	require.NoError(t, s.Create(ctx, "t", "web"))
-	require.NoError(t, s.Append(ctx, "t", message("m1", "kept")))
+	save(t, s, "t", message("m1", "kept"))
 
 	refused := func(t *testing.T, tr ports.Turn, says string) {
 		t.Helper()
@@ -105,7 +103,7 @@ func TestSaveTurnRefusesWhatPostgresCannotStore(t *testing.T) {
 func TestSaveTurnStopsWithItsContext(t *testing.T) {
 	dsn := newDatabase(t)
 	s := open(t, dsn)
-	require.NoError(t, s.Create(t.Context(), "t", "web"))
+	save(t, s, "t")
 
 	// Another transaction holds the thread's row: the turn waits for it
 	// before it appends anything.
@@ -143,8 +141,8 @@ func TestSaveTurnStopsWithItsContext(t *testing.T) {
 	assert.Equal(t, "run-2", cps[0].RunID)
 }
 
-// TestSaveTurnIsOneRoundTrip counts the round trips of a turn, and of the
-// calls it replaces, on a connection that has prepared their statements.
+// TestSaveTurnIsOneRoundTrip counts the round trips of a turn on a
+// connection that has prepared its statements.
 func TestSaveTurnIsOneRoundTrip(t *testing.T) {
 	ctx := t.Context()
 	dsn := newDatabase(t)
@@ -158,21 +156,8 @@ func TestSaveTurnIsOneRoundTrip(t *testing.T) {
 		tr.Escalation = &ports.EscalationRecord{RunID: "run", Reason: ports.ReasonRule, CreatedAt: time.Now()}
 		return tr
 	}
-	// The calls of a chat before SaveTurn.
-	sequence := func(tr ports.Turn) error {
-		if _, err := s.Load(ctx, tr.ThreadID); !errors.Is(err, conversation.ErrThreadNotFound) {
-			return fmt.Errorf("load: %w", err)
-		}
-		errs := []error{s.Create(ctx, tr.ThreadID, tr.Channel), s.Append(ctx, tr.ThreadID, tr.Messages[0])}
-		for _, cp := range tr.Checkpoints {
-			errs = append(errs, s.SaveCheckpoint(ctx, tr.ThreadID, cp))
-		}
-		errs = append(errs, s.Append(ctx, tr.ThreadID, tr.Messages[1]), s.RecordEscalation(ctx, tr.ThreadID, *tr.Escalation))
-		return errors.Join(errs...)
-	}
 	// Warm up: the first use of a statement on a connection prepares it.
 	require.NoError(t, s.SaveTurn(ctx, escalated(turn("warm", 1))))
-	require.NoError(t, sequence(escalated(turn("warm-sequence", 1))))
 
 	count := func(call func() error) int64 {
 		t.Helper()
@@ -182,8 +167,6 @@ func TestSaveTurnIsOneRoundTrip(t *testing.T) {
 	}
 	assert.Equal(t, int64(1), count(func() error { return s.SaveTurn(ctx, escalated(turn("new", 1))) }), "a turn that creates its thread")
 	assert.Equal(t, int64(1), count(func() error { return s.SaveTurn(ctx, turn("new", 2)) }), "a turn on an existing thread")
-	old := count(func() error { return sequence(escalated(turn("old", 1))) })
-	t.Logf("round trips of a turn: SaveTurn 1, Load, Create, Append, 6 SaveCheckpoint, Append, RecordEscalation %d", old)
 }
 
 // wire forwards TCP connections to a PostgreSQL server, counting the

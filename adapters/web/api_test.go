@@ -365,7 +365,7 @@ func TestThreadHistory(t *testing.T) {
 
 func TestThreadHistoryOfEmptyThread(t *testing.T) {
 	s := newAPIServer(t, csrfSecret, nil, nil)
-	require.NoError(t, s.store.Create(context.Background(), "empty", "web"))
+	require.NoError(t, s.store.SaveTurn(context.Background(), ports.Turn{ThreadID: "empty", Channel: "web"}))
 	status, body := s.post(t, apiCall{path: "/api/thread/history", key: apiKey, csrf: s.token(t), body: `{"thread_id":"empty"}`})
 	require.Equal(t, http.StatusOK, status, body)
 	assert.Equal(t, []any{}, body["messages"], "an empty list, not null")

@@ -43,8 +43,8 @@ func newFuzzHandler(f *testing.F) (http.Handler, string) {
 	must(err)
 	store := memory.NewThreads(0)
 	ctx := context.Background()
-	must(store.Create(ctx, fuzzThread, "web"))
-	must(store.Append(ctx, fuzzThread, ports.Message{ID: "m1", Role: ports.RoleUser, Content: "hello", CreatedAt: time.Now()}))
+	must(store.SaveTurn(ctx, ports.Turn{ThreadID: fuzzThread, Channel: "web",
+		Messages: []ports.Message{{ID: "m1", Role: ports.RoleUser, Content: "hello", CreatedAt: time.Now()}}}))
 	conv, err := conversation.New(conversation.Config{
 		Store: store, Lock: memory.NewLock(), Model: model, Guardrail: guard, Escalation: esc,
 		SystemPrompt: a.SystemPrompt, SummaryPrompt: a.SummaryPrompt, MaxGuardrailRewrites: 2,

@@ -149,7 +149,7 @@ type fakeStore struct {
 	mu          sync.Mutex
 	threads     map[string]*ports.Thread
 	checkpoints map[string][]ports.Checkpoint
-	failAppend  error // fails appends of assistant messages
+	failAppend  error // fails turns that hold an answer
 	failTurn    error // fails every SaveTurn
 	turns       int   // SaveTurn calls
 	fences      map[string]int64
@@ -183,58 +183,15 @@ func (s *fakeStore) Load(ctx context.Context, id string) (ports.Thread, error) {
 	return out, nil
 }
 
-func (s *fakeStore) Create(ctx context.Context, id, channel string) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if _, ok := s.threads[id]; !ok {
-		s.threads[id] = &ports.Thread{ID: id, Channel: channel}
-	}
-	return nil
-}
-
-func (s *fakeStore) Append(ctx context.Context, id string, msgs ...ports.Message) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	th, ok := s.threads[id]
-	if !ok {
-		return conversation.ErrThreadNotFound
-	}
-	for _, m := range msgs {
-		if m.Role == ports.RoleAssistant && s.failAppend != nil {
-			return s.failAppend
-		}
-	}
-	th.Messages = append(th.Messages, msgs...)
-	return nil
-}
-
 func (s *fakeStore) History(ctx context.Context, id string) ([]ports.Message, error) {
 	th, err := s.Load(ctx, id)
 	return th.Messages, err
-}
-
-func (s *fakeStore) SaveCheckpoint(ctx context.Context, id string, cp ports.Checkpoint) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.checkpoints[id] = append(s.checkpoints[id], cp)
-	return nil
 }
 
 func (s *fakeStore) Checkpoints(ctx context.Context, id string) ([]ports.Checkpoint, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return slices.Clone(s.checkpoints[id]), nil
-}
-
-func (s *fakeStore) RecordEscalation(ctx context.Context, id string, e ports.EscalationRecord) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	th, ok := s.threads[id]
-	if !ok {
-		return conversation.ErrThreadNotFound
-	}
-	th.Escalations = append(th.Escalations, e)
-	return nil
 }
 
 func (s *fakeStore) nodes(id string) []string {

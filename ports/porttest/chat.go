@@ -71,6 +71,12 @@ func ThreadStore(t *testing.T, newStores Instances[ports.ThreadStore]) {
 		return ports.Message{ID: id, Role: ports.RoleAssistant, Content: content, CreatedAt: stamp(at)}
 	}
 
+	// save stores a turn of msgs on thread id, as a chat does.
+	save := func(t *testing.T, s ports.ThreadStore, id string, msgs ...ports.Message) {
+		t.Helper()
+		require.NoError(t, s.SaveTurn(ctx, ports.Turn{ThreadID: id, Channel: "web", Messages: msgs}))
+	}
+
 	t.Run("an unknown thread is not found", func(t *testing.T) {
 		s, _ := newStores(t)
 		id := session(t)
@@ -80,15 +86,12 @@ func ThreadStore(t *testing.T, newStores Instances[ports.ThreadStore]) {
 		require.ErrorIs(t, err, conversation.ErrThreadNotFound)
 		_, err = s.Checkpoints(ctx, id)
 		require.ErrorIs(t, err, conversation.ErrThreadNotFound)
-		require.ErrorIs(t, s.Append(ctx, id, user("m1", "hi", 0)), conversation.ErrThreadNotFound)
-		require.ErrorIs(t, s.SaveCheckpoint(ctx, id, ports.Checkpoint{RunID: "r", Node: "load", State: json.RawMessage(`{}`), CreatedAt: stamp(0)}), conversation.ErrThreadNotFound)
-		require.ErrorIs(t, s.RecordEscalation(ctx, id, ports.EscalationRecord{RunID: "r", Reason: ports.ReasonRule, CreatedAt: stamp(0)}), conversation.ErrThreadNotFound)
 	})
 
-	t.Run("creates an empty thread", func(t *testing.T) {
+	t.Run("a turn without messages creates an empty thread", func(t *testing.T) {
 		s, _ := newStores(t)
 		id := session(t)
-		require.NoError(t, s.Create(ctx, id, "web"))
+		save(t, s, id)
 		th, err := s.Load(ctx, id)
 		require.NoError(t, err)
 		assert.Equal(t, id, th.ID)
@@ -101,29 +104,16 @@ func ThreadStore(t *testing.T, newStores Instances[ports.ThreadStore]) {
 		assert.Empty(t, msgs)
 	})
 
-	t.Run("creating twice keeps the thread", func(t *testing.T) {
-		s, _ := newStores(t)
-		id := session(t)
-		require.NoError(t, s.Create(ctx, id, "web"))
-		require.NoError(t, s.Append(ctx, id, user("m1", "hi", 0)))
-		require.NoError(t, s.Create(ctx, id, "sms"))
-		th, err := s.Load(ctx, id)
-		require.NoError(t, err)
-		assert.Equal(t, "web", th.Channel)
-		sameMessages(t, []ports.Message{user("m1", "hi", 0)}, th.Messages)
-	})
-
 	t.Run("appends messages in order", func(t *testing.T) {
 		s, _ := newStores(t)
 		id := session(t)
-		require.NoError(t, s.Create(ctx, id, "web"))
 		want := []ports.Message{user("m1", "Where is my order?", 0), answer("m2", "On its way.", time.Second)}
-		require.NoError(t, s.Append(ctx, id, want...))
-		// Same timestamps: the order is the order of appending.
+		save(t, s, id, want...)
+		// Same timestamps: the order is the order of saving.
 		more := []ports.Message{user("m3", "Thanks", 2*time.Second), answer("m4", "You", 2*time.Second), user("m5", "bye", 2*time.Second)}
 		more[1].Cancelled = true
 		for _, m := range more {
-			require.NoError(t, s.Append(ctx, id, m))
+			save(t, s, id, m)
 		}
 		want = append(want, more...)
 		msgs, err := s.History(ctx, id)
@@ -137,13 +127,12 @@ func ThreadStore(t *testing.T, newStores Instances[ports.ThreadStore]) {
 	t.Run("keeps any text", func(t *testing.T) {
 		s, _ := newStores(t)
 		id := session(t)
-		require.NoError(t, s.Create(ctx, id, "web"))
 		odd := []ports.Message{
 			user("m1", "ü € 😀 \"quotes\" \\ \n\t<b>&amp;</b> '; DROP TABLE threads; --", 0),
 			answer("m2", "", time.Second), // a cancelled answer may be empty
 		}
 		odd[1].Cancelled = true
-		require.NoError(t, s.Append(ctx, id, odd...))
+		save(t, s, id, odd...)
 		msgs, err := s.History(ctx, id)
 		require.NoError(t, err)
 		sameMessages(t, odd, msgs)
@@ -152,10 +141,8 @@ func ThreadStore(t *testing.T, newStores Instances[ports.ThreadStore]) {
 	t.Run("keeps threads apart", func(t *testing.T) {
 		s, _ := newStores(t)
 		a, b := session(t), session(t)
-		require.NoError(t, s.Create(ctx, a, "web"))
-		require.NoError(t, s.Create(ctx, b, "web"))
-		require.NoError(t, s.Append(ctx, a, user("m1", "for a", 0)))
-		require.NoError(t, s.Append(ctx, b, user("m1", "for b", 0)))
+		save(t, s, a, user("m1", "for a", 0))
+		save(t, s, b, user("m1", "for b", 0))
 		msgs, err := s.History(ctx, a)
 		require.NoError(t, err)
 		sameMessages(t, []ports.Message{user("m1", "for a", 0)}, msgs)
@@ -164,8 +151,7 @@ func ThreadStore(t *testing.T, newStores Instances[ports.ThreadStore]) {
 	t.Run("a loaded thread is a copy", func(t *testing.T) {
 		s, _ := newStores(t)
 		id := session(t)
-		require.NoError(t, s.Create(ctx, id, "web"))
-		require.NoError(t, s.Append(ctx, id, user("m1", "hi", 0)))
+		save(t, s, id, user("m1", "hi", 0))
 		th, err := s.Load(ctx, id)
 		require.NoError(t, err)
 		th.Messages[0].Content = "changed"
@@ -177,13 +163,16 @@ func ThreadStore(t *testing.T, newStores Instances[ports.ThreadStore]) {
 	t.Run("saves checkpoints in order", func(t *testing.T) {
 		s, _ := newStores(t)
 		id := session(t)
-		require.NoError(t, s.Create(ctx, id, "web"))
 		nodes := []string{"load", "escalation_check", "generate", "guardrail", "respond"}
+		first := ports.Turn{ThreadID: id, Channel: "web"}
 		for i, n := range nodes {
 			state := fmt.Sprintf(`{"node":%q,"released":"ü \"x\"","usage":{"input_tokens":%d},"list":[1,2]}`, n, i)
-			require.NoError(t, s.SaveCheckpoint(ctx, id, ports.Checkpoint{RunID: "run-1", Step: i, Node: n, State: json.RawMessage(state), CreatedAt: stamp(0)}))
+			first.Checkpoints = append(first.Checkpoints, ports.Checkpoint{RunID: "run-1", Step: i, Node: n, State: json.RawMessage(state), CreatedAt: stamp(0)})
 		}
-		require.NoError(t, s.SaveCheckpoint(ctx, id, ports.Checkpoint{RunID: "run-2", Step: 0, Node: "load", State: json.RawMessage(`{}`), CreatedAt: stamp(time.Second)}))
+		require.NoError(t, s.SaveTurn(ctx, first))
+		require.NoError(t, s.SaveTurn(ctx, ports.Turn{ThreadID: id, Checkpoints: []ports.Checkpoint{
+			{RunID: "run-2", Step: 0, Node: "load", State: json.RawMessage(`{}`), CreatedAt: stamp(time.Second)},
+		}}))
 		cps, err := s.Checkpoints(ctx, id)
 		require.NoError(t, err)
 		require.Len(t, cps, len(nodes)+1)
@@ -200,50 +189,29 @@ func ThreadStore(t *testing.T, newStores Instances[ports.ThreadStore]) {
 	t.Run("records escalations", func(t *testing.T) {
 		s, _ := newStores(t)
 		id := session(t)
-		require.NoError(t, s.Create(ctx, id, "web"))
 		e1 := ports.EscalationRecord{RunID: "run-1", Reason: ports.ReasonUserRequested, Detail: `the user wrote "human"`, CreatedAt: stamp(0)}
 		e2 := ports.EscalationRecord{RunID: "run-2", Reason: ports.ReasonGuardrail, CreatedAt: stamp(time.Second)}
-		require.NoError(t, s.RecordEscalation(ctx, id, e1))
-		require.NoError(t, s.RecordEscalation(ctx, id, e2))
+		require.NoError(t, s.SaveTurn(ctx, ports.Turn{ThreadID: id, Channel: "web", Escalation: &e1}))
+		require.NoError(t, s.SaveTurn(ctx, ports.Turn{ThreadID: id, Channel: "web", Escalation: &e2}))
 		th, err := s.Load(ctx, id)
 		require.NoError(t, err)
-		require.Len(t, th.Escalations, 2)
-		for i, want := range []ports.EscalationRecord{e1, e2} {
-			got := th.Escalations[i]
-			assert.True(t, want.CreatedAt.Equal(got.CreatedAt))
-			want.CreatedAt, got.CreatedAt = time.Time{}, time.Time{}
-			assert.Equal(t, want, got)
-		}
+		sameEscalations(t, []ports.EscalationRecord{e1, e2}, th.Escalations)
 	})
 
 	t.Run("a cancelled context fails", func(t *testing.T) {
 		s, _ := newStores(t)
 		id := session(t)
-		require.NoError(t, s.Create(ctx, id, "web"))
+		save(t, s, id)
 		cctx, cancel := context.WithCancel(ctx)
 		cancel()
-		require.Error(t, s.Append(cctx, id, user("m1", "hi", 0)))
+		require.Error(t, s.SaveTurn(cctx, ports.Turn{ThreadID: id, Messages: []ports.Message{user("m1", "hi", 0)}}))
 		_, err := s.Load(cctx, id)
+		require.Error(t, err)
+		_, err = s.History(cctx, id)
 		require.Error(t, err)
 		msgs, err := s.History(ctx, id)
 		require.NoError(t, err)
-		assert.Empty(t, msgs, "nothing was appended")
-	})
-
-	t.Run("concurrent appends are all kept", func(t *testing.T) {
-		s, _ := newStores(t)
-		id := session(t)
-		require.NoError(t, s.Create(ctx, id, "web"))
-		var wg sync.WaitGroup
-		for i := range 20 {
-			wg.Go(func() {
-				assert.NoError(t, s.Append(ctx, id, user(fmt.Sprintf("m%d", i), "hi", 0)))
-			})
-		}
-		wg.Wait()
-		msgs, err := s.History(ctx, id)
-		require.NoError(t, err)
-		assert.Len(t, msgs, 20)
+		assert.Empty(t, msgs, "nothing was saved")
 	})
 
 	t.Run("every instance sees the thread", func(t *testing.T) {
@@ -252,10 +220,8 @@ func ThreadStore(t *testing.T, newStores Instances[ports.ThreadStore]) {
 			return // an in-process store has no other instance
 		}
 		id := session(t)
-		require.NoError(t, a.Create(ctx, id, "web"))
-		require.NoError(t, a.Append(ctx, id, user("m1", "on a", 0)))
-		require.NoError(t, b.Create(ctx, id, "web"))
-		require.NoError(t, b.Append(ctx, id, answer("m2", "on b", time.Second)))
+		save(t, a, id, user("m1", "on a", 0))
+		save(t, b, id, answer("m2", "on b", time.Second))
 		for _, s := range []ports.ThreadStore{a, b} {
 			msgs, err := s.History(ctx, id)
 			require.NoError(t, err)
@@ -295,9 +261,8 @@ func ThreadStore(t *testing.T, newStores Instances[ports.ThreadStore]) {
 	t.Run("turns append after what is stored", func(t *testing.T) {
 		s, _ := newStores(t)
 		id := session(t)
-		require.NoError(t, s.Create(ctx, id, "web"))
-		require.NoError(t, s.Append(ctx, id, user("m1", "hi", 0)))
-		require.NoError(t, s.SaveCheckpoint(ctx, id, cp("run-0", 0, "load")))
+		require.NoError(t, s.SaveTurn(ctx, ports.Turn{ThreadID: id, Channel: "web",
+			Messages: []ports.Message{user("m1", "hi", 0)}, Checkpoints: []ports.Checkpoint{cp("run-0", 0, "load")}}))
 		first := ports.Turn{
 			ThreadID:    id,
 			Channel:     "sms",
@@ -333,8 +298,7 @@ func ThreadStore(t *testing.T, newStores Instances[ports.ThreadStore]) {
 	t.Run("a failed turn stores nothing", func(t *testing.T) {
 		s, _ := newStores(t)
 		old, fresh := session(t), session(t)
-		require.NoError(t, s.Create(ctx, old, "web"))
-		require.NoError(t, s.Append(ctx, old, user("m1", "hi", 0)))
+		save(t, s, old, user("m1", "hi", 0))
 		cancelled, cancel := context.WithCancel(ctx)
 		cancel()
 		turn := func(id string, msgs ...ports.Message) ports.Turn {

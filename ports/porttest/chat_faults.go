@@ -66,8 +66,7 @@ func threadStoreRefusals(t *testing.T, newStores Instances[ports.ThreadStore]) {
 			t.Run(tc.name, func(t *testing.T) {
 				s, _ := newStores(t)
 				old, fresh := session(t), session(t)
-				require.NoError(t, s.Create(ctx, old, "web"))
-				require.NoError(t, s.Append(ctx, old, user("m0", "before")))
+				require.NoError(t, s.SaveTurn(ctx, ports.Turn{ThreadID: old, Channel: "web", Messages: []ports.Message{user("m0", "before")}}))
 				for _, id := range []string{old, fresh} {
 					err := s.SaveTurn(ctx, turn(id, tc.mod))
 					require.ErrorIs(t, err, conversation.ErrUnstorable)
@@ -82,24 +81,6 @@ func threadStoreRefusals(t *testing.T, newStores Instances[ports.ThreadStore]) {
 				require.ErrorIs(t, err, conversation.ErrThreadNotFound, "no thread was created")
 			})
 		}
-	})
-
-	t.Run("the other writes refuse what cannot be stored", func(t *testing.T) {
-		s, _ := newStores(t)
-		id := session(t)
-		require.ErrorIs(t, s.Create(ctx, id, "a\x00"), conversation.ErrUnstorable)
-		require.NoError(t, s.Create(ctx, id, "web"))
-		require.ErrorIs(t, s.Append(ctx, id, user("m1", "ok"), user("m2", "a\x00b")), conversation.ErrUnstorable)
-		require.ErrorIs(t, s.SaveCheckpoint(ctx, id, state(`{"data":"\ud800"}`)), conversation.ErrUnstorable)
-		require.ErrorIs(t, s.SaveCheckpoint(ctx, id, state(`{"data":"\u0000"}`)), conversation.ErrUnstorable)
-		require.ErrorIs(t, s.RecordEscalation(ctx, id, ports.EscalationRecord{RunID: "r", Reason: ports.ReasonRule, Detail: "\xff", CreatedAt: stamp(0)}), conversation.ErrUnstorable)
-		th, err := s.Load(ctx, id)
-		require.NoError(t, err)
-		assert.Empty(t, th.Messages)
-		assert.Empty(t, th.Escalations)
-		cps, err := s.Checkpoints(ctx, id)
-		require.NoError(t, err)
-		assert.Empty(t, cps)
 	})
 
 	t.Run("keeps what only looks like a bad escape", func(t *testing.T) {
