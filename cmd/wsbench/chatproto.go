@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
 	"strconv"
 )
 
@@ -44,51 +43,26 @@ func parseChat(b []byte, m *chatMsg) error {
 		return nil
 	}
 	s := scanner{b: b}
-	if !s.consume('{') {
-		return errors.New("message is not a JSON object")
-	}
-	if s.consume('}') {
-		return s.end()
-	}
-	for {
-		key, ok := s.str()
-		if !ok || !s.consume(':') {
-			return s.fail("key")
-		}
-		var dst *[]byte
+	return s.object(func(key []byte) bool {
 		switch string(key) {
 		case "type":
 			v, ok := s.str()
 			if !ok {
-				return s.fail("type")
+				return false
 			}
 			m.kind = chatKindOf(v)
+			return true
 		case "thread_id":
-			dst = &m.threadID
+			return s.strInto(&m.threadID)
 		case "reason":
-			dst = &m.reason
+			return s.strInto(&m.reason)
 		case "code":
-			dst = &m.code
+			return s.strInto(&m.code)
 		case "message":
-			dst = &m.text
-		default:
-			if !s.skip() {
-				return s.fail(string(key))
-			}
+			return s.strInto(&m.text)
 		}
-		if dst != nil {
-			if *dst, ok = s.strOrSkip(); !ok {
-				return s.fail(string(key))
-			}
-		}
-		if s.consume(',') {
-			continue
-		}
-		if s.consume('}') {
-			return s.end()
-		}
-		return s.fail("object")
-	}
+		return s.skip()
+	})
 }
 
 func chatKindOf(v []byte) chatKind {

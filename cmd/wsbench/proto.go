@@ -76,69 +76,43 @@ func (m *message) benchData() bool { return m.has&(hasT|hasP|hasS) == hasT|hasP|
 func parseMessage(b []byte, m *message) error {
 	*m = message{}
 	s := scanner{b: b}
-	if !s.consume('{') {
-		return errors.New("message is not a JSON object")
-	}
-	if s.consume('}') {
-		return s.end()
-	}
-	for {
-		key, ok := s.str()
-		if !ok || !s.consume(':') {
-			return s.fail("key")
-		}
+	return s.object(func(key []byte) bool {
 		switch string(key) {
 		case "type":
 			v, ok := s.str()
 			if !ok {
-				return s.fail("type")
+				return false
 			}
 			m.kind = kindOf(v)
 		case "data":
 			if s.peek() == '{' {
-				if !s.benchData(m) {
-					return s.fail("data")
-				}
-			} else if !s.skip() {
-				return s.fail("data")
+				return s.benchData(m)
 			}
+			return s.skip()
 		case "count":
 			if s.peek() == '"' || !s.number(&m.count) {
-				return s.fail("count")
+				return false
 			}
 			m.has |= hasCount
 		case "connections":
-			if s.peek() == '[' {
-				n, ok := s.arrayLen()
-				if !ok {
-					return s.fail("connections")
-				}
-				m.connections = n
-				m.has |= hasConnections
-			} else if !s.skip() {
-				return s.fail("connections")
+			if s.peek() != '[' {
+				return s.skip()
 			}
+			n, ok := s.arrayLen()
+			if !ok {
+				return false
+			}
+			m.connections = n
+			m.has |= hasConnections
 		case "code":
-			if m.code, ok = s.strOrSkip(); !ok {
-				return s.fail("code")
-			}
+			return s.strInto(&m.code)
 		case "message":
-			if m.text, ok = s.strOrSkip(); !ok {
-				return s.fail("message")
-			}
+			return s.strInto(&m.text)
 		default:
-			if !s.skip() {
-				return s.fail(string(key))
-			}
+			return s.skip()
 		}
-		if s.consume(',') {
-			continue
-		}
-		if s.consume('}') {
-			return s.end()
-		}
-		return s.fail("object")
-	}
+		return true
+	})
 }
 
 func kindOf(v []byte) msgKind {
@@ -173,6 +147,35 @@ func jsonString(raw []byte) string {
 type scanner struct {
 	b []byte
 	i int
+}
+
+// object scans a JSON object, calling field with each key and the scanner
+// at its value. field consumes the value (s.skip for a key it does not
+// want) and reports false when the value is malformed, which fails the
+// object naming the key.
+func (s *scanner) object(field func(key []byte) bool) error {
+	if !s.consume('{') {
+		return errors.New("message is not a JSON object")
+	}
+	if s.consume('}') {
+		return s.end()
+	}
+	for {
+		key, ok := s.str()
+		if !ok || !s.consume(':') {
+			return s.fail("key")
+		}
+		if !field(key) {
+			return s.fail(string(key))
+		}
+		if s.consume(',') {
+			continue
+		}
+		if s.consume('}') {
+			return s.end()
+		}
+		return s.fail("object")
+	}
 }
 
 func (s *scanner) fail(what string) error {
@@ -242,6 +245,13 @@ func (s *scanner) strOrSkip() ([]byte, bool) {
 		return s.str()
 	}
 	return nil, s.skip()
+}
+
+// strInto is strOrSkip into *dst.
+func (s *scanner) strInto(dst *[]byte) bool {
+	v, ok := s.strOrSkip()
+	*dst = v
+	return ok
 }
 
 // number reads an integer into v. Fractions, exponents and values outside
