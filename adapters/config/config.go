@@ -22,6 +22,7 @@ package config
 import (
 	"log/slog"
 	"net/netip"
+	"slices"
 	"time"
 )
 
@@ -100,6 +101,31 @@ type HTTP struct {
 	// TestPageEnabled serves the browser test page. TEST_PAGE_ENABLED; default the
 	// value of Debug (off in production), an explicit setting wins.
 	TestPageEnabled bool
+}
+
+// Hosts holds the accepted Host and Origin header patterns, parsed and lowercase as
+// web.ParseHostPattern and web.ParseOriginPattern return them; web.Hosts matches
+// header values against them.
+type Hosts struct {
+	// Allowed lists the accepted Host header values, ports ignored.
+	// DJANGO_ALLOWED_HOSTS (also ALLOWED_HOSTS), a comma list; default
+	// "127.0.0.1,localhost,[::1]". Entries must not carry a scheme or a port.
+	Allowed []string
+
+	// Origins lists the accepted Origin header values as scheme-less host[:port]
+	// patterns; an entry without a port accepts any port. ALLOWED_ORIGINS, a comma list
+	// ("https://a.com" is stored as "a.com"); default empty, meaning that the Allowed
+	// hosts are used with any port (see AllowedOrigins).
+	Origins []string
+}
+
+// AllowedOrigins returns the origin patterns in force: Origins when set, else Allowed,
+// whose entries carry no port and so accept an origin on any port.
+func (h Hosts) AllowedOrigins() []string {
+	if len(h.Origins) > 0 {
+		return slices.Clone(h.Origins)
+	}
+	return slices.Clone(h.Allowed)
 }
 
 // Auth holds the secrets and the API key check.

@@ -11,6 +11,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/wsserver/wsserver/adapters/web"
 )
 
 // goodSecret passes the production checks.
@@ -370,4 +372,30 @@ func TestEnvExample(t *testing.T) {
 	defaults, err := loadEnv(t, dev(nil))
 	require.NoError(t, err)
 	assert.Equal(t, defaults, cfg, ".env.example must hold the defaults, with DJANGO_DEBUG=1")
+}
+
+func TestAllowedOrigins(t *testing.T) {
+	h := Hosts{Allowed: []string{"a.com", "*"}}
+	assert.Equal(t, []string{"a.com", "*"}, h.AllowedOrigins())
+	h.Origins = []string{"b.com:8000"}
+	got := h.AllowedOrigins()
+	assert.Equal(t, []string{"b.com:8000"}, got)
+	got[0] = "changed"
+	assert.Equal(t, "b.com:8000", h.Origins[0], "AllowedOrigins returns a copy")
+}
+
+// Loaded patterns behave like Django's in web.Hosts: the lists round-trip through Load.
+func TestHostsFromLoad(t *testing.T) {
+	cfg, err := loadEnv(t, dev(map[string]string{
+		"DJANGO_ALLOWED_HOSTS": "Example.com.,.Internal.ALB.amazonaws.com",
+		"ALLOWED_ORIGINS":      "HTTPS://App.Example.com/,localhost:3000",
+	}))
+	require.NoError(t, err)
+	h := web.Hosts{Allowed: cfg.HTTP.Hosts.Allowed, Origins: cfg.HTTP.Hosts.AllowedOrigins()}
+	assert.True(t, h.HostAllowed("example.com:8000"))
+	assert.True(t, h.HostAllowed("x.internal.alb.amazonaws.com"))
+	assert.True(t, h.OriginAllowed("https://app.example.com"))
+	assert.True(t, h.OriginAllowed("http://localhost:3000"))
+	assert.False(t, h.OriginAllowed("http://localhost:8000"))
+	assert.False(t, h.OriginAllowed("https://example.com"))
 }

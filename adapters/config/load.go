@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/wsserver/wsserver/adapters/web"
 )
 
 // Load reads the configuration from the process environment and, when dotenvPath names
@@ -153,7 +155,7 @@ func (l *loader) allowedHosts() []string {
 	}
 	var hosts []string
 	for _, entry := range entries {
-		h, err := parseHostPattern(entry)
+		h, err := web.ParseHostPattern(entry)
 		if err != nil {
 			l.fail(name, "entry %s %v", quote(entry), err)
 			continue
@@ -191,7 +193,7 @@ func (l *loader) allowedOrigins() []string {
 	}
 	var origins []string
 	for _, entry := range splitList(v) {
-		o, err := parseOriginPattern(entry)
+		o, err := web.ParseOriginPattern(entry)
 		if err != nil {
 			l.fail(name, "entry %s %v", quote(entry), err)
 			continue
@@ -210,6 +212,23 @@ func splitList(v string) []string {
 		}
 	}
 	return out
+}
+
+// lowerASCII lowercases ASCII letters only: header values are bytes, and Unicode case
+// folding could turn an invalid host into a valid one.
+func lowerASCII(s string) string {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c >= 'A' && c <= 'Z' {
+			b := []byte(s)
+			for j := i; j < len(b); j++ {
+				if b[j] >= 'A' && b[j] <= 'Z' {
+					b[j] += 'a' - 'A'
+				}
+			}
+			return string(b)
+		}
+	}
+	return s
 }
 
 func (l *loader) redisURL() string {

@@ -147,7 +147,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, ln net.Listen
 	closers = append(closers, chat.Close) // before the lock's Redis client closes
 
 	// Edge.
-	hosts := cfg.HTTP.Hosts
+	hosts := web.Hosts{Allowed: cfg.HTTP.Hosts.Allowed, Origins: cfg.HTTP.Hosts.AllowedOrigins()}
 	apiKey := cfg.Auth.APIKey
 	if !cfg.Auth.Required() {
 		apiKey = ""
