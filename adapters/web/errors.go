@@ -12,7 +12,6 @@ import (
 
 	"github.com/labstack/echo/v4"
 
-	"github.com/wsserver/wsserver/adapters/socket"
 	"github.com/wsserver/wsserver/core/protocol"
 )
 
@@ -33,17 +32,20 @@ func writeError(w http.ResponseWriter, status int, code, message string) {
 	_ = json.NewEncoder(w).Encode(b)
 }
 
-// sendError sends err to a socket of either endpoint as
-// {"type":"error","code":..,"message":..}: the code and message of the
-// core's error, else "internal" with no detail (err is logged instead).
-func (s *Server) sendError(ctx context.Context, conn *socket.Conn, err error) {
-	code, msg := protocol.CodeInternal, "internal error"
-	if pe, ok := errors.AsType[*protocol.Error](err); ok {
-		code, msg = pe.Code, pe.Message
-	} else {
+// errInternal is what a client is told of a failure it need not know more
+// of: the log has the rest.
+var errInternal = &protocol.Error{Code: protocol.CodeInternal, Message: "internal error"}
+
+// sendError is the one writer of errors to the sockets of both endpoints:
+// {"type":"error","code":..,"message":..} with the code and message of the
+// *protocol.Error in err, else errInternal's (err is logged instead).
+func (s *Server) sendError(ctx context.Context, c *conn, err error) {
+	pe, ok := errors.AsType[*protocol.Error](err)
+	if !ok {
 		s.cfg.Log.ErrorContext(ctx, "unexpected socket error", logArgs(ctx, "err", err)...)
+		pe = errInternal
 	}
-	conn.SendText(protocol.EncodeError(code, msg))
+	c.SendText(protocol.EncodeError(pe.Code, pe.Message))
 }
 
 // httpError renders Echo's errors (unknown routes, wrong methods) in the

@@ -7,7 +7,6 @@ package web
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"math"
 	"net"
@@ -102,10 +101,8 @@ type Server struct {
 	cfg      Config
 	echo     *echo.Echo
 	upgrader websocket.Upgrader
-	sessions *socket.Server
-	session  metrics.Endpoint
-	chats    *socket.Server
-	chat     metrics.Endpoint
+	sessions *endpoint
+	chats    *endpoint
 	csrf     *CSRF
 
 	draining atomic.Bool
@@ -118,11 +115,10 @@ type Server struct {
 	// never cancelled: sockets end by being closed.
 	base context.Context
 
-	mu        sync.Mutex
-	live      map[*socket.Conn]struct{} // session sockets, to close on drain
-	chatConns map[*chatConn]struct{}    // chat sockets
-	answers   map[*answer]string        // answers running, by thread id; they outlive their sockets
-	gone      *sync.Cond                // signalled when live, chatConns or answers shrink
+	mu      sync.Mutex
+	conns   map[*conn]struct{} // the sockets of both endpoints, to close on drain
+	answers map[*answer]string // answers running, by thread id; they outlive their sockets
+	gone    *sync.Cond         // signalled when an endpoint's last socket or an answer ends
 }
 
 // New builds the edge.
@@ -172,12 +168,11 @@ func New(cfg Config) (*Server, error) {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
 	s := &Server{
-		cfg:       cfg,
-		perIP:     make(map[string]int),
-		base:      context.Background(),
-		live:      make(map[*socket.Conn]struct{}),
-		chatConns: make(map[*chatConn]struct{}),
-		answers:   make(map[*answer]string),
+		cfg:     cfg,
+		perIP:   make(map[string]int),
+		base:    context.Background(),
+		conns:   make(map[*conn]struct{}),
+		answers: make(map[*answer]string),
 	}
 	s.gone = sync.NewCond(&s.mu)
 	csrf, err := NewCSRF(CSRFConfig{Secret: cfg.CSRFSecret, TTL: cfg.CSRFTTL})
@@ -185,16 +180,8 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s.csrf = csrf
-	s.session = cfg.Metrics.Endpoint("session")
-	sc := cfg.Sockets
-	sc.OnSlow = s.session.Slow.Inc
-	sc.OnWritten = func(n int) { s.session.Out.Add(float64(n)) }
-	s.sessions = socket.NewServer(sc)
-	s.chat = cfg.Metrics.Endpoint("chat")
-	cc := cfg.Sockets
-	cc.OnSlow = s.chat.Slow.Inc
-	cc.OnWritten = func(n int) { s.chat.Out.Add(float64(n)) }
-	s.chats = socket.NewServer(cc)
+	s.sessions = newEndpoint("session", cfg.Sockets, cfg.Metrics)
+	s.chats = newEndpoint("chat", cfg.Sockets, cfg.Metrics)
 	s.upgrader = websocket.Upgrader{
 		HandshakeTimeout: 10 * time.Second,
 		// Small read buffers and pooled write buffers: an idle socket
@@ -236,47 +223,6 @@ func (s *Server) Echo() *echo.Echo { return s.echo }
 // Drain starts the shutdown: /health/ answers 503 and no new WebSocket is
 // accepted.
 func (s *Server) Drain() { s.draining.Store(true) }
-
-// CloseSessions closes every session socket with 1012 so that clients
-// reconnect to another instance, and waits until they are gone or ctx ends.
-func (s *Server) CloseSessions(ctx context.Context) error {
-	s.mu.Lock()
-	for c := range s.live {
-		c.Close(socket.CloseServiceReset, "service restart")
-	}
-	s.mu.Unlock()
-
-	stop := context.AfterFunc(ctx, func() {
-		s.mu.Lock()
-		s.gone.Broadcast()
-		s.mu.Unlock()
-	})
-	defer stop()
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for len(s.live) > 0 && ctx.Err() == nil {
-		s.gone.Wait()
-	}
-	if n := len(s.live); n > 0 {
-		return fmt.Errorf("web: %d session sockets still open: %w", n, ctx.Err())
-	}
-	return nil
-}
-
-func (s *Server) track(c *socket.Conn) {
-	s.mu.Lock()
-	s.live[c] = struct{}{}
-	s.mu.Unlock()
-}
-
-func (s *Server) untrack(c *socket.Conn) {
-	s.mu.Lock()
-	delete(s.live, c)
-	if len(s.live) == 0 {
-		s.gone.Broadcast()
-	}
-	s.mu.Unlock()
-}
 
 func (s *Server) health(c echo.Context) error {
 	if s.draining.Load() {

@@ -668,3 +668,27 @@ func TestNewRefusesBadLimits(t *testing.T) {
 		})
 	}
 }
+
+// Both endpoints' sockets are tracked together, but shutdown closes each
+// kind its own way: CloseSessions closes the sessions at once and leaves
+// the chats, which CloseChats closes once their answers are done.
+func TestCloseSessionsLeavesTheChats(t *testing.T) {
+	f := newFixture(t, nil)
+	sess := f.join(t, "s", "admin")
+	chat, err := f.dial(t, "/ws/chat/", nil)
+	require.NoError(t, err)
+	f.srv.Drain()
+
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	closed := make(chan error, 1)
+	go func() { closed <- f.srv.CloseSessions(ctx) }()
+	assert.Equal(t, websocket.CloseServiceRestart, closeCode(t, sess))
+	require.NoError(t, <-closed, "CloseSessions waits for sessions only")
+
+	send(t, chat, `{"type":"ping"}`)
+	assert.Equal(t, "pong", recv(t, chat)["type"], "the chat socket is still open")
+	go func() { closed <- f.srv.CloseChats(ctx) }()
+	assert.Equal(t, websocket.CloseServiceRestart, closeCode(t, chat))
+	require.NoError(t, <-closed)
+}
