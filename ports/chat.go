@@ -228,8 +228,10 @@ type Turn struct {
 
 // ThreadStore keeps threads, their messages, the checkpoints of the graph
 // runs and the escalations. A chat writes its turn at once (SaveTurn); the
-// conversation reads a thread back (Load, History). Messages are rows:
-// saving a turn never rewrites what is stored. The reads return
+// conversation reads a thread back (Load, History). The checkpoints are
+// kept to inspect runs: the conversation never reads them back, and stores
+// offer their read outside the port. Messages are rows: saving a turn
+// never rewrites what is stored. Load and History return
 // ErrThreadNotFound for a thread that no turn created. Every store
 // refuses, with ErrUnstorable, what PostgreSQL cannot keep: text that is
 // not UTF-8 or holds NUL, ids longer than 255 characters, checkpoint states
@@ -240,8 +242,6 @@ type ThreadStore interface {
 	Load(ctx context.Context, threadID string) (Thread, error)
 	// History returns the thread's messages in order.
 	History(ctx context.Context, threadID string) ([]Message, error)
-	// Checkpoints returns the thread's checkpoints in the order saved.
-	Checkpoints(ctx context.Context, threadID string) ([]Checkpoint, error)
 	// SaveTurn stores a chat's turn all at once, or nothing of it when it
 	// fails: it creates the thread unless it exists (two instances may
 	// race to: neither fails, and the thread keeps the first turn's

@@ -16,7 +16,7 @@ import (
 )
 
 func TestThreadStoreContract(t *testing.T) {
-	porttest.ThreadStore(t, func(t *testing.T) (ports.ThreadStore, ports.ThreadStore) {
+	porttest.ThreadStore(t, func(t *testing.T) (porttest.CheckpointStore, porttest.CheckpointStore) {
 		t.Helper()
 		return memory.NewThreads(0), nil
 	})

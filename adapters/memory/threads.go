@@ -150,7 +150,10 @@ func (s *Threads) History(ctx context.Context, threadID string) ([]ports.Message
 	return slices.Clone(th.messages), nil
 }
 
-// Checkpoints returns copies of the thread's checkpoints.
+// Checkpoints returns copies of the thread's checkpoints, in the order
+// saved, or conversation.ErrThreadNotFound. It is not part of
+// ports.ThreadStore: the conversation never reads checkpoints back; tests
+// and diagnostics do.
 func (s *Threads) Checkpoints(ctx context.Context, threadID string) ([]ports.Checkpoint, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err

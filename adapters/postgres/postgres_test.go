@@ -90,7 +90,7 @@ func save(t testing.TB, s *postgres.Store, thread string, msgs ...ports.Message)
 }
 
 func TestThreadStoreContract(t *testing.T) {
-	porttest.ThreadStore(t, func(t *testing.T) (ports.ThreadStore, ports.ThreadStore) {
+	porttest.ThreadStore(t, func(t *testing.T) (porttest.CheckpointStore, porttest.CheckpointStore) {
 		t.Helper()
 		dsn := newDatabase(t)
 		// Two stores on one database, as two instances have.

@@ -128,7 +128,9 @@ func (s *Store) History(ctx context.Context, threadID string) ([]ports.Message, 
 	return msgs, nil
 }
 
-// Checkpoints returns the thread's checkpoints in the order saved.
+// Checkpoints returns the thread's checkpoints in the order saved, or
+// conversation.ErrThreadNotFound. It is not part of ports.ThreadStore: the
+// conversation never reads checkpoints back; tests and operators do.
 func (s *Store) Checkpoints(ctx context.Context, threadID string) ([]ports.Checkpoint, error) {
 	if !storable(threadID, maxKey) {
 		return nil, conversation.ErrThreadNotFound

@@ -60,9 +60,19 @@ func sameEscalations(t *testing.T, want, got []ports.EscalationRecord) {
 	}
 }
 
+// CheckpointStore is a thread store that reads its checkpoints back. The
+// port leaves that read out, for the conversation never reads them; the
+// contract needs it to check that SaveTurn keeps them.
+type CheckpointStore interface {
+	ports.ThreadStore
+	// Checkpoints returns the thread's checkpoints in the order saved, or
+	// ErrThreadNotFound.
+	Checkpoints(ctx context.Context, threadID string) ([]ports.Checkpoint, error)
+}
+
 // ThreadStore runs the thread store contract on the adapter that newStores
 // makes.
-func ThreadStore(t *testing.T, newStores Instances[ports.ThreadStore]) {
+func ThreadStore(t *testing.T, newStores Instances[CheckpointStore]) {
 	ctx := context.Background()
 	user := func(id, content string, at time.Duration) ports.Message {
 		return ports.Message{ID: id, Role: ports.RoleUser, Content: content, CreatedAt: stamp(at)}
@@ -72,7 +82,7 @@ func ThreadStore(t *testing.T, newStores Instances[ports.ThreadStore]) {
 	}
 
 	// save stores a turn of msgs on thread id, as a chat does.
-	save := func(t *testing.T, s ports.ThreadStore, id string, msgs ...ports.Message) {
+	save := func(t *testing.T, s CheckpointStore, id string, msgs ...ports.Message) {
 		t.Helper()
 		require.NoError(t, s.SaveTurn(ctx, ports.Turn{ThreadID: id, Channel: "web", Messages: msgs}))
 	}
@@ -222,7 +232,7 @@ func ThreadStore(t *testing.T, newStores Instances[ports.ThreadStore]) {
 		id := session(t)
 		save(t, a, id, user("m1", "on a", 0))
 		save(t, b, id, answer("m2", "on b", time.Second))
-		for _, s := range []ports.ThreadStore{a, b} {
+		for _, s := range []CheckpointStore{a, b} {
 			msgs, err := s.History(ctx, id)
 			require.NoError(t, err)
 			sameMessages(t, []ports.Message{user("m1", "on a", 0), answer("m2", "on b", time.Second)}, msgs)
@@ -364,7 +374,7 @@ func ThreadStore(t *testing.T, newStores Instances[ports.ThreadStore]) {
 			wg.Go(func() { assert.NoError(t, s.SaveTurn(ctx, turn)) })
 		}
 		wg.Wait()
-		for _, s := range []ports.ThreadStore{a, b} {
+		for _, s := range []CheckpointStore{a, b} {
 			msgs, err := s.History(ctx, id)
 			require.NoError(t, err)
 			require.Len(t, msgs, 2*turns)

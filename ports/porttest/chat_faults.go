@@ -17,7 +17,7 @@ import (
 // threadStoreRefusals holds every store to what PostgreSQL refuses, and to
 // fencing: a value one store refuses, every store refuses, with
 // ErrUnstorable, and stores nothing of it.
-func threadStoreRefusals(t *testing.T, newStores Instances[ports.ThreadStore]) {
+func threadStoreRefusals(t *testing.T, newStores Instances[CheckpointStore]) {
 	t.Helper()
 	ctx := context.Background()
 	user := func(id, content string) ports.Message {
@@ -126,7 +126,7 @@ func threadStoreRefusals(t *testing.T, newStores Instances[ports.ThreadStore]) {
 		require.NotErrorIs(t, err, conversation.ErrUnstorable)
 		require.NoError(t, a.SaveTurn(ctx, fenced("f9", 9)))
 		require.ErrorIs(t, a.SaveTurn(ctx, fenced("f6", 6)), conversation.ErrFenced, "the unfenced turn did not lower it, f9 raised it")
-		for _, s := range []ports.ThreadStore{a, b} {
+		for _, s := range []CheckpointStore{a, b} {
 			msgs, err := s.History(ctx, id)
 			require.NoError(t, err)
 			var ids []string
