@@ -14,36 +14,21 @@ import (
 
 // chatConfig is what a chat run does.
 type chatConfig struct {
-	Conns      int
-	Chats      int // per connection; 0: until -duration
-	Duration   time.Duration
-	Message    string
-	Channel    string
-	Data       string // raw JSON; empty: no data field
-	NewThread  bool
-	Timeout    time.Duration
-	ErrorPause time.Duration
-	Stagger    time.Duration
-	MaxSamples int
+	Conns      int           `report:"conns"`
+	Chats      int           `report:"chats_per_conn"` // per connection; 0: until -duration
+	Duration   time.Duration `report:"duration_s"`
+	Message    string        `report:"message"`
+	Channel    string        `report:"channel"`
+	Data       string        `report:"data"` // raw JSON; empty: no data field
+	NewThread  bool          `report:"new_thread"`
+	Timeout    time.Duration `report:"timeout_s"`
+	ErrorPause time.Duration `report:"error_pause_s"`
+	Stagger    time.Duration `report:"stagger_s"`
+	MaxSamples int           `report:"max_samples"`
 }
 
 // MarshalJSON writes the config with durations in seconds.
-func (c chatConfig) MarshalJSON() ([]byte, error) {
-	return json.Marshal(struct {
-		Conns      int     `json:"conns"`
-		Chats      int     `json:"chats_per_conn"`
-		Duration   float64 `json:"duration_s"`
-		Message    string  `json:"message"`
-		Channel    string  `json:"channel"`
-		Data       string  `json:"data"`
-		NewThread  bool    `json:"new_thread"`
-		Timeout    float64 `json:"timeout_s"`
-		ErrorPause float64 `json:"error_pause_s"`
-		Stagger    float64 `json:"stagger_s"`
-		MaxSamples int     `json:"max_samples"`
-	}{c.Conns, c.Chats, c.Duration.Seconds(), c.Message, c.Channel, c.Data, c.NewThread,
-		c.Timeout.Seconds(), c.ErrorPause.Seconds(), c.Stagger.Seconds(), c.MaxSamples})
-}
+func (c chatConfig) MarshalJSON() ([]byte, error) { return configJSON(c) }
 
 var chatCommand = command[chatConfig, *chatReport]{
 	name: "chat",

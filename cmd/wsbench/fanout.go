@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -15,32 +14,19 @@ import (
 
 // fanoutConfig is what a fanout run does.
 type fanoutConfig struct {
-	Sockets    int
-	Sessions   int
-	Publishers int
-	Rate       float64
-	Duration   time.Duration
-	Warmup     time.Duration
-	Grace      time.Duration
-	Late       time.Duration
-	MaxSamples int
+	Sockets    int           `report:"sockets"`
+	Sessions   int           `report:"sessions"`
+	Publishers int           `report:"publishers"`
+	Rate       float64       `report:"rate"`
+	Duration   time.Duration `report:"duration_s"`
+	Warmup     time.Duration `report:"warmup_s"`
+	Grace      time.Duration `report:"grace_s"`
+	Late       time.Duration `report:"late_s"`
+	MaxSamples int           `report:"max_samples"`
 }
 
 // MarshalJSON writes the config with durations in seconds.
-func (c fanoutConfig) MarshalJSON() ([]byte, error) {
-	return json.Marshal(struct {
-		Sockets    int     `json:"sockets"`
-		Sessions   int     `json:"sessions"`
-		Publishers int     `json:"publishers"`
-		Rate       float64 `json:"rate"`
-		Duration   float64 `json:"duration_s"`
-		Warmup     float64 `json:"warmup_s"`
-		Grace      float64 `json:"grace_s"`
-		Late       float64 `json:"late_s"`
-		MaxSamples int     `json:"max_samples"`
-	}{c.Sockets, c.Sessions, c.Publishers, c.Rate, c.Duration.Seconds(), c.Warmup.Seconds(),
-		c.Grace.Seconds(), c.Late.Seconds(), c.MaxSamples})
-}
+func (c fanoutConfig) MarshalJSON() ([]byte, error) { return configJSON(c) }
 
 var fanoutCommand = command[fanoutConfig, *fanoutReport]{
 	name: "fanout",

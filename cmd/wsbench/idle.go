@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -12,25 +11,16 @@ import (
 
 // idleConfig is what an idle run does.
 type idleConfig struct {
-	Sockets     int
-	Sessions    int // 0: one session per socket
-	Duration    time.Duration
-	Settle      time.Duration
-	Samples     int
-	SampleEvery time.Duration
+	Sockets     int           `report:"sockets"`
+	Sessions    int           `report:"sessions"` // 0: one session per socket
+	Duration    time.Duration `report:"duration_s"`
+	Settle      time.Duration `report:"settle_s"`
+	Samples     int           `report:"rss_samples"`
+	SampleEvery time.Duration `report:"rss_sample_every_s"`
 }
 
 // MarshalJSON writes the config with durations in seconds.
-func (c idleConfig) MarshalJSON() ([]byte, error) {
-	return json.Marshal(struct {
-		Sockets     int     `json:"sockets"`
-		Sessions    int     `json:"sessions"`
-		Duration    float64 `json:"duration_s"`
-		Settle      float64 `json:"settle_s"`
-		Samples     int     `json:"rss_samples"`
-		SampleEvery float64 `json:"rss_sample_every_s"`
-	}{c.Sockets, c.Sessions, c.Duration.Seconds(), c.Settle.Seconds(), c.Samples, c.SampleEvery.Seconds()})
-}
+func (c idleConfig) MarshalJSON() ([]byte, error) { return configJSON(c) }
 
 var idleCommand = command[idleConfig, *idleReport]{
 	name: "idle",

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"io"
@@ -14,25 +13,16 @@ import (
 
 // presenceConfig is what a presence run does.
 type presenceConfig struct {
-	Sockets  int
-	Sessions int
-	Queries  int
-	Queriers int
-	Settle   time.Duration
-	Timeout  time.Duration
+	Sockets  int           `report:"sockets"`
+	Sessions int           `report:"sessions"`
+	Queries  int           `report:"queries"`
+	Queriers int           `report:"queriers"`
+	Settle   time.Duration `report:"settle_s"`
+	Timeout  time.Duration `report:"timeout_s"`
 }
 
 // MarshalJSON writes the config with durations in seconds.
-func (c presenceConfig) MarshalJSON() ([]byte, error) {
-	return json.Marshal(struct {
-		Sockets  int     `json:"sockets"`
-		Sessions int     `json:"sessions"`
-		Queries  int     `json:"queries"`
-		Queriers int     `json:"queriers"`
-		Settle   float64 `json:"settle_s"`
-		Timeout  float64 `json:"timeout_s"`
-	}{c.Sockets, c.Sessions, c.Queries, c.Queriers, c.Settle.Seconds(), c.Timeout.Seconds()})
-}
+func (c presenceConfig) MarshalJSON() ([]byte, error) { return configJSON(c) }
 
 var presenceCommand = command[presenceConfig, *presenceReport]{
 	name: "presence",

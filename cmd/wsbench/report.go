@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"reflect"
 	"slices"
 	"strings"
 	"time"
@@ -97,6 +98,34 @@ func (p *printer) servers(servers []serverRSS) {
 		}
 		p.line("", "%s per socket ((%s - before) / %d sockets)", bytesIEC(s.PerSocket), after, s.Sockets)
 	}
+}
+
+// configJSON writes a config struct as a JSON object of its fields in
+// order, named by their report tags, with time.Duration fields in seconds
+// (their names end in _s). The tags are not json tags so that decoding a
+// report into the config type (as the tests do) leaves the durations alone.
+func configJSON(cfg any) ([]byte, error) {
+	v := reflect.ValueOf(cfg)
+	b := []byte{'{'}
+	for i, f := range reflect.VisibleFields(v.Type()) {
+		x := v.FieldByIndex(f.Index).Interface()
+		if d, ok := x.(time.Duration); ok {
+			x = d.Seconds()
+		}
+		name, err := json.Marshal(f.Tag.Get("report"))
+		if err != nil {
+			return nil, err
+		}
+		value, err := json.Marshal(x)
+		if err != nil {
+			return nil, fmt.Errorf("config %s: %w", f.Name, err)
+		}
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(append(append(b, name...), ':'), value...)
+	}
+	return append(b, '}'), nil
 }
 
 func writeJSON(w io.Writer, v any) error {
