@@ -62,19 +62,15 @@ var chatCommand = command[chatConfig, *chatReport]{
 	run: chat,
 }
 
-// addChatFlags registers the common flags that mean something to chat
-// sockets, which send no hello and join no session.
+// addChatFlags registers the connection flags of chat sockets, which send
+// no hello and join no session.
 func addChatFlags(fs *flag.FlagSet) *commonFlags {
-	f := &commonFlags{helloTimeout: time.Second} // unused: validated only
-	fs.StringVar(&f.urls, "url", "ws://127.0.0.1:8000", "server base `URLs`, comma-separated (loopback only); connections alternate between them")
-	fs.StringVar(&f.key, "key", "", "API `key`, sent as ?authorization=")
-	fs.StringVar(&f.prefix, "prefix", "", "thread id `prefix` of -new-thread (default: chat-<random>-, unique per run)")
-	fs.StringVar(&f.pids, "pid", "", "server `PIDs`, comma-separated in -url order, to report VmRSS")
-	fs.DurationVar(&f.handshakeTimeout, "handshake-timeout", 10*time.Second, "WebSocket handshake timeout")
-	fs.IntVar(&f.connectConc, "connect-conc", 64, "connects in flight at once")
-	fs.Float64Var(&f.connectRate, "connect-rate", 0, "connects started per second (0: no limit)")
-	fs.BoolVar(&f.jsonOut, "json", false, "print the report as one JSON object (no progress lines)")
-	fs.BoolVar(&f.quiet, "q", false, "no progress lines")
+	f := addConnectionFlags(fs, connectionHelp{
+		url:    "server base `URLs`, comma-separated (loopback only); connections alternate between them",
+		prefix: "thread id `prefix` of -new-thread (default: chat-<random>-, unique per run)",
+		conc:   "connects in flight at once",
+	})
+	f.helloTimeout = time.Second // unused: validated only
 	return f
 }
 

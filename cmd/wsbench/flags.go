@@ -13,8 +13,8 @@ import (
 	"time"
 )
 
-// commonFlags are the flags every subcommand has: where to connect, how,
-// and what to report.
+// commonFlags are the flags of the connection: where to connect, how, and
+// what to report.
 type commonFlags struct {
 	urls             string
 	key              string
@@ -29,16 +29,33 @@ type commonFlags struct {
 	quiet            bool
 }
 
+// addCommonFlags registers the flags of session sockets: the connection
+// flags and those of the hello handshake.
 func addCommonFlags(fs *flag.FlagSet) *commonFlags {
-	f := &commonFlags{}
-	fs.StringVar(&f.urls, "url", "ws://127.0.0.1:8000", "server base `URLs`, comma-separated (loopback only); sockets alternate between them, so every session has sockets on every server")
-	fs.StringVar(&f.key, "key", "", "API `key`, sent as ?authorization=")
-	fs.StringVar(&f.prefix, "prefix", "", "session id `prefix` (default: <command>-<random>-, unique per run)")
-	fs.StringVar(&f.pids, "pid", "", "server `PIDs`, comma-separated in -url order, to report VmRSS")
+	f := addConnectionFlags(fs, connectionHelp{
+		url:    "server base `URLs`, comma-separated (loopback only); sockets alternate between them, so every session has sockets on every server",
+		prefix: "session id `prefix` (default: <command>-<random>-, unique per run)",
+		conc:   "connects (handshake + hello) in flight at once",
+	})
 	fs.BoolVar(&f.noHelloOK, "no-hello-ok", false, "the server sends no hello_ok (Django reference): hello is done once sent")
-	fs.DurationVar(&f.handshakeTimeout, "handshake-timeout", 10*time.Second, "WebSocket handshake timeout")
 	fs.DurationVar(&f.helloTimeout, "hello-timeout", 10*time.Second, "wait this long for hello_ok (or a first message) before counting a socket failed")
-	fs.IntVar(&f.connectConc, "connect-conc", 64, "connects (handshake + hello) in flight at once")
+	return f
+}
+
+// connectionHelp is the help of the connection flags whose meaning
+// depends on the subcommand.
+type connectionHelp struct{ url, prefix, conc string }
+
+// addConnectionFlags registers the flags every subcommand has: where to
+// connect, how fast, and how to report.
+func addConnectionFlags(fs *flag.FlagSet, help connectionHelp) *commonFlags {
+	f := &commonFlags{}
+	fs.StringVar(&f.urls, "url", "ws://127.0.0.1:8000", help.url)
+	fs.StringVar(&f.key, "key", "", "API `key`, sent as ?authorization=")
+	fs.StringVar(&f.prefix, "prefix", "", help.prefix)
+	fs.StringVar(&f.pids, "pid", "", "server `PIDs`, comma-separated in -url order, to report VmRSS")
+	fs.DurationVar(&f.handshakeTimeout, "handshake-timeout", 10*time.Second, "WebSocket handshake timeout")
+	fs.IntVar(&f.connectConc, "connect-conc", 64, help.conc)
 	fs.Float64Var(&f.connectRate, "connect-rate", 0, "connects started per second (0: no limit)")
 	fs.BoolVar(&f.jsonOut, "json", false, "print the report as one JSON object (no progress lines)")
 	fs.BoolVar(&f.quiet, "q", false, "no progress lines")
