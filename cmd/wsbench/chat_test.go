@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -52,11 +53,7 @@ func startChatServer(t *testing.T, s *chatServer) string {
 func (s *chatServer) chatsByThread() map[string]int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	out := make(map[string]int, len(s.threads))
-	for k, v := range s.threads {
-		out[k] = v
-	}
-	return out
+	return maps.Clone(s.threads)
 }
 
 func (s *chatServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -64,12 +61,8 @@ func (s *chatServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "not found", http.StatusNotFound)
 		return
 	}
-	if s.key != "" && r.URL.Query().Get("authorization") != s.key {
-		http.Error(w, `{"error":{"code":"unauthorized"}}`, http.StatusUnauthorized)
-		return
-	}
-	ws, err := s.upgrader.Upgrade(w, r, nil)
-	if err != nil {
+	ws := upgrade(w, r, s.key, &s.upgrader)
+	if ws == nil {
 		return
 	}
 	defer ws.Close()
@@ -397,35 +390,6 @@ func TestChatHumanOutput(t *testing.T) {
 		}
 		if msg == "human" && !strings.Contains(out.String(), "user_requested") {
 			t.Errorf("output lacks the escalation reason:\n%s", out.String())
-		}
-	}
-}
-
-func TestChatArguments(t *testing.T) {
-	tests := []struct {
-		args    []string
-		wantErr string // "" for success
-	}{
-		{[]string{"chat", "-h"}, ""},
-		{[]string{"chat", "-conns", "0"}, "-conns"},
-		{[]string{"chat", "-chats", "0"}, "-chats or -duration"},
-		{[]string{"chat", "-chats", "-1"}, "negative"},
-		{[]string{"chat", "-data", "{"}, "-data"},
-		{[]string{"chat", "-timeout", "0s"}, "-timeout"},
-		{[]string{"chat", "-max-samples", "0"}, "-max-samples"},
-		{[]string{"chat", "-url", "ws://10.1.2.3:8000"}, "loopback"},
-		{[]string{"chat", "-prefix", "a/b"}, "-prefix"},
-		{[]string{"chat", "-prefix", strings.Repeat("a", 101)}, "-prefix"},
-		{[]string{"chat", "-no-hello-ok"}, "not defined"},
-	}
-	for _, tt := range tests {
-		var out bytes.Buffer
-		err := run(context.Background(), tt.args, &out)
-		switch {
-		case tt.wantErr == "" && err != nil:
-			t.Errorf("run %v: %v", tt.args, err)
-		case tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)):
-			t.Errorf("run %v = %v, want error containing %q", tt.args, err, tt.wantErr)
 		}
 	}
 }

@@ -226,6 +226,17 @@ func TestArguments(t *testing.T) {
 		{[]string{"idle", "-prefix", "a/b"}, "-prefix"},
 		{[]string{"presence", "-queriers", "0"}, "-queriers"},
 		{[]string{"presence", "extra"}, "unexpected arguments"},
+		{[]string{"chat", "-h"}, ""},
+		{[]string{"chat", "-conns", "0"}, "-conns"},
+		{[]string{"chat", "-chats", "0"}, "-chats or -duration"},
+		{[]string{"chat", "-chats", "-1"}, "negative"},
+		{[]string{"chat", "-data", "{"}, "-data"},
+		{[]string{"chat", "-timeout", "0s"}, "-timeout"},
+		{[]string{"chat", "-max-samples", "0"}, "-max-samples"},
+		{[]string{"chat", "-url", "ws://10.1.2.3:8000"}, "loopback"},
+		{[]string{"chat", "-prefix", "a/b"}, "-prefix"},
+		{[]string{"chat", "-prefix", strings.Repeat("a", 101)}, "-prefix"},
+		{[]string{"chat", "-no-hello-ok"}, "not defined"},
 	}
 	for _, tt := range tests {
 		var out bytes.Buffer

@@ -63,6 +63,21 @@ func startSessionServer(t *testing.T, s *sessionServer) string {
 	return "ws" + strings.TrimPrefix(srv.URL, "http")
 }
 
+// upgrade answers 401 unless the request carries key (when one is set) as
+// ?authorization=, and upgrades it otherwise. It returns nil when the
+// request got an HTTP answer instead.
+func upgrade(w http.ResponseWriter, r *http.Request, key string, u *websocket.Upgrader) *websocket.Conn {
+	if key != "" && r.URL.Query().Get("authorization") != key {
+		http.Error(w, `{"error":{"code":"unauthorized"}}`, http.StatusUnauthorized)
+		return nil
+	}
+	ws, err := u.Upgrade(w, r, nil)
+	if err != nil {
+		return nil
+	}
+	return ws
+}
+
 func (s *sessionServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	session, ok := strings.CutPrefix(r.URL.Path, "/ws/session/")
 	session, ok2 := strings.CutSuffix(session, "/")
@@ -70,12 +85,8 @@ func (s *sessionServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "not found", http.StatusNotFound)
 		return
 	}
-	if s.key != "" && r.URL.Query().Get("authorization") != s.key {
-		http.Error(w, `{"error":{"code":"unauthorized"}}`, http.StatusUnauthorized)
-		return
-	}
-	ws, err := s.upgrader.Upgrade(w, r, nil)
-	if err != nil {
+	ws := upgrade(w, r, s.key, &s.upgrader)
+	if ws == nil {
 		return
 	}
 	defer ws.Close()
