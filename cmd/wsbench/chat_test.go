@@ -57,11 +57,7 @@ func (s *chatServer) chatsByThread() map[string]int {
 }
 
 func (s *chatServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if r.URL.Path != "/ws/chat/" {
-		http.Error(w, "not found", http.StatusNotFound)
-		return
-	}
-	ws := upgrade(w, r, s.key, &s.upgrader)
+	ws := upgrade(w, r, r.URL.Path == "/ws/chat/", s.key, &s.upgrader)
 	if ws == nil {
 		return
 	}

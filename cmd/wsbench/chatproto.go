@@ -46,12 +46,7 @@ func parseChat(b []byte, m *chatMsg) error {
 	return s.object(func(key []byte) bool {
 		switch string(key) {
 		case "type":
-			v, ok := s.str()
-			if !ok {
-				return false
-			}
-			m.kind = chatKindOf(v)
-			return true
+			return kindInto(&s, &m.kind, chatKindOf)
 		case "thread_id":
 			return s.strInto(&m.threadID)
 		case "reason":

@@ -79,11 +79,7 @@ func parseMessage(b []byte, m *message) error {
 	return s.object(func(key []byte) bool {
 		switch string(key) {
 		case "type":
-			v, ok := s.str()
-			if !ok {
-				return false
-			}
-			m.kind = kindOf(v)
+			return kindInto(&s, &m.kind, kindOf)
 		case "data":
 			if s.peek() == '{' {
 				return s.benchData(m)
@@ -245,6 +241,16 @@ func (s *scanner) strOrSkip() ([]byte, bool) {
 		return s.str()
 	}
 	return nil, s.skip()
+}
+
+// kindInto reads a string value and stores in *dst the message kind kindOf
+// makes of it.
+func kindInto[K any](s *scanner, dst *K, kindOf func([]byte) K) bool {
+	v, ok := s.str()
+	if ok {
+		*dst = kindOf(v)
+	}
+	return ok
 }
 
 // strInto is strOrSkip into *dst.

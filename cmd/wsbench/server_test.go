@@ -63,10 +63,15 @@ func startSessionServer(t *testing.T, s *sessionServer) string {
 	return "ws" + strings.TrimPrefix(srv.URL, "http")
 }
 
-// upgrade answers 401 unless the request carries key (when one is set) as
-// ?authorization=, and upgrades it otherwise. It returns nil when the
-// request got an HTTP answer instead.
-func upgrade(w http.ResponseWriter, r *http.Request, key string, u *websocket.Upgrader) *websocket.Conn {
+// upgrade answers 404 unless found (the path is the test server's) and
+// 401 unless the request carries key (when one is set) as ?authorization=,
+// and upgrades it otherwise. It returns nil when the request got an HTTP
+// answer instead.
+func upgrade(w http.ResponseWriter, r *http.Request, found bool, key string, u *websocket.Upgrader) *websocket.Conn {
+	if !found {
+		http.Error(w, "not found", http.StatusNotFound)
+		return nil
+	}
 	if key != "" && r.URL.Query().Get("authorization") != key {
 		http.Error(w, `{"error":{"code":"unauthorized"}}`, http.StatusUnauthorized)
 		return nil
@@ -81,11 +86,7 @@ func upgrade(w http.ResponseWriter, r *http.Request, key string, u *websocket.Up
 func (s *sessionServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	session, ok := strings.CutPrefix(r.URL.Path, "/ws/session/")
 	session, ok2 := strings.CutSuffix(session, "/")
-	if !ok || !ok2 || session == "" || strings.Contains(session, "/") {
-		http.Error(w, "not found", http.StatusNotFound)
-		return
-	}
-	ws := upgrade(w, r, s.key, &s.upgrader)
+	ws := upgrade(w, r, ok && ok2 && session != "" && !strings.Contains(session, "/"), s.key, &s.upgrader)
 	if ws == nil {
 		return
 	}
