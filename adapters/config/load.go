@@ -12,7 +12,11 @@ import (
 	"strings"
 	"time"
 
+	"github.com/wsserver/wsserver/adapters/memory"
+	"github.com/wsserver/wsserver/adapters/redis"
+	"github.com/wsserver/wsserver/adapters/socket"
 	"github.com/wsserver/wsserver/adapters/web"
+	"github.com/wsserver/wsserver/core/conversation"
 )
 
 // Load reads the configuration from the process environment and, when dotenvPath names
@@ -46,7 +50,9 @@ func pronoun(n int) string {
 }
 
 // load reads every setting in the order of .env.example; the rules that judge
-// settings together (validate.go) run as their settings are read.
+// settings together (validate.go) run as their settings are read. A setting that
+// configures an adapter takes its default from that adapter (web, socket, redis,
+// memory, conversation), whose zero value means the same default.
 func (l *loader) load() Config {
 	var c Config
 	c.Debug, _ = l.boolean(false, "DJANGO_DEBUG", "DEBUG")
@@ -55,7 +61,7 @@ func (l *loader) load() Config {
 	c.HTTP.ListenAddr = l.listenAddr()
 	c.HTTP.Hosts.Allowed = l.allowedHosts()
 	c.HTTP.Hosts.Origins = l.allowedOrigins()
-	c.HTTP.MaxConnections = l.integer("MAX_CONNECTIONS", 50000, 1, 10_000_000)
+	c.HTTP.MaxConnections = l.integer("MAX_CONNECTIONS", web.DefaultMaxConnections, 1, 10_000_000)
 	c.HTTP.MaxConnectionsPerIP = l.integer("MAX_CONNECTIONS_PER_IP", 1000, 0, 10_000_000)
 	c.HTTP.TrustedProxies = l.trustedProxies()
 	c.HTTP.ShutdownGrace = l.duration("SHUTDOWN_GRACE", 25*time.Second, 0, 10*time.Minute)
@@ -68,20 +74,20 @@ func (l *loader) load() Config {
 	c.Auth = l.auth(c.Debug)
 
 	c.WebSocket = WebSocket{
-		MaxMessageChars: l.integer("MAX_MESSAGE_CHARS", 8000, 1, 1_000_000),
-		MaxFrameBytes:   l.integer("MAX_FRAME_BYTES", 65536, 1024, 16<<20),
-		RateLimitPerSec: l.float("RATE_LIMIT_PER_SEC", 100, 0, 100000),
-		RateLimitBurst:  l.integer("RATE_LIMIT_BURST", 200, 1, 1_000_000),
-		SendQueueSize:   l.integer("SEND_QUEUE_SIZE", 512, 8, 65536),
-		PingInterval:    l.duration("WS_PING_INTERVAL", 25*time.Second, time.Second, 10*time.Minute),
-		WriteTimeout:    l.duration("WS_WRITE_TIMEOUT", 10*time.Second, time.Second, 2*time.Minute),
+		MaxMessageChars: l.integer("MAX_MESSAGE_CHARS", conversation.DefaultMaxMessageChars, 1, 1_000_000),
+		MaxFrameBytes:   l.integer("MAX_FRAME_BYTES", socket.DefaultReadLimit, 1024, 16<<20),
+		RateLimitPerSec: l.float("RATE_LIMIT_PER_SEC", web.DefaultRatePerSec, 0, 100000),
+		RateLimitBurst:  l.integer("RATE_LIMIT_BURST", web.DefaultRateBurst, 1, 1_000_000),
+		SendQueueSize:   l.integer("SEND_QUEUE_SIZE", socket.DefaultMaxQueue, 8, 65536),
+		PingInterval:    l.duration("WS_PING_INTERVAL", socket.DefaultPingInterval, time.Second, 10*time.Minute),
+		WriteTimeout:    l.duration("WS_WRITE_TIMEOUT", socket.DefaultWriteTimeout, time.Second, 2*time.Minute),
 	}
 
 	c.Store = Store{
 		RedisURL:         l.redisURL(),
 		DatabaseURL:      l.databaseURL(),
-		PresenceTTL:      l.duration("PRESENCE_TTL", 30*time.Second, 3*time.Second, time.Hour),
-		MemoryMaxThreads: l.integer("MEMORY_MAX_THREADS", 10000, 1, 10_000_000),
+		PresenceTTL:      l.duration("PRESENCE_TTL", redis.DefaultPresenceTTL, 3*time.Second, time.Hour),
+		MemoryMaxThreads: l.integer("MEMORY_MAX_THREADS", memory.DefaultMaxThreads, 1, 10_000_000),
 	}
 
 	c.Conversation = Conversation{

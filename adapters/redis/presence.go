@@ -18,6 +18,9 @@ import (
 
 var _ ports.Presence = (*Presence)(nil)
 
+// DefaultPresenceTTL is PresenceConfig.TTL's default and PRESENCE_TTL's.
+const DefaultPresenceTTL = 30 * time.Second
+
 // PresenceConfig configures a Presence.
 type PresenceConfig struct {
 	// Client is the shared Redis client. Required.
@@ -74,7 +77,7 @@ func NewPresence(cfg PresenceConfig) (*Presence, error) {
 		return nil, errors.New("redis: presence needs an instance id")
 	}
 	if cfg.TTL == 0 {
-		cfg.TTL = 30 * time.Second
+		cfg.TTL = DefaultPresenceTTL
 	}
 	if cfg.TTL < 3*time.Millisecond {
 		return nil, errors.New("redis: presence ttl is too short")

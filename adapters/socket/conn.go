@@ -29,6 +29,15 @@ const (
 	CloseServiceReset = websocket.CloseServiceRestart    // 1012
 )
 
+// Defaults of Config, which are also the defaults of the settings that set
+// them: SEND_QUEUE_SIZE, WS_WRITE_TIMEOUT, WS_PING_INTERVAL and MAX_FRAME_BYTES.
+const (
+	DefaultMaxQueue     = 512
+	DefaultWriteTimeout = 10 * time.Second
+	DefaultPingInterval = 25 * time.Second
+	DefaultReadLimit    = 64 << 10
+)
+
 // Config is shared by the connections of one server.
 type Config struct {
 	// MaxQueue is how many frames may wait for a socket; one more and the
@@ -65,19 +74,19 @@ type Config struct {
 
 func (c *Config) defaults() {
 	if c.MaxQueue <= 0 {
-		c.MaxQueue = 512
+		c.MaxQueue = DefaultMaxQueue
 	}
 	if c.MaxQueueBytes <= 0 {
 		c.MaxQueueBytes = 4 << 20
 	}
 	if c.WriteTimeout <= 0 {
-		c.WriteTimeout = 10 * time.Second
+		c.WriteTimeout = DefaultWriteTimeout
 	}
 	if c.PingInterval <= 0 {
-		c.PingInterval = 25 * time.Second
+		c.PingInterval = DefaultPingInterval
 	}
 	if c.ReadLimit <= 0 {
-		c.ReadLimit = 64 << 10
+		c.ReadLimit = DefaultReadLimit
 	}
 	if c.CloseWait <= 0 {
 		c.CloseWait = 2 * time.Second

@@ -32,6 +32,14 @@ type Check struct {
 	Check func(ctx context.Context) error
 }
 
+// Defaults of Config, which are also the defaults of MAX_CONNECTIONS,
+// RATE_LIMIT_PER_SEC and RATE_LIMIT_BURST.
+const (
+	DefaultMaxConnections = 50000
+	DefaultRatePerSec     = 100
+	DefaultRateBurst      = 200
+)
+
 // Config configures the edge.
 type Config struct {
 	// InstanceID is reported by /health/. Required.
@@ -144,7 +152,7 @@ func New(cfg Config) (*Server, error) {
 		return nil, errors.New("web: the hello timeout, the CSRF lifetime and the save wait must not be negative")
 	}
 	if cfg.MaxMessageChars <= 0 {
-		cfg.MaxMessageChars = 8000
+		cfg.MaxMessageChars = conversation.DefaultMaxMessageChars
 	}
 	if cfg.CSRFTTL <= 0 {
 		cfg.CSRFTTL = 12 * time.Hour
@@ -153,13 +161,13 @@ func New(cfg Config) (*Server, error) {
 		cfg.SaveWait = 5 * time.Second
 	}
 	if cfg.MaxConnections <= 0 {
-		cfg.MaxConnections = 50000
+		cfg.MaxConnections = DefaultMaxConnections
 	}
 	if cfg.RatePerSec <= 0 {
-		cfg.RatePerSec = 100
+		cfg.RatePerSec = DefaultRatePerSec
 	}
 	if cfg.RateBurst <= 0 {
-		cfg.RateBurst = 200
+		cfg.RateBurst = DefaultRateBurst
 	}
 	if cfg.HelloTimeout <= 0 {
 		cfg.HelloTimeout = 10 * time.Second
