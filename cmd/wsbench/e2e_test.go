@@ -13,13 +13,20 @@ import (
 // runJSON runs wsbench with -json and decodes the report into v.
 func runJSON(t *testing.T, v any, args ...string) {
 	t.Helper()
+	out := runJSONRaw(t, args...)
+	if err := json.Unmarshal(out, v); err != nil {
+		t.Fatalf("decode report: %v\n%s", err, out)
+	}
+}
+
+// runJSONRaw runs wsbench with -json and returns the report as written.
+func runJSONRaw(t *testing.T, args ...string) []byte {
+	t.Helper()
 	var out bytes.Buffer
 	if err := run(context.Background(), append(args, "-json"), &out); err != nil {
 		t.Fatalf("run %v: %v\n%s", args, err, out.String())
 	}
-	if err := json.Unmarshal(out.Bytes(), v); err != nil {
-		t.Fatalf("decode report: %v\n%s", err, out.String())
-	}
+	return out.Bytes()
 }
 
 // The assertions below are on counts only: the schedule fixes how many
