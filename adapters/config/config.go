@@ -150,6 +150,16 @@ type Auth struct {
 // Required reports whether requests must carry the API key.
 func (a Auth) Required() bool { return a.APIKey != "" && !a.Disabled }
 
+// CheckedKey returns the key requests must carry, or "" when none is checked:
+// AUTH_DISABLED is on, or no AUTH_API_KEY is set (which Load allows only with DEBUG
+// on).
+func (a Auth) CheckedKey() string {
+	if !a.Required() {
+		return ""
+	}
+	return a.APIKey
+}
+
 // WebSocket holds the per-socket limits.
 type WebSocket struct {
 	// MaxMessageChars bounds a chat message in Unicode characters.
@@ -219,8 +229,8 @@ type Conversation struct {
 }
 
 // Bedrock holds the AWS Bedrock settings. Region and ChatModelID together
-// select the bedrock adapters (set one without the other and Load fails);
-// the rest are stored as given. All default to empty.
+// select the bedrock adapters (see Enabled; set one without the other and Load
+// fails); the others need them (see Validate). All default to empty.
 type Bedrock struct {
 	// Region is AWS_BEDROCK_REGION.
 	Region string

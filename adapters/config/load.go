@@ -309,6 +309,28 @@ func (l *loader) databaseURL() string {
 	return u.String()
 }
 
+// bedrock reads the Bedrock settings; Bedrock.problems judges them together.
+func (l *loader) bedrock() Bedrock {
+	b := Bedrock{
+		Region:            l.str("", "AWS_BEDROCK_REGION"),
+		ChatModelID:       l.str("", "BEDROCK_MODEL_ID_CHAT"),
+		SummaryModelID:    l.str("", "BEDROCK_MODEL_ID_SUMMARY"),
+		GuardrailModelID:  l.str("", "BEDROCK_MODEL_ID_GUARDRAIL"),
+		EscalationModelID: l.str("", "BEDROCK_MODEL_ID_ESCALATION"),
+		GuardrailID:       l.str("", "BEDROCK_GUARDRAIL_ID"),
+		GuardrailVersion:  l.str("", "BEDROCK_GUARDRAIL_VERSION"),
+		EndpointURL:       l.str("", "BEDROCK_ENDPOINT_URL"),
+	}
+	l.errs = append(l.errs, b.problems()...)
+	if b.EndpointURL != "" {
+		u, err := url.Parse(b.EndpointURL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			l.fail("BEDROCK_ENDPOINT_URL", "must be an http:// or https:// URL with a host")
+		}
+	}
+	return b
+}
+
 func (l *loader) log() Log {
 	lg := Log{Level: slog.LevelInfo, Format: "json"}
 	if v, name, ok := l.raw("LOG_LEVEL"); ok {

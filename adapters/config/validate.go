@@ -5,8 +5,8 @@ package config
 // warnings an operator should see.
 
 import (
+	"errors"
 	"fmt"
-	"net/url"
 	"slices"
 	"strings"
 )
@@ -75,39 +75,53 @@ func weakSecret(s string) string {
 	return ""
 }
 
-// bedrock reads the Bedrock settings and checks the ones that go in pairs.
-func (l *loader) bedrock() Bedrock {
-	b := Bedrock{
-		Region:            l.str("", "AWS_BEDROCK_REGION"),
-		ChatModelID:       l.str("", "BEDROCK_MODEL_ID_CHAT"),
-		SummaryModelID:    l.str("", "BEDROCK_MODEL_ID_SUMMARY"),
-		GuardrailModelID:  l.str("", "BEDROCK_MODEL_ID_GUARDRAIL"),
-		EscalationModelID: l.str("", "BEDROCK_MODEL_ID_ESCALATION"),
-		GuardrailID:       l.str("", "BEDROCK_GUARDRAIL_ID"),
-		GuardrailVersion:  l.str("", "BEDROCK_GUARDRAIL_VERSION"),
-		EndpointURL:       l.str("", "BEDROCK_ENDPOINT_URL"),
-	}
+// Validate checks the rules that join settings: the Bedrock settings that go in
+// pairs, and those that only Bedrock reads, which need AWS_BEDROCK_REGION and
+// BEDROCK_MODEL_ID_CHAT to select it. Load applies them to what it reads; app.Run
+// applies them again, so that a Config built by hand is held to the same rules. Each
+// error names its variable, as Load's do.
+func (c Config) Validate() error {
+	return errors.Join(c.Bedrock.problems()...)
+}
+
+// Enabled reports whether Bedrock is selected: AWS_BEDROCK_REGION and
+// BEDROCK_MODEL_ID_CHAT together select it, and the local adapters run otherwise.
+func (b Bedrock) Enabled() bool { return b.Region != "" && b.ChatModelID != "" }
+
+// problems returns what is wrong with the Bedrock settings taken together.
+func (b Bedrock) problems() []error {
+	var errs []error
+	fail := func(name, msg string) { errs = append(errs, fmt.Errorf("config: %s: %s", name, msg)) }
 	// The bedrock adapters are selected by a region and a chat model
 	// together; one without the other is a mistake, not the local model.
 	switch {
 	case b.Region != "" && b.ChatModelID == "":
-		l.fail("BEDROCK_MODEL_ID_CHAT", "required when AWS_BEDROCK_REGION is set")
+		fail("BEDROCK_MODEL_ID_CHAT", "required when AWS_BEDROCK_REGION is set")
 	case b.Region == "" && b.ChatModelID != "":
-		l.fail("AWS_BEDROCK_REGION", "required when BEDROCK_MODEL_ID_CHAT is set")
+		fail("AWS_BEDROCK_REGION", "required when BEDROCK_MODEL_ID_CHAT is set")
 	}
 	switch {
 	case b.GuardrailID != "" && b.GuardrailVersion == "":
-		l.fail("BEDROCK_GUARDRAIL_VERSION", "required when BEDROCK_GUARDRAIL_ID is set")
+		fail("BEDROCK_GUARDRAIL_VERSION", "required when BEDROCK_GUARDRAIL_ID is set")
 	case b.GuardrailID == "" && b.GuardrailVersion != "":
-		l.fail("BEDROCK_GUARDRAIL_ID", "required when BEDROCK_GUARDRAIL_VERSION is set")
+		fail("BEDROCK_GUARDRAIL_ID", "required when BEDROCK_GUARDRAIL_VERSION is set")
 	}
-	if b.EndpointURL != "" {
-		u, err := url.Parse(b.EndpointURL)
-		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			l.fail("BEDROCK_ENDPOINT_URL", "must be an http:// or https:// URL with a host")
+	// Without Bedrock, a setting only Bedrock reads would be ignored: it stops
+	// start-up instead. A broken pair above is reported alone: mending it may
+	// be what selects Bedrock.
+	if len(errs) == 0 && !b.Enabled() {
+		for _, v := range []struct{ name, value string }{
+			{"BEDROCK_MODEL_ID_SUMMARY", b.SummaryModelID},
+			{"BEDROCK_GUARDRAIL_ID", b.GuardrailID},
+			{"BEDROCK_MODEL_ID_GUARDRAIL", b.GuardrailModelID},
+			{"BEDROCK_MODEL_ID_ESCALATION", b.EscalationModelID},
+		} {
+			if v.value != "" {
+				fail(v.name, "needs AWS_BEDROCK_REGION and BEDROCK_MODEL_ID_CHAT, which select the Bedrock adapters")
+			}
 		}
 	}
-	return b
+	return errs
 }
 
 // checkWarnings notes the settings that are allowed but open something up.

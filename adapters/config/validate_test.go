@@ -104,3 +104,81 @@ func TestTrustingEveryAddressWarns(t *testing.T) {
 		"TRUSTED_PROXIES contains ::/0: every peer is trusted, so any client can choose its address with X-Forwarded-For",
 	}, cfg.Warnings)
 }
+
+// A setting only Bedrock reads, set without AWS_BEDROCK_REGION and
+// BEDROCK_MODEL_ID_CHAT, would be ignored on the local model: Load refuses it,
+// naming every such setting, and Validate refuses it in a Config built by hand.
+func TestBedrockSettingWithoutBedrock(t *testing.T) {
+	const needs = ": needs AWS_BEDROCK_REGION and BEDROCK_MODEL_ID_CHAT, which select the Bedrock adapters"
+	tests := []struct {
+		env  map[string]string
+		want []string // every error line
+	}{
+		{map[string]string{"BEDROCK_MODEL_ID_SUMMARY": "summary"}, []string{"config: BEDROCK_MODEL_ID_SUMMARY" + needs}},
+		{map[string]string{"BEDROCK_GUARDRAIL_ID": "gr", "BEDROCK_GUARDRAIL_VERSION": "1"}, []string{"config: BEDROCK_GUARDRAIL_ID" + needs}},
+		{map[string]string{"BEDROCK_MODEL_ID_GUARDRAIL": "judge"}, []string{"config: BEDROCK_MODEL_ID_GUARDRAIL" + needs}},
+		{map[string]string{"BEDROCK_MODEL_ID_ESCALATION": "classifier"}, []string{"config: BEDROCK_MODEL_ID_ESCALATION" + needs}},
+		{map[string]string{"BEDROCK_MODEL_ID_SUMMARY": "summary", "BEDROCK_MODEL_ID_ESCALATION": "classifier"}, []string{
+			"config: BEDROCK_MODEL_ID_SUMMARY" + needs,
+			"config: BEDROCK_MODEL_ID_ESCALATION" + needs,
+		}},
+	}
+	for _, tt := range tests {
+		var name string
+		for k := range tt.env {
+			name += k + " "
+		}
+		t.Run(name, func(t *testing.T) {
+			_, err := loadEnv(t, dev(tt.env))
+			require.Error(t, err)
+			assert.Equal(t, tt.want, errLines(err))
+
+			// The same settings with Bedrock selected load.
+			selected := dev(tt.env)
+			selected["AWS_BEDROCK_REGION"], selected["BEDROCK_MODEL_ID_CHAT"] = "eu-west-1", "chat"
+			cfg, err := loadEnv(t, selected)
+			require.NoError(t, err)
+			assert.True(t, cfg.Bedrock.Enabled())
+			require.NoError(t, cfg.Validate())
+
+			// A Config built by hand meets the same rule.
+			cfg.Bedrock.Region, cfg.Bedrock.ChatModelID = "", ""
+			assert.False(t, cfg.Bedrock.Enabled())
+			assert.Equal(t, tt.want, errLines(cfg.Validate()))
+		})
+	}
+
+	// A broken pair is the one error: mending it may select Bedrock.
+	_, err := loadEnv(t, dev(map[string]string{"AWS_BEDROCK_REGION": "eu-west-1", "BEDROCK_MODEL_ID_ESCALATION": "classifier"}))
+	assert.Equal(t, []string{"config: BEDROCK_MODEL_ID_CHAT: required when AWS_BEDROCK_REGION is set"}, errLines(err))
+}
+
+func TestValidateAcceptsWhatLoadAccepts(t *testing.T) {
+	for _, env := range []map[string]string{dev(nil), production(nil)} {
+		cfg, err := loadEnv(t, env)
+		require.NoError(t, err)
+		assert.NoError(t, cfg.Validate())
+		assert.False(t, cfg.Bedrock.Enabled())
+	}
+}
+
+// CheckedKey is the key the edge checks: none unless a key is set and
+// AUTH_DISABLED is off.
+func TestCheckedKey(t *testing.T) {
+	tests := []struct {
+		env  map[string]string
+		want string
+	}{
+		{dev(nil), ""},
+		{dev(map[string]string{"AUTH_API_KEY": "dev-key"}), "dev-key"},
+		{dev(map[string]string{"AUTH_API_KEY": "dev-key", "AUTH_DISABLED": "1"}), ""},
+		{production(nil), "api-key-for-tests"},
+		{production(map[string]string{"AUTH_DISABLED": "1"}), ""},
+		{production(map[string]string{"AUTH_API_KEY": "", "AUTH_DISABLED": "1"}), ""},
+	}
+	for i, tt := range tests {
+		cfg, err := loadEnv(t, tt.env)
+		require.NoError(t, err, "case %d", i)
+		assert.Equal(t, tt.want, cfg.Auth.CheckedKey(), "case %d", i)
+	}
+}

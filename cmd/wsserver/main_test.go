@@ -24,6 +24,20 @@ func TestProductionChecksStopStartUp(t *testing.T) {
 	assert.Contains(t, err.Error(), "AUTH_API_KEY")
 }
 
+// A setting only Bedrock reads, without Bedrock selected, stops start-up
+// with the configuration's other errors, before anything is logged, opened or
+// served.
+func TestBedrockSettingWithoutBedrockStopsStartUp(t *testing.T) {
+	t.Setenv("DJANGO_DEBUG", "1")
+	t.Setenv("LISTEN_ADDR", "127.0.0.1:0")
+	t.Setenv("BEDROCK_MODEL_ID_SUMMARY", "summary")
+	var logs syncBuffer
+	err := run(t.Context(), &logs)
+	require.Error(t, err)
+	assert.Equal(t, "config: BEDROCK_MODEL_ID_SUMMARY: needs AWS_BEDROCK_REGION and BEDROCK_MODEL_ID_CHAT, which select the Bedrock adapters", err.Error())
+	assert.Empty(t, logs.String(), "the configuration is refused before the server starts")
+}
+
 // TestEmptyEnvironmentExitsNonZero starts the real binary as the image
 // does with no settings (docker run wsserver): no environment at all, no
 // .env. It must refuse to start, naming everything it lacks.

@@ -38,6 +38,10 @@ import (
 // (5 s) more to save what they sent: the stores close after them. It
 // returns nil after a clean shutdown.
 func Run(ctx context.Context, cfg config.Config, log *slog.Logger, ln net.Listener) error {
+	// Load has checked these; a Config built by hand is held to them too.
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
 	m := metrics.New()
 
 	// Adapters: Redis when configured, in-process otherwise.
@@ -148,17 +152,13 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, ln net.Listen
 
 	// Edge.
 	hosts := web.Hosts{Allowed: cfg.HTTP.Hosts.Allowed, Origins: cfg.HTTP.Hosts.AllowedOrigins()}
-	apiKey := cfg.Auth.APIKey
-	if !cfg.Auth.Required() {
-		apiKey = ""
-	}
-	var testPage []byte // /ws-test/, with DEBUG or TEST_PAGE_ENABLED
+	var testPage []byte // /ws-test/: config turns it on with DEBUG or TEST_PAGE_ENABLED
 	if cfg.HTTP.TestPageEnabled {
 		testPage = docs.WSTestPage
 	}
 	edge, err := web.New(web.Config{
 		InstanceID:          cfg.InstanceID,
-		APIKey:              apiKey,
+		APIKey:              cfg.Auth.CheckedKey(),
 		HostAllowed:         hosts.HostAllowed,
 		OriginAllowed:       hosts.OriginAllowed,
 		MaxConnections:      cfg.HTTP.MaxConnections,
@@ -235,14 +235,13 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, ln net.Listen
 // conversationPorts chooses the conversation's model, guardrail and
 // escalation detector, logs each choice, and names them for /ready/.
 //
-// AWS_BEDROCK_REGION and BEDROCK_MODEL_ID_CHAT together select Bedrock
-// (config.Load refuses one without the other); the local adapters run
-// otherwise. On Bedrock, BEDROCK_GUARDRAIL_ID and _VERSION select
+// Bedrock runs when config selects it (config.Bedrock.Enabled), the local
+// adapters otherwise; config.Validate has refused a Bedrock setting without
+// Bedrock. On Bedrock, BEDROCK_GUARDRAIL_ID and _VERSION select
 // ApplyGuardrail, else BEDROCK_MODEL_ID_GUARDRAIL a judge model, else the
 // local rules check answers; BEDROCK_MODEL_ID_ESCALATION adds the
-// classifier after the local escalation rules. A Bedrock setting without
-// Bedrock selected stops start-up: it would be ignored. Credentials are
-// never logged: they come from the AWS SDK's default chain.
+// classifier after the local escalation rules. Credentials are never
+// logged: they come from the AWS SDK's default chain.
 func conversationPorts(ctx context.Context, cfg config.Config, appdata local.Appdata, log *slog.Logger) (
 	ports.ChatModel, ports.Guardrail, ports.EscalationDetector, map[string]string, error,
 ) {
@@ -257,17 +256,7 @@ func conversationPorts(ctx context.Context, cfg config.Config, appdata local.App
 	}
 	names := map[string]string{"chat": "local", "guardrail": "local", "escalation": "local"}
 
-	if b.Region == "" || b.ChatModelID == "" {
-		for _, v := range []struct{ name, value string }{
-			{"BEDROCK_MODEL_ID_SUMMARY", b.SummaryModelID},
-			{"BEDROCK_GUARDRAIL_ID", b.GuardrailID},
-			{"BEDROCK_MODEL_ID_GUARDRAIL", b.GuardrailModelID},
-			{"BEDROCK_MODEL_ID_ESCALATION", b.EscalationModelID},
-		} {
-			if v.value != "" {
-				return nil, nil, nil, nil, fmt.Errorf("config: %s: needs AWS_BEDROCK_REGION and BEDROCK_MODEL_ID_CHAT, which select the Bedrock adapters", v.name)
-			}
-		}
+	if !b.Enabled() {
 		m, err := local.NewModel(local.ModelConfig{TokenDelay: cfg.Conversation.LocalTokenDelay})
 		if err != nil {
 			return nil, nil, nil, nil, err
