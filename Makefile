@@ -32,12 +32,13 @@ hostile: ## Overload, ping flood and the protocol fuzzer for PROTOFUZZ_TIME (def
 # JSON messages, Host headers, CSRF tokens, API bodies.
 FUZZ_INPUTS = ./adapters/socket:FuzzClientBytes ./core/session:FuzzDecode \
 	./core/conversation:FuzzDecodeChat ./core/conversation:FuzzDecodersAgree \
-	./core/wire:FuzzValidJSONText ./core/wire:FuzzString ./adapters/config:FuzzHostAllowed \
+	./core/wire:FuzzValidJSONText ./core/wire:FuzzString ./adapters/web:FuzzHostAllowed \
 	./adapters/web:FuzzParseCSRF ./adapters/web:FuzzCSRFMutated ./adapters/web:FuzzThreadAPI
 
 fuzz-inputs: ## Fuzz each decoder of client bytes for FUZZTIME (.ci/run: 5s each, after make test)
 	@set -euo pipefail; for t in $(FUZZ_INPUTS); do \
 		echo "== $${t%%:*} $${t##*:}"; \
+		go test -list "^$${t##*:}\$$" "$${t%%:*}" | grep -x "$${t##*:}" >/dev/null || { echo "no $${t##*:} in $${t%%:*}: update FUZZ_INPUTS" >&2; exit 1; }; \
 		go test -run '^$$' -fuzz "^$${t##*:}\$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 500x "$${t%%:*}" </dev/null; \
 	done
 
