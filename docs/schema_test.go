@@ -212,3 +212,37 @@ func section(t *testing.T, md, head string) string {
 	}
 	return rest
 }
+
+// TestOpenAPIValidatesAnswers shows what the end-to-end tests' check of
+// every HTTP answer refuses: an undocumented path or status, and a body
+// that does not match.
+func TestOpenAPIValidatesAnswers(t *testing.T) {
+	api, err := schema.OpenAPI()
+	require.NoError(t, err)
+	tests := []struct {
+		method, path string
+		status       int
+		body         string
+		ok           bool
+	}{
+		{"GET", "/health/", 200, `{"status":"ok","instance_id":"a"}`, true},
+		{"GET", "/health/", 200, `{"status":"ok"}`, false},
+		{"GET", "/health/", 500, `{"error":{"code":"internal","message":"x"}}`, false},
+		{"GET", "/ready/", 503, `{"status":"unavailable","instance_id":"a","failing":{"redis":"unavailable"}}`, true},
+		{"GET", "/api/csrf-token/", 200, `{"csrfToken":"t"}`, true},
+		{"POST", "/api/thread/history", 404, `{"error":{"code":"thread_not_found","message":"no thread"}}`, true},
+		{"POST", "/api/thread/history", 404, `{"error":{"code":"gone","message":"no thread"}}`, false},
+		{"POST", "/api/thread/history", 200, `{"thread_id":"t","messages":[{"id":"1","role":"user","content":"hi","created_at":"2026-12-03T14:02:11.123456Z"}]}`, true},
+		{"POST", "/api/thread/history", 200, `{"thread_id":"t","messages":[{"id":"1","role":"user","content":"hi","created_at":"2026-12-03T14:02:11Z"}]}`, false},
+		{"POST", "/api/thread/summarize", 200, `{"thread_id":"t","summary":"s","model":"x"}`, false},
+		{"POST", "/api/nothing", 200, `{}`, false},
+	}
+	for _, tt := range tests {
+		err := api.ValidateResponse(tt.method, tt.path, tt.status, []byte(tt.body))
+		if tt.ok {
+			assert.NoError(t, err, "%s %s %d %s", tt.method, tt.path, tt.status, tt.body)
+		} else {
+			assert.Error(t, err, "%s %s %d %s", tt.method, tt.path, tt.status, tt.body)
+		}
+	}
+}

@@ -98,6 +98,7 @@ func api(t *testing.T, in *instance, path, key, csrf, body string) (int, map[str
 	defer resp.Body.Close()
 	raw, err := io.ReadAll(resp.Body)
 	require.NoError(t, err)
+	checkHTTP(t, http.MethodPost, path, resp.StatusCode, raw)
 	var m map[string]any
 	require.NoError(t, json.Unmarshal(raw, &m), "%s", raw)
 	return resp.StatusCode, m
@@ -108,8 +109,11 @@ func csrfToken(t *testing.T, in *instance) string {
 	resp, err := http.Get("http://" + in.addr + "/api/csrf-token/")
 	require.NoError(t, err)
 	defer resp.Body.Close()
+	raw, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	checkHTTP(t, http.MethodGet, "/api/csrf-token/", resp.StatusCode, raw)
 	var m map[string]string
-	require.NoError(t, json.NewDecoder(resp.Body).Decode(&m))
+	require.NoError(t, json.Unmarshal(raw, &m))
 	require.NotEmpty(t, m["csrfToken"])
 	var cookie bool
 	for _, c := range resp.Cookies() {

@@ -209,3 +209,13 @@ func redisAddr(t *testing.T) string {
 	require.NoError(t, err)
 	return addr
 }
+
+// checkHTTP fails t when an HTTP answer of the server is not what
+// docs/openapi.yaml says: the status must be documented for the path and
+// the body must match its schema.
+func checkHTTP(t *testing.T, method, path string, status int, body []byte) {
+	t.Helper()
+	api, err := schema.OpenAPI()
+	require.NoError(t, err, "docs/openapi.yaml")
+	assert.NoError(t, api.ValidateResponse(method, path, status, body), "the answer is not what docs/openapi.yaml says: %.300s", body)
+}

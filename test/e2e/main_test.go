@@ -133,7 +133,10 @@ func get(t *testing.T, in *instance, path string) int {
 	t.Helper()
 	resp, err := http.Get("http://" + in.addr + path)
 	require.NoError(t, err)
-	resp.Body.Close()
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	checkHTTP(t, http.MethodGet, path, resp.StatusCode, raw)
 	return resp.StatusCode
 }
 

@@ -207,3 +207,65 @@ func lookup(v any, ptr string) any {
 
 // Lookup is lookup for the tests of the documents.
 func Lookup(v any, ptr string) any { return lookup(v, ptr) }
+
+// API holds openapi.yaml compiled, to validate the server's HTTP answers.
+type API struct {
+	doc map[string]any
+	c   *jsonschema.Compiler
+
+	mu       sync.Mutex
+	compiled map[string]*jsonschema.Schema // by JSON pointer
+}
+
+// OpenAPI returns docs/openapi.yaml compiled; it is compiled once.
+var OpenAPI = sync.OnceValues(func() (*API, error) { return ParseOpenAPI(docs.OpenAPI) })
+
+const openURL = "https://wsserver.invalid/openapi.json"
+
+// ParseOpenAPI loads an OpenAPI document for ValidateResponse.
+func ParseOpenAPI(yamlDoc []byte) (*API, error) {
+	doc, c, err := Compiler(yamlDoc, openURL)
+	if err != nil {
+		return nil, err
+	}
+	return &API{doc: doc, c: c, compiled: map[string]*jsonschema.Schema{}}, nil
+}
+
+// ValidateResponse checks one HTTP answer: the document must list the
+// path, the method and the status, and the JSON body must match the
+// status's schema.
+func (a *API) ValidateResponse(method, path string, status int, body []byte) error {
+	path, _, _ = strings.Cut(path, "?")
+	esc := func(s string) string { return strings.ReplaceAll(strings.ReplaceAll(s, "~", "~0"), "/", "~1") }
+	resp := "/paths/" + esc(path) + "/" + strings.ToLower(method) + "/responses/" + fmt.Sprint(status)
+	r, ok := lookup(a.doc, resp).(map[string]any)
+	if !ok {
+		return fmt.Errorf("%s %s: status %d is not in openapi.yaml", method, path, status)
+	}
+	if ref, ok := r["$ref"].(string); ok {
+		resp = strings.TrimPrefix(ref, "#")
+	}
+	ptr := resp + "/content/application~1json/schema"
+	if lookup(a.doc, ptr) == nil {
+		return fmt.Errorf("%s %s %d: openapi.yaml has no JSON body", method, path, status)
+	}
+	a.mu.Lock()
+	sch, ok := a.compiled[ptr]
+	if !ok {
+		var err error
+		if sch, err = a.c.Compile(openURL + "#" + ptr); err != nil {
+			a.mu.Unlock()
+			return fmt.Errorf("compile %s: %w", ptr, err)
+		}
+		a.compiled[ptr] = sch
+	}
+	a.mu.Unlock()
+	v, err := jsonschema.UnmarshalJSON(bytes.NewReader(body))
+	if err != nil {
+		return fmt.Errorf("%s %s %d: the body is not JSON: %w", method, path, status, err)
+	}
+	if err := sch.Validate(v); err != nil {
+		return fmt.Errorf("%s %s %d: %w", method, path, status, err)
+	}
+	return nil
+}
