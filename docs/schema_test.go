@@ -33,7 +33,9 @@ func TestAsyncAPIExamples(t *testing.T) {
 			require.NotEmpty(t, examples, "every message has an example")
 			for _, ex := range examples {
 				p := schema.Lookup(ex, "/payload")
-				assert.NoError(t, sch.Validate(p), "example %v", schema.Lookup(ex, "/name"))
+				if err := sch.Validate(p); err != nil {
+					t.Errorf("example %v: %v", schema.Lookup(ex, "/name"), err)
+				}
 				assert.Equal(t, typ, schema.Lookup(p, "/type"), "the example's type")
 			}
 		})
@@ -94,11 +96,8 @@ func TestAsyncAPIIsStrict(t *testing.T) {
 		{schema.Session, `{"type":"token","content":"x"}`, false},
 	}
 	for _, tt := range tests {
-		err := p.Validate(tt.ep, []byte(tt.frame))
-		if tt.ok {
-			assert.NoError(t, err, "%s %s", tt.ep, tt.frame)
-		} else {
-			assert.Error(t, err, "%s %s", tt.ep, tt.frame)
+		if err := p.Validate(tt.ep, []byte(tt.frame)); (err == nil) != tt.ok {
+			t.Errorf("%s %s: valid %v, want %v (%v)", tt.ep, tt.frame, err == nil, tt.ok, err)
 		}
 	}
 }
@@ -111,8 +110,9 @@ func TestOpenAPIExamples(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, "3.1.0", doc["openapi"])
 	for name := range schema.Lookup(doc, "/components/schemas").(map[string]any) {
-		_, err := c.Compile(url + "#/components/schemas/" + name)
-		assert.NoError(t, err, "schema %s", name)
+		if _, err := c.Compile(url + "#/components/schemas/" + name); err != nil {
+			t.Errorf("schema %s: %v", name, err)
+		}
 	}
 	paths := schema.Lookup(doc, "/paths").(map[string]any)
 	for _, want := range []string{"/api/csrf-token/", "/api/thread/history", "/api/thread/summarize", "/health/", "/ready/"} {
@@ -143,10 +143,13 @@ func TestOpenAPIExamples(t *testing.T) {
 						ptr = strings.TrimPrefix(ref, "#") + "/content/" + strings.ReplaceAll(mt, "/", "~1") + "/schema"
 					}
 					sch, err := c.Compile(url + "#" + ptr)
-					if !assert.NoError(t, err, "%s %s %s", method, path, b) {
+					if err != nil {
+						t.Errorf("%s %s %s: %v", method, path, b, err)
 						continue
 					}
-					assert.NoError(t, sch.Validate(ex), "%s %s %s example", method, path, b)
+					if err := sch.Validate(ex); err != nil {
+						t.Errorf("%s %s %s example: %v", method, path, b, err)
+					}
 					examples++
 				}
 			}
@@ -238,11 +241,8 @@ func TestOpenAPIValidatesAnswers(t *testing.T) {
 		{"POST", "/api/nothing", 200, `{}`, false},
 	}
 	for _, tt := range tests {
-		err := api.ValidateResponse(tt.method, tt.path, tt.status, []byte(tt.body))
-		if tt.ok {
-			assert.NoError(t, err, "%s %s %d %s", tt.method, tt.path, tt.status, tt.body)
-		} else {
-			assert.Error(t, err, "%s %s %d %s", tt.method, tt.path, tt.status, tt.body)
+		if err := api.ValidateResponse(tt.method, tt.path, tt.status, []byte(tt.body)); (err == nil) != tt.ok {
+			t.Errorf("%s %s %d %s: valid %v, want %v (%v)", tt.method, tt.path, tt.status, tt.body, err == nil, tt.ok, err)
 		}
 	}
 }

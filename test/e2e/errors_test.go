@@ -42,26 +42,31 @@ func TestEveryDocumentedErrorCodeIsSent(t *testing.T) {
 	firstError := func(c *client) map[string]any { return c.nextOf("error") }
 	chatCases := map[string]provoke{
 		"invalid_json": func(t *testing.T) map[string]any {
+			t.Helper()
 			c := dial(t, plain, "/ws/chat/")
 			c.send(`not json`)
 			return c.next()
 		},
 		"unknown_type": func(t *testing.T) map[string]any {
+			t.Helper()
 			c := dial(t, plain, "/ws/chat/")
 			c.send(`{"type":"shout"}`)
 			return c.next()
 		},
 		"invalid_message": func(t *testing.T) map[string]any {
+			t.Helper()
 			c := dial(t, plain, "/ws/chat/")
 			c.send(`{"type":"chat","message":"   ","data":[]}`)
 			return c.next()
 		},
 		"data_required": func(t *testing.T) map[string]any {
+			t.Helper()
 			c := dial(t, plain, "/ws/chat/")
 			c.send(`{"type":"chat","message":"Hello"}`)
 			return c.next()
 		},
 		"thread_busy": func(t *testing.T) map[string]any {
+			t.Helper()
 			c := dial(t, slow, "/ws/chat/")
 			c.send(`{"type":"chat","message":"Tell me everything","data":[]}`)
 			c.nextOf("token") // the answer streams
@@ -72,6 +77,7 @@ func TestEveryDocumentedErrorCodeIsSent(t *testing.T) {
 			return busy
 		},
 		"rate_limited": func(t *testing.T) map[string]any {
+			t.Helper()
 			c := dial(t, limited, "/ws/chat/")
 			c.send(`{"type":"ping"}`)
 			require.Equal(t, "pong", c.next()["type"])
@@ -79,6 +85,7 @@ func TestEveryDocumentedErrorCodeIsSent(t *testing.T) {
 			return c.next()
 		},
 		"unavailable": func(t *testing.T) map[string]any {
+			t.Helper()
 			in, proxy := postgresBehindProxy(t, 0)
 			c := dial(t, in, "/ws/chat/")
 			proxy.Disable()
@@ -86,6 +93,7 @@ func TestEveryDocumentedErrorCodeIsSent(t *testing.T) {
 			return firstError(c)
 		},
 		"not_saved": func(t *testing.T) map[string]any {
+			t.Helper()
 			in, proxy := postgresBehindProxy(t, 100*time.Millisecond)
 			c := dial(t, in, "/ws/chat/")
 			c.send(`{"type":"chat","message":"Hello","data":[]}`)
@@ -100,6 +108,7 @@ func TestEveryDocumentedErrorCodeIsSent(t *testing.T) {
 			}
 		},
 		"internal": func(t *testing.T) map[string]any {
+			t.Helper()
 			in, _ := bedrockInstance(t, fakebedrock.Script{
 				Deltas:    []string{"Once upon a time.", " There"},
 				Exception: &fakebedrock.Exception{After: 1, Type: "modelStreamErrorException", Message: "the model failed"},
@@ -111,21 +120,25 @@ func TestEveryDocumentedErrorCodeIsSent(t *testing.T) {
 	}
 	sessionCases := map[string]provoke{
 		"invalid_json": func(t *testing.T) map[string]any {
+			t.Helper()
 			c := join(t, plain, uniqueSession(t), "agent")
 			c.send(`{"type":`)
 			return c.next()
 		},
 		"unknown_type": func(t *testing.T) map[string]any {
+			t.Helper()
 			c := join(t, plain, uniqueSession(t), "agent")
 			c.send(`{"type":"shout"}`)
 			return c.next()
 		},
 		"invalid_message": func(t *testing.T) map[string]any {
+			t.Helper()
 			c := join(t, plain, uniqueSession(t), "agent")
 			c.send(`{"type":"broadcast","data":{}}`)
 			return c.next()
 		},
 		"hello_required": func(t *testing.T) map[string]any {
+			t.Helper()
 			c := dial(t, plain, "/ws/session/"+uniqueSession(t)+"/")
 			c.send(`{"type":"ping"}`)
 			m := c.next()
@@ -133,6 +146,7 @@ func TestEveryDocumentedErrorCodeIsSent(t *testing.T) {
 			return m
 		},
 		"rate_limited": func(t *testing.T) map[string]any {
+			t.Helper()
 			c := dial(t, limited, "/ws/session/"+uniqueSession(t)+"/")
 			c.send(`{"type":"hello","user_type":"agent"}`)
 			require.Equal(t, "hello_ok", c.next()["type"])
@@ -143,6 +157,7 @@ func TestEveryDocumentedErrorCodeIsSent(t *testing.T) {
 			return c.next()
 		},
 		"unavailable": func(t *testing.T) map[string]any {
+			t.Helper()
 			proxy := containers.NewToxiproxy().NewToxicProxy(t, redisAddr(t))
 			url, err := containers.RedisURLVia(servers.Redis.URL(), proxy.Addr())
 			require.NoError(t, err)
@@ -217,5 +232,7 @@ func checkHTTP(t *testing.T, method, path string, status int, body []byte) {
 	t.Helper()
 	api, err := schema.OpenAPI()
 	require.NoError(t, err, "docs/openapi.yaml")
-	assert.NoError(t, api.ValidateResponse(method, path, status, body), "the answer is not what docs/openapi.yaml says: %.300s", body)
+	if err := api.ValidateResponse(method, path, status, body); err != nil {
+		t.Errorf("the answer is not what docs/openapi.yaml says: %v; body %.300s", err, body)
+	}
 }
