@@ -58,7 +58,7 @@ EXPOSE 8000
 # server answers /health/ well within a second of its start.
 HEALTHCHECK --interval=5s --timeout=3s --start-period=10s --retries=3 \
 	CMD ["/wsserver", "healthcheck"]
-# SIGTERM drains (SPEC §6): /health/ turns 503, answers finish within
+# SIGTERM drains (PROTOCOL.md §11): /health/ turns 503, answers finish within
 # SHUTDOWN_GRACE (25 s by default; past it they are cancelled and get up to
 # 5 s more to save), session sockets close with 1012, and the process exits
 # 0. Give `docker stop -t` / stop_grace_period more than SHUTDOWN_GRACE plus

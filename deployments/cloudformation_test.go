@@ -18,7 +18,7 @@ import (
 	"github.com/wsserver/wsserver/adapters/config"
 )
 
-// bedrockActions is everything the instances may do in Bedrock (SPEC §2: Converse
+// bedrockActions is everything the instances may do in Bedrock (PROTOCOL.md §10: Converse
 // needs InvokeModel, ConverseStream InvokeModelWithResponseStream).
 var bedrockActions = []string{
 	"bedrock:ApplyGuardrail",

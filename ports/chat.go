@@ -13,7 +13,7 @@ import (
 	"github.com/wsserver/wsserver/core/wire"
 )
 
-// The ports of the conversation (SPEC §2). Errors the core must recognise
+// The ports of the conversation (PROTOCOL.md §3.7). Errors the core must recognise
 // are declared in core/conversation: ErrThreadNotFound, ErrThreadBusy,
 // ErrLeaseLost, ErrFenced and ErrUnstorable. Adapters return them (wrapped
 // or not) so that errors.Is finds them.
@@ -28,7 +28,7 @@ const (
 )
 
 // Message is one message of a thread, as stored and as shown by the
-// history endpoint (SPEC §4).
+// history endpoint (PROTOCOL.md §8.4).
 type Message struct {
 	ID        string
 	Role      Role
@@ -146,7 +146,7 @@ type Guardrail interface {
 // EscalationReason says why a conversation is handed to a human.
 type EscalationReason string
 
-// Escalation reasons (SPEC §1 "reason").
+// Escalation reasons (PROTOCOL.md §3.6 "reason").
 const (
 	ReasonUserRequested EscalationReason = "user_requested"
 	ReasonGuardrail     EscalationReason = "guardrail"
@@ -283,7 +283,7 @@ type Lease interface {
 // ChatEventKind is the kind of a chat event.
 type ChatEventKind string
 
-// Kinds of chat events (SPEC §2 chat_event).
+// Kinds of chat events (PROTOCOL.md §4.4 chat_event).
 const (
 	ChatUserMessage ChatEventKind = "user_message"
 	ChatAnswer      ChatEventKind = "answer"
@@ -302,7 +302,7 @@ type ChatEvent struct {
 }
 
 // ChatPublisher mirrors chat events to the session stream of the thread
-// (SPEC §2: session_id == thread_id). Delivery is best effort.
+// (PROTOCOL.md §4.4: session_id == thread_id). Delivery is best effort.
 type ChatPublisher interface {
 	PublishChat(ctx context.Context, threadID string, ev ChatEvent) error
 }

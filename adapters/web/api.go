@@ -15,7 +15,7 @@ import (
 	"github.com/wsserver/wsserver/core/conversation"
 )
 
-// The thread API of SPEC §4: a CSRF token for anyone, then history and
+// The thread API of PROTOCOL.md §8: a CSRF token for anyone, then history and
 // summaries of a thread for callers with the API key and a token.
 
 const (
@@ -148,7 +148,7 @@ func (s *Server) threadSummarize(c echo.Context) error {
 	return c.JSON(http.StatusOK, summaryResponse{ThreadID: threadID, Summary: summary})
 }
 
-// threadCall checks an API call in the order of SPEC §4 — the key (401),
+// threadCall checks an API call in the order of PROTOCOL.md §8 — the key (401),
 // the CSRF token (403), then the body (415, 413, 400) — and returns its
 // thread id. When it reports false it has written the refusal.
 func (s *Server) threadCall(c echo.Context) (string, bool) {

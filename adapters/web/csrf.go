@@ -12,7 +12,7 @@ import (
 	"time"
 )
 
-// The CSRF tokens of the API (SPEC §4) are stateless: a token carries when
+// The CSRF tokens of the API (PROTOCOL.md §2.4) are stateless: a token carries when
 // it was issued and a random nonce, signed with HMAC-SHA256 under a key
 // derived from CSRF_SECRET_KEY. Any instance that shares the secret checks
 // any instance's tokens, with nothing stored anywhere.

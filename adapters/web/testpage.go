@@ -10,8 +10,8 @@ import (
 	"github.com/labstack/echo/v4"
 )
 
-// testPagePath is where the browser test page is served (SPEC: DEBUG=1 or
-// TEST_PAGE_ENABLED=1).
+// testPagePath is where the browser test page is served (PROTOCOL.md §8.7:
+// DJANGO_DEBUG=1 or TEST_PAGE_ENABLED=1).
 const testPagePath = "/ws-test/"
 
 // testPage is the browser test page with its Content-Security-Policy.

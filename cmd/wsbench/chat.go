@@ -128,7 +128,7 @@ type chatCounts struct {
 	// Abandoned chats were in flight when the run was interrupted.
 	Abandoned int64 `json:"abandoned"`
 	// EscalationCloses counts sockets closed 1000 "escalation" after an
-	// escalated chat's end, as SPEC §1 says; Reconnects the sockets opened
+	// escalated chat's end, as PROTOCOL.md §3.6 says; Reconnects the sockets opened
 	// again after them.
 	EscalationCloses int64   `json:"escalation_closes"`
 	Reconnects       int64   `json:"reconnects"`

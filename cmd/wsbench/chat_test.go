@@ -17,8 +17,8 @@ import (
 	"github.com/gorilla/websocket"
 )
 
-// chatServer is a minimal in-test implementation of the chat protocol (SPEC
-// §1): every chat gets session_started, tokens tokens and end. Words in the
+// chatServer is a minimal in-test implementation of the chat protocol
+// (PROTOCOL.md §3): every chat gets session_started, tokens tokens and end. Words in the
 // message ask for other replies:
 //   - "human": escalation, end, then close 1000 "escalation";
 //   - "busy": refused with thread_busy (no session_started);

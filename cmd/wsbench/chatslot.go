@@ -261,7 +261,7 @@ func (s *chatSlot) read(cc *chatConn) {
 	}
 }
 
-// event follows the chat in flight through one message (SPEC §1 order:
+// event follows the chat in flight through one message (PROTOCOL.md §3.2 order:
 // session_started, tokens, escalation, end; or an error).
 func (s *chatSlot) event(cc *chatConn, m *chatMsg, now time.Duration) {
 	r := s.run

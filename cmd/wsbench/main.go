@@ -1,5 +1,5 @@
 // Command wsbench is the load tool for wsserver's session streams
-// (/ws/session/<id>/, SPEC §3) and chat (/ws/chat/, SPEC §1). It opens many
+// (/ws/session/<id>/, PROTOCOL.md §4) and chat (/ws/chat/, PROTOCOL.md §3). It opens many
 // WebSockets against one or more loopback servers and measures broadcast
 // fan-out, idle memory per socket, presence exactness and streamed chat
 // answers. It also speaks to the Django reference server, which sends no

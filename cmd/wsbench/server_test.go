@@ -14,7 +14,7 @@ import (
 )
 
 // sessionServer is a minimal in-test implementation of the session protocol
-// (SPEC §3): hello (with or without hello_ok), broadcast to every socket of
+// (PROTOCOL.md §4): hello (with or without hello_ok), broadcast to every socket of
 // the session including the sender, presence, ping. It is just enough to
 // test wsbench without the real server.
 type sessionServer struct {

@@ -1,5 +1,5 @@
 // Package conversation runs a chat message through the conversation graph
-// of SPEC §2: load the thread, check for escalation, generate an answer
+// of PROTOCOL.md §3.7: load the thread, check for escalation, generate an answer
 // that streams to the client sentence by sentence as the guardrail passes
 // it (at the model's own pace: see pace.go), rewrite what fails, respond
 // or escalate. It does no I/O of its own: the model, the guardrail, the
@@ -163,14 +163,14 @@ type Result struct {
 	ThreadID string
 	// MessageID is the stored answer's id; empty when none was stored.
 	MessageID string
-	// Escalated tells the edge to close the socket after end (SPEC §1).
+	// Escalated tells the edge to close the socket after end (PROTOCOL.md §3.6).
 	Escalated bool
 	Reason    ports.EscalationReason
 	Cancelled bool
 	Usage     ports.Usage
 }
 
-// Run answers req. Events go to emit in the order of SPEC §1, one call at
+// Run answers req. Events go to emit in the order of PROTOCOL.md §3.2, one call at
 // a time: each call starts after the previous one returned. They come from
 // Run's goroutine (the one running the model's stream), except tokens
 // paced to the model's timing, which come from one goroutine of the run's

@@ -10,7 +10,7 @@ import (
 	"github.com/wsserver/wsserver/core/wire"
 )
 
-// Types of the messages a chat client sends (SPEC §1).
+// Types of the messages a chat client sends (PROTOCOL.md §3.1).
 const (
 	TypeChat   = "chat"
 	TypePing   = "ping"
@@ -61,7 +61,7 @@ type wireChat struct {
 
 // DecodeChat parses and validates one frame of a chat socket. maxChars
 // bounds a message in Unicode characters; zero means
-// DefaultMaxMessageChars. Errors are *protocol.Error with the code of SPEC §1. A
+// DefaultMaxMessageChars. Errors are *protocol.Error with the code of PROTOCOL.md §6.1. A
 // frame that is no message at all is refused by the rule the session
 // endpoint shares (protocol.DecodeMessage): invalid_json when it is not UTF-8,
 // not JSON or not an object, invalid_message when its type is absent or
@@ -143,7 +143,7 @@ func DecodeChat(frame []byte, maxChars int) (Inbound, error) {
 
 func invalid(msg string) error { return &protocol.Error{Code: protocol.CodeInvalidMsg, Message: msg} }
 
-// ThreadFor returns the thread a chat goes to (SPEC §1): the one the client
+// ThreadFor returns the thread a chat goes to (PROTOCOL.md §3.4): the one the client
 // named, else the connection's current thread, else a new one.
 func ThreadFor(requested, current string, newID func() string) string {
 	switch {

@@ -12,7 +12,7 @@ import (
 // EventKind is the kind of an Event.
 type EventKind uint8
 
-// Kinds of events, in the order of SPEC §1: started, tokens, escalation
+// Kinds of events, in the order of PROTOCOL.md §3.2: started, tokens, escalation
 // (when decided), then end — or error instead of anything after started.
 const (
 	EventStarted EventKind = iota + 1
@@ -24,7 +24,7 @@ const (
 
 // Event is one thing a run tells its client. It is passed by value and
 // holds no pointers to the run, so that the per-token path boxes and
-// allocates nothing; AppendEvent turns it into the SPEC §1 JSON message.
+// allocates nothing; AppendEvent turns it into the PROTOCOL.md §3.2 JSON message.
 type Event struct {
 	Kind EventKind
 	// ThreadID is set on EventStarted (the session id is the same value).
@@ -39,7 +39,7 @@ type Event struct {
 	Usage     ports.Usage
 	Cancelled bool
 	// Code and Message are set on EventError; Code is one of the
-	// protocol codes of SPEC §1.
+	// protocol codes of PROTOCOL.md §6.1.
 	Code    string
 	Message string
 }
@@ -84,7 +84,7 @@ func AppendEvent(b []byte, ev Event, connID string) []byte {
 }
 
 // EncodeChatEvent is the message that listeners of session threadID
-// receive for a chat event (SPEC §2).
+// receive for a chat event (PROTOCOL.md §4.4).
 func EncodeChatEvent(threadID string, ev ports.ChatEvent) []byte {
 	b := make([]byte, 0, 80+len(threadID)+len(ev.Content)+len(ev.Reason))
 	b = append(b, `{"type":"chat_event","thread_id":`...)

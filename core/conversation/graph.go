@@ -9,7 +9,7 @@ import (
 	"github.com/wsserver/wsserver/ports"
 )
 
-// The conversation graph of SPEC §2. Each node is a method below that does
+// The conversation graph of PROTOCOL.md §3.7. Each node is a method below that does
 // its work and returns the next node: its return statements are the edges.
 //
 //	node              next

@@ -49,8 +49,8 @@ import (
 // model's answer at 50 tokens/s), so chats sent back to back deliver that
 // many fewer tokens per second.
 
-// DefaultMaxStretch is the default of Config.MaxStretch. SPEC's budget
-// is 10 ms above the model's pace at p99, and a loaded server's scheduling
+// DefaultMaxStretch is the default of Config.MaxStretch. The target
+// (docs/BENCHMARKS.md) is 10 ms above the model's pace at p99, and a loaded server's scheduling
 // takes 2 to 3 ms of it (measured with 250 chats on 2 cores: 8 ms gave a
 // p99 of 30.5 to 31 ms, 7 ms 29.4 to 29.7 ms). 7 ms is still enough for
 // the local model's answer, whose 12-word third sentence after a 7-word

@@ -1,5 +1,5 @@
 // Package protocol owns what the two WebSocket endpoints share on the wire
-// (SPEC §1 for /ws/chat/, §3 for /ws/session/<id>/): the error message and
+// (PROTOCOL.md §3 for /ws/chat/, §4 for /ws/session/<id>/, codes §6.1): the error message and
 // its codes, the pong, and the rule that refuses a frame that is no message
 // at all. What is an endpoint's own (hello, broadcast, presence; chat,
 // cancel and the chat events) stays in core/session and core/conversation.

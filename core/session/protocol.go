@@ -1,5 +1,5 @@
 // Package session holds the rules of the multi-subscriber session streams
-// (SPEC §3): what a client may send, what it gets back, who is present and
+// (PROTOCOL.md §4): what a client may send, what it gets back, who is present and
 // who receives a broadcast. It does no I/O of its own: the broker and the
 // presence store are ports, and sockets are Subscribers.
 package session

@@ -49,7 +49,7 @@ type server struct {
 
 // TestStack runs the image as issue 5 ships it: two instances behind no
 // balancer at all, sharing Redis and PostgreSQL over a Docker network, then
-// stops one with SIGTERM in the middle of an answer (SPEC §6).
+// stops one with SIGTERM in the middle of an answer (PROTOCOL.md §11).
 func TestStack(t *testing.T) {
 	needImage(t)
 	// The app containers reach Redis and PostgreSQL by their names on the

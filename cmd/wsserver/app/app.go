@@ -1,6 +1,6 @@
 // Package app wires one wsserver instance together by hand: configuration,
 // then adapters, then the core, then the servers; and takes it apart again
-// in the order SPEC §6 gives. cmd/wsserver calls it; the end-to-end tests
+// in the order PROTOCOL.md §11 gives. cmd/wsserver calls it; the end-to-end tests
 // run several instances of it in one process.
 package app
 
@@ -205,7 +205,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, ln net.Listen
 	case <-ctx.Done():
 	}
 
-	// Shutdown, SPEC §6.
+	// Shutdown, PROTOCOL.md §11.
 	log.Info("shutting down", "grace", cfg.HTTP.ShutdownGrace)
 	edge.Drain()
 	grace, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.HTTP.ShutdownGrace)
