@@ -17,6 +17,7 @@ import (
 
 	"github.com/wsserver/wsserver/adapters/config"
 	"github.com/wsserver/wsserver/cmd/wsserver/app"
+	"github.com/wsserver/wsserver/core/logctx"
 )
 
 func main() {
@@ -109,10 +110,13 @@ func checkHealth(ctx context.Context, url string, timeout time.Duration) error {
 	return nil
 }
 
+// newLogger is the one logger of the process. Its handler adds the ids a
+// request's context carries (logctx) to every line logged with it.
 func newLogger(c config.Log, w io.Writer) *slog.Logger {
 	opts := &slog.HandlerOptions{Level: c.Level}
+	var h slog.Handler = slog.NewJSONHandler(w, opts)
 	if c.Format == "text" {
-		return slog.New(slog.NewTextHandler(w, opts))
+		h = slog.NewTextHandler(w, opts)
 	}
-	return slog.New(slog.NewJSONHandler(w, opts))
+	return slog.New(logctx.NewHandler(h))
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os/exec"
@@ -14,6 +15,9 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/wsserver/wsserver/adapters/config"
+	"github.com/wsserver/wsserver/core/logctx"
 )
 
 func TestProductionChecksStopStartUp(t *testing.T) {
@@ -173,4 +177,23 @@ func TestHealthcheckReadsListenAddr(t *testing.T) {
 
 	t.Setenv("LISTEN_ADDR", "not-an-address")
 	assert.ErrorContains(t, healthcheck(t.Context(), time.Second), "LISTEN_ADDR")
+}
+
+// Every line of the process's logger carries the ids of its context, in
+// either format.
+func TestLoggerAddsTheContextsFields(t *testing.T) {
+	ctx := logctx.With(t.Context(), slog.String("connection_id", "c1"), slog.String("thread_id", "t1"))
+	for _, tt := range []struct{ format, want string }{
+		{"json", `"msg":"m","k":1,"connection_id":"c1","thread_id":"t1"}`},
+		{"text", `msg=m k=1 connection_id=c1 thread_id=t1`},
+	} {
+		t.Run(tt.format, func(t *testing.T) {
+			var buf bytes.Buffer
+			log := newLogger(config.Log{Level: slog.LevelInfo, Format: tt.format}, &buf)
+			log.InfoContext(ctx, "m", "k", 1)
+			assert.Contains(t, buf.String(), tt.want)
+			log.DebugContext(ctx, "below the level")
+			assert.NotContains(t, buf.String(), "below the level")
+		})
+	}
 }
