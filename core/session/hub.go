@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/wsserver/wsserver/core/logctx"
 	"github.com/wsserver/wsserver/core/protocol"
 	"github.com/wsserver/wsserver/ports"
 )
@@ -45,7 +46,9 @@ type HubConfig struct {
 	LiveWait time.Duration
 	// BackendTimeout bounds each presence call. Zero means 2 seconds.
 	BackendTimeout time.Duration
-	Log            *slog.Logger
+	// Log is nil for no logs. Its lines name the session through the
+	// context (logctx): its handler should be a logctx.Handler.
+	Log *slog.Logger
 }
 
 // Hub applies the session rules on one instance: it keeps the local
@@ -144,7 +147,7 @@ func (h *Hub) Join(ctx context.Context, session string, m ports.Member, sub Subs
 	if err := h.cfg.Presence.Add(pctx, session, m); err != nil {
 		// The presence store re-announces local members when it returns.
 		h.cfg.Observer.BackendError("presence_add")
-		h.cfg.Log.WarnContext(ctx, "presence add failed", "session", session, "err", err)
+		h.warn(ctx, session, "presence add failed", "err", err)
 	}
 
 	s.mu.Lock()
@@ -195,7 +198,7 @@ func (h *Hub) waitLive(ctx context.Context, session string, live <-chan struct{}
 	case <-live:
 	case <-t.C:
 		h.cfg.Observer.BackendError("subscribe")
-		h.cfg.Log.WarnContext(ctx, "subscription not live yet; serving locally", "session", session)
+		h.warn(ctx, session, "subscription not live yet; serving locally")
 	case <-ctx.Done():
 		return ctx.Err()
 	}
@@ -227,7 +230,7 @@ func (h *Hub) Leave(ctx context.Context, session string, connID string, sub Subs
 	defer cancel()
 	if err := h.cfg.Presence.Remove(pctx, session, connID); err != nil {
 		h.cfg.Observer.BackendError("presence_remove")
-		h.cfg.Log.WarnContext(ctx, "presence remove failed", "session", session, "err", err)
+		h.warn(ctx, session, "presence remove failed", "err", err)
 	}
 }
 
@@ -248,7 +251,7 @@ func (h *Hub) Broadcast(ctx context.Context, session string, from ports.Member, 
 func (h *Hub) Publish(ctx context.Context, session string, payload []byte) error {
 	if err := h.cfg.Broker.Publish(ctx, session, payload); err != nil {
 		h.cfg.Observer.BackendError("publish")
-		h.cfg.Log.WarnContext(ctx, "publish failed; delivering locally", "session", session, "err", err)
+		h.warn(ctx, session, "publish failed; delivering locally", "err", err)
 		s := h.shard(session)
 		s.mu.Lock()
 		g := s.groups[session]
@@ -268,7 +271,7 @@ func (h *Hub) Presence(ctx context.Context, session string) ([]ports.Member, err
 	members, err := h.cfg.Presence.List(pctx, session)
 	if err != nil {
 		h.cfg.Observer.BackendError("presence_list")
-		h.cfg.Log.WarnContext(ctx, "presence list failed", "session", session, "err", err)
+		h.warn(ctx, session, "presence list failed", "err", err)
 		return nil, &protocol.Error{Code: protocol.CodeUnavailable, Message: "presence is unavailable right now; try again"}
 	}
 	return members, nil
@@ -298,4 +301,11 @@ func (h *Hub) deliver(g *group, d ports.Delivery) {
 		s.Send(wire)
 	}
 	h.cfg.Observer.Delivered(time.Since(d.Sent), len(subs))
+}
+
+// warn logs a failure on session at WARN. The line names the session
+// once, whether ctx carries it already (a session socket's) or not (a
+// thread's chat events, published here).
+func (h *Hub) warn(ctx context.Context, session, msg string, args ...any) {
+	h.cfg.Log.WarnContext(logctx.With(ctx, slog.String("session", session)), msg, args...)
 }

@@ -1,8 +1,11 @@
 package session
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"log/slog"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -10,6 +13,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/wsserver/wsserver/core/logctx"
 	"github.com/wsserver/wsserver/core/protocol"
 	"github.com/wsserver/wsserver/ports"
 )
@@ -341,4 +345,38 @@ func TestJoinWelcomeAndMembershipAreOneStep(t *testing.T) {
 	require.NoError(t, f.hub.Join(ctx, "s", admin, w, []byte("hello_ok")))
 	<-w.done
 	assert.Equal(t, []string{"W:hello_ok", "W:after hello"}, w.frames())
+}
+
+// A hub's failure line names its session once, whether the context
+// carries it already (a session socket's) or not (a thread's chat events),
+// with the other ids the context carries.
+func TestFailureLinesNameTheSessionOnce(t *testing.T) {
+	bg := context.Background()
+	tests := []struct {
+		name string
+		ctx  context.Context
+		want string
+	}{
+		{"a context without ids", bg, `"err":"presence away","session":"s"}`},
+		{"a session socket's context", logctx.With(bg, slog.String("endpoint", "session"), slog.String("session", "s"), slog.String("connection_id", "c1")),
+			`"err":"presence away","endpoint":"session","connection_id":"c1","session":"s"}`},
+		{"a chat's context", logctx.With(bg, slog.String("thread_id", "t1")),
+			`"err":"presence away","thread_id":"t1","session":"s"}`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var logs bytes.Buffer
+			presence := newFakePresence()
+			presence.fail = true
+			h, err := NewHub(HubConfig{
+				Broker: newFakeBroker(true), Presence: presence, Encode: func(p []byte) []byte { return p },
+				Log: slog.New(logctx.NewHandler(slog.NewJSONHandler(&logs, nil))),
+			})
+			require.NoError(t, err)
+			_, err = h.Presence(tt.ctx, "s")
+			require.Error(t, err)
+			assert.Contains(t, logs.String(), `"msg":"presence list failed",`+tt.want)
+			assert.Equal(t, 1, strings.Count(logs.String(), `"session":`), logs.String())
+		})
+	}
 }
