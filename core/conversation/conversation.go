@@ -18,6 +18,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/wsserver/wsserver/core/logctx"
 	"github.com/wsserver/wsserver/core/protocol"
 	"github.com/wsserver/wsserver/ports"
 )
@@ -79,7 +80,8 @@ type Config struct {
 	// Now stamps messages. Nil means time.Now. (Pacing reads the clock
 	// of the time package: tests run it in a testing/synctest bubble.)
 	Now func() time.Time
-	// Log is nil for no logs.
+	// Log is nil for no logs. A run's lines name its thread and run
+	// through the context (logctx): its handler should be a logctx.Handler.
 	Log *slog.Logger
 }
 
@@ -195,6 +197,10 @@ func (c *Conversation) Run(ctx context.Context, req Request, emit func(Event)) (
 		emit(Event{Kind: EventError, Code: err.Code, Message: err.Message})
 		return Result{}, err
 	}
+	// Every line logged for this chat, here or by the adapters it calls,
+	// names its thread, and from its run on the run (its checkpoints'
+	// run_id), through the context.
+	ctx = logctx.With(ctx, slog.String("thread_id", req.ThreadID))
 	owner := req.Owner
 	if owner == "" {
 		owner = "conversation"
@@ -222,8 +228,10 @@ func (c *Conversation) Run(ctx context.Context, req Request, emit func(Event)) (
 		}
 		emit(ev)
 	}
+	r := newRun(c, req, hold, lease.Fence())
+	ctx = logctx.With(ctx, slog.String("run_id", r.id))
 	runCtx, stop := context.WithCancelCause(ctx)
-	kept := c.keepLease(runCtx, stop, lease, req.ThreadID)
+	kept := c.keepLease(runCtx, stop, lease)
 	release := func() {
 		// The renewals end with the run, whatever the release does.
 		stop(nil)
@@ -235,12 +243,11 @@ func (c *Conversation) Run(ctx context.Context, req Request, emit func(Event)) (
 			// The lock is unreachable (Redis away): left alone, it would
 			// hold the thread for the rest of its TTL after the client
 			// saw end. The last event does not wait for the retries.
-			c.retryRelease(context.WithoutCancel(ctx), lease, req.ThreadID, renewed.Add(c.cfg.LockTTL), err)
+			c.retryRelease(context.WithoutCancel(ctx), lease, renewed.Add(c.cfg.LockTTL), err)
 		}
 	}
 
 	emit(Event{Kind: EventStarted, ThreadID: req.ThreadID})
-	r := newRun(c, req, hold, lease.Fence())
 	func() {
 		defer release() // on every path, a panic's included
 		r.execute(runCtx)
@@ -265,7 +272,7 @@ func (c *Conversation) Run(ctx context.Context, req Request, emit func(Event)) (
 // run with ErrLeaseLost: another answer may start on the thread. When it
 // has ended, the channel it returns gives the time the lease was last
 // acquired or renewed: the lease expires by itself a TTL after it.
-func (c *Conversation) keepLease(ctx context.Context, stop context.CancelCauseFunc, lease ports.Lease, threadID string) <-chan time.Time {
+func (c *Conversation) keepLease(ctx context.Context, stop context.CancelCauseFunc, lease ports.Lease) <-chan time.Time {
 	done := make(chan time.Time, 1)
 	renewed := time.Now() // Acquire has returned: the lease expires after this plus its TTL
 	go func() {
@@ -294,7 +301,7 @@ func (c *Conversation) keepLease(ctx context.Context, stop context.CancelCauseFu
 				stop(fmt.Errorf("%w: renewals failed for a whole ttl: %w", ErrLeaseLost, err))
 				return
 			default:
-				c.cfg.Log.WarnContext(ctx, "thread lock renewal failed; retrying", "thread_id", threadID, "err", err)
+				c.cfg.Log.WarnContext(ctx, "thread lock renewal failed; retrying", "err", err)
 			}
 		}
 	}()

@@ -116,7 +116,7 @@ func (r *run) escalationCheck(ctx context.Context) node {
 	case err != nil && ctx.Err() != nil:
 		return r.interrupted(ctx)
 	case err != nil:
-		r.c.cfg.Log.WarnContext(ctx, "escalation check failed; answering", "thread_id", r.req.ThreadID, "err", err)
+		r.c.cfg.Log.WarnContext(ctx, "escalation check failed; answering", "err", err)
 		return nodeGenerate
 	case e.Escalate:
 		if e.Reason == "" {
@@ -220,7 +220,7 @@ func (r *run) cancelled(ctx context.Context) node {
 // context ended); the part of the answer sent is not stored as an answer.
 func (r *run) failed(ctx context.Context) node {
 	r.pace.wait()
-	r.c.cfg.Log.ErrorContext(ctx, "chat failed", "thread_id", r.req.ThreadID, "err", r.err)
+	r.c.cfg.Log.ErrorContext(ctx, "chat failed", "err", r.err)
 	if errors.Is(r.err, ErrStoreUnavailable) {
 		r.emit(Event{Kind: EventError, Code: protocol.CodeUnavailable, Message: "the conversation store is unavailable right now; nothing was stored; try again"})
 		return nodeDone

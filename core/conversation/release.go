@@ -34,20 +34,20 @@ func newReleases() releases {
 // itself (at expires: nothing is left to free), or Close is called.
 // Retrying is safe: a release frees the lock only while this lease holds
 // it, never a newer lease's (ports.Lease).
-func (c *Conversation) retryRelease(ctx context.Context, lease ports.Lease, threadID string, expires time.Time, err error) {
+func (c *Conversation) retryRelease(ctx context.Context, lease ports.Lease, expires time.Time, err error) {
 	log := c.cfg.Log
 	r := &c.releases
 	r.mu.Lock()
 	if r.closed {
 		r.mu.Unlock()
 		log.WarnContext(ctx, "thread lock release failed while shutting down; it expires by itself",
-			"thread_id", threadID, "expires_in", time.Until(expires).Round(time.Millisecond), "err", err)
+			"expires_in", time.Until(expires).Round(time.Millisecond), "err", err)
 		return
 	}
 	r.running.Add(1)
 	r.mu.Unlock()
 	log.WarnContext(ctx, "thread lock release failed; retrying in the background until it expires",
-		"thread_id", threadID, "expires_in", time.Until(expires).Round(time.Millisecond), "err", err)
+		"expires_in", time.Until(expires).Round(time.Millisecond), "err", err)
 
 	go func() {
 		defer r.running.Done()
@@ -72,7 +72,7 @@ func (c *Conversation) retryRelease(ctx context.Context, lease ports.Lease, thre
 			case <-ctx.Done():
 				t.Stop()
 				log.WarnContext(ctx, "thread lock release abandoned; it expires by itself",
-					"thread_id", threadID, "tries", tries-1, "err", err)
+					"tries", tries-1, "err", err)
 				return
 			case <-t.C:
 			}
@@ -80,7 +80,7 @@ func (c *Conversation) retryRelease(ctx context.Context, lease ports.Lease, thre
 			err = lease.Release(wctx)
 			cancelTry()
 			if err == nil {
-				log.InfoContext(ctx, "thread lock released after retries", "thread_id", threadID, "tries", tries)
+				log.InfoContext(ctx, "thread lock released after retries", "tries", tries)
 				return
 			}
 			wait = min(2*wait, releaseRetryMax)

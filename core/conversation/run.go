@@ -175,7 +175,7 @@ func (r *run) persist(ctx context.Context) {
 		r.persistErr = fmt.Errorf("%w: save turn: %w", ErrTurnNotSaved, err)
 		// The save's error is the run's: it is what the client is told.
 		r.err = r.persistErr
-		r.c.cfg.Log.ErrorContext(ctx, "turn not saved", "thread_id", r.req.ThreadID, "err", err)
+		r.c.cfg.Log.ErrorContext(ctx, "turn not saved", "err", err)
 	}
 }
 
@@ -184,7 +184,7 @@ func (r *run) publish(ctx context.Context, ev ports.ChatEvent) {
 	if err := r.write(ctx, func(ctx context.Context) error {
 		return r.c.cfg.Publisher.PublishChat(ctx, r.req.ThreadID, ev)
 	}); err != nil {
-		r.c.cfg.Log.WarnContext(ctx, "chat event not published", "thread_id", r.req.ThreadID, "kind", ev.Kind, "err", err)
+		r.c.cfg.Log.WarnContext(ctx, "chat event not published", "kind", ev.Kind, "err", err)
 	}
 }
 
@@ -253,7 +253,7 @@ func (r *run) checkpoint(ctx context.Context, n, next node) {
 	if err == nil {
 		r.checkpoints = append(r.checkpoints, ports.Checkpoint{RunID: r.id, Step: r.step, Node: string(n), State: raw, CreatedAt: r.c.cfg.Now()})
 	} else {
-		r.c.cfg.Log.WarnContext(ctx, "checkpoint not taken", "thread_id", r.req.ThreadID, "node", n, "err", err)
+		r.c.cfg.Log.WarnContext(ctx, "checkpoint not taken", "node", n, "err", err)
 	}
 	r.step++
 }
