@@ -3,6 +3,7 @@ package web
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"runtime/debug"
 	"sync"
 
@@ -11,6 +12,7 @@ import (
 
 	"github.com/wsserver/wsserver/adapters/socket"
 	"github.com/wsserver/wsserver/core/conversation"
+	"github.com/wsserver/wsserver/core/logctx"
 	"github.com/wsserver/wsserver/core/protocol"
 )
 
@@ -117,6 +119,8 @@ func (s *Server) startAnswer(ctx context.Context, cc *conn, chat conversation.Ch
 	}
 	thread := conversation.ThreadFor(chat.ThreadID, cs.thread, uuid.NewString)
 	cs.thread = thread
+	// The answer's log lines, the conversation's included, name its thread.
+	ctx = logctx.With(ctx, slog.String("thread_id", thread))
 	actx, cancel := context.WithCancel(ctx)
 	a := &answer{cancel: cancel}
 	cs.running = a
@@ -134,7 +138,7 @@ func (s *Server) startAnswer(ctx context.Context, cc *conn, chat conversation.Ch
 		}()
 		defer func() {
 			if p := recover(); p != nil {
-				s.cfg.Log.ErrorContext(ctx, "panic in chat answer", logArgs(ctx, "panic", p, "stack", string(debug.Stack()))...)
+				s.cfg.Log.ErrorContext(ctx, "panic in chat answer", "panic", p, "stack", string(debug.Stack()))
 				cancel()
 				cs.done(a)
 				s.sendError(ctx, cc, errInternal)
@@ -157,7 +161,7 @@ func (s *Server) startAnswer(ctx context.Context, cc *conn, chat conversation.Ch
 		cancel()
 		closing := cs.done(a)
 		if err != nil && !errors.Is(err, context.Canceled) {
-			s.cfg.Log.DebugContext(ctx, "chat refused or failed", logArgs(ctx, "thread_id", thread, "err", err)...)
+			s.cfg.Log.DebugContext(ctx, "chat refused or failed", "err", err)
 		}
 		// An escalation ends the conversation even when its turn could
 		// not be saved: the client was sent the escalation, then the error.

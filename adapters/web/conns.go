@@ -16,6 +16,7 @@ import (
 
 	"github.com/wsserver/wsserver/adapters/metrics"
 	"github.com/wsserver/wsserver/adapters/socket"
+	"github.com/wsserver/wsserver/core/logctx"
 	"github.com/wsserver/wsserver/core/protocol"
 )
 
@@ -71,11 +72,12 @@ func (s *Server) upgrade(c echo.Context, ep *endpoint) *conn {
 	return &conn{Conn: ep.sockets.Wrap(ws), id: uuid.NewString(), addr: addr, ep: ep}
 }
 
-// connContext returns the context of c's goroutines, whose logs carry
-// the endpoint, args and the connection id.
-func (s *Server) connContext(c *conn, args ...any) context.Context {
-	fields := append([]any{"endpoint", c.ep.name}, args...)
-	return context.WithValue(s.base, logKey{}, append(fields, "connection_id", c.id))
+// connContext returns the context of c's goroutines, whose log lines
+// (core's included, through logctx) carry the endpoint, attrs and the
+// connection id.
+func (s *Server) connContext(c *conn, attrs ...slog.Attr) context.Context {
+	fields := append([]slog.Attr{slog.String("endpoint", c.ep.name)}, attrs...)
+	return logctx.With(s.base, append(fields, slog.String("connection_id", c.id))...)
 }
 
 // track counts c among the open sockets, for shutdown to close; end undoes
@@ -115,7 +117,7 @@ func (s *Server) closeIfDraining(c *conn) bool {
 // the socket with 1011.
 func (s *Server) recoverSocket(ctx context.Context, c *conn) {
 	if p := recover(); p != nil {
-		s.cfg.Log.ErrorContext(ctx, "panic in "+c.ep.name+" socket", logArgs(ctx, "panic", p, "stack", string(debug.Stack()))...)
+		s.cfg.Log.ErrorContext(ctx, "panic in "+c.ep.name+" socket", "panic", p, "stack", string(debug.Stack()))
 		c.Close(socket.CloseInternal, "internal error")
 	}
 }
@@ -133,7 +135,7 @@ func (s *Server) end(c *conn) {
 }
 
 func (s *Server) logClose(ctx context.Context, err error) {
-	s.cfg.Log.Log(ctx, slog.LevelDebug, "socket closed", logArgs(ctx, "reason", fmt.Sprint(err))...)
+	s.cfg.Log.DebugContext(ctx, "socket closed", "reason", fmt.Sprint(err))
 }
 
 // The replies of either endpoint that are framed once for every socket:
@@ -160,14 +162,6 @@ func (s *Server) next(ctx context.Context, c *conn, limit *bucket) ([]byte, bool
 		c.ep.metrics.Limited.Inc()
 		c.Send(rateLimitedFrame)
 	}
-}
-
-type logKey struct{}
-
-// logArgs returns the attributes that ctx carries for logs.
-func logArgs(ctx context.Context, args ...any) []any {
-	base, _ := ctx.Value(logKey{}).([]any)
-	return append(append([]any(nil), base...), args...)
 }
 
 // drain reads until the peer answers our close or the connection ends, so

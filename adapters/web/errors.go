@@ -42,7 +42,7 @@ var errInternal = &protocol.Error{Code: protocol.CodeInternal, Message: "interna
 func (s *Server) sendError(ctx context.Context, c *conn, err error) {
 	pe, ok := errors.AsType[*protocol.Error](err)
 	if !ok {
-		s.cfg.Log.ErrorContext(ctx, "unexpected socket error", logArgs(ctx, "err", err)...)
+		s.cfg.Log.ErrorContext(ctx, "unexpected socket error", "err", err)
 		pe = errInternal
 	}
 	c.SendText(protocol.EncodeError(pe.Code, pe.Message))

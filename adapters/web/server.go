@@ -101,7 +101,10 @@ type Config struct {
 	TestPage []byte
 	// Metrics is required.
 	Metrics *metrics.Metrics
-	Log     *slog.Logger
+	// Log's lines name the endpoint, connection, session and thread
+	// through the context (logctx): its handler should be a
+	// logctx.Handler.
+	Log *slog.Logger
 }
 
 // Server is the HTTP handler of one instance.
