@@ -42,9 +42,9 @@ func run(ctx context.Context, logOut io.Writer) error {
 		return err
 	}
 	log := newLogger(cfg.Log, logOut)
-	log.Info("starting", "config", cfg)
+	log.InfoContext(ctx, "starting", "config", cfg)
 	for _, w := range cfg.Warnings {
-		log.Warn(w)
+		log.WarnContext(ctx, w)
 	}
 	ln, err := net.Listen("tcp", cfg.HTTP.ListenAddr)
 	if err != nil {

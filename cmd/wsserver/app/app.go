@@ -80,10 +80,10 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, ln net.Listen
 		ready = append(ready, web.Check{Name: "redis", Check: func(ctx context.Context) error {
 			return rc.Do(ctx, rc.B().Ping().Build()).Error()
 		}})
-		log.Info("channel layer: redis", "presence_ttl", cfg.Store.PresenceTTL)
+		log.InfoContext(ctx, "channel layer: redis", "presence_ttl", cfg.Store.PresenceTTL)
 	} else {
 		broker, presence = memory.NewBroker(), memory.NewPresence()
-		log.Info("channel layer: in-process (one instance only; set REDIS_URL to share sessions across instances)")
+		log.InfoContext(ctx, "channel layer: in-process (one instance only; set REDIS_URL to share sessions across instances)")
 	}
 
 	// Threads: PostgreSQL when configured, in-process otherwise; the thread
@@ -102,9 +102,9 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, ln net.Listen
 		closers = append(closers, store.Close)
 		threads = store
 		ready = append(ready, web.Check{Name: "postgres", Check: store.Ping})
-		log.Info("thread store: postgres")
+		log.InfoContext(ctx, "thread store: postgres")
 	} else {
-		log.Info("thread store: in-process (threads are lost on restart; configure DATABASE_URL or PSQL_* to keep them)",
+		log.InfoContext(ctx, "thread store: in-process (threads are lost on restart; configure DATABASE_URL or PSQL_* to keep them)",
 			"max_threads", cfg.Store.MemoryMaxThreads)
 	}
 	if redisClient != nil {
@@ -120,7 +120,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, ln net.Listen
 	if err != nil {
 		return err
 	}
-	log.Info("appdata", "files", appdata.Origin)
+	log.InfoContext(ctx, "appdata", "files", appdata.Origin)
 	model, guardrail, escalation, components, err := conversationPorts(ctx, cfg, appdata, log)
 	if err != nil {
 		return err
@@ -197,7 +197,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, ln net.Listen
 
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
-	log.Info("serving", "addr", ln.Addr().String(), "instance_id", cfg.InstanceID)
+	log.InfoContext(ctx, "serving", "addr", ln.Addr().String(), "instance_id", cfg.InstanceID)
 
 	select {
 	case err := <-served:
@@ -206,7 +206,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, ln net.Listen
 	}
 
 	// Shutdown, PROTOCOL.md §11.
-	log.Info("shutting down", "grace", cfg.HTTP.ShutdownGrace)
+	log.InfoContext(ctx, "shutting down", "grace", cfg.HTTP.ShutdownGrace)
 	edge.Drain()
 	grace, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.HTTP.ShutdownGrace)
 	defer cancel()
@@ -226,9 +226,9 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, ln net.Listen
 		errs = append(errs, fmt.Errorf("http shutdown: %w", err))
 	}
 	if err := errors.Join(errs...); err != nil {
-		log.Warn("shutdown was not clean", "err", err)
+		log.WarnContext(ctx, "shutdown was not clean", "err", err)
 	}
-	log.Info("stopped")
+	log.InfoContext(ctx, "stopped")
 	return nil
 }
 
@@ -261,9 +261,9 @@ func conversationPorts(ctx context.Context, cfg config.Config, appdata local.App
 		if err != nil {
 			return nil, nil, nil, nil, err
 		}
-		log.Info("model: local", "token_delay", cfg.Conversation.LocalTokenDelay)
-		log.Info("guardrail: local (rule-based, from appdata)")
-		log.Info("escalation: local (rule-based, from appdata)")
+		log.InfoContext(ctx, "model: local", "token_delay", cfg.Conversation.LocalTokenDelay)
+		log.InfoContext(ctx, "guardrail: local (rule-based, from appdata)")
+		log.InfoContext(ctx, "escalation: local (rule-based, from appdata)")
 		return m, localGuardrail, rules, names, nil
 	}
 
@@ -283,7 +283,7 @@ func conversationPorts(ctx context.Context, cfg config.Config, appdata local.App
 		return nil, nil, nil, nil, err
 	}
 	names["chat"] = "bedrock"
-	log.Info("model: bedrock", "region", b.Region,
+	log.InfoContext(ctx, "model: bedrock", "region", b.Region,
 		"model_id_chat", b.ChatModelID,
 		"model_id_summary", orDefault(b.SummaryModelID, b.ChatModelID),
 		"endpoint_url", endpointForLog(b.EndpointURL))
@@ -303,15 +303,15 @@ func conversationPorts(ctx context.Context, cfg config.Config, appdata local.App
 		guardrail = g
 		names["guardrail"] = string(g.Mode())
 		if g.Mode() == bedrock.ModeApplyGuardrail {
-			log.Info("guardrail: bedrock ApplyGuardrail", "guardrail_id", b.GuardrailID, "guardrail_version", b.GuardrailVersion)
+			log.InfoContext(ctx, "guardrail: bedrock ApplyGuardrail", "guardrail_id", b.GuardrailID, "guardrail_version", b.GuardrailVersion)
 			if b.GuardrailModelID != "" {
-				log.Warn("BEDROCK_MODEL_ID_GUARDRAIL is not used: BEDROCK_GUARDRAIL_ID selects ApplyGuardrail", "model_id_guardrail", b.GuardrailModelID)
+				log.WarnContext(ctx, "BEDROCK_MODEL_ID_GUARDRAIL is not used: BEDROCK_GUARDRAIL_ID selects ApplyGuardrail", "model_id_guardrail", b.GuardrailModelID)
 			}
 		} else {
-			log.Info("guardrail: bedrock judge model", "model_id_guardrail", b.GuardrailModelID)
+			log.InfoContext(ctx, "guardrail: bedrock judge model", "model_id_guardrail", b.GuardrailModelID)
 		}
 	} else {
-		log.Info("guardrail: local (rule-based, from appdata; set BEDROCK_GUARDRAIL_ID and _VERSION, or BEDROCK_MODEL_ID_GUARDRAIL, for Bedrock)")
+		log.InfoContext(ctx, "guardrail: local (rule-based, from appdata; set BEDROCK_GUARDRAIL_ID and _VERSION, or BEDROCK_MODEL_ID_GUARDRAIL, for Bedrock)")
 	}
 
 	var escalation ports.EscalationDetector = rules
@@ -320,9 +320,9 @@ func conversationPorts(ctx context.Context, cfg config.Config, appdata local.App
 		// classifier's failures are skipped (Detectors), not fatal.
 		escalation = conversation.Detectors{rules, conversation.Classifier{Model: model, Log: log}}
 		names["escalation"] = "local+bedrock-classifier"
-		log.Info("escalation: local rules, then the bedrock classifier", "model_id_escalation", b.EscalationModelID)
+		log.InfoContext(ctx, "escalation: local rules, then the bedrock classifier", "model_id_escalation", b.EscalationModelID)
 	} else {
-		log.Info("escalation: local (rule-based, from appdata; set BEDROCK_MODEL_ID_ESCALATION to add the Bedrock classifier)")
+		log.InfoContext(ctx, "escalation: local (rule-based, from appdata; set BEDROCK_MODEL_ID_ESCALATION to add the Bedrock classifier)")
 	}
 	return model, guardrail, escalation, names, nil
 }
