@@ -14,6 +14,7 @@ import (
 
 	"github.com/redis/rueidis"
 
+	"github.com/wsserver/wsserver/core/logctx"
 	"github.com/wsserver/wsserver/ports"
 )
 
@@ -178,7 +179,9 @@ func (b *Broker) Publish(ctx context.Context, session string, payload []byte) er
 		if echoed {
 			// Redis handed it back, so it reached every subscribed
 			// instance, this one included: only the reply was lost.
-			b.cfg.Log.Warn("redis publish reply lost after the message went out", "session", session, "err", err)
+			// The session is named once, whether ctx carries it (a
+			// session socket's) or not (a thread's chat events).
+			b.cfg.Log.WarnContext(logctx.With(ctx, slog.String("session", session)), "redis publish reply lost after the message went out", "err", err)
 			return nil
 		}
 		return fmt.Errorf("redis: publish: %w", err)
@@ -269,7 +272,7 @@ func (b *Broker) run(ctx context.Context) {
 		default:
 		}
 		b.cfg.OnError("subscribe")
-		b.cfg.Log.Warn("redis pub/sub connection lost; resubscribing", "err", err, "retry_in", backoff)
+		b.cfg.Log.WarnContext(ctx, "redis pub/sub connection lost; resubscribing", "err", err, "retry_in", backoff)
 		select {
 		case <-ctx.Done():
 			return

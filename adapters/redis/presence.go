@@ -106,7 +106,7 @@ func NewPresence(cfg PresenceConfig) (*Presence, error) {
 		removed:  make(map[string][]string),
 	}
 	if err := p.heartbeat(ctx); err != nil {
-		cfg.Log.Warn("redis presence: first heartbeat failed; retrying", "err", err)
+		cfg.Log.WarnContext(ctx, "redis presence: first heartbeat failed; retrying", "err", err)
 	}
 	go p.run(ctx)
 	return p, nil
@@ -253,7 +253,7 @@ func (p *Presence) run(ctx context.Context) {
 			return
 		case <-t.C:
 			if err := p.heartbeat(ctx); err != nil && ctx.Err() == nil {
-				p.cfg.Log.Warn("redis presence heartbeat failed", "err", err)
+				p.cfg.Log.WarnContext(ctx, "redis presence heartbeat failed", "err", err)
 			}
 		}
 	}
