@@ -26,6 +26,7 @@ import (
 	"github.com/wsserver/wsserver/adapters/socket"
 	"github.com/wsserver/wsserver/adapters/web"
 	"github.com/wsserver/wsserver/core/conversation"
+	"github.com/wsserver/wsserver/core/logctx"
 	"github.com/wsserver/wsserver/core/session"
 	"github.com/wsserver/wsserver/docs"
 	"github.com/wsserver/wsserver/ports"
@@ -42,6 +43,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, ln net.Listen
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
+	log = contextLogger(log)
 	m := metrics.New()
 
 	// Adapters: Redis when configured, in-process otherwise.
@@ -230,6 +232,18 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, ln net.Listen
 	}
 	log.InfoContext(ctx, "stopped")
 	return nil
+}
+
+// contextLogger returns log with a handler that adds the ids a request's
+// context carries (logctx) to every line, so that the lines of a socket, a
+// session and a chat name them whatever logger the caller gave: the
+// process's, or a test's. A logger whose handler does so already is
+// returned as it is, so that no id is added twice.
+func contextLogger(log *slog.Logger) *slog.Logger {
+	if _, ok := log.Handler().(*logctx.Handler); ok {
+		return log
+	}
+	return slog.New(logctx.NewHandler(log.Handler()))
 }
 
 // conversationPorts chooses the conversation's model, guardrail and
