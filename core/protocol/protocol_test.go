@@ -1,6 +1,7 @@
 package protocol
 
 import (
+	"bytes"
 	"encoding/json"
 	"testing"
 
@@ -46,8 +47,11 @@ func TestEncodeError(t *testing.T) {
 	}
 }
 
+// TestPong holds the pong to its exact bytes, not only to equal JSON: a
+// client of the original may compare the frame as text.
 func TestPong(t *testing.T) {
-	assert.Equal(t, `{"type":"pong"}`, string(Pong))
+	want := []byte(`{"type":"pong"}`)
+	assert.True(t, bytes.Equal(want, Pong), "Pong = %s, want %s", Pong, want)
 }
 
 func TestErrorText(t *testing.T) {
