@@ -129,7 +129,7 @@ func TestEscalationEndsTheConversation(t *testing.T) {
 	require.NotNil(t, a.escal)
 	assert.Equal(t, true, a.escal["should_escalate"])
 	assert.Equal(t, "user_requested", a.escal["reason"])
-	_, _, err = c.ReadMessage()
+	_, err = readFrame(t, c)
 	var ce *websocket.CloseError
 	require.ErrorAs(t, err, &ce)
 	assert.Equal(t, websocket.CloseNormalClosure, ce.Code)
@@ -217,7 +217,7 @@ func TestDrainLetsAnswersFinish(t *testing.T) {
 	var ended bool
 	require.NoError(t, busy.SetReadDeadline(time.Now().Add(wait)))
 	for {
-		_, p, err := busy.ReadMessage()
+		p, err := readFrame(t, busy)
 		if err != nil {
 			var ce *websocket.CloseError
 			require.ErrorAs(t, err, &ce)
@@ -399,7 +399,7 @@ func TestEscalationEndsTheConversationWhenTheSaveFails(t *testing.T) {
 	var sawEscalation, sawError bool
 	require.NoError(t, c.SetReadDeadline(time.Now().Add(wait)))
 	for {
-		_, p, err := c.ReadMessage()
+		p, err := readFrame(t, c)
 		if err != nil {
 			var ce *websocket.CloseError
 			require.ErrorAs(t, err, &ce)

@@ -29,6 +29,7 @@ import (
 	"github.com/wsserver/wsserver/core/conversation"
 	"github.com/wsserver/wsserver/core/session"
 	"github.com/wsserver/wsserver/ports"
+	"github.com/wsserver/wsserver/test/schema"
 )
 
 // newChatOn builds the conversation service for a config being made.
@@ -128,9 +129,37 @@ func (f *fixture) dialResp(t *testing.T, path string, h http.Header) (*websocket
 	d := websocket.Dialer{HandshakeTimeout: wait}
 	c, resp, err := d.Dial(f.url+path, h)
 	if c != nil {
-		t.Cleanup(func() { c.Close() })
+		if ep, ok := schema.EndpointOf(path); ok {
+			endpoints.Store(c, ep)
+		}
+		t.Cleanup(func() { endpoints.Delete(c); c.Close() })
 	}
 	return c, resp, err
+}
+
+// endpoints maps every socket a fixture dialed to its endpoint, so that
+// readFrame knows which messages of docs/asyncapi.yaml a frame may be.
+var endpoints sync.Map // *websocket.Conn -> schema.Endpoint
+
+// readFrame reads the next message of c. Every text frame the server sends
+// on /ws/chat/ or /ws/session/<id>/ is validated against the schema
+// docs/asyncapi.yaml gives its type on that endpoint: a message shape the
+// document does not allow fails the test here, as it does end to end
+// (test/wstest).
+func readFrame(t *testing.T, c *websocket.Conn) ([]byte, error) {
+	t.Helper()
+	typ, p, err := c.ReadMessage()
+	if err != nil || typ != websocket.TextMessage {
+		return p, err
+	}
+	if ep, ok := endpoints.Load(c); ok {
+		proto, perr := schema.AsyncAPI()
+		require.NoError(t, perr, "docs/asyncapi.yaml")
+		if verr := proto.Validate(ep.(schema.Endpoint), p); verr != nil {
+			t.Errorf("the server sent a message docs/asyncapi.yaml does not allow: %.300s: %v", p, verr)
+		}
+	}
+	return p, nil
 }
 
 // join opens a session socket and says hello.
@@ -151,7 +180,7 @@ func send(t *testing.T, c *websocket.Conn, msg string) {
 func recv(t *testing.T, c *websocket.Conn) map[string]any {
 	t.Helper()
 	require.NoError(t, c.SetReadDeadline(time.Now().Add(wait)))
-	_, p, err := c.ReadMessage()
+	p, err := readFrame(t, c)
 	require.NoError(t, err)
 	var m map[string]any
 	require.NoError(t, json.Unmarshal(p, &m), "%s", p)
@@ -163,7 +192,7 @@ func closeCode(t *testing.T, c *websocket.Conn) int {
 	t.Helper()
 	require.NoError(t, c.SetReadDeadline(time.Now().Add(wait)))
 	for {
-		_, _, err := c.ReadMessage()
+		_, err := readFrame(t, c)
 		if err == nil {
 			continue
 		}
@@ -382,7 +411,7 @@ func TestSlowConsumerIsDropped(t *testing.T) {
 	}()
 	for range 64 {
 		require.NoError(t, fast.SetReadDeadline(time.Now().Add(wait)))
-		_, _, err := fast.ReadMessage()
+		_, err := readFrame(t, fast)
 		require.NoError(t, err)
 	}
 	<-done
