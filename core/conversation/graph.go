@@ -56,8 +56,8 @@ const (
 
 // execute runs the graph from load to done.
 func (r *run) execute(ctx context.Context) {
-	r.pace.halt = ctx.Done()
-	defer r.pace.stop() // on every path: no token goes out after Run
+	r.ans.pace.halt = ctx.Done()
+	defer r.ans.pace.stop() // on every path: no token goes out after Run
 	for n := nodeLoad; n != nodeDone; {
 		next := r.visit(ctx, n)
 		r.checkpoint(ctx, n, next)
@@ -159,7 +159,7 @@ func (r *run) rewrite(ctx context.Context) node {
 func (r *run) fallback() node {
 	reason := r.rejected.Reason
 	r.rejected = nil
-	r.ans.releaseText(r, r.c.cfg.FallbackAnswer)
+	r.ans.releaseText(r.c.cfg.FallbackAnswer)
 	r.escalation = ports.Escalation{
 		Escalate: true,
 		Reason:   ports.ReasonGuardrail,
@@ -172,11 +172,11 @@ func (r *run) fallback() node {
 // mirrors it to the session. A cancel while the answer plays out stops it
 // there.
 func (r *run) respond(ctx context.Context) node {
-	if !r.pace.wait() {
+	if !r.ans.pace.wait() {
 		return r.interrupted(ctx)
 	}
 	r.storeAnswer(false)
-	r.publish(ctx, ports.ChatEvent{Kind: ports.ChatAnswer, Content: r.sent()})
+	r.publish(ctx, ports.ChatEvent{Kind: ports.ChatAnswer, Content: r.ans.sent()})
 	if r.escalation.Escalate {
 		return nodeEscalate
 	}
@@ -207,7 +207,7 @@ func (r *run) escalate(ctx context.Context) node {
 // cancelled stops the tokens not sent yet and stores what the client was
 // sent, marked cancelled.
 func (r *run) cancelled(ctx context.Context) node {
-	r.pace.stop()
+	r.ans.pace.stop()
 	r.wasCancelled = true
 	if r.userStored {
 		r.storeAnswer(true)
@@ -219,7 +219,7 @@ func (r *run) cancelled(ctx context.Context) node {
 // failed tells the client, after the tokens that passed (unless the run's
 // context ended); the part of the answer sent is not stored as an answer.
 func (r *run) failed(ctx context.Context) node {
-	r.pace.wait()
+	r.ans.pace.wait()
 	r.c.cfg.Log.ErrorContext(ctx, "chat failed", "err", r.err)
 	if errors.Is(r.err, ErrStoreUnavailable) {
 		r.emit(Event{Kind: EventError, Code: protocol.CodeUnavailable, Message: "the conversation store is unavailable right now; nothing was stored; try again"})

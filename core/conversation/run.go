@@ -27,9 +27,6 @@ type run struct {
 	escalated  bool
 
 	ans        answer
-	sched      schedule
-	pace       pacer
-	generating bool // the model's stream is running
 	rewrites   int
 	rejected   *rejection // the sentence that stopped the last stream
 	rejections []rejection
@@ -57,14 +54,7 @@ type rejection struct {
 func newRun(c *Conversation, req Request, emit func(Event), fence int64) *run {
 	r := &run{c: c, req: req, emit: emit, fence: fence, id: c.cfg.NewID(), answerMsgID: c.cfg.NewID()}
 	r.user = ports.Message{ID: c.cfg.NewID(), Role: ports.RoleUser, Content: req.Message, CreatedAt: c.cfg.Now()}
-	r.ans.whole = c.cfg.Guardrail.WholeAnswer()
-	r.pace.emit = emit
-	r.sched.maxStretch = c.cfg.MaxStretch
-	if r.ans.whole {
-		// The answer is released at once when the model is done: pacing
-		// it would only delay its end by its whole generation time.
-		r.sched.maxStretch = -1
-	}
+	r.ans = newAnswer(c.cfg.Guardrail.WholeAnswer(), c.cfg.MaxStretch, emit)
 	return r
 }
 
@@ -131,17 +121,13 @@ func (r *run) write(ctx context.Context, fn func(ctx context.Context) error) err
 	return fn(wctx)
 }
 
-// sent is the answer as the client received it. The pacer must be done
-// (wait or stop).
-func (r *run) sent() string { return string(r.ans.released[:r.pace.sent]) }
-
 // storeAnswer adds what the client received to the turn. The pacer must
 // be done.
 func (r *run) storeAnswer(cancelled bool) {
 	r.answer = &ports.Message{
 		ID:        r.answerMsgID,
 		Role:      ports.RoleAssistant,
-		Content:   r.sent(),
+		Content:   r.ans.sent(),
 		CreatedAt: r.c.cfg.Now(),
 		Cancelled: cancelled,
 	}

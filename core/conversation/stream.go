@@ -30,9 +30,9 @@ func (r *run) stream(ctx context.Context, rw *ports.Rewrite) node {
 		Data:     r.req.Data,
 		Rewrite:  rw,
 	}
-	r.generating = true
+	r.ans.generating = true
 	reply, err := r.c.cfg.Model.Stream(mctx, req, func(piece string) error { return r.token(mctx, piece) })
-	r.generating = false
+	r.ans.generating = false
 	r.usage = r.usage.Add(reply.Usage)
 	r.stop = reply.Stop
 	if err == nil && r.rejected == nil && r.guardErr == nil && ctx.Err() == nil {
@@ -71,7 +71,7 @@ func (r *run) token(ctx context.Context, piece string) error {
 	}
 	a := &r.ans
 	var at time.Time
-	if r.sched.pacing() {
+	if a.sched.pacing() {
 		at = time.Now()
 	}
 	if a.whole {
@@ -101,7 +101,7 @@ func (r *run) flush(ctx context.Context) {
 	case a.whole || a.hasText:
 		r.check(ctx)
 	default:
-		a.release(r) // spaces only: nothing to check
+		a.release() // spaces only: nothing to check
 	}
 }
 
@@ -118,7 +118,7 @@ func (r *run) check(ctx context.Context) bool {
 		r.reject(text, v.Reason)
 		return false
 	}
-	r.ans.release(r)
+	r.ans.release()
 	return true
 }
 
@@ -128,8 +128,10 @@ func (r *run) reject(text, reason string) {
 	r.rejections = append(r.rejections, rej)
 }
 
-// answer is the text of an answer while it streams: what was released to
-// the client, and what waits for the guardrail.
+// answer is an answer while it streams: what was released to the client
+// and when each of its tokens goes out, and what waits for the guardrail.
+// It knows nothing of the run it belongs to: the run hands it the model's
+// pieces and the guardrail's verdicts.
 type answer struct {
 	// whole: the guardrail needs the whole answer; nothing is released
 	// before the model is done.
@@ -146,6 +148,22 @@ type answer struct {
 	// end mark (and maybe closing quotes or brackets); cjk when that mark
 	// needs no space after it.
 	hasText, term, cjk bool
+
+	sched      schedule // when each released token is due
+	pace       pacer    // sends the released tokens when they are due
+	generating bool     // the model's stream is running: gaps may be stretched
+}
+
+// newAnswer returns the answer of a run whose tokens go to emit, paced by
+// at most maxStretch more than the model's gaps (negative: not paced).
+// whole: the guardrail needs the whole answer.
+func newAnswer(whole bool, maxStretch time.Duration, emit func(Event)) answer {
+	if whole {
+		// The answer is released at once when the model is done: pacing
+		// it would only delay its end by its whole generation time.
+		maxStretch = -1
+	}
+	return answer{whole: whole, sched: schedule{maxStretch: maxStretch}, pace: pacer{emit: emit}}
 }
 
 // held is a piece of the model's text waiting for the guardrail, and
@@ -164,15 +182,15 @@ func (a *answer) add(text string, at time.Time) {
 }
 
 // release hands the held pieces to the pacer and forgets them.
-func (a *answer) release(r *run) {
+func (a *answer) release() {
 	if len(a.pieces) > 0 {
 		var now time.Time
-		if r.sched.pacing() {
+		if a.sched.pacing() {
 			now = time.Now()
 		}
-		r.sched.sentence(a.pieces, now)
+		a.sched.sentence(a.pieces, now)
 		for _, p := range a.pieces {
-			r.pace.push(p.text, r.sched.due(p.at, now, r.generating), now)
+			a.pace.push(p.text, a.sched.due(p.at, now, a.generating), now)
 		}
 	}
 	a.released = append(a.released, a.pending...)
@@ -181,14 +199,18 @@ func (a *answer) release(r *run) {
 
 // releaseText sends a text of the server's own (the fallback) after what
 // was released.
-func (a *answer) releaseText(r *run, text string) {
+func (a *answer) releaseText(text string) {
 	if n := len(a.released); n > 0 && !isSpace(rune(a.released[n-1])) {
 		text = " " + text
 	}
 	now := time.Now()
-	r.pace.push(text, r.sched.after(now), now)
+	a.pace.push(text, a.sched.after(now), now)
 	a.released = append(a.released, text...)
 }
+
+// sent is the answer as the client received it. The pacer must be done
+// (wait or stop).
+func (a *answer) sent() string { return string(a.released[:a.pace.sent]) }
 
 // discard forgets what is held.
 func (a *answer) discard() {
