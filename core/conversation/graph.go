@@ -136,9 +136,9 @@ func (r *run) generate(ctx context.Context) node {
 // guardrail routes on the verdict reached while streaming.
 func (r *run) guardrail() node {
 	switch {
-	case r.rejected == nil:
+	case r.guard.rejected == nil:
 		return nodeRespond
-	case r.rewrites < r.c.cfg.MaxGuardrailRewrites:
+	case r.guard.rewrites < r.c.cfg.MaxGuardrailRewrites:
 		return nodeRewrite
 	default:
 		return nodeFallback
@@ -148,22 +148,18 @@ func (r *run) guardrail() node {
 // rewrite asks the model to continue after what was already sent, told
 // why its last sentence failed.
 func (r *run) rewrite(ctx context.Context) node {
-	r.rewrites++
-	rw := &ports.Rewrite{Said: string(r.ans.released), Rejected: r.rejected.Text, Reason: r.rejected.Reason}
-	r.rejected = nil
-	return r.stream(ctx, rw)
+	return r.stream(ctx, r.guard.rewrite(string(r.ans.released)))
 }
 
 // fallback ends the answer with the safe fallback text and decides to
 // escalate: the model could not say it within the guardrail.
 func (r *run) fallback() node {
-	reason := r.rejected.Reason
-	r.rejected = nil
+	reason := r.guard.giveUp()
 	r.ans.releaseText(r.c.cfg.FallbackAnswer)
 	r.escalation = ports.Escalation{
 		Escalate: true,
 		Reason:   ports.ReasonGuardrail,
-		Detail:   fmt.Sprintf("the answer failed the guardrail after %d rewrites: %s", r.rewrites, reason),
+		Detail:   fmt.Sprintf("the answer failed the guardrail after %d rewrites: %s", r.guard.rewrites, reason),
 	}
 	return nodeRespond
 }

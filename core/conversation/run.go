@@ -26,13 +26,10 @@ type run struct {
 	escalation ports.Escalation
 	escalated  bool
 
-	ans        answer
-	rewrites   int
-	rejected   *rejection // the sentence that stopped the last stream
-	rejections []rejection
-	guardErr   error // the guardrail could not decide
-	stop       ports.StopReason
-	usage      ports.Usage
+	ans   answer
+	guard verdicts
+	stop  ports.StopReason
+	usage ports.Usage
 
 	answerMsgID      string
 	answerStored     bool
@@ -219,8 +216,8 @@ func (r *run) checkpoint(ctx context.Context, n, next node) {
 		MessageID:  r.user.ID,
 		History:    len(r.history),
 		Released:   string(r.ans.released),
-		Rewrites:   r.rewrites,
-		Rejections: r.rejections,
+		Rewrites:   r.guard.rewrites,
+		Rejections: r.guard.rejections,
 		Stop:       string(r.stop),
 		Usage:      usageJSON{InputTokens: r.usage.InputTokens, OutputTokens: r.usage.OutputTokens},
 		AnswerID:   r.answerID(),

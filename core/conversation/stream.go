@@ -35,21 +35,21 @@ func (r *run) stream(ctx context.Context, rw *ports.Rewrite) node {
 	r.ans.generating = false
 	r.usage = r.usage.Add(reply.Usage)
 	r.stop = reply.Stop
-	if err == nil && r.rejected == nil && r.guardErr == nil && ctx.Err() == nil {
+	if err == nil && !r.guard.halted() && ctx.Err() == nil {
 		switch reply.Stop {
 		case ports.StopGuardrailIntervened, ports.StopContentFiltered:
 			// The provider cut or replaced the output: what is held is
 			// not the model's answer and is never sent.
-			r.reject(string(r.ans.pending), "the model provider stopped the answer ("+string(reply.Stop)+")")
+			r.guard.reject(string(r.ans.pending), "the model provider stopped the answer ("+string(reply.Stop)+")")
 		default:
 			r.flush(mctx)
 		}
 	}
 	switch {
-	case r.guardErr != nil:
-		err, r.guardErr = r.guardErr, nil
+	case r.guard.err != nil:
+		err, r.guard.err = r.guard.err, nil
 		return r.fail(ctx, "guardrail", err)
-	case r.rejected != nil:
+	case r.guard.rejected != nil:
 		r.ans.discard()
 		return nodeGuardrail
 	case ctx.Err() != nil:
@@ -63,7 +63,7 @@ func (r *run) stream(ctx context.Context, rw *ports.Rewrite) node {
 // token takes one piece from the model. It is the per-token path: it
 // allocates nothing but the text of each sentence it checks.
 func (r *run) token(ctx context.Context, piece string) error {
-	if r.rejected != nil || r.guardErr != nil {
+	if r.guard.halted() {
 		return errHalted // a model that keeps streaming after being told to stop
 	}
 	if err := ctx.Err(); err != nil {
@@ -112,20 +112,50 @@ func (r *run) check(ctx context.Context) bool {
 	v, err := r.c.cfg.Guardrail.Check(ctx, text)
 	switch {
 	case err != nil:
-		r.guardErr = err
+		r.guard.err = err
 		return false
 	case !v.Pass:
-		r.reject(text, v.Reason)
+		r.guard.reject(text, v.Reason)
 		return false
 	}
 	r.ans.release()
 	return true
 }
 
-func (r *run) reject(text, reason string) {
+// verdicts is what the guardrail decided during a run: the sentence that
+// stopped the last stream, every sentence it rejected, the rewrites asked
+// for since, and the error of a guardrail that could not decide.
+type verdicts struct {
+	rewrites   int
+	rejected   *rejection // the sentence that stopped the last stream
+	rejections []rejection
+	err        error // the guardrail could not decide
+}
+
+// halted reports whether the stream under way must stop.
+func (v *verdicts) halted() bool { return v.rejected != nil || v.err != nil }
+
+func (v *verdicts) reject(text, reason string) {
 	rej := rejection{Text: text, Reason: reason}
-	r.rejected = &rej
-	r.rejections = append(r.rejections, rej)
+	v.rejected = &rej
+	v.rejections = append(v.rejections, rej)
+}
+
+// rewrite starts a rewrite of the rejected sentence, after said: the
+// rejection is handed to the model and forgotten.
+func (v *verdicts) rewrite(said string) *ports.Rewrite {
+	v.rewrites++
+	rw := &ports.Rewrite{Said: said, Rejected: v.rejected.Text, Reason: v.rejected.Reason}
+	v.rejected = nil
+	return rw
+}
+
+// giveUp forgets the rejected sentence and returns why it was rejected:
+// no rewrite is left.
+func (v *verdicts) giveUp() string {
+	reason := v.rejected.Reason
+	v.rejected = nil
+	return reason
 }
 
 // answer is an answer while it streams: what was released to the client
