@@ -269,3 +269,53 @@ func (a *API) ValidateResponse(method, path string, status int, body []byte) err
 	}
 	return nil
 }
+
+// errorPtr is the schema of every HTTP error body in openapi.yaml.
+const errorPtr = "/components/schemas/Error"
+
+// ErrorCodes returns the HTTP error codes openapi.yaml documents (the
+// enum of its Error schema), sorted.
+func (a *API) ErrorCodes() []string {
+	var out []string
+	enum, _ := lookup(a.doc, errorPtr+"/properties/error/properties/code/enum").([]any)
+	for _, c := range enum {
+		if s, ok := c.(string); ok {
+			out = append(out, s)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// Documents reports whether openapi.yaml describes method on path; the
+// answers of the others (refused WebSocket upgrades, unknown paths and
+// methods) are checked with ValidateError.
+func (a *API) Documents(method, path string) bool {
+	path, _, _ = strings.Cut(path, "?")
+	esc := strings.ReplaceAll(strings.ReplaceAll(path, "~", "~0"), "/", "~1")
+	return lookup(a.doc, "/paths/"+esc+"/"+strings.ToLower(method)) != nil
+}
+
+// ValidateError checks an HTTP error body against openapi.yaml's Error
+// schema, for the answers no path of the document describes.
+func (a *API) ValidateError(body []byte) error {
+	a.mu.Lock()
+	sch, ok := a.compiled[errorPtr]
+	if !ok {
+		var err error
+		if sch, err = a.c.Compile(openURL + "#" + errorPtr); err != nil {
+			a.mu.Unlock()
+			return fmt.Errorf("compile %s: %w", errorPtr, err)
+		}
+		a.compiled[errorPtr] = sch
+	}
+	a.mu.Unlock()
+	v, err := jsonschema.UnmarshalJSON(bytes.NewReader(body))
+	if err != nil {
+		return fmt.Errorf("the error body is not JSON: %w", err)
+	}
+	if err := sch.Validate(v); err != nil {
+		return fmt.Errorf("the error body: %w", err)
+	}
+	return nil
+}
