@@ -103,7 +103,7 @@ func (r *run) load(ctx context.Context) node {
 		return r.fail(ctx, "load thread", fmt.Errorf("%w: %w", ErrStoreUnavailable, err))
 	}
 	r.history = th.Messages
-	r.userStored = true // it is part of the turn from now on
+	r.turn.userStored = true // it is part of the turn from now on
 	r.publish(ctx, ports.ChatEvent{Kind: ports.ChatUserMessage, Content: r.req.Message})
 	return nodeEscalationCheck
 }
@@ -176,14 +176,14 @@ func (r *run) respond(ctx context.Context) node {
 	if r.escalation.Escalate {
 		return nodeEscalate
 	}
-	r.emit(Event{Kind: EventEnd, MessageID: r.answerID(), Usage: r.usage})
+	r.emit(Event{Kind: EventEnd, MessageID: r.turn.answerID(), Usage: r.usage})
 	return nodeDone
 }
 
 // escalate records the decision, mirrors it to the session and tells the
 // client, whose socket the edge then closes.
 func (r *run) escalate(ctx context.Context) node {
-	r.escalationRecord = &ports.EscalationRecord{
+	r.turn.escalation = &ports.EscalationRecord{
 		RunID: r.id, Reason: r.escalation.Reason, Detail: r.escalation.Detail, CreatedAt: r.c.cfg.Now(),
 	}
 	public := r.escalation.Detail
@@ -196,7 +196,7 @@ func (r *run) escalate(ctx context.Context) node {
 	r.publish(ctx, ports.ChatEvent{Kind: ports.ChatEscalation, Content: public, Reason: r.escalation.Reason})
 	r.escalated = true
 	r.emit(Event{Kind: EventEscalation, Reason: r.escalation.Reason})
-	r.emit(Event{Kind: EventEnd, MessageID: r.answerID(), Usage: r.usage})
+	r.emit(Event{Kind: EventEnd, MessageID: r.turn.answerID(), Usage: r.usage})
 	return nodeDone
 }
 
@@ -205,10 +205,10 @@ func (r *run) escalate(ctx context.Context) node {
 func (r *run) cancelled(ctx context.Context) node {
 	r.ans.pace.stop()
 	r.wasCancelled = true
-	if r.userStored {
+	if r.turn.userStored {
 		r.storeAnswer(true)
 	}
-	r.emit(Event{Kind: EventEnd, MessageID: r.answerID(), Usage: r.usage, Cancelled: true})
+	r.emit(Event{Kind: EventEnd, MessageID: r.turn.answerID(), Usage: r.usage, Cancelled: true})
 	return nodeDone
 }
 

@@ -11,17 +11,14 @@ import (
 
 // run is the state of one chat going through the graph.
 type run struct {
-	c     *Conversation
-	req   Request
-	emit  func(Event)
-	id    string
-	step  int
-	fence int64 // the lease's fencing token, saved with the turn
+	c    *Conversation
+	req  Request
+	emit func(Event)
+	id   string
+	turn turn
 
-	user       ports.Message
-	userStored bool
-	history    []ports.Message // the thread before this chat
-	messages   []ports.Message // what the model is given, built once
+	history  []ports.Message // the thread before this chat
+	messages []ports.Message // what the model is given, built once
 
 	escalation ports.Escalation
 	escalated  bool
@@ -31,14 +28,9 @@ type run struct {
 	stop  ports.StopReason
 	usage ports.Usage
 
-	answerMsgID      string
-	answerStored     bool
-	answer           *ports.Message // saved with the turn
-	checkpoints      []ports.Checkpoint
-	escalationRecord *ports.EscalationRecord
-	persistErr       error // the turn could not be saved
-	wasCancelled     bool
-	err              error
+	persistErr   error // the turn could not be saved
+	wasCancelled bool
+	err          error
 }
 
 // rejection is a text that failed the guardrail. It never reaches the
@@ -49,8 +41,8 @@ type rejection struct {
 }
 
 func newRun(c *Conversation, req Request, emit func(Event), fence int64) *run {
-	r := &run{c: c, req: req, emit: emit, fence: fence, id: c.cfg.NewID(), answerMsgID: c.cfg.NewID()}
-	r.user = ports.Message{ID: c.cfg.NewID(), Role: ports.RoleUser, Content: req.Message, CreatedAt: c.cfg.Now()}
+	r := &run{c: c, req: req, emit: emit, id: c.cfg.NewID(), turn: turn{fence: fence, answerMsgID: c.cfg.NewID()}}
+	r.turn.user = ports.Message{ID: c.cfg.NewID(), Role: ports.RoleUser, Content: req.Message, CreatedAt: c.cfg.Now()}
 	r.ans = newAnswer(c.cfg.Guardrail.WholeAnswer(), c.cfg.MaxStretch, emit)
 	return r
 }
@@ -58,20 +50,12 @@ func newRun(c *Conversation, req Request, emit func(Event), fence int64) *run {
 func (r *run) result() Result {
 	return Result{
 		ThreadID:  r.req.ThreadID,
-		MessageID: r.answerID(),
+		MessageID: r.turn.answerID(),
 		Escalated: r.escalated,
 		Reason:    r.escalation.Reason,
 		Cancelled: r.wasCancelled,
 		Usage:     r.usage,
 	}
-}
-
-// answerID is the id of the stored answer, empty while none is stored.
-func (r *run) answerID() string {
-	if !r.answerStored {
-		return ""
-	}
-	return r.answerMsgID
 }
 
 // recent is the part of the thread's history the model and the detector
@@ -85,7 +69,7 @@ func (r *run) recent() []ports.Message {
 
 func (r *run) modelMessages() []ports.Message {
 	if r.messages == nil {
-		r.messages = append(nonEmpty(r.recent()), r.user)
+		r.messages = append(nonEmpty(r.recent()), r.turn.user)
 	}
 	return r.messages
 }
@@ -121,14 +105,7 @@ func (r *run) write(ctx context.Context, fn func(ctx context.Context) error) err
 // storeAnswer adds what the client received to the turn. The pacer must
 // be done.
 func (r *run) storeAnswer(cancelled bool) {
-	r.answer = &ports.Message{
-		ID:        r.answerMsgID,
-		Role:      ports.RoleAssistant,
-		Content:   r.ans.sent(),
-		CreatedAt: r.c.cfg.Now(),
-		Cancelled: cancelled,
-	}
-	r.answerStored = true
+	r.turn.keepAnswer(r.ans.sent(), cancelled, r.c.cfg.Now())
 }
 
 // persist saves the turn in one transaction: the user's message, the
@@ -138,23 +115,13 @@ func (r *run) storeAnswer(cancelled bool) {
 // When the save fails, the run fails: Run then tells the client
 // (protocol.CodeNotSaved) instead of sending end; the run's result is kept.
 func (r *run) persist(ctx context.Context) {
-	if !r.userStored {
+	if !r.turn.userStored {
 		return
 	}
-	t := ports.Turn{
-		ThreadID:    r.req.ThreadID,
-		Channel:     r.req.Channel,
-		Messages:    []ports.Message{r.user},
-		Checkpoints: r.checkpoints,
-		Escalation:  r.escalationRecord,
-		Fence:       r.fence,
-	}
-	if r.answer != nil {
-		t.Messages = append(t.Messages, *r.answer)
-	}
+	t := r.turn.saved(r.req.ThreadID, r.req.Channel)
 	err := r.write(ctx, func(ctx context.Context) error { return r.c.cfg.Store.SaveTurn(ctx, t) })
 	if err != nil {
-		r.answerStored = false
+		r.turn.answerStored = false
 		r.persistErr = fmt.Errorf("%w: save turn: %w", ErrTurnNotSaved, err)
 		// The save's error is the run's: it is what the client is told.
 		r.err = r.persistErr
@@ -213,14 +180,14 @@ func (r *run) checkpoint(ctx context.Context, n, next node) {
 		Next:       string(next),
 		Channel:    r.req.Channel,
 		Message:    r.req.Message,
-		MessageID:  r.user.ID,
+		MessageID:  r.turn.user.ID,
 		History:    len(r.history),
 		Released:   string(r.ans.released),
 		Rewrites:   r.guard.rewrites,
 		Rejections: r.guard.rejections,
 		Stop:       string(r.stop),
 		Usage:      usageJSON{InputTokens: r.usage.InputTokens, OutputTokens: r.usage.OutputTokens},
-		AnswerID:   r.answerID(),
+		AnswerID:   r.turn.answerID(),
 		Cancelled:  r.wasCancelled,
 	}
 	if n == nodeLoad && validJSON(r.req.Data) {
@@ -234,11 +201,11 @@ func (r *run) checkpoint(ctx context.Context, n, next node) {
 	}
 	raw, err := json.Marshal(st)
 	if err == nil {
-		r.checkpoints = append(r.checkpoints, ports.Checkpoint{RunID: r.id, Step: r.step, Node: string(n), State: raw, CreatedAt: r.c.cfg.Now()})
+		r.turn.checkpoints = append(r.turn.checkpoints, ports.Checkpoint{RunID: r.id, Step: r.turn.step, Node: string(n), State: raw, CreatedAt: r.c.cfg.Now()})
 	} else {
 		r.c.cfg.Log.WarnContext(ctx, "checkpoint not taken", "node", n, "err", err)
 	}
-	r.step++
+	r.turn.step++
 }
 
 func isNotFound(err error) bool { return errors.Is(err, ErrThreadNotFound) }
