@@ -50,15 +50,19 @@ func TestEveryDocumentedHTTPErrorCodeIsSent(t *testing.T) {
 	stalling := newStalling()
 	tests := map[string]httpCase{
 		"bad_host": {400, nil, func(t *testing.T, f *fixture) httpAnswer {
+			t.Helper()
 			return f.do(t, "GET", "/api/csrf-token/", http.Header{"Host": {"evil.example"}}, "")
 		}},
 		"invalid_session_id": {400, nil, func(t *testing.T, f *fixture) httpAnswer {
+			t.Helper()
 			return f.do(t, "GET", "/ws/session/a%20b/", upgrade(), "")
 		}},
 		"bad_handshake": {400, nil, func(t *testing.T, f *fixture) httpAnswer {
+			t.Helper()
 			return f.do(t, "GET", "/ws/chat/", nil, "") // no Upgrade headers
 		}},
 		"draining": {503, nil, func(t *testing.T, f *fixture) httpAnswer {
+			t.Helper()
 			f.srv.Drain()
 			health := f.do(t, "GET", "/health/", nil, "")
 			assert.Equal(t, 503, health.status, "%s", health.body)
@@ -66,55 +70,70 @@ func TestEveryDocumentedHTTPErrorCodeIsSent(t *testing.T) {
 			return f.do(t, "GET", "/ws/chat/", upgrade(), "")
 		}},
 		"unauthorized": {401, withKey, func(t *testing.T, f *fixture) httpAnswer {
+			t.Helper()
 			return f.do(t, "POST", "/api/thread/history", f.csrf(t), thread)
 		}},
 		"forbidden_origin": {403, nil, func(t *testing.T, f *fixture) httpAnswer {
+			t.Helper()
 			h := upgrade()
 			h.Set("Origin", "http://evil.example")
 			return f.do(t, "GET", "/ws/chat/", h, "")
 		}},
 		"max_connections": {503, func(c *web.Config) { c.MaxConnections = 1 }, func(t *testing.T, f *fixture) httpAnswer {
+			t.Helper()
 			f.join(t, "s", "agent")
 			return f.do(t, "GET", "/ws/chat/", upgrade(), "")
 		}},
 		"too_many_connections": {429, func(c *web.Config) { c.MaxConnectionsPerIP = 1 }, func(t *testing.T, f *fixture) httpAnswer {
+			t.Helper()
 			f.join(t, "s", "agent")
 			return f.do(t, "GET", "/ws/chat/", upgrade(), "")
 		}},
 		"csrf_failed": {403, withKey, func(t *testing.T, f *fixture) httpAnswer {
+			t.Helper()
 			return f.do(t, "POST", "/api/thread/history", http.Header{"Authorization": {apiKey}}, thread)
 		}},
 		"unsupported_media_type": {415, withKey, func(t *testing.T, f *fixture) httpAnswer {
+			t.Helper()
 			h := f.api(t)
 			h.Set("Content-Type", "application/xml")
 			return f.do(t, "POST", "/api/thread/history", h, thread)
 		}},
 		"payload_too_large": {413, withKey, func(t *testing.T, f *fixture) httpAnswer {
+			t.Helper()
 			return f.do(t, "POST", "/api/thread/history", f.api(t), `{"thread_id":"t","pad":"`+strings.Repeat("x", 1<<20)+`"}`)
 		}},
 		"invalid_json": {400, withKey, func(t *testing.T, f *fixture) httpAnswer {
+			t.Helper()
 			return f.do(t, "POST", "/api/thread/history", f.api(t), `{`)
 		}},
 		"invalid_request": {400, withKey, func(t *testing.T, f *fixture) httpAnswer {
+			t.Helper()
 			return f.do(t, "POST", "/api/thread/history", f.api(t), `{}`)
 		}},
 		"thread_not_found": {404, withKey, func(t *testing.T, f *fixture) httpAnswer {
+			t.Helper()
 			return f.do(t, "POST", "/api/thread/summarize", f.api(t), `{"thread_id":"no-such-thread"}`)
 		}},
 		"timeout": {504, onStore(newStalling(), time.Millisecond), func(t *testing.T, f *fixture) httpAnswer {
+			t.Helper()
 			// The store never answers; its read is bounded by StoreTimeout.
 			return f.do(t, "POST", "/api/thread/summarize", f.api(t), thread)
 		}},
 		"client_closed": {499, onStore(stalling, time.Hour), func(t *testing.T, f *fixture) httpAnswer {
+			t.Helper()
 			return f.abandoned(t, stalling, "/api/thread/history", thread)
 		}},
 		"not_found": {404, nil, func(t *testing.T, f *fixture) httpAnswer {
+			t.Helper()
 			return f.do(t, "GET", "/api/nothing/", nil, "")
 		}},
 		"method_not_allowed": {405, nil, func(t *testing.T, f *fixture) httpAnswer {
+			t.Helper()
 			return f.do(t, "DELETE", "/api/csrf-token/", nil, "")
 		}},
 		"internal": {500, onStore(failingStore{memory.NewThreads(0)}, 0), func(t *testing.T, f *fixture) httpAnswer {
+			t.Helper()
 			return f.do(t, "POST", "/api/thread/history", f.api(t), thread)
 		}},
 	}
