@@ -182,13 +182,10 @@ func TestProtocolNamesEveryErrorCode(t *testing.T) {
 // TestProtocolNamesEveryHTTPErrorCode keeps PROTOCOL.md's table of HTTP
 // error codes and the ErrorCode enum of openapi.yaml the same.
 func TestProtocolNamesEveryHTTPErrorCode(t *testing.T) {
-	doc, _, err := schema.Compiler(docs.OpenAPI, "https://wsserver.invalid/openapi.json")
+	api, err := schema.OpenAPI()
 	require.NoError(t, err)
-	var enum []string
-	for _, c := range schema.Lookup(doc, "/components/schemas/Error/properties/error/properties/code/enum").([]any) {
-		enum = append(enum, c.(string))
-	}
-	slices.Sort(enum)
+	enum := api.ErrorCodes()
+	require.NotEmpty(t, enum, "openapi.yaml's Error schema lists its codes")
 	md, err := os.ReadFile("PROTOCOL.md")
 	require.NoError(t, err)
 	table := section(t, string(md), "### 6.2 ")
@@ -243,6 +240,33 @@ func TestOpenAPIValidatesAnswers(t *testing.T) {
 	for _, tt := range tests {
 		if err := api.ValidateResponse(tt.method, tt.path, tt.status, []byte(tt.body)); (err == nil) != tt.ok {
 			t.Errorf("%s %s %d %s: valid %v, want %v (%v)", tt.method, tt.path, tt.status, tt.body, err == nil, tt.ok, err)
+		}
+	}
+}
+
+// TestOpenAPIErrorBodies shows how the answers openapi.yaml does not
+// describe by path (refused WebSocket upgrades, unknown paths and methods)
+// are checked: against its Error schema alone.
+func TestOpenAPIErrorBodies(t *testing.T) {
+	api, err := schema.OpenAPI()
+	require.NoError(t, err)
+	assert.True(t, api.Documents("POST", "/api/thread/history"))
+	assert.False(t, api.Documents("GET", "/api/thread/history"), "a method the path does not have")
+	assert.False(t, api.Documents("GET", "/ws/chat/"), "the WebSockets are asyncapi.yaml's")
+	tests := []struct {
+		body string
+		ok   bool
+	}{
+		{`{"error":{"code":"draining","message":"this instance is shutting down"}}`, true},
+		{`{"error":{"code":"gone","message":"x"}}`, false},
+		{`{"error":{"code":"draining"}}`, false},
+		{`{"error":{"code":"draining","message":"x","detail":"y"}}`, false},
+		{`{"code":"draining","message":"x"}`, false},
+		{`not json`, false},
+	}
+	for _, tt := range tests {
+		if err := api.ValidateError([]byte(tt.body)); (err == nil) != tt.ok {
+			t.Errorf("%s: valid %v, want %v (%v)", tt.body, err == nil, tt.ok, err)
 		}
 	}
 }
