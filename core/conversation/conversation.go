@@ -252,11 +252,11 @@ func (c *Conversation) Run(ctx context.Context, req Request, emit func(Event)) (
 		defer release() // on every path, a panic's included
 		r.execute(runCtx)
 	}()
-	if r.persistErr != nil {
+	if r.out.persistErr != nil {
 		// The answer went out but could not be saved: say so rather
 		// than end as if the thread held it.
 		msg := "the answer could not be saved: neither your message nor the answer is in the thread's history; send the message again"
-		if errors.Is(r.persistErr, ErrFenced) {
+		if errors.Is(r.out.persistErr, ErrFenced) {
 			msg = "another answer took this thread over: neither your message nor this answer was saved"
 		}
 		last = &Event{Kind: EventError, Code: protocol.CodeNotSaved, Message: msg}
@@ -264,7 +264,7 @@ func (c *Conversation) Run(ctx context.Context, req Request, emit func(Event)) (
 	if last != nil {
 		emit(*last)
 	}
-	return r.result(), r.err
+	return r.result(), r.out.err
 }
 
 // keepLease renews lease every third of its TTL until ctx ends. When the

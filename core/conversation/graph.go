@@ -89,7 +89,7 @@ func (r *run) visit(ctx context.Context, n node) node {
 	case nodeFailed:
 		return r.failed(ctx)
 	}
-	r.err = fmt.Errorf("conversation: no node %q", n)
+	r.out.err = fmt.Errorf("conversation: no node %q", n)
 	return nodeFailed
 }
 
@@ -122,7 +122,7 @@ func (r *run) escalationCheck(ctx context.Context) node {
 		if e.Reason == "" {
 			e.Reason = ports.ReasonRule
 		}
-		r.escalation = e
+		r.out.escalation = e
 		return nodeEscalate
 	}
 	return nodeGenerate
@@ -156,7 +156,7 @@ func (r *run) rewrite(ctx context.Context) node {
 func (r *run) fallback() node {
 	reason := r.guard.giveUp()
 	r.ans.releaseText(r.c.cfg.FallbackAnswer)
-	r.escalation = ports.Escalation{
+	r.out.escalation = ports.Escalation{
 		Escalate: true,
 		Reason:   ports.ReasonGuardrail,
 		Detail:   fmt.Sprintf("the answer failed the guardrail after %d rewrites: %s", r.guard.rewrites, reason),
@@ -173,10 +173,10 @@ func (r *run) respond(ctx context.Context) node {
 	}
 	r.storeAnswer(false)
 	r.publish(ctx, ports.ChatEvent{Kind: ports.ChatAnswer, Content: r.ans.sent()})
-	if r.escalation.Escalate {
+	if r.out.escalation.Escalate {
 		return nodeEscalate
 	}
-	r.emit(Event{Kind: EventEnd, MessageID: r.turn.answerID(), Usage: r.usage})
+	r.emit(Event{Kind: EventEnd, MessageID: r.turn.answerID(), Usage: r.out.usage})
 	return nodeDone
 }
 
@@ -184,19 +184,19 @@ func (r *run) respond(ctx context.Context) node {
 // client, whose socket the edge then closes.
 func (r *run) escalate(ctx context.Context) node {
 	r.turn.escalation = &ports.EscalationRecord{
-		RunID: r.id, Reason: r.escalation.Reason, Detail: r.escalation.Detail, CreatedAt: r.c.cfg.Now(),
+		RunID: r.id, Reason: r.out.escalation.Reason, Detail: r.out.escalation.Detail, CreatedAt: r.c.cfg.Now(),
 	}
-	public := r.escalation.Detail
-	if r.escalation.Reason == ports.ReasonGuardrail {
+	public := r.out.escalation.Detail
+	if r.out.escalation.Reason == ports.ReasonGuardrail {
 		// The guardrail's reason may quote what it blocked, which the
 		// client was never sent: listeners get the reason code and a
 		// fixed text. The stored escalation keeps the reason.
 		public = guardrailNotice
 	}
-	r.publish(ctx, ports.ChatEvent{Kind: ports.ChatEscalation, Content: public, Reason: r.escalation.Reason})
-	r.escalated = true
-	r.emit(Event{Kind: EventEscalation, Reason: r.escalation.Reason})
-	r.emit(Event{Kind: EventEnd, MessageID: r.turn.answerID(), Usage: r.usage})
+	r.publish(ctx, ports.ChatEvent{Kind: ports.ChatEscalation, Content: public, Reason: r.out.escalation.Reason})
+	r.out.escalated = true
+	r.emit(Event{Kind: EventEscalation, Reason: r.out.escalation.Reason})
+	r.emit(Event{Kind: EventEnd, MessageID: r.turn.answerID(), Usage: r.out.usage})
 	return nodeDone
 }
 
@@ -204,11 +204,11 @@ func (r *run) escalate(ctx context.Context) node {
 // sent, marked cancelled.
 func (r *run) cancelled(ctx context.Context) node {
 	r.ans.pace.stop()
-	r.wasCancelled = true
+	r.out.cancelled = true
 	if r.turn.userStored {
 		r.storeAnswer(true)
 	}
-	r.emit(Event{Kind: EventEnd, MessageID: r.turn.answerID(), Usage: r.usage, Cancelled: true})
+	r.emit(Event{Kind: EventEnd, MessageID: r.turn.answerID(), Usage: r.out.usage, Cancelled: true})
 	return nodeDone
 }
 
@@ -216,8 +216,8 @@ func (r *run) cancelled(ctx context.Context) node {
 // context ended); the part of the answer sent is not stored as an answer.
 func (r *run) failed(ctx context.Context) node {
 	r.ans.pace.wait()
-	r.c.cfg.Log.ErrorContext(ctx, "chat failed", "err", r.err)
-	if errors.Is(r.err, ErrStoreUnavailable) {
+	r.c.cfg.Log.ErrorContext(ctx, "chat failed", "err", r.out.err)
+	if errors.Is(r.out.err, ErrStoreUnavailable) {
 		r.emit(Event{Kind: EventError, Code: protocol.CodeUnavailable, Message: "the conversation store is unavailable right now; nothing was stored; try again"})
 		return nodeDone
 	}

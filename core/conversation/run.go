@@ -20,17 +20,21 @@ type run struct {
 	history  []ports.Message // the thread before this chat
 	messages []ports.Message // what the model is given, built once
 
-	escalation ports.Escalation
-	escalated  bool
-
 	ans   answer
 	guard verdicts
-	stop  ports.StopReason
-	usage ports.Usage
+	out   outcome
+}
 
-	persistErr   error // the turn could not be saved
-	wasCancelled bool
-	err          error
+// outcome is how a run ended, as its Result, its checkpoints and its last
+// events tell it.
+type outcome struct {
+	escalation ports.Escalation // a human must take over: the detector's, or the fallback's
+	escalated  bool             // the client was told so
+	stop       ports.StopReason // why the model's last stream stopped
+	usage      ports.Usage      // every model call's, summed
+	cancelled  bool
+	persistErr error // the turn could not be saved
+	err        error // the run ended with an error event
 }
 
 // rejection is a text that failed the guardrail. It never reaches the
@@ -48,13 +52,19 @@ func newRun(c *Conversation, req Request, emit func(Event), fence int64) *run {
 }
 
 func (r *run) result() Result {
+	return r.out.result(r.req.ThreadID, r.turn.answerID())
+}
+
+// result is the Result of a run on threadID whose stored answer is
+// messageID (empty when none is).
+func (o *outcome) result(threadID, messageID string) Result {
 	return Result{
-		ThreadID:  r.req.ThreadID,
-		MessageID: r.turn.answerID(),
-		Escalated: r.escalated,
-		Reason:    r.escalation.Reason,
-		Cancelled: r.wasCancelled,
-		Usage:     r.usage,
+		ThreadID:  threadID,
+		MessageID: messageID,
+		Escalated: o.escalated,
+		Reason:    o.escalation.Reason,
+		Cancelled: o.cancelled,
+		Usage:     o.usage,
 	}
 }
 
@@ -79,7 +89,7 @@ func (r *run) fail(ctx context.Context, op string, err error) node {
 	if ctx.Err() != nil {
 		return r.interrupted(ctx)
 	}
-	r.err = fmt.Errorf("conversation: %s: %w", op, err)
+	r.out.err = fmt.Errorf("conversation: %s: %w", op, err)
 	return nodeFailed
 }
 
@@ -87,7 +97,7 @@ func (r *run) fail(ctx context.Context, op string, err error) node {
 // a lost thread lock, which is an error.
 func (r *run) interrupted(ctx context.Context) node {
 	if cause := context.Cause(ctx); errors.Is(cause, ErrLeaseLost) {
-		r.err = fmt.Errorf("conversation: %w", cause)
+		r.out.err = fmt.Errorf("conversation: %w", cause)
 		return nodeFailed
 	}
 	return nodeCancelled
@@ -122,9 +132,9 @@ func (r *run) persist(ctx context.Context) {
 	err := r.write(ctx, func(ctx context.Context) error { return r.c.cfg.Store.SaveTurn(ctx, t) })
 	if err != nil {
 		r.turn.answerStored = false
-		r.persistErr = fmt.Errorf("%w: save turn: %w", ErrTurnNotSaved, err)
+		r.out.persistErr = fmt.Errorf("%w: save turn: %w", ErrTurnNotSaved, err)
 		// The save's error is the run's: it is what the client is told.
-		r.err = r.persistErr
+		r.out.err = r.out.persistErr
 		r.c.cfg.Log.ErrorContext(ctx, "turn not saved", "err", err)
 	}
 }
@@ -185,19 +195,19 @@ func (r *run) checkpoint(ctx context.Context, n, next node) {
 		Released:   string(r.ans.released),
 		Rewrites:   r.guard.rewrites,
 		Rejections: r.guard.rejections,
-		Stop:       string(r.stop),
-		Usage:      usageJSON{InputTokens: r.usage.InputTokens, OutputTokens: r.usage.OutputTokens},
+		Stop:       string(r.out.stop),
+		Usage:      usageJSON{InputTokens: r.out.usage.InputTokens, OutputTokens: r.out.usage.OutputTokens},
 		AnswerID:   r.turn.answerID(),
-		Cancelled:  r.wasCancelled,
+		Cancelled:  r.out.cancelled,
 	}
 	if n == nodeLoad && validJSON(r.req.Data) {
 		st.Data = r.req.Data // once per run: it may be large
 	}
-	if r.escalation.Escalate {
-		st.Escalation = &escalationJSON{Reason: string(r.escalation.Reason), Detail: r.escalation.Detail}
+	if r.out.escalation.Escalate {
+		st.Escalation = &escalationJSON{Reason: string(r.out.escalation.Reason), Detail: r.out.escalation.Detail}
 	}
-	if r.err != nil {
-		st.Error = r.err.Error()
+	if r.out.err != nil {
+		st.Error = r.out.err.Error()
 	}
 	raw, err := json.Marshal(st)
 	if err == nil {

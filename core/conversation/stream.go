@@ -33,8 +33,8 @@ func (r *run) stream(ctx context.Context, rw *ports.Rewrite) node {
 	r.ans.generating = true
 	reply, err := r.c.cfg.Model.Stream(mctx, req, func(piece string) error { return r.token(mctx, piece) })
 	r.ans.generating = false
-	r.usage = r.usage.Add(reply.Usage)
-	r.stop = reply.Stop
+	r.out.usage = r.out.usage.Add(reply.Usage)
+	r.out.stop = reply.Stop
 	if err == nil && !r.guard.halted() && ctx.Err() == nil {
 		switch reply.Stop {
 		case ports.StopGuardrailIntervened, ports.StopContentFiltered:
