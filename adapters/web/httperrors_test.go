@@ -64,9 +64,12 @@ func TestEveryDocumentedHTTPErrorCodeIsSent(t *testing.T) {
 		"draining": {503, nil, func(t *testing.T, f *fixture) httpAnswer {
 			t.Helper()
 			f.srv.Drain()
-			health := f.do(t, "GET", "/health/", nil, "")
-			assert.Equal(t, 503, health.status, "%s", health.body)
-			checkAnswer(t, api, health)
+			for _, probe := range []string{"/health/", "/ready/"} {
+				a := f.do(t, "GET", probe, nil, "")
+				assert.Equal(t, 503, a.status, "%s: %s", probe, a.body)
+				assert.Contains(t, string(a.body), `"status":"draining"`)
+				checkAnswer(t, api, a)
+			}
 			return f.do(t, "GET", "/ws/chat/", upgrade(), "")
 		}},
 		"unauthorized": {401, withKey, func(t *testing.T, f *fixture) httpAnswer {
