@@ -1,0 +1,150 @@
+package conversation
+
+import (
+	"time"
+	"unicode"
+	"unicode/utf8"
+)
+
+// answer is an answer while it streams: what was released to the client
+// and when each of its tokens goes out, and what waits for the guardrail.
+// It knows nothing of the run it belongs to: the run hands it the model's
+// pieces and the guardrail's verdicts.
+type answer struct {
+	// whole: the guardrail needs the whole answer; nothing is released
+	// before the model is done.
+	whole bool
+	// released is every text that passed, in order: what was sent to the
+	// client, and what the pacer will send (its first pacer.sent bytes
+	// are sent).
+	released []byte
+	// pending is held text; pieces is the same text as the model's pieces.
+	pending []byte
+	pieces  []held
+	// The sentence scanner's state after pending: hasText is set once
+	// pending holds more than spaces; term when it ends with a sentence's
+	// end mark (and maybe closing quotes or brackets); cjk when that mark
+	// needs no space after it.
+	hasText, term, cjk bool
+
+	sched      schedule // when each released token is due
+	pace       pacer    // sends the released tokens when they are due
+	generating bool     // the model's stream is running: gaps may be stretched
+}
+
+// newAnswer returns the answer of a run whose tokens go to emit, paced by
+// at most maxStretch more than the model's gaps (negative: not paced).
+// whole: the guardrail needs the whole answer.
+func newAnswer(whole bool, maxStretch time.Duration, emit func(Event)) answer {
+	if whole {
+		// The answer is released at once when the model is done: pacing
+		// it would only delay its end by its whole generation time.
+		maxStretch = -1
+	}
+	return answer{whole: whole, sched: schedule{maxStretch: maxStretch}, pace: pacer{emit: emit}}
+}
+
+// held is a piece of the model's text waiting for the guardrail, and
+// when it arrived (zero when pacing is off).
+type held struct {
+	text string
+	at   time.Time
+}
+
+func (a *answer) add(text string, at time.Time) {
+	if text == "" {
+		return
+	}
+	a.pending = append(a.pending, text...)
+	a.pieces = append(a.pieces, held{text: text, at: at})
+}
+
+// release hands the held pieces to the pacer and forgets them.
+func (a *answer) release() {
+	if len(a.pieces) > 0 {
+		var now time.Time
+		if a.sched.pacing() {
+			now = time.Now()
+		}
+		a.sched.sentence(a.pieces, now)
+		for _, p := range a.pieces {
+			a.pace.push(p.text, a.sched.due(p.at, now, a.generating), now)
+		}
+	}
+	a.released = append(a.released, a.pending...)
+	a.discard()
+}
+
+// releaseText sends a text of the server's own (the fallback) after what
+// was released.
+func (a *answer) releaseText(text string) {
+	if n := len(a.released); n > 0 && !isSpace(rune(a.released[n-1])) {
+		text = " " + text
+	}
+	now := time.Now()
+	a.pace.push(text, a.sched.after(now), now)
+	a.released = append(a.released, text...)
+}
+
+// sent is the answer as the client received it. The pacer must be done
+// (wait or stop).
+func (a *answer) sent() string { return string(a.released[:a.pace.sent]) }
+
+// discard forgets what is held.
+func (a *answer) discard() {
+	a.pending = a.pending[:0]
+	clear(a.pieces)
+	a.pieces = a.pieces[:0]
+	a.hasText, a.term, a.cjk = false, false, false
+}
+
+// boundary returns where in piece the held sentence ends, or -1 when it
+// does not end in piece. A sentence ends before the first space that
+// follows its end mark (. ! ? …, then any closing quotes or brackets), so
+// that "3.14" and "Hello." + "World" stay whole; right after a CJK end
+// mark; and after a line break, so that list items and code lines are
+// released line by line. Spaces after a sentence start the next one, and
+// a sentence needs more than spaces.
+func (a *answer) boundary(piece string) int {
+	has, term, cjk := a.hasText, a.term, a.cjk
+	for i := 0; i < len(piece); {
+		r, size := rune(piece[i]), 1
+		if r >= utf8.RuneSelf {
+			r, size = utf8.DecodeRuneInString(piece[i:])
+		}
+		if term && (isSpace(r) || cjk && !isCloser(r)) {
+			return i
+		}
+		switch {
+		case r == '\n' && has:
+			return i + size
+		case r == '.' || r == '!' || r == '?' || r == '…':
+			has, term, cjk = true, true, false
+		case r == '。' || r == '！' || r == '？':
+			has, term, cjk = true, true, true
+		case term && isCloser(r):
+		case isSpace(r):
+		default:
+			has, term, cjk = true, false, false
+		}
+		i += size
+	}
+	a.hasText, a.term, a.cjk = has, term, cjk
+	return -1
+}
+
+func isSpace(r rune) bool {
+	switch r {
+	case ' ', '\t', '\n', '\r', '\v', '\f':
+		return true
+	}
+	return r >= utf8.RuneSelf && unicode.IsSpace(r)
+}
+
+func isCloser(r rune) bool {
+	switch r {
+	case '"', '\'', ')', ']', '}', '*', '_', '”', '’', '»', '」', '』', '）':
+		return true
+	}
+	return false
+}
