@@ -90,6 +90,18 @@ func (a *answer) releaseText(text string) {
 // (wait or stop).
 func (a *answer) sent() string { return string(a.released[:a.pace.sent]) }
 
+// play lets the released tokens go out until halt is closed (the run's
+// context is done); nothing goes out after.
+func (a *answer) play(halt <-chan struct{}) { a.pace.halt = halt }
+
+// wait returns true once every released token was sent, false when halt
+// was closed first: the rest is never sent.
+func (a *answer) wait() bool { return a.pace.wait() }
+
+// stop drops the released tokens not sent yet; none goes out after it
+// returns.
+func (a *answer) stop() { a.pace.stop() }
+
 // discard forgets what is held.
 func (a *answer) discard() {
 	a.pending = a.pending[:0]

@@ -56,8 +56,8 @@ const (
 
 // execute runs the graph from load to done.
 func (r *run) execute(ctx context.Context) {
-	r.ans.pace.halt = ctx.Done()
-	defer r.ans.pace.stop() // on every path: no token goes out after Run
+	r.ans.play(ctx.Done())
+	defer r.ans.stop() // on every path: no token goes out after Run
 	for n := nodeLoad; n != nodeDone; {
 		next := r.visit(ctx, n)
 		r.checkpoint(ctx, n, next)
@@ -168,7 +168,7 @@ func (r *run) fallback() node {
 // mirrors it to the session. A cancel while the answer plays out stops it
 // there.
 func (r *run) respond(ctx context.Context) node {
-	if !r.ans.pace.wait() {
+	if !r.ans.wait() {
 		return r.interrupted(ctx)
 	}
 	r.storeAnswer(false)
@@ -203,7 +203,7 @@ func (r *run) escalate(ctx context.Context) node {
 // cancelled stops the tokens not sent yet and stores what the client was
 // sent, marked cancelled.
 func (r *run) cancelled(ctx context.Context) node {
-	r.ans.pace.stop()
+	r.ans.stop()
 	r.out.cancelled = true
 	if r.turn.userStored {
 		r.storeAnswer(true)
@@ -215,7 +215,7 @@ func (r *run) cancelled(ctx context.Context) node {
 // failed tells the client, after the tokens that passed (unless the run's
 // context ended); the part of the answer sent is not stored as an answer.
 func (r *run) failed(ctx context.Context) node {
-	r.ans.pace.wait()
+	r.ans.wait()
 	r.c.cfg.Log.ErrorContext(ctx, "chat failed", "err", r.out.err)
 	if errors.Is(r.out.err, ErrStoreUnavailable) {
 		r.emit(Event{Kind: EventError, Code: protocol.CodeUnavailable, Message: "the conversation store is unavailable right now; nothing was stored; try again"})
