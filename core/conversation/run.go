@@ -37,13 +37,6 @@ type outcome struct {
 	err        error // the run ended with an error event
 }
 
-// rejection is a text that failed the guardrail. It never reaches the
-// client.
-type rejection struct {
-	Text   string `json:"text"`
-	Reason string `json:"reason"`
-}
-
 func newRun(c *Conversation, req Request, emit func(Event), fence int64) *run {
 	r := &run{c: c, req: req, emit: emit, id: c.cfg.NewID(), turn: turn{fence: fence, answerMsgID: c.cfg.NewID()}}
 	r.turn.user = ports.Message{ID: c.cfg.NewID(), Role: ports.RoleUser, Content: req.Message, CreatedAt: c.cfg.Now()}
