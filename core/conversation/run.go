@@ -9,20 +9,22 @@ import (
 	"github.com/wsserver/wsserver/ports"
 )
 
-// run is the state of one chat going through the graph.
+// run is one chat going through the graph: the request and what it is
+// answered with, and one part of its state per job, each with the methods
+// that only touch it.
 type run struct {
 	c    *Conversation
 	req  Request
 	emit func(Event)
-	id   string
-	turn turn
+	id   string // the run's id: its checkpoints' and its log lines' run_id
 
 	history  []ports.Message // the thread before this chat
 	messages []ports.Message // what the model is given, built once
 
-	ans   answer
-	guard verdicts
-	out   outcome
+	ans   answer   // the answer being streamed, paced and sent (answer.go)
+	guard verdicts // what the guardrail decided (verdicts.go)
+	turn  turn     // what is saved when the graph is done (turn.go)
+	out   outcome  // how the run ended: its Result
 }
 
 // outcome is how a run ended, as its Result, its checkpoints and its last
@@ -124,7 +126,7 @@ func (r *run) persist(ctx context.Context) {
 	t := r.turn.saved(r.req.ThreadID, r.req.Channel)
 	err := r.write(ctx, func(ctx context.Context) error { return r.c.cfg.Store.SaveTurn(ctx, t) })
 	if err != nil {
-		r.turn.answerStored = false
+		r.turn.notSaved()
 		r.out.persistErr = fmt.Errorf("%w: save turn: %w", ErrTurnNotSaved, err)
 		// The save's error is the run's: it is what the client is told.
 		r.out.err = r.out.persistErr

@@ -45,6 +45,9 @@ func (t *turn) keepAnswer(sent string, cancelled bool, now time.Time) {
 	t.answerStored = true
 }
 
+// notSaved follows a save that failed: no answer is stored.
+func (t *turn) notSaved() { t.answerStored = false }
+
 // saved is the turn as the store saves it.
 func (t *turn) saved(threadID, channel string) ports.Turn {
 	st := ports.Turn{
