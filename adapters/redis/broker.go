@@ -181,7 +181,7 @@ func (b *Broker) Publish(ctx context.Context, session string, payload []byte) er
 			// instance, this one included: only the reply was lost.
 			// The session is named once, whether ctx carries it (a
 			// session socket's) or not (a thread's chat events).
-			b.cfg.Log.WarnContext(logctx.With(ctx, slog.String("session", session)), "redis publish reply lost after the message went out", "err", err)
+			b.cfg.Log.WarnContext(logctx.With(ctx, slog.String("session_id", session)), "redis publish reply lost after the message went out", "err", err)
 			return nil
 		}
 		return fmt.Errorf("redis: publish: %w", err)

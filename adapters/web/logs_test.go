@@ -104,6 +104,6 @@ func TestSessionLogLinesCarryTheSessionAndTheConnection(t *testing.T) {
 
 	line, raw := logLine(t, &logs, "socket closed")
 	assert.Equal(t, "session", line["endpoint"], raw)
-	assert.Equal(t, "log-session", line["session"], raw)
+	assert.Equal(t, "log-session", line["session_id"], raw)
 	assert.Equal(t, ok["connection_id"], line["connection_id"], raw)
 }

@@ -29,7 +29,7 @@ func (s *Server) sessionSocket(c echo.Context) error {
 	if sc == nil {
 		return nil
 	}
-	go s.serveSession(s.connContext(sc, slog.String("session", id)), sc, id)
+	go s.serveSession(s.connContext(sc, slog.String("session_id", id)), sc, id)
 	return nil
 }
 

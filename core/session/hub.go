@@ -307,5 +307,5 @@ func (h *Hub) deliver(g *group, d ports.Delivery) {
 // once, whether ctx carries it already (a session socket's) or not (a
 // thread's chat events, published here).
 func (h *Hub) warn(ctx context.Context, session, msg string, args ...any) {
-	h.cfg.Log.WarnContext(logctx.With(ctx, slog.String("session", session)), msg, args...)
+	h.cfg.Log.WarnContext(logctx.With(ctx, slog.String("session_id", session)), msg, args...)
 }

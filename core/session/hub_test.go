@@ -357,11 +357,11 @@ func TestFailureLinesNameTheSessionOnce(t *testing.T) {
 		ctx  context.Context
 		want string
 	}{
-		{"a context without ids", bg, `"err":"presence away","session":"s"}`},
-		{"a session socket's context", logctx.With(bg, slog.String("endpoint", "session"), slog.String("session", "s"), slog.String("connection_id", "c1")),
-			`"err":"presence away","endpoint":"session","connection_id":"c1","session":"s"}`},
+		{"a context without ids", bg, `"err":"presence away","session_id":"s"}`},
+		{"a session socket's context", logctx.With(bg, slog.String("endpoint", "session"), slog.String("session_id", "s"), slog.String("connection_id", "c1")),
+			`"err":"presence away","endpoint":"session","connection_id":"c1","session_id":"s"}`},
 		{"a chat's context", logctx.With(bg, slog.String("thread_id", "t1")),
-			`"err":"presence away","thread_id":"t1","session":"s"}`},
+			`"err":"presence away","thread_id":"t1","session_id":"s"}`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -376,7 +376,7 @@ func TestFailureLinesNameTheSessionOnce(t *testing.T) {
 			_, err = h.Presence(tt.ctx, "s")
 			require.Error(t, err)
 			assert.Contains(t, logs.String(), `"msg":"presence list failed",`+tt.want)
-			assert.Equal(t, 1, strings.Count(logs.String(), `"session":`), logs.String())
+			assert.Equal(t, 1, strings.Count(logs.String(), `"session_id":`), logs.String())
 		})
 	}
 }
