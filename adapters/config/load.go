@@ -17,6 +17,7 @@ import (
 	"github.com/wsserver/wsserver/adapters/socket"
 	"github.com/wsserver/wsserver/adapters/web"
 	"github.com/wsserver/wsserver/core/conversation"
+	"github.com/wsserver/wsserver/core/wire"
 )
 
 // Load reads the configuration from the process environment and, when dotenvPath names
@@ -213,28 +214,11 @@ func (l *loader) allowedOrigins() []string {
 func splitList(v string) []string {
 	var out []string
 	for e := range strings.SplitSeq(v, ",") {
-		if e = lowerASCII(strings.TrimSpace(e)); e != "" {
+		if e = wire.LowerASCII(strings.TrimSpace(e)); e != "" {
 			out = append(out, e)
 		}
 	}
 	return out
-}
-
-// lowerASCII lowercases ASCII letters only: header values are bytes, and Unicode case
-// folding could turn an invalid host into a valid one.
-func lowerASCII(s string) string {
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; c >= 'A' && c <= 'Z' {
-			b := []byte(s)
-			for j := i; j < len(b); j++ {
-				if b[j] >= 'A' && b[j] <= 'Z' {
-					b[j] += 'a' - 'A'
-				}
-			}
-			return string(b)
-		}
-	}
-	return s
 }
 
 func (l *loader) redisURL() string {

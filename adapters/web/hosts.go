@@ -5,6 +5,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/wsserver/wsserver/core/wire"
 )
 
 // Hosts decides which Host and Origin header values the edge accepts, as Django's
@@ -69,7 +71,7 @@ func (h Hosts) OriginAllowed(origin string) bool {
 // ok false unless the value matches
 // ^([a-z0-9.-]+|\[[a-f0-9]*:[a-f0-9.:]+\])(:[0-9]+)?$.
 func splitHost(host string) (domain, port string, ok bool) {
-	host = lowerASCII(host)
+	host = wire.LowerASCII(host)
 	rest := ""
 	if strings.HasPrefix(host, "[") {
 		end := strings.IndexByte(host, ']')
@@ -110,7 +112,7 @@ func validIPv6Literal(s string) bool {
 // splitOrigin splits an Origin header value ("https://a.com:8443") into its domain and
 // its port, the scheme's default when none is given.
 func splitOrigin(origin string) (domain, port string, ok bool) {
-	origin = lowerASCII(origin)
+	origin = wire.LowerASCII(origin)
 	scheme, hostport, found := strings.Cut(origin, "://")
 	if !found || !validScheme(scheme) {
 		return "", "", false
@@ -224,23 +226,6 @@ func trimZeros(port string) string {
 		return t
 	}
 	return "0"
-}
-
-// lowerASCII lowercases ASCII letters only: header values are bytes, and Unicode case
-// folding could turn an invalid host into a valid one.
-func lowerASCII(s string) string {
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; c >= 'A' && c <= 'Z' {
-			b := []byte(s)
-			for j := i; j < len(b); j++ {
-				if b[j] >= 'A' && b[j] <= 'Z' {
-					b[j] += 'a' - 'A'
-				}
-			}
-			return string(b)
-		}
-	}
-	return s
 }
 
 func allIn(s string, ok func(byte) bool) bool {

@@ -5,6 +5,8 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/assert"
+
+	"github.com/wsserver/wsserver/core/wire"
 )
 
 func TestHostAllowed(t *testing.T) {
@@ -163,7 +165,7 @@ func FuzzHostAllowed(f *testing.F) {
 			if !ok || port == "" {
 				continue
 			}
-			pattern, err := ParseOriginPattern(lowerASCII(s))
+			pattern, err := ParseOriginPattern(wire.LowerASCII(s))
 			if err != nil {
 				continue
 			}

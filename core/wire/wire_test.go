@@ -89,3 +89,21 @@ func FuzzString(f *testing.F) {
 		}
 	})
 }
+
+func TestLowerASCII(t *testing.T) {
+	tests := []struct{ in, want string }{
+		{"", ""},
+		{"example.com", "example.com"},
+		{"Example.COM", "example.com"},
+		{"[::1]:8000", "[::1]:8000"},
+		// Only ASCII: a Kelvin sign (U+212A) folds to k in Unicode, and
+		// would turn a refused host into an allowed one.
+		{"\u212Aey.example.com", "\u212Aey.example.com"},
+		{"ÄB", "Äb"},
+	}
+	for _, tt := range tests {
+		if got := LowerASCII(tt.in); got != tt.want {
+			t.Errorf("LowerASCII(%q) = %q, want %q", tt.in, got, tt.want)
+		}
+	}
+}
