@@ -274,23 +274,29 @@ func sendChat(t *testing.T, c *client, thread, message string) {
 func readAnswer(t *testing.T, c *client) answer {
 	t.Helper()
 	var a answer
-	for {
-		ev := c.Next(t)
-		switch ev["type"] {
-		case "session_started":
-			a.started = true
-			a.thread, _ = ev["thread_id"].(string)
-		case "token":
-			a.text += ev["content"].(string)
-			a.tokens++
-		case "end":
-			a.end = ev
-			return a
-		case "error":
-			a.err = ev
-			return a
-		}
+	for !a.add(c.Next(t)) {
 	}
+	return a
+}
+
+// add takes one chat event into a, and reports whether it ended the
+// answer (end or error).
+func (a *answer) add(ev map[string]any) (ended bool) {
+	switch ev["type"] {
+	case "session_started":
+		a.started = true
+		a.thread, _ = ev["thread_id"].(string)
+	case "token":
+		a.text += ev["content"].(string)
+		a.tokens++
+	case "end":
+		a.end = ev
+		return true
+	case "error":
+		a.err = ev
+		return true
+	}
+	return false
 }
 
 // chat sends one chat message and reads its answer.

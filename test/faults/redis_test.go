@@ -326,19 +326,8 @@ func hasType(msgs []map[string]any, typ string) bool {
 func answerOf(msgs []map[string]any) answer {
 	var a answer
 	for _, ev := range msgs {
-		switch ev["type"] {
-		case "session_started":
-			a.started = true
-			a.thread, _ = ev["thread_id"].(string)
-		case "token":
-			a.text += ev["content"].(string)
-			a.tokens++
-		case "end":
-			a.end = ev
-			return a
-		case "error":
-			a.err = ev
-			return a
+		if a.add(ev) {
+			break
 		}
 	}
 	return a
