@@ -14,6 +14,7 @@ if [[ -z ${BENCH_BIN:-} ]]; then
 	go build -o "$BIN/wsserver" ./cmd/wsserver
 	go build -o "$BIN/wsbench" ./cmd/wsbench
 	go build -o "$BIN/fakebedrock" ./test/fakebedrock/cmd/fakebedrock
+	go build -o "$BIN/bare" ./test/bench/bare
 fi
 ulimit -n 1048576 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
@@ -39,6 +40,21 @@ server() {
 		sleep 0.1
 	done
 	echo "server on $port did not start; see $OUT/server-$port.log" >&2
+	return 1
+}
+
+# bare PORT: the bare gorilla server of test/bench/bare, the reference
+# peer of the one-session fan-out; its pid is left in $pid.
+bare() {
+	local port=$1
+	"${pin_server[@]}" "$BIN/bare" -listen "127.0.0.1:$port" -queue 4096 >>"$OUT/bare-$port.log" 2>&1 &
+	pid=$!
+	pids+=("$pid")
+	for _ in $(seq 100); do
+		curl -fs "http://127.0.0.1:$port/health/" >/dev/null 2>&1 && return
+		sleep 0.1
+	done
+	echo "bare server on $port did not start; see $OUT/bare-$port.log" >&2
 	return 1
 }
 

@@ -3,7 +3,7 @@
 # server(s), Redis and wsbench together on this machine, so the load tool's
 # own cost is inside every figure. Results go to $OUT (default a temp dir).
 #
-#   bash test/bench/session.sh            # every scenario (about 8 minutes)
+#   bash test/bench/session.sh            # every scenario (about 10 minutes)
 #   bash test/bench/session.sh idle fanout-memory-10k
 #
 # Needs redis-server on PATH for the Redis scenarios (Debian: redis-server).
@@ -19,6 +19,13 @@ source test/bench/lib.sh
 # The presence queriers ask as fast as answers come, above the default
 # per-socket rate limit (100/s): lift it for them.
 fast=(RATE_LIMIT_PER_SEC=100000 RATE_LIMIT_BURST=100000)
+
+one_session_rate() {
+	case $1 in
+	*-100k) echo 20 ;;
+	*-250k) echo 50 ;;
+	esac
+}
 
 run() {
 	case $1 in
@@ -42,9 +49,17 @@ run() {
 		b=$pid
 		bench fanout-redis-10k fanout -url ws://127.0.0.1:8000,ws://127.0.0.1:8001 -sockets 10000 -sessions 1000 -rate 1000 -duration "$DURATION" -pid "$a,$b"
 		;;
-	fanout-one-session-100k)
+	fanout-one-session-100k | fanout-one-session-250k)
+		# One session of 5,000 sockets at 20 or 50 broadcasts/s
+		# (100,000 or 250,000 deliveries/s).
 		server 8000 SEND_QUEUE_SIZE=4096
-		bench fanout-one-session-100k fanout -url ws://127.0.0.1:8000 -sockets 5000 -sessions 1 -publishers 1 -rate 20 -duration 30s -pid "$pid"
+		bench "$1" fanout -url ws://127.0.0.1:8000 -sockets 5000 -sessions 1 -publishers 1 -rate "$(one_session_rate "$1")" -duration 30s -pid "$pid"
+		;;
+	bare-one-session-100k | bare-one-session-250k)
+		# The same against the bare gorilla server (test/bench/bare), to
+		# run beside the two above in one sitting.
+		bare 8000
+		bench "$1" fanout -url ws://127.0.0.1:8000 -sockets 5000 -sessions 1 -publishers 1 -rate "$(one_session_rate "$1")" -duration 30s -pid "$pid"
 		;;
 	presence-memory)
 		server 8000 "${fast[@]}"
@@ -68,7 +83,9 @@ run() {
 
 scenarios=("$@")
 if ((${#scenarios[@]} == 0)); then
-	scenarios=(idle fanout-memory-10k fanout-memory-20k fanout-redis-10k fanout-one-session-100k presence-memory presence-redis)
+	scenarios=(idle fanout-memory-10k fanout-memory-20k fanout-redis-10k
+		fanout-one-session-100k bare-one-session-100k fanout-one-session-250k bare-one-session-250k
+		presence-memory presence-redis)
 fi
 echo "results in $OUT; $(nproc) cores, $(go version), $(uname -r)"
 for s in "${scenarios[@]}"; do run "$s"; done
