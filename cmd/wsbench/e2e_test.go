@@ -71,6 +71,10 @@ func TestFanoutEndToEnd(t *testing.T) {
 	if len(rep.Servers) != 2 || rep.Servers[0].Before <= 0 || rep.Servers[0].Sockets != 12 || rep.Servers[1].Sockets != 12 {
 		t.Errorf("servers = %+v, want two with RSS and 12 sockets each", rep.Servers)
 	}
+	// Both -pid are this process: its CPU while publishing, once per server.
+	if len(rep.ServerCPU) != 2 || rep.ServerCPU[0] < 0 || rep.ServerCPU[1] < 0 || rep.ServerCPUPerDelivery < 0 {
+		t.Errorf("server cpu = %v (%vµs per delivery), want two figures", rep.ServerCPU, rep.ServerCPUPerDelivery)
+	}
 }
 
 func TestFanoutSampling(t *testing.T) {

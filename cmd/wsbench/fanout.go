@@ -285,6 +285,32 @@ type fanoutReport struct {
 	// CPUPerDelivery is wsbench's CPU time while publishing and in the
 	// grace period (publishers and receivers) per delivery received.
 	CPUPerDelivery float64 `json:"wsbench_cpu_per_delivery_us"`
+	// ServerCPU is each -pid server's CPU time over the same time, in
+	// seconds, and ServerCPUPerDelivery their sum per delivery received:
+	// the cost of a delivery, which other work on the machine changes
+	// far less than it changes latency.
+	ServerCPU            []float64 `json:"server_cpu_publishing_s,omitempty"`
+	ServerCPUPerDelivery float64   `json:"server_cpu_per_delivery_us,omitempty"`
+}
+
+// serverCPU sets ServerCPU and ServerCPUPerDelivery from the servers' CPU
+// times before and after publishing, for n deliveries. A server whose times
+// could not be read leaves both unset.
+func (r *fanoutReport) serverCPU(before, after []time.Duration, n int64) {
+	if len(before) == 0 || len(before) != len(after) {
+		return
+	}
+	var sum time.Duration
+	out := make([]float64, len(before))
+	for i := range before {
+		if before[i] < 0 || after[i] < 0 {
+			return
+		}
+		sum += after[i] - before[i]
+		out[i] = (after[i] - before[i]).Seconds()
+	}
+	r.ServerCPU = out
+	r.ServerCPUPerDelivery = math.Round(float64(sum.Microseconds())/float64(n)*10) / 10
 }
 
 type broadcastReport struct {
@@ -336,7 +362,9 @@ func fanout(ctx context.Context, t *target, cfg fanoutConfig, log logger) (*fano
 	pubs := make([]pubResult, cfg.Publishers)
 	var window time.Duration
 	var publishCPU time.Duration
+	var serverCPU0, serverCPU1 []time.Duration
 	if ctx.Err() == nil && conn.ok > 0 {
+		serverCPU0 = serversCPU(b.servers)
 		publishCPU = cpuOf(func() {
 			t0 := time.Now().Add(50 * time.Millisecond)
 			log.printf("publishing %.0f broadcasts/s: %s warm-up, then %s measured", cfg.Rate, cfg.Warmup, cfg.Duration)
@@ -357,6 +385,7 @@ func fanout(ctx context.Context, t *target, cfg fanoutConfig, log logger) (*fano
 			log.printf("published; waiting up to %s for deliveries in flight", cfg.Grace)
 			waitDeliveries(receivers, expected, cfg.Grace)
 		})
+		serverCPU1 = serversCPU(b.servers)
 	}
 
 	dropped := b.dropped()
@@ -409,6 +438,7 @@ func fanout(ctx context.Context, t *target, cfg fanoutConfig, log logger) (*fano
 	rep.runTail = b.tail()
 	if n := d.Received + d.WarmUp; n > 0 {
 		rep.CPUPerDelivery = math.Round(float64(publishCPU.Microseconds())/float64(n)*10) / 10
+		rep.serverCPU(serverCPU0, serverCPU1, n)
 	}
 	return rep, nil
 }
@@ -461,6 +491,9 @@ func (r *fanoutReport) print(w io.Writer) error {
 	}
 	p.latency("latency", r.Latency, sampled)
 	p.line("sockets", "%d dropped by the server during the run", r.Dropped)
+	if len(r.ServerCPU) > 0 {
+		p.line("server cpu", "%s s while publishing; %.1fµs per delivery", joinFloats(r.ServerCPU), r.ServerCPUPerDelivery)
+	}
 	perDelivery := ""
 	if r.CPUPerDelivery > 0 {
 		perDelivery = fmt.Sprintf("; %.1fµs per delivery while publishing", r.CPUPerDelivery)

@@ -53,7 +53,7 @@ func addConnectionFlags(fs *flag.FlagSet, help connectionHelp) *commonFlags {
 	fs.StringVar(&f.urls, "url", "ws://127.0.0.1:8000", help.url)
 	fs.StringVar(&f.key, "key", "", "API `key`, sent as ?authorization=")
 	fs.StringVar(&f.prefix, "prefix", "", help.prefix)
-	fs.StringVar(&f.pids, "pid", "", "server `PIDs`, comma-separated in -url order, to report VmRSS")
+	fs.StringVar(&f.pids, "pid", "", "server `PIDs`, comma-separated in -url order, to report VmRSS (and fanout: CPU while publishing)")
 	fs.DurationVar(&f.handshakeTimeout, "handshake-timeout", 10*time.Second, "WebSocket handshake timeout")
 	fs.IntVar(&f.connectConc, "connect-conc", 64, help.conc)
 	fs.Float64Var(&f.connectRate, "connect-rate", 0, "connects started per second (0: no limit)")

@@ -167,6 +167,15 @@ func urlList(t *target) string { return joinComma(urlStrings(t)) }
 
 func joinComma(s []string) string { return strings.Join(s, ", ") }
 
+// joinFloats lists seconds with two decimals, comma-separated.
+func joinFloats(v []float64) string {
+	parts := make([]string, len(v))
+	for i, x := range v {
+		parts[i] = fmt.Sprintf("%.2f", x)
+	}
+	return joinComma(parts)
+}
+
 func interrupted(yes bool) string {
 	if yes {
 		return " (INTERRUPTED)"

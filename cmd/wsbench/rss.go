@@ -8,6 +8,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // serverRSS is one server's resident memory during a run, in bytes, from
@@ -79,4 +80,57 @@ func parseVmRSS(r io.Reader) (int64, error) {
 		return 0, fmt.Errorf("read rss: %w", err)
 	}
 	return 0, errors.New("read rss: no VmRSS line (kernel thread or exited process?)")
+}
+
+// clockTicks is the unit of /proc/PID/stat's CPU times: USER_HZ, 100 on
+// every Linux architecture wsbench runs on.
+const clockTicks = 100
+
+// readCPU returns the CPU time (user + system) process pid has used so far,
+// from /proc/PID/stat.
+func readCPU(pid int) (time.Duration, error) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0, fmt.Errorf("read cpu: %w", err)
+	}
+	return parseStatCPU(string(b), clockTicks)
+}
+
+// parseStatCPU reads utime and stime (fields 14 and 15) of a /proc/PID/stat
+// line, counted in ticks a second. The command (field 2) is in parentheses
+// and may hold spaces and parentheses itself, so fields are counted from
+// its last ')'.
+func parseStatCPU(stat string, ticks int64) (time.Duration, error) {
+	i := strings.LastIndexByte(stat, ')')
+	if i < 0 {
+		return 0, errors.New("read cpu: no command in stat")
+	}
+	fields := strings.Fields(stat[i+1:])
+	// fields[0] is field 3 (state): utime is fields[11], stime fields[12].
+	if len(fields) < 13 {
+		return 0, errors.New("read cpu: stat too short")
+	}
+	var sum int64
+	for _, f := range fields[11:13] {
+		v, err := strconv.ParseInt(f, 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("read cpu: %w", err)
+		}
+		sum += v
+	}
+	return time.Duration(sum) * time.Second / time.Duration(ticks), nil
+}
+
+// serversCPU returns each server's CPU time so far, -1 where it cannot be
+// read.
+func serversCPU(servers []serverRSS) []time.Duration {
+	out := make([]time.Duration, len(servers))
+	for i, s := range servers {
+		v, err := readCPU(s.PID)
+		if err != nil {
+			v = -1
+		}
+		out[i] = v
+	}
+	return out
 }

@@ -152,6 +152,32 @@ func TestParseVmRSS(t *testing.T) {
 	}
 }
 
+func TestParseStatCPU(t *testing.T) {
+	// Fields after the command: state ppid pgrp session tty tpgid flags
+	// minflt cminflt majflt cmajflt utime stime ...
+	const rest = " S 1 2 3 0 -1 4194560 100 0 0 0 250 75 0 0 20 0 9 0 12345 1000000 3000"
+	tests := []struct {
+		name    string
+		in      string
+		want    time.Duration
+		wantErr bool
+	}{
+		{"plain command", "4242 (wsserver)" + rest, 3250 * time.Millisecond, false},
+		{"command with spaces and parens", "4242 (ws (x) y)" + rest, 3250 * time.Millisecond, false},
+		{"short", "4242 (wsserver) S 1 2", 0, true},
+		{"no command", "4242 wsserver S", 0, true},
+		{"bad number", "4242 (wsserver) S 1 2 3 0 -1 4194560 100 0 0 0 x 75", 0, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := parseStatCPU(tt.in, 100)
+			if (err != nil) != tt.wantErr || got != tt.want {
+				t.Errorf("parseStatCPU = %v, %v; want %v, error %v", got, err, tt.want, tt.wantErr)
+			}
+		})
+	}
+}
+
 func TestBytesIEC(t *testing.T) {
 	tests := []struct {
 		v    float64
