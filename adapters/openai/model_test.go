@@ -1,0 +1,655 @@
+package openai_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/wsserver/wsserver/adapters/openai"
+	"github.com/wsserver/wsserver/ports"
+	"github.com/wsserver/wsserver/test/fakeopenai"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files in testdata")
+
+const (
+	chatModel       = "meta-llama/Llama-3.1-8B-Instruct"
+	summaryModel    = "qwen2.5:7b"
+	escalationModel = "llama3.2:1b"
+	apiKey          = "sk-test-0123456789abcdef"
+)
+
+// wait bounds every wait of these tests; a passing run never comes close.
+const wait = 10 * time.Second
+
+// newModel starts a fake answering def and a Model on it.
+func newModel(t testing.TB, def fakeopenai.Script, edit func(*openai.Config)) (*openai.Model, *fakeopenai.Server) {
+	t.Helper()
+	fake := fakeopenai.New(def)
+	t.Cleanup(fake.Close)
+	temp := float32(0.25)
+	cfg := openai.Config{
+		BaseURL:           fake.URL,
+		APIKey:            apiKey,
+		ChatModelID:       chatModel,
+		SummaryModelID:    summaryModel,
+		EscalationModelID: escalationModel,
+		MaxTokens:         512,
+		Temperature:       &temp,
+		MaxBackoff:        10 * time.Millisecond,
+	}
+	if edit != nil {
+		edit(&cfg)
+	}
+	m, err := openai.New(cfg)
+	require.NoError(t, err)
+	t.Cleanup(m.Close)
+	return m, fake
+}
+
+// collect returns a token callback that keeps the pieces.
+func collect(pieces *[]string) func(string) error {
+	return func(p string) error {
+		*pieces = append(*pieces, p)
+		return nil
+	}
+}
+
+func chatRequest() ports.ChatRequest {
+	return ports.ChatRequest{
+		Purpose: ports.PurposeChat,
+		System:  "You are a helpful assistant for ACME.",
+		Messages: []ports.Message{
+			{Role: ports.RoleUser, Content: "Hi, I need help with my order."},
+			{Role: ports.RoleAssistant, Content: "Of course. What is the order number?"},
+			{Role: ports.RoleUser, Content: "It is 1234."},
+			{Role: ports.RoleUser, Content: "Where is it?"},
+		},
+		Data: json.RawMessage(`{ "customer": "c-42", "orders": [1234] }`),
+	}
+}
+
+// waitEnded waits for the fake to be done with call i.
+func waitEnded(t *testing.T, fake *fakeopenai.Server, i int) fakeopenai.Request {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), wait)
+	defer cancel()
+	req, err := fake.WaitEnded(ctx, i)
+	require.NoError(t, err)
+	return req
+}
+
+func TestStream(t *testing.T) {
+	deltas := []string{"Your", " order", " ships", " today", "."}
+	m, fake := newModel(t, fakeopenai.Script{Deltas: deltas, Usage: fakeopenai.Usage{PromptTokens: 57, CompletionTokens: 5}}, nil)
+
+	var got []string
+	reply, err := m.Stream(t.Context(), chatRequest(), collect(&got))
+	require.NoError(t, err)
+	assert.Equal(t, deltas, got)
+	assert.Equal(t, ports.StopEndTurn, reply.Stop)
+	assert.Equal(t, ports.Usage{InputTokens: 57, OutputTokens: 5}, reply.Usage)
+	assert.Empty(t, reply.Text)
+
+	reqs := fake.Requests()
+	require.Len(t, reqs, 1)
+	assert.Equal(t, "chat-stream", reqs[0].Op)
+	assert.Equal(t, chatModel, reqs[0].Model)
+	assert.Equal(t, "Bearer "+apiKey, reqs[0].Header.Get("Authorization"))
+	assert.Equal(t, "application/json", reqs[0].Header.Get("Content-Type"))
+	golden(t, "chat_request.json", reqs[0].Body)
+}
+
+func TestStreamRewrite(t *testing.T) {
+	m, fake := newModel(t, fakeopenai.Script{Text: " I can help with your order instead."}, func(c *openai.Config) {
+		c.MaxTokens = 0
+		c.Temperature = nil
+	})
+	req := chatRequest()
+	req.Data = nil
+	req.Rewrite = &ports.Rewrite{Said: "Your order ships today.", Rejected: "The warehouse manager is Bob.", Reason: "names an employee"}
+	_, err := m.Stream(t.Context(), req, collect(new([]string)))
+	require.NoError(t, err)
+	golden(t, "rewrite_request.json", fake.Requests()[0].Body)
+}
+
+func TestStreamWithoutKeySendsNoAuthorization(t *testing.T) {
+	m, fake := newModel(t, fakeopenai.Script{Text: "hi"}, func(c *openai.Config) { c.APIKey = "" })
+	_, err := m.Stream(t.Context(), chatRequest(), collect(new([]string)))
+	require.NoError(t, err)
+	_, ok := fake.Requests()[0].Header["Authorization"]
+	assert.False(t, ok, "local servers need no key: none is sent")
+}
+
+func TestStreamWireVariants(t *testing.T) {
+	deltas := []string{"Hello", " there", "!"}
+	for name, wire := range map[string]fakeopenai.Wire{
+		"plain":                    {},
+		"CRLF line endings":        {CRLF: true},
+		"keep-alive comments":      {KeepAlive: true},
+		"usage chunk choices null": {UsageChoicesNull: true},
+		"usage with finish_reason": {UsageWithFinish: true},
+		"data: without space":      {NoSpace: true},
+		"no [DONE] after finish":   {NoDone: true},
+		"everything at once":       {CRLF: true, KeepAlive: true, UsageChoicesNull: true, NoSpace: true},
+	} {
+		t.Run(name, func(t *testing.T) {
+			m, _ := newModel(t, fakeopenai.Script{Deltas: deltas, Usage: fakeopenai.Usage{PromptTokens: 19, CompletionTokens: 3}, Wire: wire}, nil)
+			var got []string
+			reply, err := m.Stream(t.Context(), chatRequest(), collect(&got))
+			require.NoError(t, err)
+			assert.Equal(t, deltas, got)
+			assert.Equal(t, ports.StopEndTurn, reply.Stop)
+			assert.Equal(t, ports.Usage{InputTokens: 19, OutputTokens: 3}, reply.Usage)
+		})
+	}
+}
+
+// TestStreamRecordedAnswers replays the streams of servers in the wild,
+// as they write them (testdata/*.sse): each answers "Hello there!" with
+// 19 prompt and 3 completion tokens.
+func TestStreamRecordedAnswers(t *testing.T) {
+	files, err := filepath.Glob(filepath.Join("testdata", "*.sse"))
+	require.NoError(t, err)
+	require.NotEmpty(t, files)
+	for _, f := range files {
+		t.Run(filepath.Base(f), func(t *testing.T) {
+			raw, err := os.ReadFile(f)
+			require.NoError(t, err)
+			m, _ := newModel(t, fakeopenai.Script{Raw: string(raw)}, nil)
+			var got []string
+			reply, err := m.Stream(t.Context(), chatRequest(), collect(&got))
+			require.NoError(t, err)
+			assert.Equal(t, "Hello there!", strings.Join(got, ""))
+			assert.Equal(t, ports.StopEndTurn, reply.Stop)
+			assert.Equal(t, ports.Usage{InputTokens: 19, OutputTokens: 3}, reply.Usage)
+		})
+	}
+}
+
+func TestStreamFinishReasons(t *testing.T) {
+	for _, tc := range []struct {
+		finish string
+		want   ports.StopReason
+	}{
+		{"stop", ports.StopEndTurn},
+		{"length", ports.StopMaxTokens},
+		{"content_filter", ports.StopGuardrailIntervened},
+		{"tool_calls", ports.StopEndTurn},
+		{"eos", ports.StopEndTurn},
+	} {
+		t.Run(tc.finish, func(t *testing.T) {
+			m, _ := newModel(t, fakeopenai.Script{Deltas: []string{"Sorry", ", I"}, Finish: tc.finish}, nil)
+			var got []string
+			reply, err := m.Stream(t.Context(), chatRequest(), collect(&got))
+			require.NoError(t, err)
+			assert.Equal(t, tc.want, reply.Stop)
+			assert.Equal(t, []string{"Sorry", ", I"}, got)
+		})
+	}
+}
+
+func TestStreamOptionsRefused(t *testing.T) {
+	for _, status := range []int{http.StatusBadRequest, http.StatusUnprocessableEntity} {
+		t.Run(http.StatusText(status), func(t *testing.T) {
+			m, fake := newModel(t, fakeopenai.Script{Deltas: []string{"a", "b"}}, nil)
+			fake.RejectStreamOptions(status)
+
+			var got []string
+			reply, err := m.Stream(t.Context(), chatRequest(), collect(&got))
+			require.NoError(t, err)
+			assert.Equal(t, []string{"a", "b"}, got)
+			assert.Equal(t, ports.Usage{OutputTokens: 2}, reply.Usage, "no usage chunk: the chunks are counted")
+			reqs := fake.Requests()
+			require.Len(t, reqs, 2, "refused, then asked again without stream_options")
+			assert.True(t, reqs[0].StreamOptions)
+			assert.False(t, reqs[1].StreamOptions)
+
+			_, err = m.Stream(t.Context(), chatRequest(), collect(new([]string)))
+			require.NoError(t, err)
+			reqs = fake.Requests()
+			require.Len(t, reqs, 3, "remembered: the next stream asks once")
+			assert.False(t, reqs[2].StreamOptions)
+		})
+	}
+}
+
+func TestStreamUsageOff(t *testing.T) {
+	m, fake := newModel(t, fakeopenai.Script{Deltas: []string{"a", "b", "c"}}, func(c *openai.Config) { c.NoStreamUsage = true })
+	reply, err := m.Stream(t.Context(), chatRequest(), collect(new([]string)))
+	require.NoError(t, err)
+	assert.Equal(t, ports.Usage{OutputTokens: 3}, reply.Usage)
+	assert.NotContains(t, string(fake.Requests()[0].Body), "stream_options")
+}
+
+func TestStreamOtherBadRequestIsNotRetried(t *testing.T) {
+	m, fake := newModel(t, fakeopenai.Script{HTTPError: &fakeopenai.HTTPError{Status: http.StatusBadRequest,
+		Body: `{"error":{"message":"This model's maximum context length is 8192 tokens.","type":"invalid_request_error","param":"messages"}}`}}, nil)
+	_, err := m.Stream(t.Context(), chatRequest(), collect(new([]string)))
+	var se *openai.StatusError
+	require.ErrorAs(t, err, &se)
+	assert.Equal(t, http.StatusBadRequest, se.Status)
+	assert.Contains(t, err.Error(), "maximum context length")
+	assert.Len(t, fake.Requests(), 1)
+}
+
+func TestStreamRetriesBeforeTheFirstToken(t *testing.T) {
+	m, fake := newModel(t, fakeopenai.Script{Deltas: []string{"a", "b"}}, nil)
+	fake.Push(fakeopenai.Script{HTTPError: fakeopenai.ThrottlingError()}, fakeopenai.Script{HTTPError: fakeopenai.ServerError()})
+
+	var got []string
+	reply, err := m.Stream(t.Context(), chatRequest(), collect(&got))
+	require.NoError(t, err)
+	assert.Equal(t, []string{"a", "b"}, got)
+	assert.Equal(t, ports.StopEndTurn, reply.Stop)
+	assert.Len(t, fake.Requests(), 3)
+}
+
+func TestStreamRetriesACutBeforeTheFirstToken(t *testing.T) {
+	m, fake := newModel(t, fakeopenai.Script{Deltas: []string{"a", "b"}}, nil)
+	fake.Push(fakeopenai.Script{Deltas: []string{"x"}, Cut: &fakeopenai.Cut{After: 0}})
+
+	var got []string
+	_, err := m.Stream(t.Context(), chatRequest(), collect(&got))
+	require.NoError(t, err)
+	assert.Equal(t, []string{"a", "b"}, got)
+	assert.Len(t, fake.Requests(), 2)
+}
+
+func TestStreamRetriesAResetConnection(t *testing.T) {
+	fake := fakeopenai.New(fakeopenai.Script{Deltas: []string{"a", "b"}})
+	t.Cleanup(fake.Close)
+	// A front that resets the first connection, as a restarting server or
+	// a proxy does, then lets the calls through.
+	var resets atomic.Int32
+	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if resets.Add(1) == 1 {
+			conn, _, err := http.NewResponseController(w).Hijack()
+			if err == nil {
+				if tc, ok := conn.(interface{ SetLinger(int) error }); ok {
+					_ = tc.SetLinger(0) // close with RST
+				}
+				_ = conn.Close()
+			}
+			return
+		}
+		proxy(t, w, r, fake.URL)
+	}))
+	t.Cleanup(front.Close)
+	m, err := openai.New(openai.Config{BaseURL: front.URL + "/v1", ChatModelID: chatModel, MaxBackoff: time.Millisecond})
+	require.NoError(t, err)
+
+	var got []string
+	_, err = m.Stream(t.Context(), chatRequest(), collect(&got))
+	require.NoError(t, err)
+	assert.Equal(t, []string{"a", "b"}, got)
+	assert.Len(t, fake.Requests(), 1, "the reset call never reached the server; the retry did")
+}
+
+// proxy forwards r to base (a fake's URL) and copies the answer.
+func proxy(t *testing.T, w http.ResponseWriter, r *http.Request, base string) {
+	body, err := io.ReadAll(r.Body)
+	if err != nil {
+		t.Error(err)
+		return
+	}
+	req, err := http.NewRequestWithContext(r.Context(), r.Method, strings.TrimSuffix(base, "/v1")+r.URL.Path, bytes.NewReader(body))
+	if err != nil {
+		t.Error(err)
+		return
+	}
+	req.Header = r.Header.Clone()
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Error(err)
+		return
+	}
+	defer resp.Body.Close()
+	for k, v := range resp.Header {
+		w.Header()[k] = v
+	}
+	w.WriteHeader(resp.StatusCode)
+	_, _ = io.Copy(w, resp.Body)
+}
+
+func TestStreamGivesUpAfterMaxAttempts(t *testing.T) {
+	m, fake := newModel(t, fakeopenai.Script{HTTPError: fakeopenai.ThrottlingError()}, func(c *openai.Config) { c.MaxAttempts = 2 })
+
+	called := false
+	_, err := m.Stream(t.Context(), chatRequest(), func(string) error { called = true; return nil })
+	var se *openai.StatusError
+	require.ErrorAs(t, err, &se)
+	assert.Equal(t, http.StatusTooManyRequests, se.Status)
+	assert.Contains(t, err.Error(), "Rate limit reached")
+	assert.False(t, called)
+	assert.Len(t, fake.Requests(), 2)
+}
+
+func TestStreamHonoursRetryAfterUpToMaxBackoff(t *testing.T) {
+	// Retry-After: 3600 would stall the test for an hour; MaxBackoff caps it.
+	m, fake := newModel(t, fakeopenai.Script{Deltas: []string{"a"}}, func(c *openai.Config) { c.MaxBackoff = 20 * time.Millisecond })
+	fake.Push(fakeopenai.Script{HTTPError: &fakeopenai.HTTPError{Status: http.StatusServiceUnavailable, RetryAfter: "3600"}})
+	_, err := m.Stream(t.Context(), chatRequest(), collect(new([]string)))
+	require.NoError(t, err)
+	assert.Len(t, fake.Requests(), 2)
+}
+
+func TestStreamCutAfterTokens(t *testing.T) {
+	for name, cut := range map[string]*fakeopenai.Cut{
+		"connection dropped": {After: 2},
+		"error event":        {After: 2, Error: &fakeopenai.APIError{Message: "the engine died", Type: "server_error"}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			m, fake := newModel(t, fakeopenai.Script{Deltas: []string{"one", " two", " three", " four"}, Cut: cut}, nil)
+			var got []string
+			_, err := m.Stream(t.Context(), chatRequest(), collect(&got))
+			require.Error(t, err)
+			assert.True(t, strings.HasPrefix(err.Error(), "openai: chat completion stream: "), err.Error())
+			if cut.Error != nil {
+				var se *openai.StreamError
+				require.ErrorAs(t, err, &se)
+				assert.Equal(t, "the engine died", se.Message)
+			} else {
+				assert.Contains(t, err.Error(), "the stream was cut")
+			}
+			assert.Equal(t, []string{"one", " two"}, got, "the tokens before the cut were given")
+			assert.Len(t, fake.Requests(), 1, "nothing is retried once the stream started")
+		})
+	}
+}
+
+func TestStreamWithoutFinishIsAnError(t *testing.T) {
+	raw := "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Half an\"}}]}\n\ndata: [DONE]\n\n"
+	m, fake := newModel(t, fakeopenai.Script{Raw: raw}, func(c *openai.Config) { c.MaxAttempts = 1 })
+	var got []string
+	_, err := m.Stream(t.Context(), chatRequest(), collect(&got))
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "no finish_reason")
+	assert.Equal(t, []string{"Half an"}, got)
+	assert.Len(t, fake.Requests(), 1)
+}
+
+func TestStreamUnreadableChunk(t *testing.T) {
+	m, _ := newModel(t, fakeopenai.Script{Raw: "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"a\"}}]}\n\ndata: {not json\n\n"}, nil)
+	_, err := m.Stream(t.Context(), chatRequest(), collect(new([]string)))
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "unreadable chunk")
+}
+
+func TestStreamLineTooLong(t *testing.T) {
+	raw := "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"" + strings.Repeat("a", openai.MaxLineBytes) + "\"}}]}\n\n"
+	m, fake := newModel(t, fakeopenai.Script{Raw: raw}, nil)
+	called := false
+	_, err := m.Stream(t.Context(), chatRequest(), func(string) error { called = true; return nil })
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "larger than the adapter accepts")
+	assert.False(t, called)
+	assert.Len(t, fake.Requests(), 1, "a too large answer is not asked again")
+}
+
+func TestStreamServerIgnoringStream(t *testing.T) {
+	// A server that answers a whole completion to a streamed request.
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json; charset=utf-8")
+		_, _ = io.WriteString(w, `{"choices":[{"index":0,"message":{"role":"assistant","content":"All at once."},"finish_reason":"length"}],"usage":{"prompt_tokens":7,"completion_tokens":3}}`)
+	}))
+	t.Cleanup(srv.Close)
+	m, err := openai.New(openai.Config{BaseURL: srv.URL, ChatModelID: chatModel})
+	require.NoError(t, err)
+	var got []string
+	reply, err := m.Stream(t.Context(), chatRequest(), collect(&got))
+	require.NoError(t, err)
+	assert.Equal(t, []string{"All at once."}, got)
+	assert.Equal(t, ports.StopMaxTokens, reply.Stop)
+	assert.Equal(t, ports.Usage{InputTokens: 7, OutputTokens: 3}, reply.Usage)
+	assert.Empty(t, reply.Text)
+}
+
+func TestStreamCancel(t *testing.T) {
+	m, fake := newModel(t, fakeopenai.Script{Deltas: []string{"first", " second"}, Hang: true}, nil)
+
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	var got []string
+	done := make(chan error, 1)
+	go func() {
+		_, err := m.Stream(ctx, chatRequest(), func(p string) error {
+			got = append(got, p)
+			if len(got) == 2 {
+				cancel()
+			}
+			return nil
+		})
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		require.ErrorIs(t, err, context.Canceled)
+	case <-time.After(wait):
+		t.Fatal("Stream did not return after the cancel")
+	}
+	assert.Equal(t, []string{"first", " second"}, got)
+	assert.True(t, waitEnded(t, fake, 0).ClientGone, "the cancel closed the request")
+}
+
+func TestStreamTokenError(t *testing.T) {
+	m, fake := newModel(t, fakeopenai.Script{Deltas: []string{"a", "b", "c"}, Pace: 20 * time.Millisecond, Hang: true}, nil)
+
+	stop := errors.New("stop")
+	calls := 0
+	_, err := m.Stream(t.Context(), chatRequest(), func(string) error { calls++; return stop })
+	require.ErrorIs(t, err, stop)
+	assert.Equal(t, 1, calls, "no token after the error")
+	assert.True(t, waitEnded(t, fake, 0).ClientGone)
+}
+
+func TestStreamTimeout(t *testing.T) {
+	m, _ := newModel(t, fakeopenai.Script{Deltas: []string{"a"}, Hang: true}, func(c *openai.Config) { c.Timeout = 200 * time.Millisecond })
+	_, err := m.Stream(t.Context(), chatRequest(), collect(new([]string)))
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	require.NotErrorIs(t, err, context.Canceled)
+	assert.Contains(t, err.Error(), "no answer within 200ms")
+}
+
+func TestErrorsNeverCarryTheKey(t *testing.T) {
+	// A server that echoes the key, as some proxies' 401 do.
+	m, _ := newModel(t, fakeopenai.Script{HTTPError: &fakeopenai.HTTPError{Status: http.StatusUnauthorized,
+		Body: `{"error":{"message":"Incorrect API key provided: ` + apiKey + `.","type":"invalid_request_error","code":"invalid_api_key"}}`}}, nil)
+	var logs bytes.Buffer
+	_, err := m.Stream(t.Context(), chatRequest(), collect(new([]string)))
+	require.Error(t, err)
+	assert.NotContains(t, err.Error(), apiKey)
+	assert.Contains(t, err.Error(), "HTTP 401: Incorrect API key provided: [redacted].")
+
+	m2, _ := newModel(t, fakeopenai.Script{Deltas: []string{"a"}, Cut: &fakeopenai.Cut{After: 1, Error: &fakeopenai.APIError{Message: "bad key " + apiKey}}},
+		func(c *openai.Config) { c.Log = slog.New(slog.NewTextHandler(&logs, nil)) })
+	_, err = m2.Stream(t.Context(), chatRequest(), collect(new([]string)))
+	require.Error(t, err)
+	assert.NotContains(t, err.Error(), apiKey)
+	assert.Contains(t, logs.String(), "stream failed after its first token")
+	assert.NotContains(t, logs.String(), apiKey)
+}
+
+func TestCompleteSummary(t *testing.T) {
+	m, fake := newModel(t, fakeopenai.Script{}, nil)
+	fake.Push(fakeopenai.Script{Text: "The user asked where order 1234 is.", Usage: fakeopenai.Usage{PromptTokens: 80, CompletionTokens: 9}})
+
+	req := ports.ChatRequest{
+		Purpose: ports.PurposeSummary,
+		System:  "Summarise the conversation in two sentences.",
+		Messages: []ports.Message{
+			{Role: ports.RoleUser, Content: "Where is order 1234?"},
+			{Role: ports.RoleAssistant, Content: "It ships today."},
+		},
+	}
+	reply, err := m.Complete(t.Context(), req)
+	require.NoError(t, err)
+	assert.Equal(t, "The user asked where order 1234 is.", reply.Text)
+	assert.Equal(t, ports.StopEndTurn, reply.Stop)
+	assert.Equal(t, ports.Usage{InputTokens: 80, OutputTokens: 9}, reply.Usage)
+
+	reqs := fake.Requests()
+	require.Len(t, reqs, 1)
+	assert.Equal(t, "chat", reqs[0].Op)
+	assert.Equal(t, summaryModel, reqs[0].Model)
+	golden(t, "summary_request.json", reqs[0].Body)
+}
+
+func TestCompleteClassifyRetried(t *testing.T) {
+	m, fake := newModel(t, fakeopenai.Script{Text: "CONTINUE"}, nil)
+	fake.Throttle(1)
+	fake.Push(fakeopenai.Script{HTTPError: fakeopenai.ServerError()})
+
+	reply, err := m.Complete(t.Context(), ports.ChatRequest{
+		Purpose:  ports.PurposeClassify,
+		System:   "Answer ESCALATE or CONTINUE.",
+		Messages: []ports.Message{{Role: ports.RoleUser, Content: "hello"}},
+	})
+	require.NoError(t, err)
+	assert.Equal(t, "CONTINUE", reply.Text)
+	reqs := fake.Requests()
+	require.Len(t, reqs, 3, "throttled, a server error, then answered")
+	assert.Equal(t, escalationModel, reqs[2].Model)
+}
+
+func TestCompleteFinishLength(t *testing.T) {
+	m, _ := newModel(t, fakeopenai.Script{Text: "The user", Finish: "length"}, nil)
+	reply, err := m.Complete(t.Context(), ports.ChatRequest{Purpose: ports.PurposeSummary})
+	require.NoError(t, err)
+	assert.Equal(t, ports.StopMaxTokens, reply.Stop)
+}
+
+func TestCompleteUnreadable(t *testing.T) {
+	for name, body := range map[string]string{
+		"not JSON":   `<html>Bad gateway</html>`,
+		"no choices": `{"choices":[]}`,
+		"error":      `{"error":{"message":"model not loaded"}}`,
+	} {
+		t.Run(name, func(t *testing.T) {
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Content-Type", "application/json")
+				_, _ = io.WriteString(w, body)
+			}))
+			t.Cleanup(srv.Close)
+			m, err := openai.New(openai.Config{BaseURL: srv.URL, ChatModelID: chatModel})
+			require.NoError(t, err)
+			_, err = m.Complete(t.Context(), ports.ChatRequest{Purpose: ports.PurposeSummary})
+			require.Error(t, err)
+			assert.True(t, strings.HasPrefix(err.Error(), "openai: chat completion: "), err.Error())
+		})
+	}
+}
+
+func TestModelIDDefaults(t *testing.T) {
+	m, fake := newModel(t, fakeopenai.Script{Text: "ok"}, func(c *openai.Config) {
+		c.SummaryModelID, c.EscalationModelID = "", ""
+	})
+	for _, p := range []ports.Purpose{ports.PurposeSummary, ports.PurposeClassify} {
+		_, err := m.Complete(t.Context(), ports.ChatRequest{Purpose: p, Messages: []ports.Message{{Role: ports.RoleUser, Content: "x"}}})
+		require.NoError(t, err)
+	}
+	for _, r := range fake.Requests() {
+		assert.Equal(t, chatModel, r.Model)
+	}
+}
+
+func TestStreamHistoryShapes(t *testing.T) {
+	m, fake := newModel(t, fakeopenai.Script{Text: "ok"}, nil)
+	req := ports.ChatRequest{
+		Purpose: ports.PurposeChat,
+		Messages: []ports.Message{
+			{Role: ports.RoleAssistant, Content: "Welcome! How can I help?"},
+			{Role: ports.RoleUser, Content: "one"},
+			{Role: ports.RoleAssistant, Content: "  "},
+			{Role: ports.RoleUser, Content: "two"},
+			{Role: ports.RoleAssistant, Content: "partial answer", Cancelled: true},
+			{Role: ports.RoleAssistant, Content: "second answer"},
+			{Role: ports.RoleUser, Content: "three"},
+		},
+		Data: json.RawMessage("null"),
+	}
+	_, err := m.Stream(t.Context(), req, collect(new([]string)))
+	require.NoError(t, err)
+
+	var body struct {
+		Messages []struct {
+			Role    string `json:"role"`
+			Content string `json:"content"`
+		} `json:"messages"`
+	}
+	require.NoError(t, json.Unmarshal(fake.Requests()[0].Body, &body))
+	type msg struct{ role, text string }
+	var got []msg
+	for _, m := range body.Messages {
+		got = append(got, msg{m.Role, m.Content})
+	}
+	assert.Equal(t, []msg{
+		{"user", "one\n\ntwo"},
+		{"assistant", "partial answer\n\nsecond answer"},
+		{"user", "three"},
+	}, got, "no system prompt and null data: no system message; alternating roles from the user's")
+}
+
+func TestNewValidates(t *testing.T) {
+	for name, tc := range map[string]struct {
+		cfg  openai.Config
+		want string
+	}{
+		"no base URL":      {openai.Config{ChatModelID: chatModel}, "OPENAI_BASE_URL"},
+		"base URL no host": {openai.Config{BaseURL: "http:///v1", ChatModelID: chatModel}, "OPENAI_BASE_URL"},
+		"base URL scheme":  {openai.Config{BaseURL: "ftp://h/v1", ChatModelID: chatModel}, "OPENAI_BASE_URL"},
+		"no chat model":    {openai.Config{BaseURL: "http://localhost:11434/v1"}, "OPENAI_MODEL_ID_CHAT"},
+		"negative max":     {openai.Config{BaseURL: "http://h/v1", ChatModelID: chatModel, MaxTokens: -1}, "max tokens"},
+		"negative time":    {openai.Config{BaseURL: "http://h/v1", ChatModelID: chatModel, Timeout: -1}, "timeout"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, err := openai.New(tc.cfg)
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), tc.want)
+			assert.True(t, strings.HasPrefix(err.Error(), "openai: "))
+		})
+	}
+}
+
+func TestBaseURLWithTrailingSlash(t *testing.T) {
+	fake := fakeopenai.New(fakeopenai.Script{Text: "ok"})
+	t.Cleanup(fake.Close)
+	m, err := openai.New(openai.Config{BaseURL: fake.URL + "/", ChatModelID: chatModel})
+	require.NoError(t, err)
+	reply, err := m.Complete(t.Context(), ports.ChatRequest{})
+	require.NoError(t, err)
+	assert.Equal(t, "ok", reply.Text)
+}
+
+// golden compares the JSON body with testdata/name, indented; -update
+// rewrites the file.
+func golden(t *testing.T, name string, body []byte) {
+	t.Helper()
+	var b bytes.Buffer
+	require.NoError(t, json.Indent(&b, body, "", "  "))
+	b.WriteByte('\n')
+	path := filepath.Join("testdata", name)
+	if *update {
+		require.NoError(t, os.MkdirAll("testdata", 0o755))
+		require.NoError(t, os.WriteFile(path, b.Bytes(), 0o644))
+		return
+	}
+	want, err := os.ReadFile(path)
+	require.NoError(t, err, "run go test -update to write the golden file")
+	assert.Equal(t, string(want), b.String())
+}
