@@ -24,7 +24,8 @@ var _ ports.Broker = (*Broker)(nil)
 type BrokerConfig struct {
 	// Client is the shared Redis client. Required.
 	Client rueidis.Client
-	// Prefix is put before every channel name; empty means "ws:".
+	// Prefix is put before every channel name; empty means "ws:". It must
+	// not contain a brace.
 	Prefix string
 	// OnError is told the operation of every failed Redis call (metrics).
 	// Nil ignores them.
@@ -54,12 +55,11 @@ type BrokerConfig struct {
 // and the echo, should the subscription come back before Redis runs the
 // PUBLISH, is dropped like that of a failed publication.
 type Broker struct {
-	cfg    BrokerConfig
-	prefix string // cfg.Prefix + "session:"
-	kick   chan struct{}
-	retry  chan struct{} // cuts a wait before reconnecting short
-	stop   context.CancelFunc
-	done   chan struct{}
+	cfg   BrokerConfig
+	kick  chan struct{}
+	retry chan struct{} // cuts a wait before reconnecting short
+	stop  context.CancelFunc
+	done  chan struct{}
 
 	origin uint64 // random, in every message this broker publishes
 	seq    atomic.Uint64
@@ -91,9 +91,11 @@ func NewBroker(cfg BrokerConfig) (*Broker, error) {
 	if cfg.Client == nil {
 		return nil, errors.New("redis: broker needs a client")
 	}
-	if cfg.Prefix == "" {
-		cfg.Prefix = "ws:"
+	prefix, err := checkPrefix(cfg.Prefix)
+	if err != nil {
+		return nil, err
 	}
+	cfg.Prefix = prefix
 	if cfg.OnError == nil {
 		cfg.OnError = func(string) {}
 	}
@@ -104,7 +106,6 @@ func NewBroker(cfg BrokerConfig) (*Broker, error) {
 	b := &Broker{
 		origin:     rand.Uint64(),
 		cfg:        cfg,
-		prefix:     cfg.Prefix + "session:",
 		kick:       make(chan struct{}, 1),
 		retry:      make(chan struct{}, 1),
 		stop:       stop,
@@ -166,7 +167,7 @@ func (b *Broker) Publish(ctx context.Context, session string, payload []byte) er
 	b.mu.Unlock()
 	b.echoes.publishing(seq)
 	c := b.cfg.Client
-	err := c.Do(ctx, c.B().Publish().Channel(b.prefix+session).Message(rueidis.BinaryString(msg)).Build()).Error()
+	err := c.Do(ctx, c.B().Publish().Channel(b.channel(session)).Message(rueidis.BinaryString(msg)).Build()).Error()
 	b.mu.Lock()
 	// With nobody here, there is nothing to deliver here: an echo, if a
 	// socket joined meanwhile, is for it.
@@ -225,6 +226,20 @@ func (b *Broker) Unsubscribe(session string) {
 	delete(b.wanted, session)
 	b.mu.Unlock()
 	b.poke()
+}
+
+// channel names the session's pub/sub channel.
+func (b *Broker) channel(session string) string {
+	return tagged(b.cfg.Prefix, kindSession, session)
+}
+
+// sessionOf names the session of one of this broker's channels.
+func (b *Broker) sessionOf(channel string) (string, bool) {
+	rest, ok := strings.CutPrefix(channel, b.cfg.Prefix+kindSession+":{")
+	if !ok {
+		return "", false
+	}
+	return strings.CutSuffix(rest, "}")
 }
 
 func (b *Broker) poke() {
@@ -320,7 +335,7 @@ func (b *Broker) reconcile(ctx context.Context, dc rueidis.DedicatedClient) (sub
 		switch {
 		case !b.subscribed[s]:
 			b.subscribed[s] = true
-			add = append(add, b.prefix+s)
+			add = append(add, b.channel(s))
 		case b.confirmed[s]:
 			sub.markLive()
 		}
@@ -329,7 +344,7 @@ func (b *Broker) reconcile(ctx context.Context, dc rueidis.DedicatedClient) (sub
 		if b.wanted[s] == nil {
 			delete(b.subscribed, s)
 			delete(b.confirmed, s)
-			drop = append(drop, b.prefix+s)
+			drop = append(drop, b.channel(s))
 		}
 	}
 	b.mu.Unlock()
@@ -356,7 +371,7 @@ func (b *Broker) onSubscription(s rueidis.PubSubSubscription) {
 	if s.Kind != "subscribe" {
 		return
 	}
-	session, ok := strings.CutPrefix(s.Channel, b.prefix)
+	session, ok := b.sessionOf(s.Channel)
 	if !ok {
 		return
 	}
@@ -371,7 +386,7 @@ func (b *Broker) onSubscription(s rueidis.PubSubSubscription) {
 }
 
 func (b *Broker) onMessage(m rueidis.PubSubMessage) {
-	session, ok := strings.CutPrefix(m.Channel, b.prefix)
+	session, ok := b.sessionOf(m.Channel)
 	if !ok || len(m.Message) < 8 {
 		return
 	}

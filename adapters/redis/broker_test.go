@@ -174,7 +174,7 @@ func TestBrokerReadsTheEarlierFormat(t *testing.T) {
 		t.Fatal("subscription never live")
 	}
 	publish := func(msg []byte) {
-		require.NoError(t, c.Do(ctx, c.B().Publish().Channel(prefix+"session:s").Message(rueidis.BinaryString(msg)).Build()).Error())
+		require.NoError(t, c.Do(ctx, c.B().Publish().Channel(prefix+"session:{s}").Message(rueidis.BinaryString(msg)).Build()).Error())
 	}
 	earlier := binary.BigEndian.AppendUint64(nil, uint64(time.Now().UnixNano()))
 	publish(append(earlier, `"earlier"`...))

@@ -20,7 +20,8 @@ var _ ports.ThreadLock = (*Lock)(nil)
 type LockConfig struct {
 	// Client is the shared Redis client. Required.
 	Client rueidis.Client
-	// Prefix is put before every key; empty means "ws:".
+	// Prefix is put before every key; empty means "ws:". It must not
+	// contain a brace.
 	Prefix string
 	// OnError is told the operation of every failed Redis call (metrics).
 	// Nil ignores them.
@@ -35,13 +36,11 @@ type LockConfig struct {
 // the new holder's lease.
 //
 // Each acquisition also hands out a fencing token from a per-thread
-// counter key (thread-fence:), raised in the same script as the SET, so
+// counter key (fence:{<thread>}), raised in the same script as the SET, so
 // that a holder whose lease was lost cannot save after the new holder: the
 // thread store refuses a turn with an older token.
 type Lock struct {
-	cfg         LockConfig
-	prefix      string // cfg.Prefix + "thread-lock:"
-	fencePrefix string // cfg.Prefix + "thread-fence:"
+	cfg LockConfig
 }
 
 // fenceKeyTTL is how long a thread's fence counter outlives its last
@@ -55,8 +54,8 @@ const fenceKeyTTL = 24 * time.Hour
 // the lease's fencing token: the thread's counter plus one, or Redis's
 // clock in microseconds when that is higher. Lua numbers are doubles:
 // microseconds since 1970 stay exact (below 2^53) for centuries. The two
-// keys are in one script: on a Redis Cluster they would need one slot (a
-// hash tag); the server is built for a single Redis (REDIS_URL).
+// keys carry the thread id as their hash tag, so on a Redis Cluster they
+// sit in one slot, as a script's keys must.
 var acquireScript = rueidis.NewLuaScript(`
 if not redis.call("SET", KEYS[1], ARGV[1], "NX", "PX", ARGV[2]) then
 	return false
@@ -96,13 +95,15 @@ func NewLock(cfg LockConfig) (*Lock, error) {
 	if cfg.Client == nil {
 		return nil, errors.New("redis: lock needs a client")
 	}
-	if cfg.Prefix == "" {
-		cfg.Prefix = "ws:"
+	prefix, err := checkPrefix(cfg.Prefix)
+	if err != nil {
+		return nil, err
 	}
+	cfg.Prefix = prefix
 	if cfg.OnError == nil {
 		cfg.OnError = func(string) {}
 	}
-	return &Lock{cfg: cfg, prefix: cfg.Prefix + "thread-lock:", fencePrefix: cfg.Prefix + "thread-fence:"}, nil
+	return &Lock{cfg: cfg}, nil
 }
 
 // Lease is a held thread lock.
@@ -127,12 +128,12 @@ func (l *Lock) Acquire(ctx context.Context, threadID, owner string, ttl time.Dur
 	ms := max((ttl+time.Millisecond-1)/time.Millisecond, 1)
 	lease := &Lease{
 		lock: l,
-		key:  l.prefix + threadID,
+		key:  tagged(l.cfg.Prefix, kindLock, threadID),
 		// 128 random bits: no two acquisitions share a token.
 		value: owner + "/" + rand.Text(),
 		ttlMS: strconv.FormatInt(int64(ms), 10),
 	}
-	fence, err := acquireScript.Exec(ctx, l.cfg.Client, []string{lease.key, l.fencePrefix + threadID},
+	fence, err := acquireScript.Exec(ctx, l.cfg.Client, []string{lease.key, tagged(l.cfg.Prefix, kindFence, threadID)},
 		[]string{lease.value, lease.ttlMS, strconv.FormatInt(fenceKeyTTL.Milliseconds(), 10)}).AsInt64()
 	switch {
 	case err == nil:

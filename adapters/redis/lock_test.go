@@ -47,7 +47,7 @@ func TestLockKeyHoldsTheOwnerAndExpires(t *testing.T) {
 	lease, err := l.Acquire(ctx, "t1", "instance-a/conn-7", 10*time.Second)
 	require.NoError(t, err)
 
-	key := prefix + "thread-lock:t1"
+	key := prefix + "lock:{t1}"
 	val, err := c.Do(ctx, c.B().Get().Key(key).Build()).ToString()
 	require.NoError(t, err)
 	assert.True(t, strings.HasPrefix(val, "instance-a/conn-7/"), "the value names the owner: %q", val)
@@ -86,7 +86,7 @@ func TestLockStaleHolderCannotTouchTheNewLease(t *testing.T) {
 	prefix := containers.Prefix(t)
 	c := client(t)
 	a, b := newLock(t, c, prefix), newLock(t, client(t), prefix)
-	key := prefix + "thread-lock:t1"
+	key := prefix + "lock:{t1}"
 
 	stale, err := a.Acquire(ctx, "t1", "same-owner", 50*time.Millisecond)
 	require.NoError(t, err)
@@ -169,7 +169,7 @@ func TestLockFencingTokens(t *testing.T) {
 	prefix := containers.Prefix(t)
 	c := client(t)
 	a, b := newLock(t, c, prefix), newLock(t, client(t), prefix)
-	fenceKey := prefix + "thread-fence:t1"
+	fenceKey := prefix + "fence:{t1}"
 
 	first, err := a.Acquire(ctx, "t1", "a-conn", time.Minute)
 	require.NoError(t, err)

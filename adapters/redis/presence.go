@@ -25,7 +25,8 @@ const DefaultPresenceTTL = 30 * time.Second
 type PresenceConfig struct {
 	// Client is the shared Redis client. Required.
 	Client rueidis.Client
-	// Prefix is put before every key; empty means "ws:".
+	// Prefix is put before every key; empty means "ws:". It must not
+	// contain a brace.
 	Prefix string
 	// InstanceID names this instance in Redis. Required.
 	InstanceID string
@@ -82,9 +83,11 @@ func NewPresence(cfg PresenceConfig) (*Presence, error) {
 	if cfg.TTL < 3*time.Millisecond {
 		return nil, errors.New("redis: presence ttl is too short")
 	}
-	if cfg.Prefix == "" {
-		cfg.Prefix = "ws:"
+	prefix, err := checkPrefix(cfg.Prefix)
+	if err != nil {
+		return nil, err
 	}
+	cfg.Prefix = prefix
 	if cfg.OnError == nil {
 		cfg.OnError = func(string) {}
 	}
@@ -118,7 +121,7 @@ func (p *Presence) Close() {
 	<-p.done
 }
 
-func (p *Presence) key(session string) string { return p.cfg.Prefix + "presence:" + session }
+func (p *Presence) key(session string) string { return tagged(p.cfg.Prefix, kindPresence, session) }
 
 // Add records m on session.
 func (p *Presence) Add(ctx context.Context, session string, m ports.Member) error {

@@ -1,0 +1,24 @@
+package redis
+
+import (
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+)
+
+// A session channel's name gives back its session, whatever bytes the id
+// holds, and another prefix's channel gives nothing.
+func TestSessionOfItsChannel(t *testing.T) {
+	b := &Broker{cfg: BrokerConfig{Prefix: "ws:"}}
+	for _, session := range []string{"s1", "", "a}b", "{x}", "a:b{c"} {
+		ch := b.channel(session)
+		assert.Equal(t, "ws:session:{"+session+"}", ch)
+		got, ok := b.sessionOf(ch)
+		assert.True(t, ok, ch)
+		assert.Equal(t, session, got, ch)
+	}
+	for _, ch := range []string{"other:session:{s}", "ws:session:s", "ws:session:{s"} {
+		_, ok := b.sessionOf(ch)
+		assert.False(t, ok, ch)
+	}
+}
