@@ -135,8 +135,13 @@ type Verdict struct {
 // Guardrail checks what the model says before the client sees it.
 type Guardrail interface {
 	// WholeAnswer reports whether Check needs the whole answer at once.
-	// When false, Check is given one sentence at a time (with the spaces
-	// around it) so that passed sentences can be sent at once.
+	// When false, Check is given one chunk of the answer at a time (with
+	// the spaces around it), in order, so that passed chunks can be sent
+	// at once: a stream's first chunk is its first sentence or its first
+	// words (GUARDRAIL_FIRST_CHUNK_CHARS, cut at a word boundary), later
+	// ones one or more sentences or words, up to GUARDRAIL_CHUNK_CHARS
+	// bytes. A chunk may end inside a sentence: Check judges the text it
+	// is given on its own.
 	WholeAnswer() bool
 	// Check decides on text. An error means no decision: the text is not
 	// sent.

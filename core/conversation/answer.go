@@ -1,10 +1,6 @@
 package conversation
 
-import (
-	"time"
-	"unicode"
-	"unicode/utf8"
-)
+import "time"
 
 // answer is an answer while it streams: what was released to the client
 // and when each of its tokens goes out, and what waits for the guardrail.
@@ -21,11 +17,13 @@ type answer struct {
 	// pending is held text; pieces is the same text as the model's pieces.
 	pending []byte
 	pieces  []held
-	// The sentence scanner's state after pending: hasText is set once
-	// pending holds more than spaces; term when it ends with a sentence's
-	// end mark (and maybe closing quotes or brackets); cjk when that mark
-	// needs no space after it.
-	hasText, term, cjk bool
+	// scan finds where the held chunk ends (chunk.go); chunks sizes
+	// them; checked counts the chunks of this stream checked so far,
+	// and took is the run's longest check.
+	scan    scanner
+	chunks  chunking
+	checked int
+	took    time.Duration
 
 	sched      schedule // when each released token is due
 	pace       pacer    // sends the released tokens when they are due
@@ -33,15 +31,15 @@ type answer struct {
 }
 
 // newAnswer returns the answer of a run whose tokens go to emit, paced by
-// at most maxStretch more than the model's gaps (negative: not paced).
-// whole: the guardrail needs the whole answer.
-func newAnswer(whole bool, maxStretch time.Duration, emit func(Event)) answer {
+// at most maxStretch more than the model's gaps (negative: not paced),
+// checked in chunks. whole: the guardrail needs the whole answer.
+func newAnswer(whole bool, maxStretch time.Duration, chunks chunking, emit func(Event)) answer {
 	if whole {
 		// The answer is released at once when the model is done: pacing
 		// it would only delay its end by its whole generation time.
 		maxStretch = -1
 	}
-	return answer{whole: whole, sched: schedule{maxStretch: maxStretch}, pace: pacer{emit: emit}}
+	return answer{whole: whole, chunks: chunks, sched: schedule{maxStretch: maxStretch}, pace: pacer{emit: emit}}
 }
 
 // held is a piece of the model's text waiting for the guardrail, and
@@ -107,56 +105,17 @@ func (a *answer) discard() {
 	a.pending = a.pending[:0]
 	clear(a.pieces)
 	a.pieces = a.pieces[:0]
-	a.hasText, a.term, a.cjk = false, false, false
+	a.scan.reset()
 }
 
-// boundary returns where in piece the held sentence ends, or -1 when it
-// does not end in piece. A sentence ends before the first space that
-// follows its end mark (. ! ? …, then any closing quotes or brackets), so
-// that "3.14" and "Hello." + "World" stay whole; right after a CJK end
-// mark; and after a line break, so that list items and code lines are
-// released line by line. Spaces after a sentence start the next one, and
-// a sentence needs more than spaces.
-func (a *answer) boundary(piece string) int {
-	has, term, cjk := a.hasText, a.term, a.cjk
-	for i := 0; i < len(piece); {
-		r, size := rune(piece[i]), 1
-		if r >= utf8.RuneSelf {
-			r, size = utf8.DecodeRuneInString(piece[i:])
-		}
-		if term && (isSpace(r) || cjk && !isCloser(r)) {
-			return i
-		}
-		switch {
-		case r == '\n' && has:
-			return i + size
-		case r == '.' || r == '!' || r == '?' || r == '…':
-			has, term, cjk = true, true, false
-		case r == '。' || r == '！' || r == '？':
-			has, term, cjk = true, true, true
-		case term && isCloser(r):
-		case isSpace(r):
-		default:
-			has, term, cjk = true, false, false
-		}
-		i += size
-	}
-	a.hasText, a.term, a.cjk = has, term, cjk
-	return -1
+// restart starts a model stream: its first chunk is a first chunk again.
+func (a *answer) restart() {
+	a.discard()
+	a.checked = 0
 }
 
-func isSpace(r rune) bool {
-	switch r {
-	case ' ', '\t', '\n', '\r', '\v', '\f':
-		return true
-	}
-	return r >= utf8.RuneSelf && unicode.IsSpace(r)
-}
-
-func isCloser(r rune) bool {
-	switch r {
-	case '"', '\'', ')', ']', '}', '*', '_', '”', '’', '»', '」', '』', '）':
-		return true
-	}
-	return false
+// cut returns where in piece, which arrived at at, the held chunk ends,
+// or -1.
+func (a *answer) cut(piece string, at time.Time) int {
+	return a.scan.cut(piece, len(a.pending), a.chunks.rule(a.checked, &a.sched, a.took, at))
 }

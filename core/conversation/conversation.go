@@ -1,7 +1,8 @@
 // Package conversation runs a chat message through the conversation graph
 // of PROTOCOL.md §3.7: load the thread, check for escalation, generate an answer
-// that streams to the client sentence by sentence as the guardrail passes
-// it (at the model's own pace: see pace.go), rewrite what fails, respond
+// that streams to the client chunk by chunk as the guardrail passes it (a
+// short first chunk, then larger ones: chunk.go; at the model's own pace:
+// pace.go), rewrite what fails, respond
 // or escalate. It does no I/O of its own: the model, the guardrail, the
 // escalation detector, the thread store, the thread lock and the session
 // stream are ports. The graph itself is in graph.go.
@@ -75,6 +76,16 @@ type Config struct {
 	// out the moment their sentence passes, in bursts. Pacing is always
 	// off with a guardrail that needs whole answers.
 	MaxStretch time.Duration
+	// FirstChunkChars is the length, in bytes, at which a stream's first
+	// chunk goes to the guardrail at a word boundary if no sentence has
+	// ended before (GUARDRAIL_FIRST_CHUNK_CHARS; chunk.go). Zero means
+	// DefaultFirstChunkChars; negative is invalid.
+	FirstChunkChars int
+	// ChunkChars bounds the chunks the guardrail checks, in bytes
+	// (GUARDRAIL_CHUNK_CHARS): later chunks grow toward it while the
+	// text released before them plays out. Zero means DefaultChunkChars;
+	// negative, or less than FirstChunkChars, is invalid.
+	ChunkChars int
 	// NewID names messages and runs. Nil means random UUIDs.
 	NewID func() string
 	// Now stamps messages. Nil means time.Now. (Pacing reads the clock
@@ -104,6 +115,15 @@ func New(cfg Config) (*Conversation, error) {
 	}
 	if cfg.LockTTL < 0 || cfg.WriteTimeout < 0 || cfg.StoreTimeout < 0 || cfg.HistoryLimit < 0 {
 		return nil, errors.New("conversation: lock ttl, write timeout, store timeout and history limit must not be negative")
+	}
+	if cfg.FirstChunkChars == 0 {
+		cfg.FirstChunkChars = DefaultFirstChunkChars
+	}
+	if cfg.ChunkChars == 0 {
+		cfg.ChunkChars = DefaultChunkChars
+	}
+	if cfg.FirstChunkChars < 0 || cfg.ChunkChars < cfg.FirstChunkChars {
+		return nil, errors.New("conversation: first chunk chars must be positive and no more than chunk chars")
 	}
 	if cfg.Publisher == nil {
 		cfg.Publisher = noPublisher{}

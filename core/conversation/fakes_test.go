@@ -30,6 +30,11 @@ type script struct {
 	// it on time and the next on time, as a busy network or CPU does.
 	late  map[int]time.Duration
 	deaf  bool             // it waits through its gaps and stalls even when cancelled
+	// clock: the gaps are kept on the model's own clock, as a remote
+	// model's are (piece i is due gap*i after the first): a piece the
+	// reader takes late, because a guardrail check held it, does not
+	// delay the ones after it, which then come at once.
+	clock bool
 	stop  ports.StopReason // empty means end_turn
 	err   error            // returned after the pieces
 	block bool             // after the pieces, wait for the context to end
@@ -57,9 +62,21 @@ func (m *scriptedModel) Stream(ctx context.Context, req ports.ChatRequest, token
 		m.ended = append(m.ended, ctx.Err())
 		m.mu.Unlock()
 	}()
+	start := time.Now()
 	for i, p := range s.pieces {
 		if err := ctx.Err(); err != nil {
 			return ports.Reply{}, err
+		}
+		if s.clock {
+			select {
+			case <-ctx.Done():
+				return ports.Reply{}, ctx.Err()
+			case <-time.After(time.Until(start.Add(time.Duration(i) * s.gap))):
+			}
+			if err := token(p); err != nil {
+				return ports.Reply{Usage: s.usage}, fmt.Errorf("scripted: %w", err)
+			}
+			continue
 		}
 		d := s.stall[i]
 		if i > 0 {
@@ -109,10 +126,12 @@ func (m *scriptedModel) requests() []ports.ChatRequest {
 	return slices.Clone(m.calls)
 }
 
-// wordGuardrail fails any text containing BAD.
+// wordGuardrail fails any text containing BAD, after delay (a round trip:
+// tests that set it run in a testing/synctest bubble).
 type wordGuardrail struct {
 	whole   bool
 	err     error
+	delay   time.Duration
 	mu      sync.Mutex
 	checked []string
 	at      []time.Time // when each text was checked
@@ -125,6 +144,9 @@ func (g *wordGuardrail) Check(ctx context.Context, text string) (ports.Verdict, 
 	g.checked = append(g.checked, text)
 	g.at = append(g.at, time.Now())
 	g.mu.Unlock()
+	if g.delay > 0 {
+		time.Sleep(g.delay)
+	}
 	if g.err != nil {
 		return ports.Verdict{}, g.err
 	}

@@ -8,6 +8,9 @@ import (
 
 // Pacing: a playout buffer between the guardrail and the client.
 //
+// (A "sentence" below is what the guardrail releases at once: a chunk of
+// chunk.go, which is a sentence when the answer is not paced.)
+//
 // The guardrail holds a sentence until the model has finished it, then
 // releases it whole. Sent as released, an answer reaches the client in
 // bursts: nothing inside a sentence, then the next sentence's whole
@@ -133,12 +136,22 @@ func (s *schedule) sentence(pieces []held, now time.Time) {
 // later, which only moves less.
 func (s *schedule) even(pieces []held, now time.Time) {
 	if n := min(len(pieces)-1, maxPaceGaps); n >= 3 {
+		// Gaps under paceGap are not the model's pace but pieces
+		// delivered at once after a hold-up: a guardrail check that
+		// kept the stream from being read (chunk.go), a busy CPU. They
+		// are left out while enough others remain.
 		g := s.gaps[:0]
 		for i := len(pieces) - n; i < len(pieces); i++ {
-			g = append(g, pieces[i].at.Sub(pieces[i-1].at))
+			d := pieces[i].at.Sub(pieces[i-1].at)
+			if d < paceGap && s.on {
+				continue
+			}
+			g = append(g, d)
 		}
-		slices.Sort(g)
-		s.pace = g[len(g)/2]
+		if len(g) >= 3 {
+			slices.Sort(g)
+			s.pace = g[len(g)/2]
+		}
 	}
 	at := func(i int) time.Time { // now follows the last piece
 		if i == len(pieces) {

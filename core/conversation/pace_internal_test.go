@@ -15,6 +15,7 @@ func TestEven(t *testing.T) {
 		before time.Duration // from the previous sentence's last piece; zero: none
 		gaps   []time.Duration
 		next   time.Duration // from the last piece to the release
+		on     bool          // the answer is paced already
 		want   []time.Duration
 	}{
 		{
@@ -90,6 +91,15 @@ func TestEven(t *testing.T) {
 			want: []time.Duration{20 * ms, 20 * ms},
 		},
 		{
+			// The stream was not read while a check ran (chunk.go): the
+			// pieces of that time came at once after it. Their zero gaps
+			// are not the model's pace, which the others still tell.
+			name: "a chunk held back by a check, the burst after it spread at the pace",
+			on:   true, pace: 20 * ms, before: 20 * ms,
+			gaps: []time.Duration{150 * ms, 0, 0, 0, 0, 0, 0, 10 * ms, 20 * ms, 20 * ms, 20 * ms, 20 * ms, 20 * ms}, next: 20 * ms,
+			want: []time.Duration{20 * ms, 20 * ms, 20 * ms, 20 * ms, 20 * ms, 20 * ms, 20 * ms, 20 * ms, 20 * ms, 20 * ms, 20 * ms, 20 * ms, 20 * ms, 20 * ms},
+		},
+		{
 			name: "a model without delay",
 			gaps: []time.Duration{0, 0, 0, 0, 3 * ms, 0}, next: 0,
 			want: []time.Duration{0, 0, 0, 0, 3 * ms, 0},
@@ -97,7 +107,7 @@ func TestEven(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			s := schedule{pace: tt.pace}
+			s := schedule{pace: tt.pace, on: tt.on}
 			at := time.Date(2026, 11, 27, 10, 0, 0, 0, time.UTC)
 			if tt.before > 0 {
 				s.prevAt = at

@@ -326,32 +326,46 @@ func TestPacingCancel(t *testing.T) {
 	}
 }
 
+// passedChunks returns the texts the guardrail checked before the first
+// one it failed: what a paced answer may send of its first stream.
+func passedChunks(g *wordGuardrail) string {
+	var b strings.Builder
+	for _, text := range g.checked {
+		if strings.Contains(text, "BAD") {
+			break
+		}
+		b.WriteString(text)
+	}
+	return b.String()
+}
+
+// In the paced tests below, where a later chunk ends depends on the
+// playout (chunk.go): what passed, and so what the client got and the
+// rewrite continues, is read from the guardrail's checks. It always
+// holds the first sentence, checked alone, and never the failing one.
 func TestPacingRewrite(t *testing.T) {
 	const gap = 20 * time.Millisecond
 	first := append(sentences(3, 8), " Eight", " is", " BAD.", " Nine")
 	tests := []struct {
-		name         string
-		scripts      []script
-		maxRewrites  int
-		wantTokens   []string
-		wantKinds    []conversation.EventKind
-		wantRewrites []string // what the model was told was said
+		name        string
+		scripts     []script
+		maxRewrites int
+		wantAfter   string // what follows what passed of the first stream
+		wantKinds   []conversation.EventKind
 	}{
 		{
-			name:         "a later sentence fails while earlier ones play out",
-			scripts:      []script{{pieces: first, gap: gap}, {pieces: []string{" Eight", " is", " better."}, gap: gap}},
-			maxRewrites:  1,
-			wantTokens:   append(sentences(3, 8), " Eight", " is", " better."),
-			wantKinds:    []conversation.EventKind{started, tokens, end},
-			wantRewrites: []string{strings.Join(sentences(3, 8), "")},
+			name:        "a later chunk fails while earlier ones play out",
+			scripts:     []script{{pieces: first, gap: gap}, {pieces: []string{" Eight", " is", " better."}, gap: gap}},
+			maxRewrites: 1,
+			wantAfter:   " Eight is better.",
+			wantKinds:   []conversation.EventKind{started, tokens, end},
 		},
 		{
-			name:         "the rewrites are exhausted: the fallback follows what played out",
-			scripts:      []script{{pieces: first, gap: gap}, {pieces: []string{" Still", " BAD."}, gap: gap}},
-			maxRewrites:  1,
-			wantTokens:   append(sentences(3, 8), " Sorry, a person will help you."),
-			wantKinds:    []conversation.EventKind{started, tokens, escalation, end},
-			wantRewrites: []string{strings.Join(sentences(3, 8), "")},
+			name:        "the rewrites are exhausted: the fallback follows what played out",
+			scripts:     []script{{pieces: first, gap: gap}, {pieces: []string{" Still", " BAD."}, gap: gap}},
+			maxRewrites: 1,
+			wantAfter:   " Sorry, a person will help you.",
+			wantKinds:   []conversation.EventKind{started, tokens, escalation, end},
 		},
 	}
 	for _, tt := range tests {
@@ -365,7 +379,11 @@ func TestPacingRewrite(t *testing.T) {
 
 				assert.Equal(t, tt.wantKinds, s.kinds())
 				texts, at := s.timedTokens()
-				assert.Equal(t, tt.wantTokens, texts, "what passed is sent, never retracted, and nothing that failed")
+				passed := passedChunks(h.guard)
+				require.Equal(t, "s1w1 s1w2 s1w3.", h.guard.checked[0], "the first sentence is the first chunk")
+				require.True(t, strings.HasPrefix(strings.Join(first, ""), passed))
+				assert.NotContains(t, passed, "BAD")
+				assert.Equal(t, passed+tt.wantAfter, strings.Join(texts, ""), "what passed is sent, never retracted, and nothing that failed")
 				for k := 1; k < len(at); k++ {
 					assert.False(t, at[k].Before(at[k-1]))
 				}
@@ -375,9 +393,9 @@ func TestPacingRewrite(t *testing.T) {
 						said = append(said, req.Rewrite.Said)
 					}
 				}
-				assert.Equal(t, tt.wantRewrites, said)
+				assert.Equal(t, []string{passed}, said)
 
-				// The failing sentence was checked while tokens that had
+				// The failing chunk was checked while tokens that had
 				// passed still waited: they went out all the same.
 				var rejectedAt time.Time
 				for i, text := range h.guard.checked {
@@ -387,7 +405,14 @@ func TestPacingRewrite(t *testing.T) {
 					}
 				}
 				require.False(t, rejectedAt.IsZero())
-				assert.True(t, at[len(sentences(3, 8))-1].After(rejectedAt), "no token was waiting at the rejection")
+				n, last := 0, -1
+				for k, text := range texts {
+					if n += len(text); n == len(passed) {
+						last = k
+					}
+				}
+				require.GreaterOrEqual(t, last, 0, "what passed ends a token")
+				assert.True(t, at[last].After(rejectedAt), "no token was waiting at the rejection")
 
 				for i, ev := range s.events {
 					if ev.Kind != conversation.EventToken && ev.Kind != conversation.EventStarted {
@@ -414,7 +439,10 @@ func TestPacingModelError(t *testing.T) {
 
 		assert.Equal(t, []conversation.EventKind{started, tokens, errorEvent}, s.kinds())
 		texts, at := s.timedTokens()
-		assert.Equal(t, sentences(3, 8), texts, "what passed goes out before the error")
+		passed := passedChunks(h.guard)
+		assert.True(t, strings.HasPrefix(passed, "s1w1 s1w2 s1w3."), "the first sentence passed")
+		assert.NotContains(t, passed, "Partial", "a text held at the error is not checked")
+		assert.Equal(t, passed, strings.Join(texts, ""), "what passed goes out before the error")
 		assert.Equal(t, at[len(at)-1], s.at[len(s.at)-1], "the error follows the last token at once")
 		th, err := h.store.Load(context.Background(), thread)
 		require.NoError(t, err)

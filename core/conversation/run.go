@@ -42,7 +42,7 @@ type outcome struct {
 func newRun(c *Conversation, req Request, emit func(Event), fence int64) *run {
 	r := &run{c: c, req: req, emit: emit, id: c.cfg.NewID(), turn: turn{fence: fence, answerMsgID: c.cfg.NewID()}}
 	r.turn.user = ports.Message{ID: c.cfg.NewID(), Role: ports.RoleUser, Content: req.Message, CreatedAt: c.cfg.Now()}
-	r.ans = newAnswer(c.cfg.Guardrail.WholeAnswer(), c.cfg.MaxStretch, emit)
+	r.ans = newAnswer(c.cfg.Guardrail.WholeAnswer(), c.cfg.MaxStretch, chunking{firstChars: c.cfg.FirstChunkChars, maxChars: c.cfg.ChunkChars}, emit)
 	return r
 }
 

@@ -13,14 +13,14 @@ import (
 var errHalted = errors.New("conversation: stream halted by the guardrail")
 
 // stream runs one model call of generate or rewrite. The model's pieces
-// are held until the sentence they belong to passes the guardrail, then
-// released to the pacer, which sends them as they came, at the model's
-// pace (pace.go); the first sentence that fails stops the call. It
-// returns the guardrail node, or cancelled or failed.
+// are held until the chunk they belong to (chunk.go) passes the
+// guardrail, then released to the pacer, which sends them as they came,
+// at the model's pace (pace.go); the first chunk that fails stops the
+// call. It returns the guardrail node, or cancelled or failed.
 func (r *run) stream(ctx context.Context, rw *ports.Rewrite) node {
 	mctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	r.ans.discard()
+	r.ans.restart()
 	req := ports.ChatRequest{
 		Purpose:  ports.PurposeChat,
 		System:   r.c.cfg.SystemPrompt,
@@ -59,7 +59,7 @@ func (r *run) stream(ctx context.Context, rw *ports.Rewrite) node {
 }
 
 // token takes one piece from the model. It is the per-token path: it
-// allocates nothing but the text of each sentence it checks.
+// allocates nothing but the text of each chunk it checks.
 func (r *run) token(ctx context.Context, piece string) error {
 	if r.guard.halted() {
 		return errHalted // a model that keeps streaming after being told to stop
@@ -68,16 +68,16 @@ func (r *run) token(ctx context.Context, piece string) error {
 		return err
 	}
 	a := &r.ans
+	if a.whole {
+		a.add(piece, time.Time{})
+		return nil
+	}
 	var at time.Time
 	if a.sched.pacing() {
 		at = time.Now()
 	}
-	if a.whole {
-		a.add(piece, at)
-		return nil
-	}
 	for piece != "" {
-		k := a.boundary(piece)
+		k := a.cut(piece, at)
 		if k < 0 {
 			a.add(piece, at)
 			return nil
@@ -96,7 +96,7 @@ func (r *run) flush(ctx context.Context) {
 	a := &r.ans
 	switch {
 	case len(a.pending) == 0:
-	case a.whole || a.hasText:
+	case a.whole || a.scan.has:
 		r.check(ctx)
 	default:
 		a.release() // spaces only: nothing to check
@@ -107,7 +107,10 @@ func (r *run) flush(ctx context.Context) {
 // passes. It reports whether it passed.
 func (r *run) check(ctx context.Context) bool {
 	text := string(r.ans.pending)
+	start := time.Now()
 	v, err := r.c.cfg.Guardrail.Check(ctx, text)
+	r.ans.took = max(r.ans.took, time.Since(start))
+	r.ans.checked++
 	switch {
 	case err != nil:
 		r.guard.err = err
