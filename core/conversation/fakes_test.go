@@ -28,8 +28,8 @@ type script struct {
 	stall map[int]time.Duration
 	// late[i] delays piece i's delivery, not the model: the model sent
 	// it on time and the next on time, as a busy network or CPU does.
-	late  map[int]time.Duration
-	deaf  bool             // it waits through its gaps and stalls even when cancelled
+	late map[int]time.Duration
+	deaf bool // it waits through its gaps and stalls even when cancelled
 	// clock: the gaps are kept on the model's own clock, as a remote
 	// model's are (piece i is due gap*i after the first): a piece the
 	// reader takes late, because a guardrail check held it, does not
