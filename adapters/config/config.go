@@ -222,6 +222,15 @@ type Conversation struct {
 	// default empty, meaning the appdata embedded in the binary.
 	AppdataPath string
 
+	// FirstChunkChars is the length in bytes at which the first chunk of an
+	// answer goes to the guardrail, at a word boundary, if its first sentence
+	// has not ended before. GUARDRAIL_FIRST_CHUNK_CHARS; default 40 (1..10,000).
+	FirstChunkChars int
+	// ChunkChars bounds the later chunks the guardrail checks, in bytes (one
+	// Bedrock text unit is 1,000 characters). GUARDRAIL_CHUNK_CHARS; default
+	// 1000 (100..100,000), no less than FirstChunkChars.
+	ChunkChars int
+
 	// LocalTokenDelay is the pause between tokens streamed by the local model.
 	// LOCAL_MODEL_TOKEN_DELAY; default 20ms (0..10s). A bare number means seconds,
 	// as for every duration: write "20ms" or "0.02".
@@ -246,6 +255,11 @@ type Bedrock struct {
 	GuardrailID string
 	// GuardrailVersion is BEDROCK_GUARDRAIL_VERSION.
 	GuardrailVersion string
+	// GuardrailStreamMode is BEDROCK_GUARDRAIL_STREAM_MODE: "" (unset: the
+	// server checks answers with ApplyGuardrail, chunk by chunk), "sync" or
+	// "async" (Bedrock checks the stream itself, ConverseStream's
+	// guardrailConfig streamProcessingMode). Needs GuardrailID.
+	GuardrailStreamMode string
 	// EndpointURL overrides the Bedrock Runtime endpoint (an http or https URL).
 	// BEDROCK_ENDPOINT_URL.
 	EndpointURL string

@@ -93,8 +93,13 @@ func (l *loader) load() Config {
 
 	c.Conversation = Conversation{
 		MaxGuardrailRewrites: l.integer("MAXIMUM_GUARDRAIL_REWRITES", 2, 0, 10),
+		FirstChunkChars:      l.integer("GUARDRAIL_FIRST_CHUNK_CHARS", conversation.DefaultFirstChunkChars, 1, 10_000),
+		ChunkChars:           l.integer("GUARDRAIL_CHUNK_CHARS", conversation.DefaultChunkChars, 100, 100_000),
 		AppdataPath:          l.str("", "APPDATA_FOLDER_PATH"),
 		LocalTokenDelay:      l.duration("LOCAL_MODEL_TOKEN_DELAY", 20*time.Millisecond, 0, 10*time.Second),
+	}
+	if c.Conversation.FirstChunkChars > c.Conversation.ChunkChars {
+		l.fail("GUARDRAIL_FIRST_CHUNK_CHARS", "must not be more than GUARDRAIL_CHUNK_CHARS (%d), got %d", c.Conversation.ChunkChars, c.Conversation.FirstChunkChars)
 	}
 	c.Bedrock = l.bedrock()
 	c.Log = l.log()
@@ -304,6 +309,14 @@ func (l *loader) bedrock() Bedrock {
 		GuardrailID:       l.str("", "BEDROCK_GUARDRAIL_ID"),
 		GuardrailVersion:  l.str("", "BEDROCK_GUARDRAIL_VERSION"),
 		EndpointURL:       l.str("", "BEDROCK_ENDPOINT_URL"),
+	}
+	if v, name, ok := l.raw("BEDROCK_GUARDRAIL_STREAM_MODE"); ok {
+		switch m := strings.ToLower(strings.TrimSpace(v)); m {
+		case "", "sync", "async":
+			b.GuardrailStreamMode = m
+		default:
+			l.fail(name, "must be sync or async (or unset), got %s", quote(v))
+		}
 	}
 	l.errs = append(l.errs, b.problems()...)
 	if b.EndpointURL != "" {

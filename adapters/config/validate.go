@@ -105,6 +105,8 @@ func (b Bedrock) problems() []error {
 		fail("BEDROCK_GUARDRAIL_VERSION", "required when BEDROCK_GUARDRAIL_ID is set")
 	case b.GuardrailID == "" && b.GuardrailVersion != "":
 		fail("BEDROCK_GUARDRAIL_ID", "required when BEDROCK_GUARDRAIL_VERSION is set")
+	case b.GuardrailStreamMode != "" && b.GuardrailID == "":
+		fail("BEDROCK_GUARDRAIL_ID", "required when BEDROCK_GUARDRAIL_STREAM_MODE is set: Bedrock checks the stream with that guardrail")
 	}
 	// Without Bedrock, a setting only Bedrock reads would be ignored: it stops
 	// start-up instead. A broken pair above is reported alone: mending it may

@@ -145,6 +145,8 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, ln net.Listen
 		SystemPrompt:         appdata.SystemPrompt,
 		SummaryPrompt:        appdata.SummaryPrompt,
 		MaxGuardrailRewrites: cfg.Conversation.MaxGuardrailRewrites,
+		FirstChunkChars:      cfg.Conversation.FirstChunkChars,
+		ChunkChars:           cfg.Conversation.ChunkChars,
 		Log:                  log,
 	})
 	if err != nil {
