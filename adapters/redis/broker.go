@@ -167,7 +167,14 @@ func (b *Broker) Publish(ctx context.Context, session string, payload []byte) er
 	b.mu.Unlock()
 	b.echoes.publishing(seq)
 	c := b.cfg.Client
-	err := c.Do(ctx, c.B().Publish().Channel(b.channel(session)).Message(rueidis.BinaryString(msg)).Build()).Error()
+	// On a Redis Cluster a PUBLISH names no key, and rueidis sends it to
+	// any node: the node's own subscribers get it at once, the others'
+	// after a hop over the cluster bus, so two publications sent through
+	// two nodes overtake one another. Pinned to the channel's slot, every
+	// publication of a session goes through one node, and each subscriber
+	// gets them in the order they were sent (the bus keeps order).
+	ch := b.channel(session)
+	err := c.Do(ctx, c.B().Publish().Channel(ch).Message(rueidis.BinaryString(msg)).Build().SetSlot(ch)).Error()
 	b.mu.Lock()
 	// With nobody here, there is nothing to deliver here: an echo, if a
 	// socket joined meanwhile, is for it.

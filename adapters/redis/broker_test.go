@@ -382,3 +382,41 @@ func (h *recordHandler) Handle(_ context.Context, r slog.Record) error {
 }
 func (h *recordHandler) WithAttrs([]slog.Attr) slog.Handler { return h }
 func (h *recordHandler) WithGroup(string) slog.Handler      { return h }
+
+// TestBrokerKeepsOnePublishersOrderOnACluster: on a Redis Cluster a
+// PUBLISH reaches the subscribers of other nodes over the cluster bus, and
+// those of its own node at once; one publisher's messages sent through
+// different nodes overtake one another. Every publication of a session must
+// go through one node for them to arrive in the order they were sent.
+func TestBrokerKeepsOnePublishersOrderOnACluster(t *testing.T) {
+	ctx := t.Context()
+	prefix := containers.Prefix(t)
+	a, b := newBroker(t, clusterClient(t), prefix), newBroker(t, clusterClient(t), prefix)
+	const n = 2000
+	got := make(chan int, n)
+	live := b.Subscribe("s", func(d ports.Delivery) {
+		i, err := strconv.Atoi(string(d.Payload))
+		assert.NoError(t, err)
+		got <- i
+	})
+	select {
+	case <-live:
+	case <-time.After(30 * time.Second):
+		t.Fatal("subscription never live")
+	}
+	for i := range n {
+		require.NoError(t, a.Publish(ctx, "s", []byte(strconv.Itoa(i))))
+	}
+	var disorder []string
+	for want := range n {
+		select {
+		case i := <-got:
+			if i != want && len(disorder) < 10 {
+				disorder = append(disorder, fmt.Sprintf("got %d where %d was due", i, want))
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatalf("message %d never came", want)
+		}
+	}
+	assert.Empty(t, disorder, "one publisher's messages arrive in order")
+}

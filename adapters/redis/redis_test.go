@@ -17,9 +17,13 @@ import (
 	"github.com/wsserver/wsserver/test/containers"
 )
 
-// server is the one Redis of this package's tests; tests keep apart by
-// key prefix.
-var server *containers.Redis
+// server is the one Redis of this package's tests, and cluster its one
+// Redis Cluster (three masters, a replica each); tests keep apart by key
+// prefix.
+var (
+	server  *containers.Redis
+	cluster *containers.Cluster
+)
 
 func TestMain(m *testing.M) {
 	ctx := context.Background()
@@ -29,9 +33,26 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, "start redis:", err)
 		os.Exit(1)
 	}
+	cluster, err = containers.StartCluster(ctx)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "start redis cluster:", err)
+		_ = server.Terminate(ctx)
+		os.Exit(1)
+	}
 	code := m.Run()
 	_ = server.Terminate(ctx)
+	_ = cluster.Terminate(ctx)
 	os.Exit(code)
+}
+
+// clusterClient is a client of the cluster, as an instance has one.
+func clusterClient(t *testing.T) rueidis.Client {
+	t.Helper()
+	c, err := redis.Open(t.Context(), cluster.URL(), 10*time.Second)
+	require.NoError(t, err)
+	t.Cleanup(c.Close)
+	require.Equal(t, rueidis.ClientModeCluster, c.Mode(), "rueidis finds the cluster by itself")
+	return c
 }
 
 func client(t *testing.T) rueidis.Client {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/redis/rueidis"
@@ -142,4 +143,68 @@ func useNewDatabase(t *testing.T, p *Postgres) []string {
 	}
 	require.NotEqual(t, names[0], names[1])
 	return names
+}
+
+// A cluster starts with every slot served and a replica per master in
+// sync; a key lives on one master; a failover moves that slot to the
+// replica and the cluster serves every slot again.
+func TestClusterStartsAndFailsOver(t *testing.T) {
+	skipShort(t)
+	t.Setenv("TEST_REDIS_CLUSTER_URL", "")
+	ctx := t.Context()
+	c, err := StartCluster(ctx)
+	require.NoError(t, err)
+	t.Cleanup(func() { assert.NoError(t, c.Terminate(context.Background())) })
+
+	nodes, err := c.Nodes(ctx)
+	require.NoError(t, err)
+	var masters, replicas int
+	for _, n := range nodes {
+		if n.Master {
+			masters++
+		} else {
+			replicas++
+		}
+	}
+	assert.Equal(t, 3, masters)
+	assert.Equal(t, 3, replicas)
+
+	client := newClusterClient(t, c.URL())
+	key := Prefix(t) + "{k}"
+	require.NoError(t, client.Do(ctx, client.B().Set().Key(key).Value("v").Build()).Error())
+	owner := func() string {
+		nodes, err := c.Nodes(ctx)
+		require.NoError(t, err)
+		slot, err := client.Do(ctx, client.B().ClusterKeyslot().Key(key).Build()).AsInt64()
+		require.NoError(t, err)
+		for _, n := range nodes {
+			for _, r := range n.Slots {
+				if n.Master && int64(r[0]) <= slot && slot <= int64(r[1]) {
+					return n.ID
+				}
+			}
+		}
+		return ""
+	}
+	before := owner()
+	require.NotEmpty(t, before)
+	require.NoError(t, c.Failover(ctx, key))
+	after := owner()
+	assert.NotEqual(t, before, after, "another node serves the key's slot")
+	require.Eventually(t, func() bool {
+		v, err := client.Do(ctx, client.B().Get().Key(key).Build()).ToString()
+		return err == nil && v == "v"
+	}, 30*time.Second, 50*time.Millisecond, "the key survived on the promoted replica")
+}
+
+func newClusterClient(t *testing.T, url string) rueidis.Client {
+	t.Helper()
+	opt, err := rueidis.ParseURL(url)
+	require.NoError(t, err)
+	opt.DisableCache = true
+	c, err := rueidis.NewClient(opt)
+	require.NoError(t, err)
+	t.Cleanup(c.Close)
+	require.Equal(t, rueidis.ClientModeCluster, c.Mode())
+	return c
 }
