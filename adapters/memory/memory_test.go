@@ -21,3 +21,10 @@ func TestPresenceContract(t *testing.T) {
 		return memory.NewPresence(), nil
 	})
 }
+
+func TestRunControlContract(t *testing.T) {
+	porttest.RunControl(t, func(t *testing.T) (ports.RunControl, ports.RunControl) {
+		t.Helper()
+		return memory.NewRuns(), nil
+	})
+}

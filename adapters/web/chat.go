@@ -14,6 +14,7 @@ import (
 	"github.com/wsserver/wsserver/core/conversation"
 	"github.com/wsserver/wsserver/core/logctx"
 	"github.com/wsserver/wsserver/core/protocol"
+	"github.com/wsserver/wsserver/ports"
 )
 
 // chatSocket upgrades /ws/chat/ and hands the socket to its reader.
@@ -69,6 +70,32 @@ func (cs *chatState) stop() {
 	}
 }
 
+// streams reports whether the connection's answer streams on thread.
+func (cs *chatState) streams(thread string) bool {
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	return cs.running != nil && cs.thread == thread
+}
+
+// errStopUnsent tells a client that its cancel of another connection's
+// answer could not be routed (Redis away).
+var errStopUnsent = &protocol.Error{Code: protocol.CodeUnavailable, Message: "the cancel could not be sent to the answer's instance; try again"}
+
+// cancel stops an answer (PROTOCOL.md §3.5): the connection's own when the
+// cancel names no thread, or names the one it streams; otherwise the
+// thread's answer wherever it runs, through the conversation's run
+// control. No reply of its own: the answer's socket gets end, cancelled.
+func (s *Server) cancel(ctx context.Context, cc *conn, thread string) {
+	if thread == "" || cc.chat.streams(thread) {
+		cc.chat.stop()
+		return
+	}
+	if _, err := s.cfg.Chat.Stop(ctx, thread, ports.StopCancel); err != nil {
+		s.cfg.Log.WarnContext(ctx, "cancel not routed", "thread_id", thread, "err", err)
+		s.sendError(ctx, cc, errStopUnsent)
+	}
+}
+
 // errAnswerStreaming refuses a chat sent while the connection's answer
 // streams.
 var errAnswerStreaming = &protocol.Error{Code: protocol.CodeThreadBusy, Message: "an answer is already streaming on this connection; wait for its end or cancel it"}
@@ -96,7 +123,7 @@ func (s *Server) serveChat(ctx context.Context, cc *conn) {
 		case conversation.TypePing:
 			cc.Send(pongFrame)
 		case conversation.TypeCancel:
-			cc.chat.stop()
+			s.cancel(ctx, cc, in.ThreadID)
 		case conversation.TypeChat:
 			s.startAnswer(ctx, cc, in.Chat)
 		}

@@ -41,6 +41,11 @@ type Config struct {
 	// Publisher mirrors chat events to the thread's session stream. Nil
 	// mirrors nothing.
 	Publisher ports.ChatPublisher
+	// Runs routes Stop to the run of a thread on whichever instance holds
+	// its lock: each run registers there while it runs. Nil routes
+	// nothing: Stop reports every request undelivered, and only the
+	// caller's context stops a run.
+	Runs ports.RunControl
 
 	// SystemPrompt is given to the model with every chat (appdata).
 	SystemPrompt string
@@ -252,7 +257,11 @@ func (c *Conversation) Run(ctx context.Context, req Request, emit func(Event)) (
 	ctx = logctx.With(ctx, slog.String("run_id", r.id))
 	runCtx, stop := context.WithCancelCause(ctx)
 	kept := c.keepLease(runCtx, stop, lease)
+	unregister := c.register(req.ThreadID, stop)
 	release := func() {
+		// No stop request reaches the run once the thread is free: it
+		// would be meant for the next one.
+		unregister()
 		// The renewals end with the run, whatever the release does.
 		stop(nil)
 		renewed := <-kept
@@ -285,6 +294,46 @@ func (c *Conversation) Run(ctx context.Context, req Request, emit func(Event)) (
 		emit(*last)
 	}
 	return r.result(), r.out.err
+}
+
+// Stopped is the cause of a run's context when the run was asked to stop
+// through Stop (context.Cause): its Mode says what the run stores.
+type Stopped struct{ Mode ports.StopMode }
+
+func (s *Stopped) Error() string {
+	return "conversation: the answer was stopped (" + string(s.Mode) + ")"
+}
+
+// register makes Stop requests for threadID stop the run through stop,
+// until the returned function is called.
+func (c *Conversation) register(threadID string, stop context.CancelCauseFunc) (unregister func()) {
+	if c.cfg.Runs == nil {
+		return func() {}
+	}
+	_, unregister = c.cfg.Runs.Register(threadID, func(mode ports.StopMode) { stop(&Stopped{Mode: mode}) })
+	return unregister
+}
+
+// Stop asks the answer streaming on threadID, on whichever instance runs
+// it, to stop with mode (PROTOCOL.md §3.5): StopCancel and StopInterrupt
+// store what was sent marked cancelled, as the client's cancel does. It
+// reports whether a running answer received the request: false when none
+// streams on the thread, or its instance could not be reached. The
+// request is bounded by WriteTimeout.
+func (c *Conversation) Stop(ctx context.Context, threadID string, mode ports.StopMode) (delivered bool, err error) {
+	if !ValidThreadID(threadID) {
+		return false, &protocol.Error{Code: protocol.CodeInvalidMsg, Message: "thread_id must be 1 to 128 characters of A-Z a-z 0-9 _ - . :"}
+	}
+	if c.cfg.Runs == nil {
+		return false, nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.WriteTimeout)
+	defer cancel()
+	delivered, err = c.cfg.Runs.Stop(ctx, threadID, mode)
+	if err != nil {
+		return false, fmt.Errorf("conversation: stop: %w", err)
+	}
+	return delivered, nil
 }
 
 // keepLease renews lease every third of its TTL until ctx ends. When the

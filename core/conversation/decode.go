@@ -35,6 +35,9 @@ type Inbound struct {
 	Type string
 	// Chat is set when Type is TypeChat.
 	Chat Chat
+	// ThreadID is the thread a cancel names (a valid id), empty when it
+	// names none: then it stops the connection's own answer.
+	ThreadID string
 }
 
 // Chat is a valid chat request as the client sent it.
@@ -77,8 +80,10 @@ func DecodeChat(frame []byte, maxChars int) (Inbound, error) {
 		return Inbound{}, r
 	}
 	switch typ {
-	case TypePing, TypeCancel:
+	case TypePing:
 		return Inbound{Type: typ}, nil
+	case TypeCancel:
+		return decodeCancel(w)
 	case TypeChat:
 	default:
 		return Inbound{}, &protocol.Error{Code: protocol.CodeUnknownType, Message: "unknown message type " + strconv.Quote(wire.Truncate(typ, 64))}
@@ -139,6 +144,23 @@ func DecodeChat(frame []byte, maxChars int) (Inbound, error) {
 		return Inbound{}, &protocol.Error{Code: protocol.CodeDataRequired, Message: "data is required with channel=web (any JSON value but null, for example [])"}
 	}
 	return Inbound{Type: TypeChat, Chat: c}, nil
+}
+
+// decodeCancel reads a cancel's optional thread_id.
+func decodeCancel(w wireChat) (Inbound, error) {
+	in := Inbound{Type: TypeCancel}
+	if wire.IsNull(w.ThreadID) {
+		return in, nil
+	}
+	id, ok := wire.String(w.ThreadID)
+	if !ok {
+		return Inbound{}, invalid("thread_id must be a string")
+	}
+	if id != "" && !ValidThreadID(id) {
+		return Inbound{}, invalid("thread_id must be 1 to 128 characters of A-Z a-z 0-9 _ - . :")
+	}
+	in.ThreadID = id
+	return in, nil
 }
 
 func invalid(msg string) error { return &protocol.Error{Code: protocol.CodeInvalidMsg, Message: msg} }

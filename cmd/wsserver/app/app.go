@@ -50,6 +50,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, ln net.Listen
 	var (
 		broker      ports.Broker
 		presence    ports.Presence
+		runs        ports.RunControl
 		ready       []web.Check
 		closers     []func()
 		redisClient rueidis.Client
@@ -78,13 +79,18 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, ln net.Listen
 			return err
 		}
 		closers = append(closers, p.Close)
-		broker, presence = b, p
+		r, err := redis.NewRuns(redis.RunsConfig{Client: rc, OnError: m.RedisError, Log: log})
+		if err != nil {
+			return err
+		}
+		closers = append(closers, r.Close)
+		broker, presence, runs = b, p, r
 		ready = append(ready, web.Check{Name: "redis", Check: func(ctx context.Context) error {
 			return rc.Do(ctx, rc.B().Ping().Build()).Error()
 		}})
 		log.InfoContext(ctx, "channel layer: redis", "presence_ttl", cfg.Store.PresenceTTL)
 	} else {
-		broker, presence = memory.NewBroker(), memory.NewPresence()
+		broker, presence, runs = memory.NewBroker(), memory.NewPresence(), memory.NewRuns()
 		log.InfoContext(ctx, "channel layer: in-process (one instance only; set REDIS_URL to share sessions across instances)")
 	}
 
@@ -142,6 +148,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, ln net.Listen
 		Guardrail:            guardrail,
 		Escalation:           escalation,
 		Publisher:            chatMirror{hub},
+		Runs:                 runs,
 		SystemPrompt:         appdata.SystemPrompt,
 		SummaryPrompt:        appdata.SummaryPrompt,
 		MaxGuardrailRewrites: cfg.Conversation.MaxGuardrailRewrites,
