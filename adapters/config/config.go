@@ -58,6 +58,7 @@ type Config struct {
 	Store        Store
 	Conversation Conversation
 	Bedrock      Bedrock
+	OpenAI       OpenAI
 	Log          Log
 
 	// Warnings lists settings that are allowed but worth an operator's attention
@@ -263,6 +264,35 @@ type Bedrock struct {
 	// EndpointURL overrides the Bedrock Runtime endpoint (an http or https URL).
 	// BEDROCK_ENDPOINT_URL.
 	EndpointURL string
+}
+
+// OpenAI holds the settings of an OpenAI-compatible chat completions endpoint
+// (vLLM, Ollama, llama.cpp's server, LiteLLM, a hosted API). BaseURL and ChatModelID
+// together select the openai adapters (see Enabled; set one without the other and
+// Load fails); the others need them (see Validate). Bedrock and OpenAI are never
+// selected together. All strings default to empty.
+type OpenAI struct {
+	// BaseURL is the API's root up to /chat/completions, an http or https URL:
+	// "http://localhost:11434/v1" for Ollama, "http://localhost:8000/v1" for vLLM.
+	// OPENAI_BASE_URL.
+	BaseURL string
+	// APIKey is sent as a bearer token; empty sends none, as local servers need
+	// none. OPENAI_API_KEY. A secret: logged as set or unset only.
+	APIKey string
+	// ChatModelID is OPENAI_MODEL_ID_CHAT.
+	ChatModelID string
+	// SummaryModelID is OPENAI_MODEL_ID_SUMMARY; empty means ChatModelID.
+	SummaryModelID string
+	// GuardrailModelID is OPENAI_MODEL_ID_GUARDRAIL: a judge model checks answers;
+	// empty means the local rules.
+	GuardrailModelID string
+	// EscalationModelID is OPENAI_MODEL_ID_ESCALATION: a classifier after the local
+	// escalation rules; empty means the local rules only.
+	EscalationModelID string
+	// StreamUsage asks each stream for its token usage (stream_options.include_usage).
+	// OPENAI_STREAM_USAGE; default true. A server that refuses the field is asked again
+	// without it, and never again; off, output tokens are counted as chunks.
+	StreamUsage bool
 }
 
 // Log configures the process logger.

@@ -102,6 +102,8 @@ func (l *loader) load() Config {
 		l.fail("GUARDRAIL_FIRST_CHUNK_CHARS", "must not be more than GUARDRAIL_CHUNK_CHARS (%d), got %d", c.Conversation.ChunkChars, c.Conversation.FirstChunkChars)
 	}
 	c.Bedrock = l.bedrock()
+	c.OpenAI = l.openai()
+	l.errs = append(l.errs, c.providerProblems()...)
 	c.Log = l.log()
 
 	l.checkWarnings(c)
@@ -326,6 +328,27 @@ func (l *loader) bedrock() Bedrock {
 		}
 	}
 	return b
+}
+
+// openai reads the settings of an OpenAI-compatible endpoint; OpenAI.problems judges
+// them together.
+func (l *loader) openai() OpenAI {
+	o := OpenAI{
+		BaseURL:           l.str("", "OPENAI_BASE_URL"),
+		APIKey:            strings.TrimSpace(l.str("", "OPENAI_API_KEY")),
+		ChatModelID:       l.str("", "OPENAI_MODEL_ID_CHAT"),
+		SummaryModelID:    l.str("", "OPENAI_MODEL_ID_SUMMARY"),
+		GuardrailModelID:  l.str("", "OPENAI_MODEL_ID_GUARDRAIL"),
+		EscalationModelID: l.str("", "OPENAI_MODEL_ID_ESCALATION"),
+	}
+	usageSet := false
+	o.StreamUsage, usageSet = l.boolean(true, "OPENAI_STREAM_USAGE")
+	problems := o.problems()
+	l.errs = append(l.errs, problems...)
+	if len(problems) == 0 && usageSet && !o.Enabled() {
+		l.fail("OPENAI_STREAM_USAGE", "needs OPENAI_BASE_URL and OPENAI_MODEL_ID_CHAT, which select the openai adapters")
+	}
+	return o
 }
 
 func (l *loader) log() Log {

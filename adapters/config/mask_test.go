@@ -17,10 +17,12 @@ func TestLogValueMasksSecrets(t *testing.T) {
 		"AUTH_API_KEY":      "ApiKey-9f8e7d6c5b4a",
 		"PSQL_BOT_PASSWORD": "Pg/Pass@word:1",
 		"REDIS_URL":         "rediss://default:RedisPass123@cache:6379/0?password=QueryPass456",
+		"OPENAI_API_KEY":    "sk-OpenAIKey-4242",
 	}
 	env := production(map[string]string{
 		"PSQL_HOST": "db", "PSQL_BOT_USERNAME": "bot", "PSQL_STATE_DATABASE": "state",
 		"BEDROCK_ENDPOINT_URL": "https://ep-user:EndpointPass789@bedrock.local",
+		"OPENAI_BASE_URL":      "https://llm.internal/v1", "OPENAI_MODEL_ID_CHAT": "m",
 	})
 	for k, v := range secrets {
 		env[k] = v
@@ -32,7 +34,7 @@ func TestLogValueMasksSecrets(t *testing.T) {
 		secrets["DJANGO_SECRET_KEY"], secrets["CSRF_SECRET_KEY"], secrets["AUTH_API_KEY"], goodSecret,
 		secrets["PSQL_BOT_PASSWORD"], url.QueryEscape(secrets["PSQL_BOT_PASSWORD"]),
 		url.PathEscape(secrets["PSQL_BOT_PASSWORD"]), "Pass%40word", "RedisPass123", "QueryPass456",
-		"EndpointPass789",
+		"EndpointPass789", secrets["OPENAI_API_KEY"],
 	}
 	for _, format := range []string{"json", "text"} {
 		t.Run(format, func(t *testing.T) {
@@ -59,6 +61,7 @@ func TestLogValueMasksSecrets(t *testing.T) {
 	assert.Contains(t, out, `"csrf_secret_key":"set"`)
 	assert.Contains(t, out, `"api_key":"set"`)
 	assert.Contains(t, out, `"database_url":"postgres://bot:xxxxx@db:5432/state"`)
+	assert.Contains(t, out, `"openai":{"base_url":"https://llm.internal/v1","api_key":"set"`)
 
 	devCfg, err := loadEnv(t, dev(nil))
 	require.NoError(t, err)

@@ -7,6 +7,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"net/url"
 	"slices"
 	"strings"
 )
@@ -77,11 +78,85 @@ func weakSecret(s string) string {
 
 // Validate checks the rules that join settings: the Bedrock settings that go in
 // pairs, and those that only Bedrock reads, which need AWS_BEDROCK_REGION and
-// BEDROCK_MODEL_ID_CHAT to select it. Load applies them to what it reads; app.Run
-// applies them again, so that a Config built by hand is held to the same rules. Each
-// error names its variable, as Load's do.
+// BEDROCK_MODEL_ID_CHAT to select it; the same for the OpenAI-compatible endpoint's,
+// which need OPENAI_BASE_URL and OPENAI_MODEL_ID_CHAT; and one model provider at
+// most. Load applies them to what it reads; app.Run applies them again, so that a
+// Config built by hand is held to the same rules. Each error names its variable, as
+// Load's do.
 func (c Config) Validate() error {
-	return errors.Join(c.Bedrock.problems()...)
+	errs := append(c.Bedrock.problems(), c.OpenAI.problems()...)
+	return errors.Join(append(errs, c.providerProblems()...)...)
+}
+
+// Model providers, as Provider names them.
+const (
+	ProviderLocal   = "local"
+	ProviderBedrock = "bedrock"
+	ProviderOpenAI  = "openai"
+)
+
+// Provider names the model provider the settings select: "bedrock", "openai", or
+// "local" when neither is. Validate refuses settings that select both.
+func (c Config) Provider() string {
+	switch {
+	case c.Bedrock.Enabled():
+		return ProviderBedrock
+	case c.OpenAI.Enabled():
+		return ProviderOpenAI
+	default:
+		return ProviderLocal
+	}
+}
+
+// providerProblems refuses two model providers at once: which one answers would
+// otherwise be a guess.
+func (c Config) providerProblems() []error {
+	if c.Bedrock.Enabled() && c.OpenAI.Enabled() {
+		return []error{errors.New("config: AWS_BEDROCK_REGION and BEDROCK_MODEL_ID_CHAT select bedrock, and OPENAI_BASE_URL and OPENAI_MODEL_ID_CHAT select openai: choose one model provider, and unset the other's settings")}
+	}
+	return nil
+}
+
+// Enabled reports whether the OpenAI-compatible endpoint is selected:
+// OPENAI_BASE_URL and OPENAI_MODEL_ID_CHAT together select it.
+func (o OpenAI) Enabled() bool { return o.BaseURL != "" && o.ChatModelID != "" }
+
+// problems returns what is wrong with the OpenAI settings taken together.
+func (o OpenAI) problems() []error {
+	var errs []error
+	fail := func(name, msg string) { errs = append(errs, fmt.Errorf("config: %s: %s", name, msg)) }
+	switch {
+	case o.BaseURL != "" && o.ChatModelID == "":
+		fail("OPENAI_MODEL_ID_CHAT", "required when OPENAI_BASE_URL is set")
+	case o.BaseURL == "" && o.ChatModelID != "":
+		fail("OPENAI_BASE_URL", "required when OPENAI_MODEL_ID_CHAT is set")
+	}
+	if o.BaseURL != "" {
+		u, err := url.Parse(o.BaseURL)
+		switch {
+		case err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "":
+			fail("OPENAI_BASE_URL", "must be an http:// or https:// URL with a host, such as http://localhost:11434/v1")
+		case u.User != nil:
+			// The key goes in OPENAI_API_KEY, which is sent as a bearer token
+			// and never logged.
+			fail("OPENAI_BASE_URL", "must not carry a user or password; set OPENAI_API_KEY")
+		case u.RawQuery != "" || u.Fragment != "":
+			fail("OPENAI_BASE_URL", "must not carry a query or fragment: /chat/completions is appended to it")
+		}
+	}
+	if len(errs) == 0 && !o.Enabled() {
+		for _, v := range []struct{ name, value string }{
+			{"OPENAI_API_KEY", o.APIKey},
+			{"OPENAI_MODEL_ID_SUMMARY", o.SummaryModelID},
+			{"OPENAI_MODEL_ID_GUARDRAIL", o.GuardrailModelID},
+			{"OPENAI_MODEL_ID_ESCALATION", o.EscalationModelID},
+		} {
+			if v.value != "" {
+				fail(v.name, "needs OPENAI_BASE_URL and OPENAI_MODEL_ID_CHAT, which select the openai adapters")
+			}
+		}
+	}
+	return errs
 }
 
 // Enabled reports whether Bedrock is selected: AWS_BEDROCK_REGION and

@@ -153,6 +153,83 @@ func TestBedrockSettingWithoutBedrock(t *testing.T) {
 	assert.Equal(t, []string{"config: BEDROCK_MODEL_ID_CHAT: required when AWS_BEDROCK_REGION is set"}, errLines(err))
 }
 
+func TestLoadOpenAI(t *testing.T) {
+	cfg, err := loadEnv(t, dev(map[string]string{
+		"OPENAI_BASE_URL":            "http://localhost:11434/v1",
+		"OPENAI_API_KEY":             " sk-local \n",
+		"OPENAI_MODEL_ID_CHAT":       "llama3.2",
+		"OPENAI_MODEL_ID_SUMMARY":    "qwen2.5:7b",
+		"OPENAI_MODEL_ID_GUARDRAIL":  "llama-guard3:1b",
+		"OPENAI_MODEL_ID_ESCALATION": "llama3.2:1b",
+		"OPENAI_STREAM_USAGE":        "off",
+	}))
+	require.NoError(t, err)
+	assert.Equal(t, OpenAI{
+		BaseURL: "http://localhost:11434/v1", APIKey: "sk-local", ChatModelID: "llama3.2", SummaryModelID: "qwen2.5:7b",
+		GuardrailModelID: "llama-guard3:1b", EscalationModelID: "llama3.2:1b", StreamUsage: false,
+	}, cfg.OpenAI, "the key is trimmed like every key")
+	assert.True(t, cfg.OpenAI.Enabled())
+	assert.Equal(t, ProviderOpenAI, cfg.Provider())
+	require.NoError(t, cfg.Validate())
+}
+
+func TestProvider(t *testing.T) {
+	for env, want := range map[string]map[string]string{
+		ProviderLocal:   nil,
+		ProviderBedrock: {"AWS_BEDROCK_REGION": "eu-west-1", "BEDROCK_MODEL_ID_CHAT": "chat"},
+		ProviderOpenAI:  {"OPENAI_BASE_URL": "http://vllm:8000/v1", "OPENAI_MODEL_ID_CHAT": "m"},
+	} {
+		cfg, err := loadEnv(t, dev(want))
+		require.NoError(t, err)
+		assert.Equal(t, env, cfg.Provider())
+	}
+}
+
+// Two providers at once stop start-up, naming both, in Load and in Validate.
+func TestTwoProvidersStopStart(t *testing.T) {
+	const want = "config: AWS_BEDROCK_REGION and BEDROCK_MODEL_ID_CHAT select bedrock, and OPENAI_BASE_URL and OPENAI_MODEL_ID_CHAT select openai: " +
+		"choose one model provider, and unset the other's settings"
+	both := dev(map[string]string{
+		"AWS_BEDROCK_REGION": "eu-west-1", "BEDROCK_MODEL_ID_CHAT": "chat",
+		"OPENAI_BASE_URL": "http://vllm:8000/v1", "OPENAI_MODEL_ID_CHAT": "m",
+	})
+	_, err := loadEnv(t, both)
+	assert.Equal(t, []string{want}, errLines(err))
+
+	cfg, err := loadEnv(t, dev(nil))
+	require.NoError(t, err)
+	cfg.Bedrock.Region, cfg.Bedrock.ChatModelID = "eu-west-1", "chat"
+	cfg.OpenAI.BaseURL, cfg.OpenAI.ChatModelID = "http://vllm:8000/v1", "m"
+	assert.Equal(t, []string{want}, errLines(cfg.Validate()))
+}
+
+// A setting only the openai adapters read, set without OPENAI_BASE_URL and
+// OPENAI_MODEL_ID_CHAT, would be ignored: Load refuses it, and Validate refuses it
+// in a Config built by hand.
+func TestOpenAISettingWithoutOpenAI(t *testing.T) {
+	const needs = ": needs OPENAI_BASE_URL and OPENAI_MODEL_ID_CHAT, which select the openai adapters"
+	for _, name := range []string{"OPENAI_API_KEY", "OPENAI_MODEL_ID_SUMMARY", "OPENAI_MODEL_ID_GUARDRAIL", "OPENAI_MODEL_ID_ESCALATION", "OPENAI_STREAM_USAGE"} {
+		t.Run(name, func(t *testing.T) {
+			_, err := loadEnv(t, dev(map[string]string{name: "1"}))
+			require.Error(t, err)
+			assert.Equal(t, []string{"config: " + name + needs}, errLines(err))
+
+			selected := dev(map[string]string{name: "1", "OPENAI_BASE_URL": "http://vllm:8000/v1", "OPENAI_MODEL_ID_CHAT": "m"})
+			cfg, err := loadEnv(t, selected)
+			require.NoError(t, err)
+			require.NoError(t, cfg.Validate())
+			if name == "OPENAI_STREAM_USAGE" {
+				return // a bool: a Config built by hand cannot tell it was set
+			}
+			cfg.OpenAI.BaseURL, cfg.OpenAI.ChatModelID = "", ""
+			assert.Equal(t, []string{"config: " + name + needs}, errLines(cfg.Validate()))
+		})
+	}
+	// A Bedrock setting with openai selected is still one only Bedrock reads.
+	_, err := loadEnv(t, dev(map[string]string{"OPENAI_BASE_URL": "http://vllm:8000/v1", "OPENAI_MODEL_ID_CHAT": "m", "BEDROCK_MODEL_ID_GUARDRAIL": "judge"}))
+	assert.Equal(t, []string{"config: BEDROCK_MODEL_ID_GUARDRAIL: needs AWS_BEDROCK_REGION and BEDROCK_MODEL_ID_CHAT, which select the Bedrock adapters"}, errLines(err))
+}
+
 func TestValidateAcceptsWhatLoadAccepts(t *testing.T) {
 	for _, env := range []map[string]string{dev(nil), production(nil)} {
 		cfg, err := loadEnv(t, env)

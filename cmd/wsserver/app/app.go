@@ -21,6 +21,7 @@ import (
 	"github.com/wsserver/wsserver/adapters/local"
 	"github.com/wsserver/wsserver/adapters/memory"
 	"github.com/wsserver/wsserver/adapters/metrics"
+	"github.com/wsserver/wsserver/adapters/openai"
 	"github.com/wsserver/wsserver/adapters/postgres"
 	"github.com/wsserver/wsserver/adapters/redis"
 	"github.com/wsserver/wsserver/adapters/socket"
@@ -258,9 +259,10 @@ func contextLogger(log *slog.Logger) *slog.Logger {
 // conversationPorts chooses the conversation's model, guardrail and
 // escalation detector, logs each choice, and names them for /ready/.
 //
-// Bedrock runs when config selects it (config.Bedrock.Enabled), the local
-// adapters otherwise; config.Validate has refused a Bedrock setting without
-// Bedrock. On Bedrock, BEDROCK_GUARDRAIL_ID and _VERSION select
+// The provider config selects (config.Config.Provider) answers: Bedrock,
+// an OpenAI-compatible endpoint (openaiPorts), or the local adapters;
+// config.Validate has refused two providers at once, and a provider's
+// setting without its provider. On Bedrock, BEDROCK_GUARDRAIL_ID and _VERSION select
 // ApplyGuardrail, else BEDROCK_MODEL_ID_GUARDRAIL a judge model, else the
 // local rules check answers; BEDROCK_MODEL_ID_ESCALATION adds the
 // classifier after the local escalation rules. Credentials are never
@@ -279,7 +281,12 @@ func conversationPorts(ctx context.Context, cfg config.Config, appdata local.App
 	}
 	names := map[string]string{"chat": "local", "guardrail": "local", "escalation": "local"}
 
-	if !b.Enabled() {
+	switch cfg.Provider() {
+	case config.ProviderOpenAI:
+		return openaiPorts(ctx, cfg.OpenAI, rules, localGuardrail, names, log)
+	case config.ProviderBedrock:
+		// Below.
+	default:
 		m, err := local.NewModel(local.ModelConfig{TokenDelay: cfg.Conversation.LocalTokenDelay})
 		if err != nil {
 			return nil, nil, nil, nil, err
@@ -346,6 +353,57 @@ func conversationPorts(ctx context.Context, cfg config.Config, appdata local.App
 		log.InfoContext(ctx, "escalation: local rules, then the bedrock classifier", "model_id_escalation", b.EscalationModelID)
 	} else {
 		log.InfoContext(ctx, "escalation: local (rule-based, from appdata; set BEDROCK_MODEL_ID_ESCALATION to add the Bedrock classifier)")
+	}
+	return model, guardrail, escalation, names, nil
+}
+
+// openaiPorts builds the conversation's ports on an OpenAI-compatible
+// endpoint: OPENAI_MODEL_ID_GUARDRAIL selects a judge model, else the
+// local rules check answers; OPENAI_MODEL_ID_ESCALATION adds the
+// classifier after the local escalation rules. The API key is never
+// logged, only whether one is set.
+func openaiPorts(ctx context.Context, o config.OpenAI, rules *local.Escalation, localGuardrail *local.Guardrail,
+	names map[string]string, log *slog.Logger,
+) (ports.ChatModel, ports.Guardrail, ports.EscalationDetector, map[string]string, error) {
+	model, err := openai.New(openai.Config{
+		BaseURL:           o.BaseURL,
+		APIKey:            o.APIKey,
+		ChatModelID:       o.ChatModelID,
+		SummaryModelID:    o.SummaryModelID,
+		EscalationModelID: o.EscalationModelID,
+		NoStreamUsage:     !o.StreamUsage,
+		Log:               log,
+	})
+	if err != nil {
+		return nil, nil, nil, nil, err
+	}
+	names["chat"] = config.ProviderOpenAI
+	log.InfoContext(ctx, "model: openai-compatible endpoint", "base_url", o.BaseURL, // Validate refused a user, password or query in it
+		"model_id_chat", o.ChatModelID,
+		"model_id_summary", orDefault(o.SummaryModelID, o.ChatModelID),
+		"api_key_set", o.APIKey != "", "stream_usage", o.StreamUsage)
+
+	var guardrail ports.Guardrail = localGuardrail
+	if o.GuardrailModelID != "" {
+		g, err := openai.NewGuardrail(openai.GuardrailConfig{Model: model, JudgeModelID: o.GuardrailModelID})
+		if err != nil {
+			return nil, nil, nil, nil, err
+		}
+		guardrail = g
+		names["guardrail"] = openai.ModeJudge
+		log.InfoContext(ctx, "guardrail: openai judge model", "model_id_guardrail", o.GuardrailModelID)
+	} else {
+		log.InfoContext(ctx, "guardrail: local (rule-based, from appdata; set OPENAI_MODEL_ID_GUARDRAIL for a judge model)")
+	}
+
+	var escalation ports.EscalationDetector = rules
+	if o.EscalationModelID != "" {
+		// As on Bedrock: the rules first, the classifier's failures skipped.
+		escalation = conversation.Detectors{rules, conversation.Classifier{Model: model, Log: log}}
+		names["escalation"] = "local+openai-classifier"
+		log.InfoContext(ctx, "escalation: local rules, then the openai classifier", "model_id_escalation", o.EscalationModelID)
+	} else {
+		log.InfoContext(ctx, "escalation: local (rule-based, from appdata; set OPENAI_MODEL_ID_ESCALATION to add a classifier)")
 	}
 	return model, guardrail, escalation, names, nil
 }
