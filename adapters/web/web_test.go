@@ -706,6 +706,10 @@ func TestCloseSessionsLeavesTheChats(t *testing.T) {
 	sess := f.join(t, "s", "admin")
 	chat, err := f.dial(t, "/ws/chat/", nil)
 	require.NoError(t, err)
+	// A pong says the chat socket is tracked: one upgraded as drain began
+	// would be closed at once (closeIfDraining), which is not this test.
+	send(t, chat, `{"type":"ping"}`)
+	require.Equal(t, "pong", recv(t, chat)["type"])
 	f.srv.Drain()
 
 	ctx, cancel := context.WithTimeout(context.Background(), wait)
