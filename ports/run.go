@@ -58,6 +58,11 @@ type RunControl interface {
 	// Stop asks the run of threadID, wherever it is registered, to stop
 	// with mode. delivered reports whether a registered run received the
 	// request; false when none is registered (no answer is streaming) or
-	// none could be reached. An invalid mode is ErrInvalidStopMode.
+	// none could be reached. An adapter may report false for a request
+	// that did arrive (Redis Cluster): a run may receive a request again
+	// when its caller retries. It may report true, for the moment a
+	// shared backend takes to see it, for a run that just unregistered
+	// (the run is not stopped: it is gone). An invalid mode is
+	// ErrInvalidStopMode.
 	Stop(ctx context.Context, threadID string, mode StopMode) (delivered bool, err error)
 }

@@ -26,5 +26,5 @@ func TestRunControlContract(t *testing.T) {
 	porttest.RunControl(t, func(t *testing.T) (ports.RunControl, ports.RunControl) {
 		t.Helper()
 		return memory.NewRuns(), nil
-	})
+	}, true)
 }

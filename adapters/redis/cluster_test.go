@@ -37,3 +37,11 @@ func TestLockContractOnACluster(t *testing.T) {
 		return newLock(t, clusterClient(t), prefix), newLock(t, clusterClient(t), prefix)
 	})
 }
+
+func TestRunControlContractOnACluster(t *testing.T) {
+	porttest.RunControl(t, func(t *testing.T) (ports.RunControl, ports.RunControl) {
+		t.Helper()
+		prefix := containers.Prefix(t)
+		return newRuns(t, clusterClient(t), prefix), newRuns(t, clusterClient(t), prefix)
+	}, false)
+}

@@ -23,6 +23,7 @@ const (
 	kindPresence = "presence" // hash: a session's connections
 	kindLock     = "lock"     // string: a thread's lock
 	kindFence    = "fence"    // counter: a thread's fencing tokens
+	kindStop     = "stop"     // pub/sub channel: requests to stop a thread's answer
 )
 
 // tagged returns the name of id's key or channel of kind kind.

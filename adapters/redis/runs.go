@@ -33,7 +33,8 @@ type RunsConfig struct {
 // tag, so that it sits in the slot of the thread's other keys), which the
 // instance running the thread's answer subscribes to while it runs. Stop
 // is one PUBLISH of the mode; Redis answers how many instances received
-// it, which is Stop's delivered.
+// it, which is Stop's delivered (on a single Redis; see Stop for a
+// cluster).
 //
 // The subscriptions live on one dedicated connection, kept equal to the
 // threads registered on this instance by a goroutine that also restores
@@ -42,7 +43,7 @@ type RunsConfig struct {
 // reported not delivered: the caller may try again.
 type Runs struct {
 	cfg    RunsConfig
-	prefix string // cfg.Prefix + "stop:{"
+	prefix string // the channel names' start: cfg.Prefix + "stop:{"
 	kick   chan struct{}
 	stop   context.CancelFunc
 	done   chan struct{}
@@ -73,9 +74,11 @@ func NewRuns(cfg RunsConfig) (*Runs, error) {
 	if cfg.Client == nil {
 		return nil, errors.New("redis: runs needs a client")
 	}
-	if cfg.Prefix == "" {
-		cfg.Prefix = "ws:"
+	prefix, err := checkPrefix(cfg.Prefix)
+	if err != nil {
+		return nil, err
 	}
+	cfg.Prefix = prefix
 	if cfg.OnError == nil {
 		cfg.OnError = func(string) {}
 	}
@@ -85,7 +88,7 @@ func NewRuns(cfg RunsConfig) (*Runs, error) {
 	ctx, stop := context.WithCancel(context.Background())
 	r := &Runs{
 		cfg:        cfg,
-		prefix:     cfg.Prefix + "stop:{",
+		prefix:     strings.TrimSuffix(tagged(prefix, kindStop, ""), "}"),
 		kick:       make(chan struct{}, 1),
 		stop:       stop,
 		done:       make(chan struct{}),
@@ -103,7 +106,7 @@ func (r *Runs) Close() {
 	<-r.done
 }
 
-func (r *Runs) channel(thread string) string { return r.prefix + thread + "}" }
+func (r *Runs) channel(thread string) string { return tagged(r.cfg.Prefix, kindStop, thread) }
 
 func (r *Runs) thread(channel string) (string, bool) {
 	s, ok := strings.CutPrefix(channel, r.prefix)
@@ -150,13 +153,19 @@ func (r *Runs) Register(threadID string, stop func(ports.StopMode)) (<-chan stru
 
 // Stop publishes mode on the thread's channel. delivered is true when an
 // instance was subscribed to it: one that runs the thread, or (for the
-// moment its UNSUBSCRIBE takes) one whose run just ended.
+// moment its UNSUBSCRIBE takes) one whose run just ended. On a Redis
+// Cluster, PUBLISH counts only the subscribers connected to the node that
+// ran it, so delivered may be false for a request that did arrive: a
+// caller that retries then stops the run twice, which is harmless.
 func (r *Runs) Stop(ctx context.Context, threadID string, mode ports.StopMode) (bool, error) {
 	if !mode.Valid() {
 		return false, fmt.Errorf("redis: stop %q: %w", mode, ports.ErrInvalidStopMode)
 	}
 	c := r.cfg.Client
-	n, err := c.Do(ctx, c.B().Publish().Channel(r.channel(threadID)).Message(string(mode)).Build()).AsInt64()
+	// Pinned to the channel's slot on a Redis Cluster, as the broker's
+	// publications are.
+	ch := r.channel(threadID)
+	n, err := c.Do(ctx, c.B().Publish().Channel(ch).Message(string(mode)).Build().SetSlot(ch)).AsInt64()
 	if err != nil {
 		r.cfg.OnError("stop_publish")
 		return false, fmt.Errorf("redis: stop: %w", err)

@@ -26,7 +26,7 @@ func TestRunControlContract(t *testing.T) {
 		prefix := containers.Prefix(t)
 		// Two clients, as two instances have.
 		return newRuns(t, client(t), prefix), newRuns(t, client(t), prefix)
-	})
+	}, true)
 }
 
 func TestRunsChannelCarriesTheThreadAsAHashTag(t *testing.T) {

@@ -54,9 +54,19 @@ func (s *stops) waitFor(t *testing.T, n int) []ports.StopMode {
 }
 
 // RunControl runs the run control contract on the adapter that newControls
-// makes.
-func RunControl(t *testing.T, newControls Instances[ports.RunControl]) {
+// makes. sure says that the adapter's delivered is exact: a request that
+// reached a registered run is reported delivered. Without it (Redis
+// Cluster, whose PUBLISH counts the subscribers of one node) delivered may
+// be false for a request that arrived; it is never true when no run is
+// registered.
+func RunControl(t *testing.T, newControls Instances[ports.RunControl], sure bool) {
 	ctx := context.Background()
+	assertDelivered := func(t *testing.T, delivered bool, msgAndArgs ...any) {
+		t.Helper()
+		if sure {
+			assert.True(t, delivered, msgAndArgs...)
+		}
+	}
 
 	t.Run("stops a registered run with the mode asked", func(t *testing.T) {
 		rc, _ := newControls(t)
@@ -68,7 +78,7 @@ func RunControl(t *testing.T, newControls Instances[ports.RunControl]) {
 				waitLive(t, live)
 				delivered, err := rc.Stop(ctx, th, mode)
 				require.NoError(t, err)
-				assert.True(t, delivered)
+				assertDelivered(t, delivered)
 				assert.Equal(t, []ports.StopMode{mode}, got.waitFor(t, 1))
 			})
 		}
@@ -95,7 +105,7 @@ func RunControl(t *testing.T, newControls Instances[ports.RunControl]) {
 		// A valid request after them is the only one received.
 		delivered, err := rc.Stop(ctx, th, ports.StopCancel)
 		require.NoError(t, err)
-		assert.True(t, delivered)
+		assertDelivered(t, delivered)
 		assert.Equal(t, []ports.StopMode{ports.StopCancel}, got.waitFor(t, 1))
 	})
 
@@ -106,16 +116,19 @@ func RunControl(t *testing.T, newControls Instances[ports.RunControl]) {
 		waitLive(t, live)
 		unregister()
 		unregister() // idempotent
-		delivered, err := rc.Stop(ctx, th, ports.StopCancel)
-		require.NoError(t, err)
-		assert.False(t, delivered)
+		// Delivered may stay true the moment a shared backend takes to
+		// see the run go; the run receives nothing even so.
+		require.Eventually(t, func() bool {
+			d, err := rc.Stop(ctx, th, ports.StopCancel)
+			return err == nil && !d
+		}, wait, 10*time.Millisecond)
 		// A marker on another thread of the same control, sent after:
 		// once it arrives, a late delivery of the first would have.
 		other, marker := session(t), newStops()
 		live, unregister = rc.Register(other, marker.stop)
 		defer unregister()
 		waitLive(t, live)
-		_, err = rc.Stop(ctx, other, ports.StopCancel)
+		_, err := rc.Stop(ctx, other, ports.StopCancel)
 		require.NoError(t, err)
 		marker.waitFor(t, 1)
 		assert.Empty(t, got.all())
@@ -149,14 +162,14 @@ func RunControl(t *testing.T, newControls Instances[ports.RunControl]) {
 		waitLive(t, liveCur)
 		delivered, err := rc.Stop(ctx, th, ports.StopInterrupt)
 		require.NoError(t, err)
-		assert.True(t, delivered)
+		assertDelivered(t, delivered)
 		assert.Equal(t, []ports.StopMode{ports.StopInterrupt}, old.waitFor(t, 1))
 		assert.Equal(t, []ports.StopMode{ports.StopInterrupt}, cur.waitFor(t, 1))
 
 		unOld()
 		delivered, err = rc.Stop(ctx, th, ports.StopCancel)
 		require.NoError(t, err)
-		assert.True(t, delivered, "the second registration is still there")
+		assertDelivered(t, delivered, "the second registration is still there")
 		assert.Equal(t, []ports.StopMode{ports.StopInterrupt, ports.StopCancel}, cur.waitFor(t, 2))
 		assert.Equal(t, []ports.StopMode{ports.StopInterrupt}, old.all())
 	})
@@ -171,7 +184,7 @@ func RunControl(t *testing.T, newControls Instances[ports.RunControl]) {
 		waitLive(t, live)
 		delivered, err := b.Stop(ctx, th, ports.StopRollback)
 		require.NoError(t, err)
-		assert.True(t, delivered)
+		assertDelivered(t, delivered)
 		assert.Equal(t, []ports.StopMode{ports.StopRollback}, got.waitFor(t, 1))
 
 		unregister()
