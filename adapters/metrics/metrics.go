@@ -7,10 +7,13 @@ import (
 	"net/http"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/wsserver/wsserver/ports"
 )
 
 // Metrics holds the server's collectors in a registry of its own, so that
@@ -27,6 +30,8 @@ type Metrics struct {
 	backendErrors *prometheus.CounterVec
 	httpConns     prometheus.Gauge
 	unserved      prometheus.Counter
+	guardChecks   *prometheus.CounterVec
+	guardChars    prometheus.Counter
 
 	mu     sync.Mutex
 	served map[net.Conn]bool // connections in net/http's hands: has one sent a whole request?
@@ -69,11 +74,19 @@ func New() *Metrics {
 			Name: "wsserver_http_connections_unserved_total",
 			Help: "TCP connections closed before they sent one whole request (header timeout, bad request line, client gone).",
 		}),
+		guardChecks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "wsserver_guardrail_checks_total",
+			Help: "Guardrail checks (calls: one ApplyGuardrail or judge call each on Bedrock), by outcome: pass, fail or error.",
+		}, []string{"outcome"}),
+		guardChars: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "wsserver_guardrail_checked_chars_total",
+			Help: "Characters given to the guardrail (Bedrock bills text units of up to 1,000 characters a check).",
+		}),
 		served: make(map[net.Conn]bool),
 	}
 	m.registry.MustRegister(
 		m.socketsOpen, m.messagesIn, m.messagesOut, m.delivery, m.slowConsumers, m.rateLimited, m.refused, m.backendErrors,
-		m.httpConns, m.unserved,
+		m.httpConns, m.unserved, m.guardChecks, m.guardChars,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
@@ -173,4 +186,32 @@ func (m *Metrics) connState(c net.Conn, s http.ConnState) {
 			m.unserved.Inc()
 		}
 	}
+}
+
+// Guardrail returns g counting its checks and the characters it is given
+// (wsserver_guardrail_checks_total, wsserver_guardrail_checked_chars_total).
+func (m *Metrics) Guardrail(g ports.Guardrail) ports.Guardrail {
+	return countedGuardrail{next: g, checks: m.guardChecks, chars: m.guardChars}
+}
+
+type countedGuardrail struct {
+	next   ports.Guardrail
+	checks *prometheus.CounterVec
+	chars  prometheus.Counter
+}
+
+func (g countedGuardrail) WholeAnswer() bool { return g.next.WholeAnswer() }
+
+func (g countedGuardrail) Check(ctx context.Context, text string) (ports.Verdict, error) {
+	v, err := g.next.Check(ctx, text)
+	outcome := "pass"
+	switch {
+	case err != nil:
+		outcome = "error"
+	case !v.Pass:
+		outcome = "fail"
+	}
+	g.checks.WithLabelValues(outcome).Inc()
+	g.chars.Add(float64(utf8.RuneCountInString(text)))
+	return v, err
 }

@@ -146,7 +146,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, ln net.Listen
 		Store:                threads,
 		Lock:                 lock,
 		Model:                model,
-		Guardrail:            guardrail,
+		Guardrail:            m.Guardrail(guardrail),
 		Escalation:           escalation,
 		Publisher:            chatMirror{hub},
 		Runs:                 runs,
