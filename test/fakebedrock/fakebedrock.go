@@ -73,6 +73,43 @@ type Script struct {
 	// Guardrail is what ApplyGuardrail answers; nil means action NONE
 	// with no assessment.
 	Guardrail *GuardrailAnswer
+	// GuardrailDelay is how long ApplyGuardrail takes to answer: a
+	// guardrail's round trip, for benchmarks.
+	GuardrailDelay time.Duration
+	// Intervention is what Bedrock's own guardrail does to a
+	// ConverseStream call that asked for one (its body's guardrailConfig,
+	// as BEDROCK_GUARDRAIL_STREAM_MODE sends it); a call without one is
+	// never intervened on. Nil: the guardrail passes the whole answer.
+	Intervention *Intervention
+}
+
+// Intervention is Bedrock's streaming guardrail stopping an answer, on
+// the wire as Bedrock sends it: the deltas the guardrail let through, its
+// blocked message as one more delta, then messageStop with stopReason
+// guardrail_intervened, and, when the call asked for a trace, the
+// guardrail's assessment in the metadata event's trace.
+type Intervention struct {
+	// After is how many deltas pass before the one the guardrail blocks.
+	After int
+	// Leaked is how many more deltas, the blocked one first, an async
+	// call (streamProcessingMode "async") sends before the intervention:
+	// async mode checks text already sent. A sync call sends none of
+	// them: the guardrail holds text until it passed.
+	Leaked int
+	// Message is the guardrail's blocked-output message; empty sends
+	// none.
+	Message string
+	// Assessments is the trace's output assessment (a JSON array of
+	// GuardrailAssessment objects); nil means [].
+	Assessments json.RawMessage
+}
+
+// StreamGuardrail is the guardrailConfig of a ConverseStream call.
+type StreamGuardrail struct {
+	GuardrailIdentifier  string `json:"guardrailIdentifier"`
+	GuardrailVersion     string `json:"guardrailVersion"`
+	StreamProcessingMode string `json:"streamProcessingMode"`
+	Trace                string `json:"trace"`
 }
 
 // GuardrailAnswer is the answer of POST
@@ -313,6 +350,19 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, op string) {
 	}
 	usage := sc.usage(body)
 	if op == "apply-guardrail" {
+		if sc.GuardrailDelay > 0 {
+			t := time.NewTimer(sc.GuardrailDelay)
+			select {
+			case <-r.Context().Done():
+				t.Stop()
+				gone = true
+				return
+			case <-s.closed:
+				t.Stop()
+				return
+			case <-t.C:
+			}
+		}
 		writeGuardrail(w, sc.Guardrail)
 		return
 	}
@@ -320,7 +370,14 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, op string) {
 		writeConverse(w, sc, usage)
 		return
 	}
-	gone = s.stream(r.Context(), w, sc, usage)
+	var in struct {
+		GuardrailConfig *StreamGuardrail `json:"guardrailConfig"`
+	}
+	_ = json.Unmarshal(body, &in) // a body that is not JSON asks for no guardrail
+	if in.GuardrailConfig == nil {
+		sc.Intervention = nil // no guardrail asked for: none intervenes
+	}
+	gone = s.stream(r.Context(), w, sc, usage, in.GuardrailConfig)
 }
 
 func (sc Script) deltas() []string {
@@ -412,14 +469,23 @@ func usageJSON(u Usage) map[string]any {
 
 // stream writes the script as event-stream frames. It reports whether
 // the client went away first.
-func (s *Server) stream(ctx context.Context, w http.ResponseWriter, sc Script, u Usage) (gone bool) {
+func (s *Server) stream(ctx context.Context, w http.ResponseWriter, sc Script, u Usage, g *StreamGuardrail) (gone bool) {
 	w.Header().Set("Content-Type", "application/vnd.amazon.eventstream")
 	w.WriteHeader(http.StatusOK)
 	fw := &frameWriter{w: w, enc: eventstream.NewEncoder()}
 	fw.event("messageStart", map[string]any{"role": "assistant"})
 	var timer *time.Timer
 	var first time.Time
-	for i, d := range sc.deltas() {
+	deltas := sc.deltas()
+	iv := sc.Intervention
+	if iv != nil {
+		n := iv.After
+		if g.StreamProcessingMode == "async" {
+			n += iv.Leaked
+		}
+		deltas = deltas[:min(n, len(deltas))]
+	}
+	for i, d := range deltas {
 		if sc.Exception != nil && i == sc.Exception.After {
 			break
 		}
@@ -458,9 +524,26 @@ func (s *Server) stream(ctx context.Context, w http.ResponseWriter, sc Script, u
 			return false
 		}
 	}
+	stop := sc.stop()
+	meta := map[string]any{"usage": usageJSON(u), "metrics": map[string]any{"latencyMs": 1}}
+	if iv != nil {
+		if iv.Message != "" {
+			fw.event("contentBlockDelta", map[string]any{"contentBlockIndex": 0, "delta": map[string]any{"text": iv.Message}})
+		}
+		stop = "guardrail_intervened"
+		if g.Trace == "enabled" || g.Trace == "enabled_full" {
+			assessments := iv.Assessments
+			if len(bytes.TrimSpace(assessments)) == 0 {
+				assessments = json.RawMessage("[]")
+			}
+			meta["trace"] = map[string]any{"guardrail": map[string]any{
+				"outputAssessments": map[string]any{g.GuardrailIdentifier: assessments},
+			}}
+		}
+	}
 	fw.event("contentBlockStop", map[string]any{"contentBlockIndex": 0})
-	fw.event("messageStop", map[string]any{"stopReason": sc.stop()})
-	fw.event("metadata", map[string]any{"usage": usageJSON(u), "metrics": map[string]any{"latencyMs": 1}})
+	fw.event("messageStop", map[string]any{"stopReason": stop})
+	fw.event("metadata", meta)
 	return fw.err != nil || ctx.Err() != nil
 }
 

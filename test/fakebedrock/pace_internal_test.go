@@ -42,7 +42,7 @@ func TestStreamPaceKeepsItsClock(t *testing.T) {
 		s := &Server{closed: make(chan struct{})}
 		w := &slowWriter{ResponseRecorder: httptest.NewRecorder(), lateAfter: `"b"`, late: 33 * time.Millisecond}
 		start := time.Now()
-		gone := s.stream(context.Background(), w, Script{Deltas: []string{"a", "b", "c", "d", "e"}, Pace: pace}, Usage{})
+		gone := s.stream(context.Background(), w, Script{Deltas: []string{"a", "b", "c", "d", "e"}, Pace: pace}, Usage{}, nil)
 		require.False(t, gone)
 		assert.Equal(t, http.StatusOK, w.Code)
 

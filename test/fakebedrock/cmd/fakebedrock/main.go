@@ -10,7 +10,8 @@
 // Every call gets the same answer: -text (by default a 60-word answer
 // shaped like the local model's: sentences of 31, 7, 12 and 10 words),
 // cut to (or repeated up to) -words deltas, each a word with the space
-// before it, -pace apart. The fake listens on 127.0.0.1 on a port of its
+// before it, -pace apart; ApplyGuardrail passes everything after
+// -guardrail-delay. The fake listens on 127.0.0.1 on a port of its
 // choosing (the package offers no other); the URL is printed on stdout
 // and written to -url-file. SIGINT or SIGTERM closes the streams in
 // progress and ends it.
@@ -58,6 +59,7 @@ type options struct {
 	text    string
 	words   int
 	pace    time.Duration
+	guard   time.Duration
 	urlFile string
 }
 
@@ -68,6 +70,7 @@ func parse(args []string, usage io.Writer) (options, error) {
 	fs.StringVar(&o.text, "text", defaultText, "the answer to every call")
 	fs.IntVar(&o.words, "words", 0, "send the first `N` words of -text, repeating it if it is shorter (0: -text once)")
 	fs.DurationVar(&o.pace, "pace", 20*time.Millisecond, "the time between deltas, on the fake's own clock (20ms: 50 tokens/s)")
+	fs.DurationVar(&o.guard, "guardrail-delay", 0, "how long each ApplyGuardrail call takes to answer (a guardrail's round trip)")
 	fs.StringVar(&o.urlFile, "url-file", "", "also write the endpoint's URL to this `file`")
 	if err := fs.Parse(args); err != nil {
 		return o, err
@@ -81,6 +84,8 @@ func parse(args []string, usage io.Writer) (options, error) {
 		return o, errors.New("-words must not be negative")
 	case o.pace < 0:
 		return o, errors.New("-pace must not be negative")
+	case o.guard < 0:
+		return o, errors.New("-guardrail-delay must not be negative")
 	}
 	return o, nil
 }
@@ -113,7 +118,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	log := slog.New(slog.NewTextHandler(stderr, nil))
 	d := deltas(o.text, o.words)
-	fake := fakebedrock.New(fakebedrock.Script{Deltas: d, Pace: o.pace})
+	fake := fakebedrock.New(fakebedrock.Script{Deltas: d, Pace: o.pace, GuardrailDelay: o.guard})
 	defer fake.Close()
 	fake.Light()
 	if o.urlFile != "" {
@@ -130,7 +135,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if _, err := fmt.Fprintln(stdout, fake.URL); err != nil {
 		return err
 	}
-	log.Info("fakebedrock: serving", "url", fake.URL, "deltas", len(d), "pace", o.pace)
+	log.Info("fakebedrock: serving", "url", fake.URL, "deltas", len(d), "pace", o.pace, "guardrail_delay", o.guard)
 	<-ctx.Done()
 	fake.Close()
 	reqs := fake.Requests()
