@@ -70,6 +70,12 @@ type Config struct {
 	// (BEDROCK_MODEL_ID_ESCALATION); empty means ChatModelID.
 	EscalationModelID string
 
+	// GuardrailStream, when set, has Bedrock check every chat stream
+	// with a guardrail itself (BEDROCK_GUARDRAIL_STREAM_MODE): its
+	// intervention ends the stream with ports.StopGuardrailIntervened.
+	// Nil: the streams are not checked by Bedrock.
+	GuardrailStream *GuardrailStream
+
 	// MaxTokens bounds each answer; zero leaves the model's default.
 	MaxTokens int
 	// Temperature nil leaves the model's default.
@@ -116,6 +122,9 @@ func New(ctx context.Context, cfg Config) (*Model, error) {
 	}
 	if cfg.Timeout < 0 || cfg.MaxAttempts < 0 || cfg.MaxBackoff < 0 {
 		return nil, errors.New("bedrock: timeout, max attempts and max backoff must not be negative")
+	}
+	if err := cfg.GuardrailStream.validate(); err != nil {
+		return nil, err
 	}
 	if cfg.SummaryModelID == "" {
 		cfg.SummaryModelID = cfg.ChatModelID
@@ -274,6 +283,7 @@ func (m *Model) stream(parent, ctx context.Context, r request, token func(string
 		System:          r.system,
 		Messages:        r.messages,
 		InferenceConfig: r.inference,
+		GuardrailConfig: r.guardrail,
 	}, m.callOptions)
 	if err != nil {
 		return reply, -1, m.callErr(parent, ctx, "converse stream", err)
@@ -281,6 +291,17 @@ func (m *Model) stream(parent, ctx context.Context, r request, token func(string
 	stream := out.GetStream()
 	defer func() { _ = stream.Close() }()
 
+	// With Bedrock's streaming guardrail, an intervention sends the
+	// guardrail's blocked message as the last delta before messageStop:
+	// each delta is held until the next event shows it was not that one.
+	var held *string
+	give := func(text string) error {
+		if ctx.Err() != nil {
+			return m.callErr(parent, ctx, "converse stream", ctx.Err())
+		}
+		sent++ // counted before the call: a token given is never retried
+		return token(text)
+	}
 	stopped := false
 	for {
 		select {
@@ -302,17 +323,28 @@ func (m *Model) stream(parent, ctx context.Context, r request, token func(string
 			switch v := ev.(type) {
 			case *types.ConverseStreamOutputMemberContentBlockDelta:
 				if t, ok := v.Value.Delta.(*types.ContentBlockDeltaMemberText); ok && t.Value != "" {
-					if ctx.Err() != nil {
-						return reply, sent, m.callErr(parent, ctx, "converse stream", ctx.Err())
+					if r.guardrail == nil {
+						if err := give(t.Value); err != nil {
+							return reply, sent, err
+						}
+						continue
 					}
-					sent++ // counted before the call: a token given is never retried
-					if err := token(t.Value); err != nil {
-						return reply, sent, err
+					if held != nil {
+						if err := give(*held); err != nil {
+							return reply, sent, err
+						}
 					}
+					held = &t.Value
 				}
 			case *types.ConverseStreamOutputMemberMessageStop:
 				stopped = true
 				reply.Stop = m.stopReason(parent, r.modelID, v.Value.StopReason)
+				if held != nil && reply.Stop != ports.StopGuardrailIntervened {
+					if err := give(*held); err != nil {
+						return reply, sent, err
+					}
+				}
+				held = nil // the guardrail's blocked message is not the model's
 			case *types.ConverseStreamOutputMemberMetadata:
 				reply.Usage = usage(v.Value.Usage)
 			}

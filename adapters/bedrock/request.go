@@ -17,6 +17,7 @@ type request struct {
 	system    []types.SystemContentBlock
 	messages  []types.Message
 	inference *types.InferenceConfiguration
+	guardrail *types.GuardrailStreamConfiguration // chats only, when Bedrock checks the stream
 }
 
 // request maps req to Converse:
@@ -51,6 +52,7 @@ func (m *Model) request(req ports.ChatRequest) request {
 		r.messages = []types.Message{textMessage(types.ConversationRoleUser, transcript(req.Messages))}
 	default:
 		r.messages = conversation(req.Messages)
+		r.guardrail = m.cfg.GuardrailStream.config()
 	}
 	if m.cfg.MaxTokens > 0 || m.cfg.Temperature != nil {
 		r.inference = &types.InferenceConfiguration{Temperature: m.cfg.Temperature}

@@ -146,7 +146,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, ln net.Listen
 		Store:                threads,
 		Lock:                 lock,
 		Model:                model,
-		Guardrail:            m.Guardrail(guardrail),
+		Guardrail:            countedGuardrail(m, guardrail),
 		Escalation:           escalation,
 		Publisher:            chatMirror{hub},
 		Runs:                 runs,
@@ -302,11 +302,16 @@ func conversationPorts(ctx context.Context, cfg config.Config, appdata local.App
 	if err != nil {
 		return nil, nil, nil, nil, err
 	}
+	var stream *bedrock.GuardrailStream
+	if b.GuardrailStreamMode != "" {
+		stream = &bedrock.GuardrailStream{ID: b.GuardrailID, Version: b.GuardrailVersion, Mode: b.GuardrailStreamMode}
+	}
 	model, err := bedrock.New(ctx, bedrock.Config{
 		Client:            client,
 		ChatModelID:       b.ChatModelID,
 		SummaryModelID:    b.SummaryModelID,
 		EscalationModelID: b.EscalationModelID,
+		GuardrailStream:   stream,
 		Log:               log,
 	})
 	if err != nil {
@@ -319,7 +324,17 @@ func conversationPorts(ctx context.Context, cfg config.Config, appdata local.App
 		"endpoint_url", endpointForLog(b.EndpointURL))
 
 	var guardrail ports.Guardrail = localGuardrail
-	if b.GuardrailID != "" || b.GuardrailModelID != "" {
+	if stream != nil {
+		// Bedrock checks the chat streams: its intervention is the
+		// failed check; no ApplyGuardrail call of the server's own.
+		guardrail = bedrock.StreamChecked{}
+		names["guardrail"] = "bedrock-stream-" + stream.Mode
+		log.InfoContext(ctx, "guardrail: bedrock, in the model's stream", "guardrail_id", b.GuardrailID,
+			"guardrail_version", b.GuardrailVersion, "stream_mode", stream.Mode)
+		if stream.Mode == bedrock.StreamAsync {
+			log.WarnContext(ctx, "BEDROCK_GUARDRAIL_STREAM_MODE=async: text is sent before the guardrail has checked it; what it blocks may already have reached the client")
+		}
+	} else if b.GuardrailID != "" || b.GuardrailModelID != "" {
 		g, err := bedrock.NewGuardrail(bedrock.GuardrailConfig{
 			Client:           client,
 			GuardrailID:      b.GuardrailID,
@@ -433,4 +448,14 @@ type chatMirror struct{ hub *session.Hub }
 
 func (c chatMirror) PublishChat(ctx context.Context, threadID string, ev ports.ChatEvent) error {
 	return c.hub.Publish(ctx, threadID, conversation.EncodeChatEvent(threadID, ev))
+}
+
+// countedGuardrail counts the checks of guardrail in m, unless Bedrock
+// checks the streams (StreamChecked): its passes cost nothing and would
+// only hide that no call was made.
+func countedGuardrail(m *metrics.Metrics, guardrail ports.Guardrail) ports.Guardrail {
+	if _, ok := guardrail.(bedrock.StreamChecked); ok {
+		return guardrail
+	}
+	return m.Guardrail(guardrail)
 }
