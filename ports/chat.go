@@ -15,7 +15,7 @@ import (
 
 // The ports of the conversation (PROTOCOL.md §3.7). Errors the core must recognise
 // are declared in core/conversation: ErrThreadNotFound, ErrThreadBusy,
-// ErrLeaseLost, ErrFenced and ErrUnstorable. Adapters return them (wrapped
+// ErrLeaseLost, ErrFenced, ErrUnstorable, ErrQueueFull and ErrTicketLost. Adapters return them (wrapped
 // or not) so that errors.Is finds them.
 
 // Role says who wrote a message.
@@ -422,4 +422,37 @@ func checkTime(t time.Time) error {
 		return fmt.Errorf("the time %v is out of range", t)
 	}
 	return nil
+}
+
+// ThreadQueue orders the chats that wait for a busy thread, across
+// instances (PROTOCOL.md §3.8): those sent with "multitask":"enqueue", at
+// the back, and those that interrupt the running answer, at the front,
+// while that answer ends. A waiter is named by a ticket, unique per chat;
+// the thread is the waiter's to take (ThreadLock.Acquire) when its ticket
+// is the head. A ticket that is not kept (Keep) for its ttl leaves by
+// itself, so that the waiters of an instance that died do not hold the
+// thread.
+type ThreadQueue interface {
+	// Join adds ticket to the thread's queue for ttl: at the back of the
+	// chats that wait, or, with front, ahead of them and behind the front
+	// tickets that joined before it. It returns ErrQueueFull when limit
+	// tickets of the same kind (front or not) wait already, and otherwise
+	// the ticket's place in the whole queue, 1 being its head.
+	Join(ctx context.Context, threadID, ticket string, front bool, limit int, ttl time.Duration) (position int, err error)
+	// Keep extends the ticket's ttl from now. It returns ErrTicketLost when
+	// the ticket is no longer in the queue (it expired).
+	Keep(ctx context.Context, threadID, ticket string, ttl time.Duration) error
+	// Head returns the ticket at the head of the queue ("" when none
+	// waits), after dropping the tickets whose ttl ran out.
+	Head(ctx context.Context, threadID string) (string, error)
+	// Leave removes ticket from the queue; a ticket not in it is no error.
+	Leave(ctx context.Context, threadID, ticket string) error
+	// Notify tells the watchers of the thread, on every instance, that it
+	// may be free: its lock was released or its queue changed.
+	Notify(ctx context.Context, threadID string) error
+	// Watch returns a channel that receives after Notify on the thread,
+	// from any instance, until stop. Delivery is best effort (a
+	// notification may be lost while the backend is away, or merged with
+	// another): waiters also look again at an interval.
+	Watch(threadID string) (changed <-chan struct{}, stop func())
 }

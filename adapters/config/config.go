@@ -236,6 +236,12 @@ type Conversation struct {
 	// LOCAL_MODEL_TOKEN_DELAY; default 20ms (0..10s). A bare number means seconds,
 	// as for every duration: write "20ms" or "0.02".
 	LocalTokenDelay time.Duration
+
+	// MaxQueuedPerThread bounds the chats that wait for a busy thread
+	// ("multitask":"enqueue", PROTOCOL.md §3.4), across instances; one more
+	// gets thread_busy. MAX_QUEUED_PER_THREAD; default 5 (0..100; 0 refuses
+	// every enqueue, as "reject" does).
+	MaxQueuedPerThread int
 }
 
 // Bedrock holds the AWS Bedrock settings. Region and ChatModelID together

@@ -132,7 +132,7 @@ func TestLoadDefaults(t *testing.T) {
 			WriteTimeout:    10 * time.Second,
 		},
 		Store:        Store{PresenceTTL: 30 * time.Second, MemoryMaxThreads: 10000},
-		Conversation: Conversation{MaxGuardrailRewrites: 2, FirstChunkChars: 40, ChunkChars: 1000, LocalTokenDelay: 20 * time.Millisecond},
+		Conversation: Conversation{MaxGuardrailRewrites: 2, FirstChunkChars: 40, ChunkChars: 1000, LocalTokenDelay: 20 * time.Millisecond, MaxQueuedPerThread: 5},
 		OpenAI:       OpenAI{StreamUsage: true},
 		Log:          Log{Level: slog.LevelInfo, Format: "json"},
 		Warnings:     cfg.Warnings,
@@ -173,6 +173,7 @@ func TestLoadValues(t *testing.T) {
 		"BEDROCK_GUARDRAIL_STREAM_MODE": " Async",
 		"APPDATA_FOLDER_PATH":           "/srv/appdata",
 		"LOCAL_MODEL_TOKEN_DELAY":       "0",
+		"MAX_QUEUED_PER_THREAD":         "0",
 		"AWS_BEDROCK_REGION":            "eu-west-1",
 		"BEDROCK_MODEL_ID_CHAT":         "chat",
 		"BEDROCK_MODEL_ID_SUMMARY":      "summary",
@@ -204,7 +205,7 @@ func TestLoadValues(t *testing.T) {
 		SendQueueSize: 8, PingInterval: 90 * time.Second, WriteTimeout: 2500 * time.Millisecond,
 	}, cfg.WebSocket)
 	assert.Equal(t, Store{RedisURL: "rediss://user:pw@cache.internal:6380/2", PresenceTTL: 3 * time.Second, MemoryMaxThreads: 10000}, cfg.Store)
-	assert.Equal(t, Conversation{AppdataPath: "/srv/appdata", FirstChunkChars: 100, ChunkChars: 100}, cfg.Conversation)
+	assert.Equal(t, Conversation{AppdataPath: "/srv/appdata", FirstChunkChars: 100, ChunkChars: 100}, cfg.Conversation, "MAX_QUEUED_PER_THREAD=0 is honoured")
 	assert.Equal(t, Bedrock{
 		Region: "eu-west-1", ChatModelID: "chat", SummaryModelID: "summary", GuardrailModelID: "guard",
 		EscalationModelID: "esc", GuardrailID: "gr-1", GuardrailVersion: "DRAFT", GuardrailStreamMode: "async", EndpointURL: "http://127.0.0.1:4566",
@@ -247,6 +248,9 @@ func TestLoadParseErrors(t *testing.T) {
 		{map[string]string{"GUARDRAIL_FIRST_CHUNK_CHARS": "500", "GUARDRAIL_CHUNK_CHARS": "400"}, []string{`config: GUARDRAIL_FIRST_CHUNK_CHARS: must not be more than GUARDRAIL_CHUNK_CHARS (400), got 500`}},
 		{map[string]string{"AWS_BEDROCK_REGION": "r", "BEDROCK_MODEL_ID_CHAT": "m", "BEDROCK_GUARDRAIL_STREAM_MODE": "later"}, []string{`config: BEDROCK_GUARDRAIL_STREAM_MODE: must be sync or async (or unset), got "later"`}},
 		{map[string]string{"AWS_BEDROCK_REGION": "r", "BEDROCK_MODEL_ID_CHAT": "m", "BEDROCK_GUARDRAIL_STREAM_MODE": "sync"}, []string{`config: BEDROCK_GUARDRAIL_ID: required when BEDROCK_GUARDRAIL_STREAM_MODE is set`}},
+		{map[string]string{"MAX_QUEUED_PER_THREAD": "101"}, []string{`config: MAX_QUEUED_PER_THREAD: must be between 0 and 100, got 101`}},
+		{map[string]string{"MAX_QUEUED_PER_THREAD": "-1"}, []string{`config: MAX_QUEUED_PER_THREAD: must be between`}},
+		{map[string]string{"MAX_QUEUED_PER_THREAD": "five"}, []string{`config: MAX_QUEUED_PER_THREAD: must be an integer, got "five"`}},
 		{map[string]string{"PRESENCE_TTL": "2s"}, []string{`config: PRESENCE_TTL: must be between 3s and 1h0m0s, got "2s"`}},
 		{map[string]string{"PRESENCE_TTL": "7200"}, []string{`config: PRESENCE_TTL: must be between`}},
 		{map[string]string{"PRESENCE_TTL": "soon"}, []string{`config: PRESENCE_TTL: must be a duration like "25s" or a number of seconds, got "soon"`}},

@@ -97,6 +97,7 @@ func (l *loader) load() Config {
 		ChunkChars:           l.integer("GUARDRAIL_CHUNK_CHARS", conversation.DefaultChunkChars, 100, 100_000),
 		AppdataPath:          l.str("", "APPDATA_FOLDER_PATH"),
 		LocalTokenDelay:      l.duration("LOCAL_MODEL_TOKEN_DELAY", 20*time.Millisecond, 0, 10*time.Second),
+		MaxQueuedPerThread:   l.integer("MAX_QUEUED_PER_THREAD", conversation.DefaultMaxQueued, 0, conversation.MaxQueuedLimit),
 	}
 	if c.Conversation.FirstChunkChars > c.Conversation.ChunkChars {
 		l.fail("GUARDRAIL_FIRST_CHUNK_CHARS", "must not be more than GUARDRAIL_CHUNK_CHARS (%d), got %d", c.Conversation.ChunkChars, c.Conversation.FirstChunkChars)

@@ -51,6 +51,7 @@ func (c Config) LogValue() slog.Value {
 			slog.Int("guardrail_chunk_chars", c.Conversation.ChunkChars),
 			slog.String("appdata_path", c.Conversation.AppdataPath),
 			slog.Duration("local_token_delay", c.Conversation.LocalTokenDelay),
+			slog.Int("max_queued_per_thread", c.Conversation.MaxQueuedPerThread),
 		),
 		slog.Group("bedrock",
 			slog.String("region", c.Bedrock.Region),

@@ -28,3 +28,10 @@ func TestRunControlContract(t *testing.T) {
 		return memory.NewRuns(), nil
 	}, true)
 }
+
+func TestThreadQueueContract(t *testing.T) {
+	porttest.ThreadQueue(t, func(t *testing.T) (ports.ThreadQueue, ports.ThreadQueue) {
+		t.Helper()
+		return memory.NewQueue(), nil
+	})
+}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"runtime/debug"
+	"slices"
 	"sync"
 
 	"github.com/google/uuid"
@@ -29,43 +30,72 @@ func (s *Server) chatSocket(c echo.Context) error {
 }
 
 // chatState is what a chat socket holds beyond a session's: at most one
-// answer streams on it at a time.
+// answer streams on it at a time, and chats of the connection that wait
+// for their thread (PROTOCOL.md §3.8) are on the same thread.
 type chatState struct {
 	mu      sync.Mutex
-	thread  string  // the connection's current thread
-	running *answer // the answer streaming, nil when none
-	closing bool    // drain: close once the answer is done
+	thread  string    // the connection's current thread
+	answers []*answer // the chats of the connection not done yet: the one streaming and those waiting, on thread
+	closing bool      // drain: close once the answer is done
 }
 
-// answer is one answer streaming on a connection.
-type answer struct{ cancel context.CancelFunc }
+// answer is one chat of a connection, from its start to its end or error.
+type answer struct {
+	cancel    context.CancelFunc
+	streaming bool // session_started was sent; guarded by chatState.mu
+}
 
-// done marks a as no longer streaming, unless another answer already
-// took its place, and reports whether the socket should close for drain.
+// done marks a as done, and reports whether the socket should close for
+// drain.
 func (cs *chatState) done(a *answer) (closing bool) {
 	cs.mu.Lock()
 	defer cs.mu.Unlock()
-	if cs.running == a {
-		cs.running = nil
+	if i := slices.Index(cs.answers, a); i >= 0 {
+		cs.answers = slices.Delete(cs.answers, i, i+1)
 	}
 	return cs.closing
 }
 
+// started marks a as the answer streaming on the connection.
+func (cs *chatState) started(a *answer) {
+	cs.mu.Lock()
+	a.streaming = true
+	cs.mu.Unlock()
+}
+
 // closeWhenIdle marks the socket for closing once its answer is done, and
-// reports whether it has none streaming: then it may close now.
+// reports whether it has no chat streaming or waiting: then it may close
+// now.
 func (cs *chatState) closeWhenIdle() (idle bool) {
 	cs.mu.Lock()
 	defer cs.mu.Unlock()
 	cs.closing = true
-	return cs.running == nil
+	return len(cs.answers) == 0
 }
 
-// stop cancels the answer streaming on the connection, if any.
+// stop cancels the answer streaming on the connection, if any: the
+// client's cancel. Chats that wait for their thread keep waiting.
 func (cs *chatState) stop() {
 	cs.mu.Lock()
-	a := cs.running
+	var streaming []*answer
+	for _, a := range cs.answers {
+		if a.streaming {
+			streaming = append(streaming, a)
+		}
+	}
 	cs.mu.Unlock()
-	if a != nil {
+	for _, a := range streaming {
+		a.cancel()
+	}
+}
+
+// stopAll cancels every chat of the connection, streaming or waiting: the
+// client left.
+func (cs *chatState) stopAll() {
+	cs.mu.Lock()
+	all := slices.Clone(cs.answers)
+	cs.mu.Unlock()
+	for _, a := range all {
 		a.cancel()
 	}
 }
@@ -74,7 +104,15 @@ func (cs *chatState) stop() {
 func (cs *chatState) streams(thread string) bool {
 	cs.mu.Lock()
 	defer cs.mu.Unlock()
-	return cs.running != nil && cs.thread == thread
+	if cs.thread != thread {
+		return false
+	}
+	for _, a := range cs.answers {
+		if a.streaming {
+			return true
+		}
+	}
+	return false
 }
 
 // errStopUnsent tells a client that its cancel of another connection's
@@ -97,7 +135,8 @@ func (s *Server) cancel(ctx context.Context, cc *conn, thread string) {
 }
 
 // errAnswerStreaming refuses a chat sent while the connection's answer
-// streams.
+// streams, or its chats wait, unless it waits for the same thread
+// (PROTOCOL.md §3.4, §3.8).
 var errAnswerStreaming = &protocol.Error{Code: protocol.CodeThreadBusy, Message: "an answer is already streaming on this connection; wait for its end or cancel it"}
 
 // serveChat reads one chat socket until it closes.
@@ -135,22 +174,24 @@ func (s *Server) serveChat(ctx context.Context, cc *conn) {
 func (s *Server) startAnswer(ctx context.Context, cc *conn, chat conversation.Chat) {
 	cs := cc.chat
 	cs.mu.Lock()
-	if cs.running != nil {
-		cs.mu.Unlock()
-		s.sendError(ctx, cc, errAnswerStreaming)
-		return
-	}
 	if cs.closing {
 		cs.mu.Unlock()
 		return
 	}
 	thread := conversation.ThreadFor(chat.ThreadID, cs.thread, uuid.NewString)
+	if len(cs.answers) > 0 && (chat.Multitask == conversation.MultitaskReject || thread != cs.thread) {
+		// One answer at a time per connection: a chat may wait behind
+		// the connection's own only on the same thread, in its queue.
+		cs.mu.Unlock()
+		s.sendError(ctx, cc, errAnswerStreaming)
+		return
+	}
 	cs.thread = thread
 	// The answer's log lines, the conversation's included, name its thread.
 	ctx = logctx.With(ctx, slog.String("thread_id", thread))
 	actx, cancel := context.WithCancel(ctx)
 	a := &answer{cancel: cancel}
-	cs.running = a
+	cs.answers = append(cs.answers, a)
 	cs.mu.Unlock()
 
 	s.mu.Lock()
@@ -173,7 +214,10 @@ func (s *Server) startAnswer(ctx context.Context, cc *conn, chat conversation.Ch
 		}()
 		var buf []byte
 		emit := func(ev conversation.Event) {
-			if ev.Kind == conversation.EventEnd || ev.Kind == conversation.EventError {
+			switch ev.Kind {
+			case conversation.EventStarted:
+				cs.started(a)
+			case conversation.EventEnd, conversation.EventError:
 				// The client may send its next chat the moment it sees
 				// this: the connection is free from now on.
 				cs.done(a)
@@ -183,7 +227,7 @@ func (s *Server) startAnswer(ctx context.Context, cc *conn, chat conversation.Ch
 		}
 		res, err := s.cfg.Chat.Run(actx, conversation.Request{
 			ThreadID: thread, Message: chat.Message, Channel: chat.Channel, Data: chat.Data,
-			Owner: s.cfg.InstanceID + "/" + cc.id,
+			Owner: s.cfg.InstanceID + "/" + cc.id, Multitask: chat.Multitask,
 		}, emit)
 		cancel()
 		closing := cs.done(a)

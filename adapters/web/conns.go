@@ -126,8 +126,9 @@ func (s *Server) recoverSocket(ctx context.Context, c *conn) {
 func (s *Server) end(c *conn) {
 	if c.chat != nil {
 		// A client that leaves stops its answer: the model call ends and
-		// what was sent is stored as cancelled.
-		c.chat.stop()
+		// what was sent is stored as cancelled. Its chats that wait for
+		// their thread leave the queue.
+		c.chat.stopAll()
 	}
 	c.Finish()
 	s.release(c.addr)
@@ -224,7 +225,7 @@ func (s *Server) CloseChats(ctx context.Context) error {
 		s.mu.Lock()
 		for c := range s.conns {
 			if c.chat != nil {
-				c.chat.stop()
+				c.chat.stopAll()
 				c.Close(socket.CloseServiceReset, "service restart")
 			}
 		}

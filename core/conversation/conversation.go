@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -46,6 +47,21 @@ type Config struct {
 	// nothing: Stop reports every request undelivered, and only the
 	// caller's context stops a run.
 	Runs ports.RunControl
+	// Queue orders the chats that wait for a busy thread (multitask.go).
+	// Nil: no chat waits; every strategy but reject is refused with
+	// thread_busy, as reject is.
+	Queue ports.ThreadQueue
+	// MaxQueued bounds the chats waiting for a thread in its queue
+	// (MAX_QUEUED_PER_THREAD). Zero means none may: enqueue is refused as
+	// reject is. Negative is invalid.
+	MaxQueued int
+	// QueueTTL is how long a queue ticket lives without its waiter's sign
+	// of life; it is renewed every third of it. Zero means
+	// DefaultQueueTTL.
+	QueueTTL time.Duration
+	// QueuePoll is how often a waiter looks at the queue without a
+	// notification. Zero means DefaultQueuePoll.
+	QueuePoll time.Duration
 
 	// SystemPrompt is given to the model with every chat (appdata).
 	SystemPrompt string
@@ -130,6 +146,15 @@ func New(cfg Config) (*Conversation, error) {
 	if cfg.FirstChunkChars < 0 || cfg.ChunkChars < cfg.FirstChunkChars {
 		return nil, errors.New("conversation: first chunk chars must be positive and no more than chunk chars")
 	}
+	if cfg.MaxQueued < 0 || cfg.QueueTTL < 0 || cfg.QueuePoll < 0 {
+		return nil, errors.New("conversation: max queued, queue ttl and queue poll must not be negative")
+	}
+	if cfg.QueueTTL == 0 {
+		cfg.QueueTTL = DefaultQueueTTL
+	}
+	if cfg.QueuePoll == 0 {
+		cfg.QueuePoll = DefaultQueuePoll
+	}
 	if cfg.Publisher == nil {
 		cfg.Publisher = noPublisher{}
 	}
@@ -183,6 +208,8 @@ type Request struct {
 	// Owner names who runs the chat in the thread lock, for diagnostics:
 	// the instance and connection, say.
 	Owner string
+	// Multitask says what to do when the thread is busy (multitask.go).
+	Multitask Multitask
 }
 
 // Result sums up a run.
@@ -230,17 +257,11 @@ func (c *Conversation) Run(ctx context.Context, req Request, emit func(Event)) (
 	if owner == "" {
 		owner = "conversation"
 	}
-	actx, cancelAcquire := context.WithTimeout(ctx, c.cfg.WriteTimeout)
-	lease, err := c.cfg.Lock.Acquire(actx, req.ThreadID, owner, c.cfg.LockTTL)
-	cancelAcquire()
+	g, err := c.take(ctx, req, owner, emit)
 	if err != nil {
-		if errors.Is(err, ErrThreadBusy) {
-			emit(Event{Kind: EventError, Code: protocol.CodeThreadBusy, Message: ErrThreadBusy.Message})
-			return Result{}, ErrThreadBusy
-		}
-		emit(Event{Kind: EventError, Code: protocol.CodeUnavailable, Message: "the conversation is unavailable right now; nothing was stored; try again"})
-		return Result{}, fmt.Errorf("conversation: acquire thread lock: %w", err)
+		return Result{}, err
 	}
+	lease := g.lease
 
 	// The run's last event (end or error) is held until the lock is
 	// released: a client that sends its next message on seeing end must
@@ -253,10 +274,33 @@ func (c *Conversation) Run(ctx context.Context, req Request, emit func(Event)) (
 		}
 		emit(ev)
 	}
-	r := newRun(c, req, hold, lease.Fence())
-	ctx = logctx.With(ctx, slog.String("run_id", r.id))
 	runCtx, stop := context.WithCancelCause(ctx)
-	kept := c.keepLease(runCtx, stop, lease)
+	// The run streams only while its lease is surely held: a token due
+	// when the lease may have expired (the renewals late or failing) goes
+	// out only after a renewal proves the lease is still this run's;
+	// otherwise it is never sent and the run stops as one that lost its
+	// lease, so that a run that lost its thread to another cannot stream
+	// beside it.
+	var valid leaseClock
+	valid.renewed(g.asked, c.cfg.LockTTL)
+	fenced := func(ev Event) {
+		if ev.Kind == EventToken && !valid.holds(time.Now()) {
+			asked := time.Now()
+			rctx, cancel := context.WithTimeout(runCtx, max(c.cfg.LockTTL/3, time.Millisecond))
+			err := lease.Renew(rctx)
+			cancel()
+			if err != nil {
+				stop(fmt.Errorf("%w: the lease may have expired before a token went out: %w", ErrLeaseLost, err))
+				return
+			}
+			valid.renewed(asked, c.cfg.LockTTL)
+		}
+		hold(ev)
+	}
+	r := newRun(c, req, fenced, lease.Fence())
+	ctx = logctx.With(ctx, slog.String("run_id", r.id))
+	runCtx = logctx.With(runCtx, slog.String("run_id", r.id))
+	kept := c.keepLease(runCtx, stop, lease, &valid)
 	unregister := c.register(req.ThreadID, stop)
 	release := func() {
 		// No stop request reaches the run once the thread is free: it
@@ -265,15 +309,7 @@ func (c *Conversation) Run(ctx context.Context, req Request, emit func(Event)) (
 		// The renewals end with the run, whatever the release does.
 		stop(nil)
 		renewed := <-kept
-		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.cfg.WriteTimeout)
-		err := lease.Release(wctx)
-		cancel()
-		if err != nil {
-			// The lock is unreachable (Redis away): left alone, it would
-			// hold the thread for the rest of its TTL after the client
-			// saw end. The last event does not wait for the retries.
-			c.retryRelease(context.WithoutCancel(ctx), lease, renewed.Add(c.cfg.LockTTL), err)
-		}
+		c.free(ctx, req.ThreadID, lease, renewed)
 	}
 
 	emit(Event{Kind: EventStarted, ThreadID: req.ThreadID})
@@ -341,7 +377,7 @@ func (c *Conversation) Stop(ctx context.Context, threadID string, mode ports.Sto
 // run with ErrLeaseLost: another answer may start on the thread. When it
 // has ended, the channel it returns gives the time the lease was last
 // acquired or renewed: the lease expires by itself a TTL after it.
-func (c *Conversation) keepLease(ctx context.Context, stop context.CancelCauseFunc, lease ports.Lease) <-chan time.Time {
+func (c *Conversation) keepLease(ctx context.Context, stop context.CancelCauseFunc, lease ports.Lease, valid *leaseClock) <-chan time.Time {
 	done := make(chan time.Time, 1)
 	renewed := time.Now() // Acquire has returned: the lease expires after this plus its TTL
 	go func() {
@@ -355,12 +391,14 @@ func (c *Conversation) keepLease(ctx context.Context, stop context.CancelCauseFu
 				return
 			case <-t.C:
 			}
+			asked := time.Now()
 			rctx, cancel := context.WithTimeout(ctx, every)
 			err := lease.Renew(rctx)
 			cancel()
 			switch {
 			case err == nil:
 				renewed = time.Now()
+				valid.renewed(asked, c.cfg.LockTTL)
 			case ctx.Err() != nil:
 				return
 			case errors.Is(err, ErrLeaseLost):
@@ -424,3 +462,15 @@ func nonEmpty(msgs []ports.Message) []ports.Message {
 	}
 	return out
 }
+
+// leaseClock is until when a run's lease is surely held: a TTL after the
+// last acquisition or renewal was asked for (the lock's server may have
+// started the TTL any time after). It is read by the pacer's goroutine
+// and written by the renewals'.
+type leaseClock struct{ until atomic.Int64 }
+
+func (l *leaseClock) renewed(asked time.Time, ttl time.Duration) {
+	l.until.Store(asked.Add(ttl).UnixNano())
+}
+
+func (l *leaseClock) holds(now time.Time) bool { return now.UnixNano() < l.until.Load() }

@@ -52,6 +52,59 @@ type Chat struct {
 	// Data is the client's context: any JSON value, never null on the web
 	// channel; nil when absent or null on other channels.
 	Data json.RawMessage
+	// Multitask says what to do when the thread is busy (PROTOCOL.md
+	// §3.4); the zero value is MultitaskReject.
+	Multitask Multitask
+}
+
+// Multitask is what a chat asks for when its thread is busy: another
+// answer streams on it, or chats wait for it (PROTOCOL.md §3.4).
+type Multitask uint8
+
+// The strategies of a chat's "multitask" field.
+const (
+	// MultitaskReject refuses the chat with thread_busy (the default).
+	MultitaskReject Multitask = iota
+	// MultitaskEnqueue waits in the thread's queue; the chat runs when
+	// the chats before it are done.
+	MultitaskEnqueue
+	// MultitaskInterrupt stops the running answer (stored as cancelled)
+	// and runs next.
+	MultitaskInterrupt
+	// MultitaskRollback stops the running answer, stores nothing of its
+	// turn, and runs next.
+	MultitaskRollback
+)
+
+var multitaskNames = [...]string{"reject", "enqueue", "interrupt", "rollback"}
+
+// String is the strategy's name in the protocol.
+func (m Multitask) String() string {
+	if int(m) < len(multitaskNames) {
+		return multitaskNames[m]
+	}
+	return "multitask(" + strconv.Itoa(int(m)) + ")"
+}
+
+// parseMultitask reads the "multitask" field: absent, null or "" is
+// MultitaskReject.
+func parseMultitask(raw json.RawMessage) (Multitask, bool) {
+	if wire.IsNull(raw) {
+		return MultitaskReject, true
+	}
+	s, ok := wire.String(raw)
+	if !ok {
+		return 0, false
+	}
+	if s == "" {
+		return MultitaskReject, true
+	}
+	for i, name := range multitaskNames {
+		if s == name {
+			return Multitask(i), true
+		}
+	}
+	return 0, false
 }
 
 type wireChat struct {
@@ -60,6 +113,8 @@ type wireChat struct {
 	ThreadID json.RawMessage `json:"thread_id"`
 	Channel  json.RawMessage `json:"channel"`
 	Data     json.RawMessage `json:"data"`
+	// Multitask is read only once the rest is valid.
+	Multitask json.RawMessage `json:"multitask"`
 }
 
 // DecodeChat parses and validates one frame of a chat socket. maxChars
@@ -143,6 +198,9 @@ func DecodeChat(frame []byte, maxChars int) (Inbound, error) {
 	} else if c.Channel == DefaultChannel {
 		return Inbound{}, &protocol.Error{Code: protocol.CodeDataRequired, Message: "data is required with channel=web (any JSON value but null, for example [])"}
 	}
+	if c.Multitask, ok = parseMultitask(w.Multitask); !ok {
+		return Inbound{}, invalid("multitask must be one of reject, enqueue, interrupt, rollback")
+	}
 	return Inbound{Type: TypeChat, Chat: c}, nil
 }
 
@@ -181,3 +239,10 @@ func ThreadFor(requested, current string, newID func() string) string {
 // ValidThreadID reports whether id may name a thread, and so a session: 1
 // to 128 characters of A-Z a-z 0-9 _ - . :
 func ValidThreadID(id string) bool { return wire.ValidID(id, MaxThreadIDLen) }
+
+// Bounds of MAX_QUEUED_PER_THREAD: how many chats may wait for a busy
+// thread, across instances.
+const (
+	DefaultMaxQueued = 5
+	MaxQueuedLimit   = 100
+)

@@ -41,6 +41,18 @@ func TestDecodeChat(t *testing.T) {
 			chat(conversation.Chat{Message: "hi", ThreadID: strings.Repeat("a", 128), Channel: "web", Data: json.RawMessage(`[]`)}), ""},
 		{"a message of the maximum length", `{"type":"chat","message":"` + strings.Repeat("ü", 30) + `","data":[]}`,
 			chat(conversation.Chat{Message: strings.Repeat("ü", 30), Channel: "web", Data: json.RawMessage(`[]`)}), ""},
+		{"multitask enqueue", `{"type":"chat","message":"hi","data":[],"multitask":"enqueue"}`,
+			chat(conversation.Chat{Message: "hi", Channel: "web", Data: json.RawMessage(`[]`), Multitask: conversation.MultitaskEnqueue}), ""},
+		{"multitask interrupt", `{"type":"chat","message":"hi","data":[],"multitask":"interrupt"}`,
+			chat(conversation.Chat{Message: "hi", Channel: "web", Data: json.RawMessage(`[]`), Multitask: conversation.MultitaskInterrupt}), ""},
+		{"multitask rollback", `{"type":"chat","message":"hi","data":[],"multitask":"rollback"}`,
+			chat(conversation.Chat{Message: "hi", Channel: "web", Data: json.RawMessage(`[]`), Multitask: conversation.MultitaskRollback}), ""},
+		{"multitask reject", `{"type":"chat","message":"hi","data":[],"multitask":"reject"}`,
+			chat(conversation.Chat{Message: "hi", Channel: "web", Data: json.RawMessage(`[]`)}), ""},
+		{"multitask null and empty are reject", `{"type":"chat","message":"hi","data":[],"multitask":null}`,
+			chat(conversation.Chat{Message: "hi", Channel: "web", Data: json.RawMessage(`[]`)}), ""},
+		{"multitask empty is reject", `{"type":"chat","message":"hi","data":[],"multitask":""}`,
+			chat(conversation.Chat{Message: "hi", Channel: "web", Data: json.RawMessage(`[]`)}), ""},
 		{"ping", `{"type":"ping"}`, conversation.Inbound{Type: conversation.TypePing}, ""},
 		{"cancel", `{"type":"cancel","message":7}`, conversation.Inbound{Type: conversation.TypeCancel}, ""},
 		{"cancel of a thread", `{"type":"cancel","thread_id":"t-1:a"}`, conversation.Inbound{Type: conversation.TypeCancel, ThreadID: "t-1:a"}, ""},
@@ -62,6 +74,10 @@ func TestDecodeChat(t *testing.T) {
 		{"numeric thread id", `{"type":"chat","message":"hi","thread_id":5,"data":[]}`, conversation.Inbound{}, protocol.CodeInvalidMsg},
 		{"bad channel", `{"type":"chat","message":"hi","channel":"we b","data":[]}`, conversation.Inbound{}, protocol.CodeInvalidMsg},
 		{"numeric channel", `{"type":"chat","message":"hi","channel":1,"data":[]}`, conversation.Inbound{}, protocol.CodeInvalidMsg},
+		{"unknown multitask", `{"type":"chat","message":"hi","data":[],"multitask":"queue"}`, conversation.Inbound{}, protocol.CodeInvalidMsg},
+		{"multitask in capitals", `{"type":"chat","message":"hi","data":[],"multitask":"ENQUEUE"}`, conversation.Inbound{}, protocol.CodeInvalidMsg},
+		{"numeric multitask", `{"type":"chat","message":"hi","data":[],"multitask":1}`, conversation.Inbound{}, protocol.CodeInvalidMsg},
+		{"multitask list", `{"type":"chat","message":"hi","data":[],"multitask":["enqueue"]}`, conversation.Inbound{}, protocol.CodeInvalidMsg},
 		{"no type", `{"message":"hi","data":[]}`, conversation.Inbound{}, protocol.CodeInvalidMsg},
 		{"numeric type", `{"type":1}`, conversation.Inbound{}, protocol.CodeInvalidMsg},
 		{"unknown type", `{"type":"shout"}`, conversation.Inbound{}, protocol.CodeUnknownType},
@@ -119,6 +135,11 @@ func FuzzDecodeChat(f *testing.F) {
 		`{"type":"chat","message":"hi","data":["\\u0000",1e-16383]}`,
 		"{\"type\":\"chat\",\"message\":\"h\xffi\",\"data\":[]}",
 		`{"type":"chat","message":"hi","data":1e131072}`,
+		`{"type":"chat","message":"hi","data":[],"multitask":"enqueue"}`,
+		`{"type":"chat","message":"hi","data":[],"multitask":"rollback","thread_id":"t"}`,
+		`{"type":"chat","message":"hi","data":[],"multitask":"interrupt "}`,
+		`{"type":"chat","message":"hi","data":[],"multitask":{"mode":"enqueue"}}`,
+		`{"type":"chat","message":"hi","channel":"sms","multitask":"\u0065nqueue"}`,
 	} {
 		f.Add([]byte(s))
 	}
@@ -150,6 +171,7 @@ func FuzzDecodeChat(f *testing.F) {
 		assert.LessOrEqual(t, utf8.RuneCountInString(c.Message), maxChars)
 		assert.True(t, c.ThreadID == "" || conversation.ValidThreadID(c.ThreadID), "thread %q", c.ThreadID)
 		assert.NotEmpty(t, c.Channel)
+		assert.LessOrEqual(t, c.Multitask, conversation.MultitaskRollback)
 		// Everything accepted is storable: valid UTF-8, no NUL, and data
 		// that PostgreSQL jsonb keeps.
 		require.True(t, utf8.Valid(frame), "accepted a frame that is not UTF-8")
@@ -171,6 +193,7 @@ func FuzzDecodeChat(f *testing.F) {
 		if c.Data != nil {
 			again = append(append(again, `,"data":`...), c.Data...)
 		}
+		again = wire.AppendString(append(again, `,"multitask":`...), c.Multitask.String())
 		in2, err := conversation.DecodeChat(append(again, '}'), maxChars)
 		require.NoError(t, err, "%s", again)
 		assert.Equal(t, c, in2.Chat)

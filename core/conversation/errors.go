@@ -35,3 +35,11 @@ var ErrTurnNotSaved = errors.New("conversation: the turn was not saved")
 // loaded, the store failing or not answering within StoreTimeout; the
 // client was sent protocol.CodeUnavailable.
 var ErrStoreUnavailable = errors.New("conversation: the thread store is unavailable")
+
+// ErrQueueFull is returned by ThreadQueue.Join when the thread's queue
+// holds as many waiters as it may.
+var ErrQueueFull = errors.New("conversation: too many chats wait for the thread")
+
+// ErrTicketLost is returned by ThreadQueue.Keep for a ticket that is no
+// longer in the queue: it expired.
+var ErrTicketLost = errors.New("conversation: the queue ticket expired")

@@ -20,6 +20,9 @@ const (
 	EventEscalation
 	EventEnd
 	EventError
+	// EventQueued comes before EventStarted, alone, for a chat that waits
+	// for its thread ("multitask":"enqueue").
+	EventQueued
 )
 
 // Event is one thing a run tells its client. It is passed by value and
@@ -27,8 +30,12 @@ const (
 // allocates nothing; AppendEvent turns it into the PROTOCOL.md §3.2 JSON message.
 type Event struct {
 	Kind EventKind
-	// ThreadID is set on EventStarted (the session id is the same value).
+	// ThreadID is set on EventStarted (the session id is the same value)
+	// and EventQueued.
 	ThreadID string
+	// Position is set on EventQueued: the chat's place in its thread's
+	// queue, 1 being the next to run.
+	Position int
 	// Content is a token's text.
 	Content string
 	// Reason is set on EventEscalation.
@@ -38,6 +45,9 @@ type Event struct {
 	MessageID string
 	Usage     ports.Usage
 	Cancelled bool
+	// RolledBack is set on the EventEnd of an answer that another chat
+	// rolled back: nothing of its turn was stored.
+	RolledBack bool
 	// Code and Message are set on EventError; Code is one of the
 	// protocol codes of PROTOCOL.md §6.1.
 	Code    string
@@ -75,6 +85,14 @@ func AppendEvent(b []byte, ev Event, connID string) []byte {
 		b = strconv.AppendInt(b, int64(ev.Usage.OutputTokens), 10)
 		b = append(b, `},"cancelled":`...)
 		b = strconv.AppendBool(b, ev.Cancelled)
+		if ev.RolledBack {
+			b = append(b, `,"rolled_back":true`...)
+		}
+	case EventQueued:
+		b = append(b, `{"type":"queued","thread_id":`...)
+		b = wire.AppendString(b, ev.ThreadID)
+		b = append(b, `,"position":`...)
+		b = strconv.AppendInt(b, int64(ev.Position), 10)
 	case EventError:
 		return protocol.AppendError(b, ev.Code, ev.Message)
 	default:

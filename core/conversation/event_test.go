@@ -28,6 +28,10 @@ func TestAppendEvent(t *testing.T) {
 			`{"type":"end","message_id":"m1","usage":{"input_tokens":12,"output_tokens":3},"cancelled":false}`},
 		{conversation.Event{Kind: conversation.EventEnd, Cancelled: true},
 			`{"type":"end","usage":{"input_tokens":0,"output_tokens":0},"cancelled":true}`},
+		{conversation.Event{Kind: conversation.EventEnd, Cancelled: true, RolledBack: true, Usage: ports.Usage{InputTokens: 5, OutputTokens: 2}},
+			`{"type":"end","usage":{"input_tokens":5,"output_tokens":2},"cancelled":true,"rolled_back":true}`},
+		{conversation.Event{Kind: conversation.EventQueued, ThreadID: "t1", Position: 3},
+			`{"type":"queued","thread_id":"t1","position":3}`},
 		{conversation.Event{Kind: conversation.EventError, Code: "thread_busy", Message: "busy"},
 			`{"type":"error","code":"thread_busy","message":"busy"}`},
 	}

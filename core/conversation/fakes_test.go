@@ -239,6 +239,7 @@ type fakeLock struct {
 	// with Redis away; releaseTries counts every release call.
 	releaseFails int
 	releaseTries int
+	acquiredAt   time.Time // when the last lease was taken
 }
 
 func newFakeLock() *fakeLock { return &fakeLock{held: map[string]bool{}, holder: map[string]int64{}} }
@@ -253,6 +254,7 @@ func (l *fakeLock) Acquire(ctx context.Context, id, owner string, ttl time.Durat
 		return nil, conversation.ErrThreadBusy
 	}
 	l.held[id] = true
+	l.acquiredAt = time.Now()
 	l.fence++
 	l.holder[id] = l.fence
 	return &fakeLease{l: l, id: id, fence: l.fence}, nil

@@ -201,10 +201,16 @@ func (r *run) escalate(ctx context.Context) node {
 }
 
 // cancelled stops the tokens not sent yet and stores what the client was
-// sent, marked cancelled.
+// sent, marked cancelled; or, when another chat rolled the run back,
+// stores nothing of the turn.
 func (r *run) cancelled(ctx context.Context) node {
 	r.ans.stop()
 	r.out.cancelled = true
+	if stopped, ok := errors.AsType[*Stopped](context.Cause(ctx)); ok && stopped.Mode == ports.StopRollback {
+		r.turn.userStored = false // persist keeps nothing, not even the checkpoints
+		r.emit(Event{Kind: EventEnd, Usage: r.out.usage, Cancelled: true, RolledBack: true})
+		return nodeDone
+	}
 	if r.turn.userStored {
 		r.storeAnswer(true)
 	}

@@ -100,6 +100,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, ln net.Listen
 	var (
 		threads ports.ThreadStore = memory.NewThreads(cfg.Store.MemoryMaxThreads)
 		lock    ports.ThreadLock  = memory.NewLock()
+		queue   ports.ThreadQueue = memory.NewQueue()
 	)
 	if cfg.Store.DatabaseURL != "" {
 		store, err := postgres.Open(ctx, postgres.Config{
@@ -150,6 +151,8 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, ln net.Listen
 		Escalation:           escalation,
 		Publisher:            chatMirror{hub},
 		Runs:                 runs,
+		Queue:                queue,
+		MaxQueued:            cfg.Conversation.MaxQueuedPerThread,
 		SystemPrompt:         appdata.SystemPrompt,
 		SummaryPrompt:        appdata.SummaryPrompt,
 		MaxGuardrailRewrites: cfg.Conversation.MaxGuardrailRewrites,
