@@ -89,6 +89,7 @@ func multitaskHarness(t *testing.T, maxQueued int) (*harness, *fakeQueue) {
 	}, false, 0, func(c *conversation.Config) {
 		c.Queue = q
 		c.MaxQueued = maxQueued
+		c.Runs = &fakeRuns{}
 	})
 	require.NoError(t, err)
 	return h, q
