@@ -2,6 +2,9 @@ package memory_test
 
 import (
 	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
 
 	"github.com/wsserver/wsserver/adapters/memory"
 	"github.com/wsserver/wsserver/ports"
@@ -33,5 +36,14 @@ func TestThreadQueueContract(t *testing.T) {
 	porttest.ThreadQueue(t, func(t *testing.T) (ports.ThreadQueue, ports.ThreadQueue) {
 		t.Helper()
 		return memory.NewQueue(), nil
+	})
+}
+
+func TestAnswerLogContract(t *testing.T) {
+	porttest.AnswerLog(t, func(t *testing.T, maxEvents int, ttl time.Duration) (ports.AnswerLog, ports.AnswerLog) {
+		t.Helper()
+		l, err := memory.NewAnswers(memory.AnswersConfig{MaxEvents: maxEvents, TTL: ttl})
+		require.NoError(t, err)
+		return l, nil
 	})
 }

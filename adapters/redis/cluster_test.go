@@ -1,6 +1,9 @@
 package redis_test
 
 import (
+	"github.com/stretchr/testify/require"
+	"github.com/wsserver/wsserver/adapters/redis"
+
 	"testing"
 	"time"
 
@@ -44,4 +47,20 @@ func TestRunControlContractOnACluster(t *testing.T) {
 		prefix := containers.Prefix(t)
 		return newRuns(t, clusterClient(t), prefix), newRuns(t, clusterClient(t), prefix)
 	}, false)
+}
+
+// The answer log's scripts touch the four keys of one answer: refused on
+// a cluster (CROSSSLOT) unless all carry the thread as hash tag.
+func TestAnswerLogContractOnACluster(t *testing.T) {
+	porttest.AnswerLog(t, func(t *testing.T, maxEvents int, ttl time.Duration) (ports.AnswerLog, ports.AnswerLog) {
+		t.Helper()
+		prefix := containers.Prefix(t)
+		mk := func() ports.AnswerLog {
+			l, err := redis.NewAnswers(redis.AnswersConfig{Client: clusterClient(t), Prefix: prefix, MaxEvents: maxEvents, TTL: ttl})
+			require.NoError(t, err)
+			t.Cleanup(l.Close)
+			return l
+		}
+		return mk(), mk()
+	})
 }

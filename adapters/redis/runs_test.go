@@ -1,6 +1,8 @@
 package redis_test
 
 import (
+	"time"
+
 	"testing"
 
 	"github.com/redis/rueidis"
@@ -43,4 +45,18 @@ func TestRunsChannelCarriesTheThreadAsAHashTag(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, int64(1), n)
 	require.Equal(t, ports.StopRollback, <-got)
+}
+
+func TestAnswerLogContract(t *testing.T) {
+	porttest.AnswerLog(t, func(t *testing.T, maxEvents int, ttl time.Duration) (ports.AnswerLog, ports.AnswerLog) {
+		t.Helper()
+		prefix := containers.Prefix(t)
+		mk := func() ports.AnswerLog {
+			l, err := redis.NewAnswers(redis.AnswersConfig{Client: client(t), Prefix: prefix, MaxEvents: maxEvents, TTL: ttl})
+			require.NoError(t, err)
+			t.Cleanup(l.Close)
+			return l
+		}
+		return mk(), mk()
+	})
 }
