@@ -4,8 +4,13 @@ import (
 	"bytes"
 	"io"
 	"runtime"
+	"strconv"
+	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
+
+	"github.com/gorilla/websocket"
 
 	"github.com/wsserver/wsserver/adapters/socket"
 )
@@ -72,4 +77,70 @@ func clientFrame(op byte, payload []byte) []byte {
 		b = append(b, c^key[i%4])
 	}
 	return b
+}
+
+// BenchmarkFanout measures one broadcast to many sockets, as a large
+// session sends it: a shared 100-byte frame queued on every socket, and
+// written, until each client has read it. Clients read raw bytes. Besides
+// time, it reports the process's CPU (user + system, the clients' reading
+// included) per delivery: on a shared machine that moves far less than
+// time does.
+func BenchmarkFanout(b *testing.B) {
+	for _, n := range []int{100, 1000} {
+		b.Run(strconv.Itoa(n), func(b *testing.B) { benchmarkFanout(b, n) })
+	}
+}
+
+func benchmarkFanout(b *testing.B, n int) {
+	conns := make(chan *socket.Conn, n)
+	hs := serve(b, nil, socket.Config{}, func(c *socket.Conn) { conns <- c })
+	frame := socket.Frame(bytes.Repeat([]byte{'x'}, 100))
+	var received, target atomic.Int64
+	arrived := make(chan struct{}, 1)
+	servers := make([]*socket.Conn, n)
+	for i := range n {
+		ws, resp, err := websocket.DefaultDialer.Dial("ws"+strings.TrimPrefix(hs.URL, "http"), nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		resp.Body.Close()
+		b.Cleanup(func() { ws.Close() })
+		servers[i] = <-conns
+		b.Cleanup(servers[i].Finish)
+		go func() {
+			buf := make([]byte, 4096)
+			for {
+				k, err := ws.NetConn().Read(buf)
+				if err != nil {
+					return
+				}
+				// The read that completes the broadcast tells the sender.
+				v := received.Add(int64(k))
+				if t := target.Load(); v-int64(k) < t && v >= t {
+					arrived <- struct{}{}
+				}
+			}
+		}()
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	cpu0 := processCPU()
+	for i := range b.N {
+		target.Store(int64(i+1) * int64(n) * int64(len(frame)))
+		for _, c := range servers {
+			c.Send(frame)
+		}
+		<-arrived
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(processCPU()-cpu0)/float64(b.N*n), "cpu-ns/delivery")
+}
+
+// processCPU is the CPU time (user + system) the process has used, in ns.
+func processCPU() int64 {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return ru.Utime.Nano() + ru.Stime.Nano()
 }
