@@ -1,7 +1,8 @@
 // Package socket is one WebSocket connection as the server runs it: one
 // reader, a bounded send queue that never blocks the sender, and a writer
 // that runs only while there is something to write and sends everything
-// queued in one system call. gorilla/websocket does the handshake and the
+// queued in one system call (the server's flushers, flush.go, or a
+// goroutine of the socket's own while its peer is slow to read). gorilla/websocket does the handshake and the
 // reading; frames are written here, ready-made, so that a broadcast is
 // framed once and the same bytes go to every socket.
 package socket
@@ -13,6 +14,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -105,15 +107,16 @@ func (c *Config) defaults() {
 	}
 }
 
-// Server holds the settings shared by every connection.
+// Server holds the settings and the flushers shared by every connection.
 type Server struct {
-	cfg Config
+	cfg      Config
+	flushers *flusher
 }
 
 // NewServer returns a Server for cfg; zero fields take their defaults.
 func NewServer(cfg Config) *Server {
 	cfg.defaults()
-	return &Server{cfg: cfg}
+	return &Server{cfg: cfg, flushers: newFlusher()}
 }
 
 // Conn is one server-side WebSocket. Send and Close may be called from any
@@ -130,6 +133,10 @@ type Conn struct {
 	nc    net.Conn
 	cfg   *Config
 	muted bool // gorilla cannot write to nc
+	// raw is nc's socket for the server's flushers (flush.go)
+	// to write; nil (TLS) means c writes on goroutines of its own.
+	raw      syscall.RawConn
+	flushers *flusher
 
 	// Owned by the reader.
 	control bucket // the peer's budget of pings and pongs
@@ -168,6 +175,9 @@ func (s *Server) Wrap(ws *websocket.Conn) *Conn {
 		control: newBucket(s.cfg.ControlRate, s.cfg.ControlBurst, time.Now()),
 	}
 	c.muted = mute(ws)
+	if c.muted {
+		c.raw, c.flushers = rawConn(c.nc), s.flushers
+	}
 	// The read limit is enforced by Read: gorilla's own would write a
 	// close frame of its own.
 	ws.SetReadLimit(0)
@@ -404,7 +414,11 @@ func (c *Conn) appendLocked(frame []byte) {
 	c.peak = max(c.peak, len(c.queue))
 	if !c.writing {
 		c.writing = true
-		go c.write()
+		if c.raw != nil {
+			c.flushers.push(c)
+		} else {
+			go c.write(nil, 0)
+		}
 	}
 }
 
@@ -433,50 +447,101 @@ func (c *Conn) closeLocked(code int, reason string) {
 	c.backstop = time.AfterFunc(c.cfg.CloseWait+c.cfg.WriteTimeout, c.shutdown)
 }
 
-// write sends the queue until it is empty, all queued frames in one
-// system call per round, then exits: an idle socket has no writer.
-func (c *Conn) write() {
-	for {
-		c.mu.Lock()
-		if len(c.queue) == 0 || c.shut {
-			c.writing = false
-			done := c.finished || c.shut
-			closing := c.closing
-			c.mu.Unlock()
-			switch {
-			case done:
-				c.shutdown()
-			case closing:
-				// The close frame is out: wait briefly for the peer's reply.
-				_ = c.nc.SetReadDeadline(time.Now().Add(c.cfg.CloseWait))
-			}
+// write sends c's queue with blocking writes, under the write timeout,
+// until it is empty, all queued frames in one system call per round, then
+// exits: an idle socket has no writer. It starts with the rest of batch
+// after its first done bytes, when a flusher found the peer's buffer full.
+func (c *Conn) write(batch [][]byte, done int) {
+	if batch != nil {
+		c.writeWait(batch, skip(batch, done))
+		if c.raw != nil && !c.more() {
+			// The socket is idle: its next frames go to the flushers.
 			return
 		}
-		batch := c.queue
-		c.queue, c.spare = c.spare[:0], nil
-		c.queued = 0
-		if c.pongAt >= 0 {
-			// The pending pong is in this batch: the next is built in
-			// the other buffer while this one is written.
-			c.pongAt, c.pongNext = -1, 1-c.pongNext
+	}
+	for {
+		batch, ok := c.take()
+		if !ok {
+			return
 		}
-		c.pinged = false
-		c.mu.Unlock()
+		c.writeWait(batch, batch)
+	}
+}
 
-		bufs := net.Buffers(batch)
-		_ = c.nc.SetWriteDeadline(time.Now().Add(c.cfg.WriteTimeout))
-		_, err := bufs.WriteTo(c.nc)
-		c.cfg.OnWritten(len(batch))
-		clear(batch)
+// writeWait writes rest, the unwritten end of batch, waiting as long as
+// the write timeout allows.
+func (c *Conn) writeWait(batch, rest [][]byte) {
+	bufs := net.Buffers(rest)
+	_ = c.nc.SetWriteDeadline(time.Now().Add(c.cfg.WriteTimeout))
+	_, err := bufs.WriteTo(c.nc)
+	if c.raw != nil {
+		// The flushers' writes take no deadline.
+		_ = c.nc.SetWriteDeadline(time.Time{})
+	}
+	c.wrote(batch, err)
+}
 
-		c.mu.Lock()
-		if cap(batch) <= 64 {
-			c.spare = batch[:0]
-		}
-		c.mu.Unlock()
-		if err != nil {
-			c.shutdown()
-		}
+// take hands the writer what is queued, or, when nothing is (or the
+// connection is closed), ends its turn: the writer stops, closes the
+// connection if the reader is done, or waits for the peer's close reply.
+func (c *Conn) take() ([][]byte, bool) {
+	c.mu.Lock()
+	if len(c.queue) == 0 || c.shut {
+		c.idleLocked()
+		return nil, false
+	}
+	batch := c.queue
+	c.queue, c.spare = c.spare[:0], nil
+	c.queued = 0
+	if c.pongAt >= 0 {
+		// The pending pong is in this batch: the next is built in
+		// the other buffer while this one is written.
+		c.pongAt, c.pongNext = -1, 1-c.pongNext
+	}
+	c.pinged = false
+	c.mu.Unlock()
+	return batch, true
+}
+
+// more reports whether c has frames queued; when it has none, it ends the
+// writer's turn as take does.
+func (c *Conn) more() bool {
+	c.mu.Lock()
+	if len(c.queue) == 0 || c.shut {
+		c.idleLocked()
+		return false
+	}
+	c.mu.Unlock()
+	return true
+}
+
+// idleLocked ends the writer's turn; it unlocks c.mu.
+func (c *Conn) idleLocked() {
+	c.writing = false
+	done := c.finished || c.shut
+	closing := c.closing
+	c.mu.Unlock()
+	switch {
+	case done:
+		c.shutdown()
+	case closing:
+		// The close frame is out: wait briefly for the peer's reply.
+		_ = c.nc.SetReadDeadline(time.Now().Add(c.cfg.CloseWait))
+	}
+}
+
+// wrote finishes a written batch: it is counted, its array kept for the
+// next batch, and a failed write closes the connection.
+func (c *Conn) wrote(batch [][]byte, err error) {
+	c.cfg.OnWritten(len(batch))
+	clear(batch)
+	c.mu.Lock()
+	if cap(batch) <= 64 && !c.shut {
+		c.spare = batch[:0]
+	}
+	c.mu.Unlock()
+	if err != nil {
+		c.shutdown()
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -122,5 +123,35 @@ func TestSilentPeerIsDropped(t *testing.T) {
 		require.Error(t, err)
 	case <-time.After(10 * time.Second):
 		t.Fatal("a silent peer was kept")
+	}
+}
+
+func TestPeerThatReadsLateGetsEveryByteInOrder(t *testing.T) {
+	// The client reads nothing until far more than the kernel buffers
+	// hold is sent: the server's writes stop part-way through frames,
+	// wait for the peer, and must go on exactly where they stopped. Then,
+	// with the peer reading, the socket writes as an idle one does again.
+	const frames, size = 400, 24 << 10 // ~9.6 MB
+	c, client := pair(t, socket.Config{MaxQueue: 10 * frames, MaxQueueBytes: 64 << 20, WriteTimeout: time.Minute})
+	payload := func(i int) []byte {
+		p := bytes.Repeat([]byte{byte('a' + i%26)}, size+i%7)
+		copy(p, strconv.Itoa(i))
+		return p
+	}
+	for i := range frames {
+		c.Send(socket.Frame(payload(i)))
+	}
+	for i := range frames + 1 {
+		if i == frames {
+			c.SendText([]byte("after"))
+		}
+		require.NoError(t, client.SetReadDeadline(time.Now().Add(wait)))
+		_, p, err := client.ReadMessage()
+		require.NoError(t, err)
+		if i == frames {
+			assert.Equal(t, "after", string(p))
+			break
+		}
+		require.True(t, bytes.Equal(payload(i), p), "frame %d differs", i)
 	}
 }
