@@ -303,6 +303,7 @@ func TestStreamRetriesAResetConnection(t *testing.T) {
 
 // proxy forwards r to base (a fake's URL) and copies the answer.
 func proxy(t *testing.T, w http.ResponseWriter, r *http.Request, base string) {
+	t.Helper()
 	body, err := io.ReadAll(r.Body)
 	if err != nil {
 		t.Error(err)
