@@ -6,12 +6,15 @@
 #   bash test/bench/chat.sh                    # every scenario
 #   bash test/bench/chat.sh paced-250 burst-memory
 #   bash test/bench/chat.sh paced-200 bedrock-200   # local model vs Bedrock adapters
+#   bash test/bench/chat.sh paced-200 openai-200    # local model vs openai adapters
 #
 # Needs redis-server on PATH and Docker with a PostgreSQL image
 # ($BENCH_POSTGRES_IMAGE, default the one test/images/env.sh picks) for the
 # Redis + PostgreSQL scenarios. bedrock-200 runs the server on the Bedrock
 # adapters against test/fakebedrock's command, which streams an answer of
-# the local model's sentence lengths at the local model's pace (50 tokens/s).
+# the local model's sentence lengths at the local model's pace (50 tokens/s);
+# openai-200 runs it on the openai adapters against test/fakeopenai's
+# command, which streams the same answer as server-sent events.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -56,6 +59,12 @@ run() {
 		bench bedrock-200 chat -url ws://127.0.0.1:8000 -conns 200 -chats 0 -duration "$DURATION" -stagger 2s -new-thread -message "$long" -pid "$pid"
 		cpu bedrock-200 "$pid" "$fake_pid"
 		;;
+	openai-200)
+		fakeopenai -pace 20ms
+		server 8000 OPENAI_BASE_URL="$fake_url" OPENAI_MODEL_ID_CHAT=bench-model
+		bench openai-200 chat -url ws://127.0.0.1:8000 -conns 200 -chats 0 -duration "$DURATION" -stagger 2s -new-thread -message "$long" -pid "$pid"
+		cpu openai-200 "$pid" "$fake_pid"
+		;;
 	burst-memory)
 		server 8000 "${fast[@]}"
 		bench burst-memory chat -url ws://127.0.0.1:8000 -conns 20 -chats 0 -duration "$DURATION" -new-thread -message "$long" -pid "$pid"
@@ -79,7 +88,7 @@ run() {
 
 scenarios=("$@")
 if ((${#scenarios[@]} == 0)); then
-	scenarios=(paced-250 paced-250-redis-postgres burst-memory burst-redis-postgres paced-200 bedrock-200)
+	scenarios=(paced-250 paced-250-redis-postgres burst-memory burst-redis-postgres paced-200 bedrock-200 openai-200)
 fi
 echo "results in $OUT; $(nproc) cores, $(go version), $(uname -r)"
 for s in "${scenarios[@]}"; do run "$s"; done

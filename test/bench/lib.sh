@@ -3,7 +3,7 @@
 # The caller sets OUT (the results folder) before sourcing it.
 
 # BENCH_BIN=dir runs the binaries already built there (wsserver, wsbench,
-# fakebedrock) instead of building them from this tree.
+# fakebedrock, fakeopenai) instead of building them from this tree.
 BIN=${BENCH_BIN:-$(mktemp -d)}
 REDIS_PORT=${REDIS_PORT:-6393}
 PG_PORT=${PG_PORT:-5493}
@@ -14,6 +14,7 @@ if [[ -z ${BENCH_BIN:-} ]]; then
 	go build -o "$BIN/wsserver" ./cmd/wsserver
 	go build -o "$BIN/wsbench" ./cmd/wsbench
 	go build -o "$BIN/fakebedrock" ./test/fakebedrock/cmd/fakebedrock
+	go build -o "$BIN/fakeopenai" ./test/fakeopenai/cmd/fakeopenai
 	go build -o "$BIN/bare" ./test/bench/bare
 fi
 ulimit -n 1048576 2>/dev/null || ulimit -n "$(ulimit -Hn)"
@@ -73,6 +74,24 @@ fakebedrock() {
 		sleep 0.1
 	done
 	echo "fakebedrock did not start; see $OUT/fakebedrock.log" >&2
+	return 1
+}
+
+# fakeopenai [FLAGS...]: a fresh fake OpenAI-compatible endpoint; its
+# base URL is left in $fake_url, its pid in $fake_pid.
+fakeopenai() {
+	rm -f "$OUT/fakeopenai.url"
+	"${pin_tool[@]}" "$BIN/fakeopenai" -url-file "$OUT/fakeopenai.url" "$@" >>"$OUT/fakeopenai.log" 2>&1 &
+	fake_pid=$!
+	pids+=("$fake_pid")
+	for _ in $(seq 100); do
+		if [[ -s $OUT/fakeopenai.url ]]; then
+			fake_url=$(<"$OUT/fakeopenai.url")
+			return
+		fi
+		sleep 0.1
+	done
+	echo "fakeopenai did not start; see $OUT/fakeopenai.log" >&2
 	return 1
 }
 
