@@ -24,6 +24,8 @@ import (
 	"net/netip"
 	"slices"
 	"time"
+
+	"github.com/wsserver/wsserver/adapters/redis"
 )
 
 // DevSecretKey is the secret key used when none is configured. Load refuses it when
@@ -197,6 +199,21 @@ type Store struct {
 	// RedisURL is a redis:// or rediss:// URL. REDIS_URL; default empty, meaning the
 	// in-process channel layer and presence (one instance only).
 	RedisURL string
+
+	// RedisCluster says whether REDIS_URL names a Redis Cluster (ElastiCache
+	// cluster mode): auto asks the server (CLUSTER SLOTS) and follows its
+	// answer, on requires a cluster (start-up fails otherwise), off talks to
+	// the one server named, never following a cluster's redirections.
+	// REDIS_CLUSTER: auto, 1/true/on or 0/false/off; default auto.
+	RedisCluster redis.ClusterMode
+
+	// ShardedPubSubPartitions is the number of sharded pub/sub channels
+	// (SSUBSCRIBE/SPUBLISH, Redis 7) that carry the sessions' broadcasts,
+	// each session on one by a stable hash of its id, with one subscription
+	// connection per channel; 0 means plain PUBLISH on a channel per
+	// session. Every instance must use the same number.
+	// REDIS_SHARDED_PUBSUB_PARTITIONS; default 0 (0..1024); needs REDIS_URL.
+	ShardedPubSubPartitions int
 
 	// DatabaseURL is a postgres:// URL. DATABASE_URL, or assembled from PSQL_HOST,
 	// PSQL_PORT (default 5432), PSQL_BOT_USERNAME, PSQL_BOT_PASSWORD and

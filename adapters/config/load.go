@@ -85,10 +85,24 @@ func (l *loader) load() Config {
 	}
 
 	c.Store = Store{
-		RedisURL:         l.redisURL(),
-		DatabaseURL:      l.databaseURL(),
-		PresenceTTL:      l.duration("PRESENCE_TTL", redis.DefaultPresenceTTL, 3*time.Second, time.Hour),
-		MemoryMaxThreads: l.integer("MEMORY_MAX_THREADS", memory.DefaultMaxThreads, 1, 10_000_000),
+		RedisURL:                l.redisURL(),
+		RedisCluster:            l.redisCluster(),
+		ShardedPubSubPartitions: l.integer("REDIS_SHARDED_PUBSUB_PARTITIONS", 0, 0, redis.MaxPartitions),
+		DatabaseURL:             l.databaseURL(),
+		PresenceTTL:             l.duration("PRESENCE_TTL", redis.DefaultPresenceTTL, 3*time.Second, time.Hour),
+		MemoryMaxThreads:        l.integer("MEMORY_MAX_THREADS", memory.DefaultMaxThreads, 1, 10_000_000),
+	}
+	if c.Store.RedisURL == "" {
+		if _, name, ok := l.raw("REDIS_CLUSTER"); ok {
+			l.fail(name, "needs REDIS_URL")
+		}
+		if c.Store.ShardedPubSubPartitions > 0 {
+			l.fail("REDIS_SHARDED_PUBSUB_PARTITIONS", "needs REDIS_URL")
+		}
+	} else if c.Store.RedisCluster == redis.ClusterOn {
+		if u, err := url.Parse(c.Store.RedisURL); err == nil && strings.Trim(u.Path, "/0") != "" {
+			l.fail("REDIS_URL", "a Redis Cluster has database 0 only (REDIS_CLUSTER is on): drop the path or write /0")
+		}
 	}
 
 	c.Conversation = Conversation{
@@ -248,6 +262,23 @@ func (l *loader) redisURL() string {
 		}
 	}
 	return v
+}
+
+func (l *loader) redisCluster() redis.ClusterMode {
+	v, name, ok := l.raw("REDIS_CLUSTER")
+	if !ok {
+		return redis.ClusterAuto
+	}
+	switch strings.ToLower(strings.TrimSpace(v)) {
+	case "auto", "":
+		return redis.ClusterAuto
+	case "1", "true", "yes", "on":
+		return redis.ClusterOn
+	case "0", "false", "no", "off":
+		return redis.ClusterOff
+	}
+	l.fail(name, "must be auto, 1/true/on or 0/false/off, got %s", quote(v))
+	return redis.ClusterAuto
 }
 
 func (l *loader) databaseURL() string {

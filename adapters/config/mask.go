@@ -41,6 +41,8 @@ func (c Config) LogValue() slog.Value {
 		),
 		slog.Group("store",
 			slog.String("redis_url", maskURL(c.Store.RedisURL)),
+			slog.String("redis_cluster", string(c.Store.RedisCluster)),
+			slog.Int("redis_sharded_pubsub_partitions", c.Store.ShardedPubSubPartitions),
 			slog.String("database_url", maskURL(c.Store.DatabaseURL)),
 			slog.Duration("presence_ttl", c.Store.PresenceTTL),
 			slog.Int("memory_max_threads", c.Store.MemoryMaxThreads),

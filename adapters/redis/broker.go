@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -27,17 +28,35 @@ type BrokerConfig struct {
 	// Prefix is put before every channel name; empty means "ws:". It must
 	// not contain a brace.
 	Prefix string
+	// Partitions is the number of sharded pub/sub channels (SSUBSCRIBE and
+	// SPUBLISH, Redis 7) that carry the sessions' broadcasts; zero means
+	// plain pub/sub, a channel per session. Every instance must use the
+	// same number: a session's channel is chosen by it. At most
+	// MaxPartitions.
+	Partitions int
 	// OnError is told the operation of every failed Redis call (metrics).
 	// Nil ignores them.
 	OnError func(op string)
 	Log     *slog.Logger
 }
 
-// Broker carries broadcasts between instances on Redis pub/sub: one PUBLISH
-// per broadcast, and one SUBSCRIBE per session that this instance has
-// sockets on, all on one dedicated connection. A goroutine keeps the
-// subscriptions at the wanted set, and restores them whenever the
-// connection is lost and made again.
+// MaxPartitions bounds BrokerConfig.Partitions: each is a connection.
+const MaxPartitions = 1024
+
+// Broker carries broadcasts between instances on Redis pub/sub.
+//
+// With plain pub/sub (no partitions): one PUBLISH per broadcast on the
+// session's channel, and one SUBSCRIBE per session that this instance has
+// sockets on, all on one dedicated connection. With sharded pub/sub, the
+// sessions are spread over a fixed number of partitions by a hash of their
+// id: one SPUBLISH per broadcast on its session's partition channel, which
+// names the session inside the message, and one dedicated connection per
+// partition that this instance has sockets on, subscribed (SSUBSCRIBE) to
+// that one channel; each connection goes to the cluster node serving its
+// channel's slot, so the channels and their traffic spread over the
+// masters. Each connection is a link: a goroutine keeps its subscriptions
+// at the wanted set, and restores them whenever the connection is lost
+// (or, sharded, its slot moved to another node) and made again.
 //
 // A PUBLISH can reach Redis although its caller gets an error (the reply
 // was late and the context ran out), and the caller then delivers the
@@ -56,21 +75,31 @@ type BrokerConfig struct {
 // PUBLISH, is dropped like that of a failed publication.
 type Broker struct {
 	cfg   BrokerConfig
-	kick  chan struct{}
-	retry chan struct{} // cuts a wait before reconnecting short
+	links []*link // one, or one per partition
 	stop  context.CancelFunc
-	done  chan struct{}
+	done  sync.WaitGroup
 
 	origin uint64 // random, in every message this broker publishes
 	seq    atomic.Uint64
 	echoes echoes
 
-	mu         sync.Mutex
-	conn       uint64                   // counts the pub/sub connections lost
-	down       bool                     // waiting to make a pub/sub connection again
-	wanted     map[string]*subscription // by session
-	subscribed map[string]bool          // SUBSCRIBE sent on the current connection
-	confirmed  map[string]bool          // Redis answered that SUBSCRIBE
+	mu     sync.Mutex
+	wanted map[string]*subscription // by session
+	parts  []int                    // wanted sessions per partition (sharded)
+}
+
+// link is one dedicated pub/sub connection and the channels it carries.
+// Its fields other than the channels are guarded by the broker's mu.
+type link struct {
+	part  int // the partition, or -1 for plain pub/sub
+	kick  chan struct{}
+	retry chan struct{} // cuts a wait before reconnecting short
+	moved chan struct{} // Redis dropped a subscription itself (its slot moved)
+
+	conn       uint64          // counts the pub/sub connections lost
+	down       bool            // waiting to make a pub/sub connection again
+	subscribed map[string]bool // channel: SUBSCRIBE sent on the current connection
+	confirmed  map[string]bool // channel: Redis answered that SUBSCRIBE
 }
 
 type subscription struct {
@@ -96,6 +125,9 @@ func NewBroker(cfg BrokerConfig) (*Broker, error) {
 		return nil, err
 	}
 	cfg.Prefix = prefix
+	if cfg.Partitions < 0 || cfg.Partitions > MaxPartitions {
+		return nil, fmt.Errorf("redis: broker partitions must be from 0 to %d, got %d", MaxPartitions, cfg.Partitions)
+	}
 	if cfg.OnError == nil {
 		cfg.OnError = func(string) {}
 	}
@@ -104,24 +136,35 @@ func NewBroker(cfg BrokerConfig) (*Broker, error) {
 	}
 	ctx, stop := context.WithCancel(context.Background())
 	b := &Broker{
-		origin:     rand.Uint64(),
-		cfg:        cfg,
-		kick:       make(chan struct{}, 1),
-		retry:      make(chan struct{}, 1),
-		stop:       stop,
-		done:       make(chan struct{}),
-		wanted:     make(map[string]*subscription),
-		subscribed: make(map[string]bool),
-		confirmed:  make(map[string]bool),
+		origin: rand.Uint64(),
+		cfg:    cfg,
+		stop:   stop,
+		wanted: make(map[string]*subscription),
+		parts:  make([]int, cfg.Partitions),
 	}
-	go b.run(ctx)
+	n := max(cfg.Partitions, 1)
+	for i := range n {
+		l := &link{
+			part:       i,
+			kick:       make(chan struct{}, 1),
+			retry:      make(chan struct{}, 1),
+			moved:      make(chan struct{}, 1),
+			subscribed: make(map[string]bool),
+			confirmed:  make(map[string]bool),
+		}
+		if cfg.Partitions == 0 {
+			l.part = -1
+		}
+		b.links = append(b.links, l)
+		b.done.Go(func() { b.run(ctx, l) })
+	}
 	return b, nil
 }
 
 // Close stops the subscriptions. The client stays open: its owner closes it.
 func (b *Broker) Close() {
 	b.stop()
-	<-b.done
+	b.done.Wait()
 }
 
 // A message on a session channel is a header and the payload:
@@ -129,6 +172,9 @@ func (b *Broker) Close() {
 //	bytes 0-7    publication time, UnixNano, big-endian, with the top bit set
 //	bytes 8-15   origin: the publishing broker's random id
 //	bytes 16-23  the publication's sequence number at its origin
+//
+// On a partition channel, the header is followed by the session: its
+// length in bytes as a uvarint, then its id, then the payload.
 //
 // An earlier version sent only the time, top bit clear, then the payload:
 // such messages are still read. That version drops messages with the top
@@ -139,6 +185,35 @@ const (
 	originFlag = 1 << 63
 )
 
+// sharded reports whether the broker uses sharded pub/sub.
+func (b *Broker) sharded() bool { return b.cfg.Partitions > 0 }
+
+// partition returns the partition of session: FNV-1a of its id, so that
+// every instance agrees.
+func (b *Broker) partition(session string) int {
+	h := uint32(2166136261)
+	for i := 0; i < len(session); i++ {
+		h ^= uint32(session[i])
+		h *= 16777619
+	}
+	return int(h % uint32(b.cfg.Partitions)) //nolint:gosec // Partitions is at most MaxPartitions
+}
+
+// route returns the link and the channel that carry session's broadcasts.
+func (b *Broker) route(session string) (*link, string) {
+	if !b.sharded() {
+		return b.links[0], b.channel(session)
+	}
+	p := b.partition(session)
+	return b.links[p], b.partitionChannel(p)
+}
+
+// partitionChannel names partition p's channel; its hash tag puts it in one
+// slot.
+func (b *Broker) partitionChannel(p int) string {
+	return tagged(b.cfg.Prefix, kindPubSub, strconv.Itoa(p))
+}
+
 // Publish sends payload to every instance subscribed to session. The
 // publication time travels with it, so receivers can tell the latency.
 // When it fails, the caller delivers payload to this instance's sockets
@@ -148,11 +223,20 @@ const (
 func (b *Broker) Publish(ctx context.Context, session string, payload []byte) error {
 	seq := b.seq.Add(1)
 	sent := time.Now()
-	msg := make([]byte, headerLen+len(payload))
+	l, ch := b.route(session)
+	size := headerLen + len(payload)
+	if b.sharded() {
+		size += binary.MaxVarintLen64 + len(session)
+	}
+	msg := make([]byte, headerLen, size)
 	binary.BigEndian.PutUint64(msg, uint64(sent.UnixNano())|originFlag)
 	binary.BigEndian.PutUint64(msg[8:], b.origin)
 	binary.BigEndian.PutUint64(msg[16:], seq)
-	copy(msg[headerLen:], payload)
+	if b.sharded() {
+		msg = binary.AppendUvarint(msg, uint64(len(session)))
+		msg = append(msg, session...)
+	}
+	msg = append(msg, payload...)
 
 	// Redis hands the message back if this connection's SUBSCRIBE was
 	// answered before the PUBLISH runs: counted on when it was answered
@@ -161,25 +245,32 @@ func (b *Broker) Publish(ctx context.Context, session string, payload []byte) er
 	// still counts; its messages are lost, at most once, to every socket
 	// of this instance alike.)
 	b.mu.Lock()
-	conn := b.conn
+	conn := l.conn
 	listening := b.wanted[session] != nil
-	confirmed := b.confirmed[session]
+	confirmed := l.confirmed[ch]
 	b.mu.Unlock()
 	b.echoes.publishing(seq)
 	c := b.cfg.Client
-	// On a Redis Cluster a PUBLISH names no key, and rueidis sends it to
-	// any node: the node's own subscribers get it at once, the others'
-	// after a hop over the cluster bus, so two publications sent through
-	// two nodes overtake one another. Pinned to the channel's slot, every
-	// publication of a session goes through one node, and each subscriber
-	// gets them in the order they were sent (the bus keeps order).
-	ch := b.channel(session)
-	err := c.Do(ctx, c.B().Publish().Channel(ch).Message(rueidis.BinaryString(msg)).Build().SetSlot(ch)).Error()
+	var cmd rueidis.Completed
+	if b.sharded() {
+		// SPUBLISH goes to the node serving the channel's slot.
+		cmd = c.B().Spublish().Channel(ch).Message(rueidis.BinaryString(msg)).Build()
+	} else {
+		// On a Redis Cluster a PUBLISH names no key, and rueidis sends it
+		// to any node: the node's own subscribers get it at once, the
+		// others' after a hop over the cluster bus, so two publications
+		// sent through two nodes overtake one another. Pinned to the
+		// channel's slot, every publication of a session goes through one
+		// node, and each subscriber gets them in the order they were sent
+		// (the bus keeps order).
+		cmd = c.B().Publish().Channel(ch).Message(rueidis.BinaryString(msg)).Build().SetSlot(ch)
+	}
+	err := c.Do(ctx, cmd).Error()
 	b.mu.Lock()
 	// With nobody here, there is nothing to deliver here: an echo, if a
 	// socket joined meanwhile, is for it.
-	echoDue := err == nil && (!listening || confirmed && b.conn == conn)
-	down := b.down
+	echoDue := err == nil && (!listening || confirmed && l.conn == conn)
+	down := l.down
 	b.mu.Unlock()
 	echoed := b.echoes.published(seq, echoDue)
 	if err != nil {
@@ -197,7 +288,7 @@ func (b *Broker) Publish(ctx context.Context, session string, payload []byte) er
 	if down {
 		// Redis answers again: subscribe again now, not after the wait.
 		select {
-		case b.retry <- struct{}{}:
+		case l.retry <- struct{}{}:
 		default:
 		}
 	}
@@ -217,25 +308,33 @@ func (b *Broker) Publish(ctx context.Context, session string, payload []byte) er
 // Subscribe routes the session's broadcasts to deliver.
 func (b *Broker) Subscribe(session string, deliver func(ports.Delivery)) <-chan struct{} {
 	s := &subscription{deliver: deliver, live: make(chan struct{})}
+	l, ch := b.route(session)
 	b.mu.Lock()
+	if b.wanted[session] == nil && b.sharded() {
+		b.parts[l.part]++
+	}
 	b.wanted[session] = s
-	if b.subscribed[session] && b.confirmed[session] {
+	if l.subscribed[ch] && l.confirmed[ch] {
 		s.markLive()
 	}
 	b.mu.Unlock()
-	b.poke()
+	poke(l.kick)
 	return s.live
 }
 
 // Unsubscribe stops the session's broadcasts to this instance.
 func (b *Broker) Unsubscribe(session string) {
+	l, _ := b.route(session)
 	b.mu.Lock()
+	if b.wanted[session] != nil && b.sharded() {
+		b.parts[l.part]--
+	}
 	delete(b.wanted, session)
 	b.mu.Unlock()
-	b.poke()
+	poke(l.kick)
 }
 
-// channel names the session's pub/sub channel.
+// channel names the session's pub/sub channel (plain pub/sub).
 func (b *Broker) channel(session string) string {
 	return tagged(b.cfg.Prefix, kindSession, session)
 }
@@ -249,9 +348,19 @@ func (b *Broker) sessionOf(channel string) (string, bool) {
 	return strings.CutSuffix(rest, "}")
 }
 
-func (b *Broker) poke() {
+// wants reports whether this instance wants channel ch of link l. The
+// caller holds mu.
+func (b *Broker) wants(l *link, ch string) bool {
+	if b.sharded() {
+		return b.parts[l.part] > 0
+	}
+	s, ok := b.sessionOf(ch)
+	return ok && b.wanted[s] != nil
+}
+
+func poke(c chan struct{}) {
 	select {
-	case b.kick <- struct{}{}:
+	case c <- struct{}{}:
 	default:
 	}
 }
@@ -264,24 +373,27 @@ const (
 	maxBackoff = 2 * time.Second
 )
 
-// run holds one dedicated pub/sub connection at a time and keeps its
+// run holds one dedicated pub/sub connection of l at a time and keeps its
 // subscriptions equal to the wanted set.
-func (b *Broker) run(ctx context.Context) {
-	defer close(b.done)
+func (b *Broker) run(ctx context.Context, l *link) {
 	backoff := minBackoff
+	log := b.cfg.Log
+	if l.part >= 0 {
+		log = log.With("partition", l.part)
+	}
 	for ctx.Err() == nil {
 		dc, release := b.cfg.Client.Dedicate()
 		lost := dc.SetPubSubHooks(rueidis.PubSubHooks{
 			OnMessage:      b.onMessage,
-			OnSubscription: b.onSubscription,
+			OnSubscription: func(s rueidis.PubSubSubscription) { b.onSubscription(l, s) },
 		})
-		subscribed, err := b.serve(ctx, dc, lost)
+		subscribed, err := b.serve(ctx, l, dc, lost)
 		release()
 		b.mu.Lock()
-		b.conn++
-		b.down = true
-		clear(b.subscribed)
-		clear(b.confirmed)
+		l.conn++
+		l.down = true
+		clear(l.subscribed)
+		clear(l.confirmed)
 		b.mu.Unlock()
 		if ctx.Err() != nil {
 			return
@@ -290,29 +402,33 @@ func (b *Broker) run(ctx context.Context) {
 			backoff = minBackoff
 		}
 		select {
-		case <-b.retry: // from before this loss
+		case <-l.retry: // from before this loss
 		default:
 		}
 		b.cfg.OnError("subscribe")
-		b.cfg.Log.WarnContext(ctx, "redis pub/sub connection lost; resubscribing", "err", err, "retry_in", backoff)
+		log.WarnContext(ctx, "redis pub/sub connection lost; resubscribing", "err", err, "retry_in", backoff)
 		select {
 		case <-ctx.Done():
 			return
 		case <-time.After(backoff):
-		case <-b.retry:
+		case <-l.retry:
 		}
 		b.mu.Lock()
-		b.down = false
+		l.down = false
 		b.mu.Unlock()
 		backoff = min(2*backoff, maxBackoff)
 	}
 }
 
-// serve reconciles subscriptions on dc until the connection is lost, and
-// reports whether Redis took a SUBSCRIBE there.
-func (b *Broker) serve(ctx context.Context, dc rueidis.DedicatedClient, lost <-chan error) (subscribed bool, err error) {
+// serve reconciles l's subscriptions on dc until the connection is lost,
+// and reports whether Redis took a SUBSCRIBE there.
+func (b *Broker) serve(ctx context.Context, l *link, dc rueidis.DedicatedClient, lost <-chan error) (subscribed bool, err error) {
+	select {
+	case <-l.moved: // from an earlier connection
+	default:
+	}
 	for {
-		n, err := b.reconcile(ctx, dc)
+		n, err := b.reconcile(ctx, l, dc)
 		subscribed = subscribed || n > 0
 		if err != nil {
 			return subscribed, err
@@ -325,7 +441,9 @@ func (b *Broker) serve(ctx context.Context, dc rueidis.DedicatedClient, lost <-c
 				err = errors.New("pub/sub hooks ended")
 			}
 			return subscribed, err
-		case <-b.kick:
+		case <-l.moved:
+			return subscribed, errors.New("redis dropped the subscription: its slot moved to another node")
+		case <-l.kick:
 		}
 	}
 }
@@ -333,32 +451,55 @@ func (b *Broker) serve(ctx context.Context, dc rueidis.DedicatedClient, lost <-c
 // batch bounds the channels named in one SUBSCRIBE or UNSUBSCRIBE.
 const batch = 256
 
-// reconcile subscribes dc to the wanted sessions it lacks and unsubscribes
-// it from the others. It reports how many sessions it subscribed.
-func (b *Broker) reconcile(ctx context.Context, dc rueidis.DedicatedClient) (subscribed int, err error) {
+// reconcile subscribes dc to the wanted channels of l it lacks and
+// unsubscribes it from the others. It reports how many channels it
+// subscribed.
+func (b *Broker) reconcile(ctx context.Context, l *link, dc rueidis.DedicatedClient) (subscribed int, err error) {
 	var add, drop []string
 	b.mu.Lock()
-	for s, sub := range b.wanted {
-		switch {
-		case !b.subscribed[s]:
-			b.subscribed[s] = true
-			add = append(add, b.channel(s))
-		case b.confirmed[s]:
-			sub.markLive()
+	if b.sharded() {
+		ch := b.partitionChannel(l.part)
+		switch want := b.parts[l.part] > 0; {
+		case want && !l.subscribed[ch]:
+			l.subscribed[ch] = true
+			add = append(add, ch)
+		case want && l.confirmed[ch]:
+			b.markLive(l, ch)
+		case !want && l.subscribed[ch]:
+			delete(l.subscribed, ch)
+			delete(l.confirmed, ch)
+			drop = append(drop, ch)
 		}
-	}
-	for s := range b.subscribed {
-		if b.wanted[s] == nil {
-			delete(b.subscribed, s)
-			delete(b.confirmed, s)
-			drop = append(drop, b.channel(s))
+	} else {
+		for s, sub := range b.wanted {
+			ch := b.channel(s)
+			switch {
+			case !l.subscribed[ch]:
+				l.subscribed[ch] = true
+				add = append(add, ch)
+			case l.confirmed[ch]:
+				sub.markLive()
+			}
+		}
+		for ch := range l.subscribed {
+			if !b.wants(l, ch) {
+				delete(l.subscribed, ch)
+				delete(l.confirmed, ch)
+				drop = append(drop, ch)
+			}
 		}
 	}
 	b.mu.Unlock()
 
 	for len(add) > 0 {
 		n := min(len(add), batch)
-		if err := dc.Do(ctx, dc.B().Subscribe().Channel(add[:n]...).Build()).Error(); err != nil {
+		var cmd rueidis.Completed
+		if b.sharded() {
+			cmd = dc.B().Ssubscribe().Channel(add[:n]...).Build()
+		} else {
+			cmd = dc.B().Subscribe().Channel(add[:n]...).Build()
+		}
+		if err := dc.Do(ctx, cmd).Error(); err != nil {
 			return subscribed, fmt.Errorf("subscribe: %w", err)
 		}
 		subscribed += n
@@ -366,7 +507,13 @@ func (b *Broker) reconcile(ctx context.Context, dc rueidis.DedicatedClient) (sub
 	}
 	for len(drop) > 0 {
 		n := min(len(drop), batch)
-		if err := dc.Do(ctx, dc.B().Unsubscribe().Channel(drop[:n]...).Build()).Error(); err != nil {
+		var cmd rueidis.Completed
+		if b.sharded() {
+			cmd = dc.B().Sunsubscribe().Channel(drop[:n]...).Build()
+		} else {
+			cmd = dc.B().Unsubscribe().Channel(drop[:n]...).Build()
+		}
+		if err := dc.Do(ctx, cmd).Error(); err != nil {
 			return subscribed, fmt.Errorf("unsubscribe: %w", err)
 		}
 		drop = drop[n:]
@@ -374,42 +521,84 @@ func (b *Broker) reconcile(ctx context.Context, dc rueidis.DedicatedClient) (sub
 	return subscribed, nil
 }
 
-func (b *Broker) onSubscription(s rueidis.PubSubSubscription) {
-	if s.Kind != "subscribe" {
+// markLive marks live every wanted session that channel ch of l carries.
+// The caller holds mu.
+func (b *Broker) markLive(l *link, ch string) {
+	if !b.sharded() {
+		if s, ok := b.sessionOf(ch); ok {
+			if sub := b.wanted[s]; sub != nil {
+				sub.markLive()
+			}
+		}
 		return
 	}
-	session, ok := b.sessionOf(s.Channel)
-	if !ok {
-		return
-	}
-	b.mu.Lock()
-	if b.subscribed[session] {
-		b.confirmed[session] = true
-		if sub := b.wanted[session]; sub != nil {
+	for s, sub := range b.wanted {
+		if !sub.isLive && b.partition(s) == l.part {
 			sub.markLive()
 		}
 	}
-	b.mu.Unlock()
+}
+
+func (b *Broker) onSubscription(l *link, s rueidis.PubSubSubscription) {
+	switch s.Kind {
+	case "subscribe", "ssubscribe":
+		b.mu.Lock()
+		if l.subscribed[s.Channel] {
+			l.confirmed[s.Channel] = true
+			b.markLive(l, s.Channel)
+		}
+		b.mu.Unlock()
+	case "sunsubscribe":
+		// Redis drops the subscriptions of a shard channel itself when its
+		// slot moves to another node (a failover, a resharding): while
+		// this link still wants it, subscribe again on a new connection,
+		// which goes to the slot's new node.
+		b.mu.Lock()
+		if l.subscribed[s.Channel] {
+			delete(l.confirmed, s.Channel)
+			poke(l.moved)
+		}
+		b.mu.Unlock()
+	}
 }
 
 func (b *Broker) onMessage(m rueidis.PubSubMessage) {
-	session, ok := b.sessionOf(m.Channel)
-	if !ok || len(m.Message) < 8 {
+	var session string
+	var body string
+	if b.sharded() {
+		body = m.Message
+	} else {
+		var ok bool
+		if session, ok = b.sessionOf(m.Channel); !ok {
+			return
+		}
+		body = m.Message
+	}
+	if len(body) < 8 {
 		return
 	}
-	nanos := binary.BigEndian.Uint64([]byte(m.Message[:8]))
-	payload := m.Message[8:]
+	nanos := binary.BigEndian.Uint64([]byte(body[:8]))
+	payload := body[8:]
 	if nanos&originFlag != 0 {
-		if len(m.Message) < headerLen {
+		if len(body) < headerLen {
 			return // malformed
 		}
 		nanos &^= originFlag
-		origin := binary.BigEndian.Uint64([]byte(m.Message[8:16]))
-		seq := binary.BigEndian.Uint64([]byte(m.Message[16:24]))
+		origin := binary.BigEndian.Uint64([]byte(body[8:16]))
+		seq := binary.BigEndian.Uint64([]byte(body[16:24]))
+		payload = body[headerLen:]
+		if b.sharded() {
+			n, k := binary.Uvarint([]byte(payload[:min(len(payload), binary.MaxVarintLen64)]))
+			if k <= 0 || n > uint64(len(payload)-k) {
+				return // malformed
+			}
+			session, payload = payload[k:k+int(n)], payload[k+int(n):]
+		}
 		if origin == b.origin && !b.echoes.echo(seq) {
 			return // its publication failed: the caller delivered it here
 		}
-		payload = m.Message[headerLen:]
+	} else if b.sharded() {
+		return // partition channels carry the header always
 	}
 	b.mu.Lock()
 	sub := b.wanted[session]
@@ -479,4 +668,30 @@ func (e *echoes) echo(seq uint64) bool {
 		return false
 	}
 	return true
+}
+
+// ProbeShardedPubSub checks that every node serving one of partitions'
+// channels takes SPUBLISH (Redis 7 or later), by publishing an empty
+// message on a probe channel in the slot of each partition's channel.
+// Nobody subscribes to the probe channels.
+func ProbeShardedPubSub(ctx context.Context, c rueidis.Client, prefix string, partitions int) error {
+	prefix, err := checkPrefix(prefix)
+	if err != nil {
+		return err
+	}
+	cmds := make(rueidis.Commands, 0, partitions)
+	for p := range partitions {
+		ch := tagged(prefix, kindPubSubProbe, strconv.Itoa(p))
+		cmds = append(cmds, c.B().Spublish().Channel(ch).Message("").Build())
+	}
+	for p, r := range c.DoMulti(ctx, cmds...) {
+		if err := r.Error(); err != nil {
+			var re *rueidis.RedisError
+			if errors.As(err, &re) {
+				return fmt.Errorf("redis: sharded pub/sub (SPUBLISH, Redis 7 or later) refused for partition %d: %w", p, err)
+			}
+			return fmt.Errorf("redis: probe sharded pub/sub: %w", err)
+		}
+	}
+	return nil
 }

@@ -389,9 +389,14 @@ func (h *recordHandler) WithGroup(string) slog.Handler      { return h }
 // different nodes overtake one another. Every publication of a session must
 // go through one node for them to arrive in the order they were sent.
 func TestBrokerKeepsOnePublishersOrderOnACluster(t *testing.T) {
-	ctx := t.Context()
 	prefix := containers.Prefix(t)
-	a, b := newBroker(t, clusterClient(t), prefix), newBroker(t, clusterClient(t), prefix)
+	inOrder(t, newBroker(t, clusterClient(t), prefix), newBroker(t, clusterClient(t), prefix))
+}
+
+// inOrder publishes on a and checks that b receives every message in order.
+func inOrder(t *testing.T, a, b *redis.Broker) {
+	t.Helper()
+	ctx := t.Context()
 	const n = 2000
 	got := make(chan int, n)
 	live := b.Subscribe("s", func(d ports.Delivery) {

@@ -1,12 +1,19 @@
 package redis_test
 
 import (
-	"github.com/stretchr/testify/require"
-	"github.com/wsserver/wsserver/adapters/redis"
-
+	"context"
+	"crypto/rand"
+	"fmt"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/redis/rueidis"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/wsserver/wsserver/adapters/redis"
 	"github.com/wsserver/wsserver/ports"
 	"github.com/wsserver/wsserver/ports/porttest"
 	"github.com/wsserver/wsserver/test/containers"
@@ -63,4 +70,107 @@ func TestAnswerLogContractOnACluster(t *testing.T) {
 		}
 		return mk(), mk()
 	})
+}
+
+func newShardedBroker(t *testing.T, c rueidis.Client, prefix string, partitions int) *redis.Broker {
+	t.Helper()
+	return newBrokerWith(t, redis.BrokerConfig{Client: c, Prefix: prefix, Partitions: partitions})
+}
+
+// Sharded pub/sub keeps the broker's contract, on a cluster and on a
+// single Redis 7 alike.
+func TestShardedBrokerContract(t *testing.T) {
+	for _, on := range []struct {
+		name   string
+		client func(*testing.T) rueidis.Client
+	}{{"cluster", clusterClient}, {"single", client}} {
+		t.Run(on.name, func(t *testing.T) {
+			porttest.Broker(t, func(t *testing.T) (ports.Broker, ports.Broker) {
+				t.Helper()
+				prefix := containers.Prefix(t)
+				return newShardedBroker(t, on.client(t), prefix, 4), newShardedBroker(t, on.client(t), prefix, 4)
+			})
+		})
+	}
+}
+
+func TestShardedBrokerKeepsOnePublishersOrderOnACluster(t *testing.T) {
+	prefix := containers.Prefix(t)
+	inOrder(t, newShardedBroker(t, clusterClient(t), prefix, 8), newShardedBroker(t, clusterClient(t), prefix, 8))
+}
+
+// A sharded broker holds one subscription connection per partition that
+// has sessions here, whatever the number of sessions or slots, each on the
+// node serving its channel.
+func TestShardedBrokerUsesOneConnectionPerPartition(t *testing.T) {
+	ctx := t.Context()
+	prefix := containers.Prefix(t)
+	name := "sharded-" + strings.ToLower(rand.Text()[:8])
+	opt, err := rueidis.ParseURL(cluster.URL())
+	require.NoError(t, err)
+	opt.ClientName = name
+	opt.DisableCache = true
+	c, err := rueidis.NewClient(opt)
+	require.NoError(t, err)
+	t.Cleanup(c.Close)
+	const partitions = 6
+	b := newShardedBroker(t, c, prefix, partitions)
+	var lives []<-chan struct{}
+	for i := range 300 {
+		lives = append(lives, b.Subscribe(fmt.Sprintf("s%d", i), func(ports.Delivery) {}))
+	}
+	for _, live := range lives {
+		select {
+		case <-live:
+		case <-time.After(30 * time.Second):
+			t.Fatal("a session's subscription never live")
+		}
+	}
+	conns, channels := 0, 0
+	for addr, node := range c.Nodes() {
+		list, err := node.Do(ctx, node.B().ClientList().Build()).ToString()
+		require.NoError(t, err, addr)
+		for line := range strings.Lines(list) {
+			f := clientFields(line)
+			if f["name"] != name {
+				continue
+			}
+			assert.Equal(t, "0", f["sub"], "no plain subscription: %s", line)
+			if n, _ := strconv.Atoi(f["ssub"]); n > 0 {
+				conns++
+				channels += n
+			}
+		}
+	}
+	assert.Equal(t, partitions, conns, "one subscription connection per partition (300 sessions)")
+	assert.Equal(t, partitions, channels, "one channel on each")
+}
+
+// clientFields reads a CLIENT LIST line: id=1 addr=… name=… sub=0 ssub=1 …
+func clientFields(line string) map[string]string {
+	f := make(map[string]string)
+	for _, kv := range strings.Fields(line) {
+		k, v, _ := strings.Cut(kv, "=")
+		f[k] = v
+	}
+	return f
+}
+
+func TestProbeShardedPubSub(t *testing.T) {
+	ctx := t.Context()
+	require.NoError(t, redis.ProbeShardedPubSub(ctx, clusterClient(t), "", 16))
+	require.NoError(t, redis.ProbeShardedPubSub(ctx, client(t), "", 16))
+
+	// A server that refuses SPUBLISH (Redis 6, or an ACL that forbids
+	// it) is named as the reason.
+	admin := client(t)
+	user := "noshard" + strings.ToLower(rand.Text()[:6])
+	require.NoError(t, admin.Do(ctx, admin.B().AclSetuser().Username(user).Rule("on", "nopass", "+@all", "-spublish", "~*", "&*").Build()).Error())
+	t.Cleanup(func() { _ = admin.Do(context.Background(), admin.B().AclDeluser().Username(user).Build()).Error() })
+	u := strings.Replace(server.URL(), "redis://", "redis://"+user+":x@", 1)
+	limited, err := redis.Open(ctx, u, 10*time.Second)
+	require.NoError(t, err)
+	t.Cleanup(limited.Close)
+	err = redis.ProbeShardedPubSub(ctx, limited, "", 4)
+	require.ErrorContains(t, err, "sharded pub/sub (SPUBLISH, Redis 7 or later) refused")
 }

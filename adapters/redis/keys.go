@@ -24,6 +24,13 @@ const (
 	kindLock     = "lock"     // string: a thread's lock
 	kindFence    = "fence"    // counter: a thread's fencing tokens
 	kindStop     = "stop"     // pub/sub channel: requests to stop a thread's answer
+
+	// kindPubSub names the sharded pub/sub channel of a partition of the
+	// sessions: its "id" is the partition's number.
+	kindPubSub = "pubsub"
+	// kindPubSubProbe names the channel in the slot of a partition's
+	// channel on which the start-up probe publishes.
+	kindPubSubProbe = "pubsub-probe"
 )
 
 // tagged returns the name of id's key or channel of kind kind.

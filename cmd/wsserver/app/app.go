@@ -62,13 +62,24 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, ln net.Listen
 		}
 	}()
 	if cfg.Store.RedisURL != "" {
-		rc, err := redis.Open(ctx, cfg.Store.RedisURL, 10*time.Second)
+		rc, err := redis.Connect(ctx, redis.ClientConfig{URL: cfg.Store.RedisURL, Cluster: cfg.Store.RedisCluster, Wait: 10 * time.Second})
 		if err != nil {
 			return err
 		}
 		closers = append(closers, rc.Close)
 		redisClient = rc
-		b, err := redis.NewBroker(redis.BrokerConfig{Client: rc, OnError: m.RedisError, Log: log})
+		if n := cfg.Store.ShardedPubSubPartitions; n > 0 {
+			// Every instance must agree on the mode: a server that cannot
+			// do sharded pub/sub stops the start, rather than falling back
+			// to plain PUBLISH that the other instances do not hear.
+			pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			err := redis.ProbeShardedPubSub(pctx, rc, "", n)
+			cancel()
+			if err != nil {
+				return fmt.Errorf("REDIS_SHARDED_PUBSUB_PARTITIONS=%d: %w; set it to 0 for plain PUBLISH", n, err)
+			}
+		}
+		b, err := redis.NewBroker(redis.BrokerConfig{Client: rc, Partitions: cfg.Store.ShardedPubSubPartitions, OnError: m.RedisError, Log: log})
 		if err != nil {
 			return err
 		}
@@ -89,7 +100,8 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, ln net.Listen
 		ready = append(ready, web.Check{Name: "redis", Check: func(ctx context.Context) error {
 			return rc.Do(ctx, rc.B().Ping().Build()).Error()
 		}})
-		log.InfoContext(ctx, "channel layer: redis", "presence_ttl", cfg.Store.PresenceTTL)
+		log.InfoContext(ctx, "channel layer: redis", "cluster", rc.Mode() == rueidis.ClientModeCluster,
+			"sharded_pubsub_partitions", cfg.Store.ShardedPubSubPartitions, "presence_ttl", cfg.Store.PresenceTTL)
 	} else {
 		broker, presence, runs = memory.NewBroker(), memory.NewPresence(), memory.NewRuns()
 		log.InfoContext(ctx, "channel layer: in-process (one instance only; set REDIS_URL to share sessions across instances)")
