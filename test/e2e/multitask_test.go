@@ -32,7 +32,21 @@ func multitaskSetups(t *testing.T, mod func(*config.Config)) []pair {
 	cfg.Conversation.LocalTokenDelay = 20 * time.Millisecond
 	mod(&cfg)
 	mem := start(t, cfg)
-	return []pair{{"memory", mem, mem}}
+
+	dsn := servers.Postgres.NewDatabase(t.Context(), t)
+	shared := func(id string) config.Config {
+		c := cfg
+		c.InstanceID = id
+		c.Store.RedisURL = servers.Redis.URL()
+		c.Store.DatabaseURL = dsn
+		return c
+	}
+	a, b := start(t, shared("a")), start(t, shared("b"))
+	return []pair{
+		{"memory", mem, mem},
+		{"redis+postgres, one instance", a, a},
+		{"redis+postgres, two instances", a, b},
+	}
 }
 
 // long is a message whose answer (the local model quotes it) streams for
@@ -137,7 +151,7 @@ func TestMultitaskEnqueue(t *testing.T) {
 // The connection's own answer streams; a chat for the same thread with
 // enqueue waits behind it on the same socket, and another thread is busy.
 func TestMultitaskEnqueueOnTheSameSocket(t *testing.T) {
-	for _, p := range multitaskSetups(t, func(*config.Config) {}) {
+	for _, p := range multitaskSetups(t, func(*config.Config) {})[:2] {
 		t.Run(p.name, func(t *testing.T) {
 			thread := threadName(t, p)
 			c, _ := streaming(t, p.first, thread)
@@ -268,7 +282,7 @@ func TestMultitaskRollback(t *testing.T) {
 // A connection interrupts its own answer: the end of the old one, then
 // the new one, on the same socket.
 func TestMultitaskInterruptOnTheSameSocket(t *testing.T) {
-	for _, p := range multitaskSetups(t, func(*config.Config) {}) {
+	for _, p := range multitaskSetups(t, func(*config.Config) {})[:2] {
 		t.Run(p.name, func(t *testing.T) {
 			thread := threadName(t, p)
 			c, _ := streaming(t, p.first, thread)

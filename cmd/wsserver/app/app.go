@@ -135,6 +135,13 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, ln net.Listen
 			return err
 		}
 		lock = l
+		// The queue of a busy thread is shared as its lock is.
+		q, err := redis.NewQueue(redis.QueueConfig{Client: redisClient, OnError: m.RedisError, Log: log})
+		if err != nil {
+			return err
+		}
+		closers = append(closers, q.Close)
+		queue = q
 	}
 
 	// The conversation's model, guardrail and escalation detector.
