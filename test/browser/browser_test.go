@@ -352,3 +352,39 @@ func startServer(t *testing.T) string {
 	})
 	return "http://" + ln.Addr().String()
 }
+
+// TestWSTestPageMultitask: the page sends "multitask" and shows what comes
+// back — a chat that waits is shown queued, then streams; a rolled back
+// answer says so.
+func TestWSTestPageMultitask(t *testing.T) {
+	chrome := chromium(t)
+	base := startServer(t)
+	tab, _ := browserTabs(t, chrome)
+	a, cancel := context.WithTimeout(tab, 4*wait)
+	defer cancel()
+	open(t, a, base)
+	do(t, a, chromedp.SetValue(chromedp.ID("api-key"), apiKey), chromedp.Click(chromedp.ID("chat-connect")))
+	waitFor(t, a, "the chat socket opens", `document.getElementById("chat-status").dataset.state === "open"`)
+	long := "Tell me " + strings.Repeat("more and more, ", 40)
+	send := func(message, multitask string) {
+		t.Helper()
+		do(t, a,
+			chromedp.SetValue(chromedp.ID("chat-multitask"), multitask),
+			chromedp.SetValue(chromedp.ID("chat-message"), message),
+			chromedp.Click(chromedp.ID("chat-send")))
+	}
+
+	send(long, "")
+	waitFor(t, a, "the first answer streams", `document.getElementById("answer-1").dataset.state === "streaming"`)
+	send("And then?", "enqueue")
+	waitFor(t, a, "the second chat is shown queued", `document.getElementById("answer-2-meta").textContent.startsWith("queued: position 1")`)
+	waitFor(t, a, "the second answer ends", `document.getElementById("answer-2").dataset.state === "done"`)
+	assert.Equal(t, "done", attr(t, a, "answer-1", "state"), "the first answer was not disturbed")
+
+	send(long, "")
+	waitFor(t, a, "the third answer streams", `document.getElementById("answer-3").dataset.state === "streaming"`)
+	send("No, forget that.", "rollback")
+	waitFor(t, a, "the fourth answer ends", `document.getElementById("answer-4").dataset.state === "done"`)
+	assert.Equal(t, "cancelled", attr(t, a, "answer-3", "state"))
+	assert.Contains(t, text(t, a, "answer-3-meta"), "rolled back")
+}
