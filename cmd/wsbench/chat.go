@@ -25,6 +25,9 @@ type chatConfig struct {
 	ErrorPause time.Duration `report:"error_pause_s"`
 	Stagger    time.Duration `report:"stagger_s"`
 	MaxSamples int           `report:"max_samples"`
+	// ModelFirstToken is the model's own time to its first token, which
+	// the server's added part leaves out (chatguard.go).
+	ModelFirstToken time.Duration `report:"model_first_token_s"`
 }
 
 // MarshalJSON writes the config with durations in seconds.
@@ -49,6 +52,7 @@ var chatCommand = command[chatConfig, *chatReport]{
 		fs.DurationVar(&cfg.Stagger, "stagger", 0, "spread the connections' first chats evenly over this long, so that equal chats do not run in lockstep (0: all at once)")
 		fs.DurationVar(&cfg.Timeout, "timeout", 30*time.Second, "a chat without end or error this long fails and stops its connection")
 		fs.DurationVar(&cfg.ErrorPause, "error-pause", 20*time.Millisecond, "wait this long after a chat that got an error before the next one, so that refusals do not become a flood the rate limit refuses too (0: none)")
+		fs.DurationVar(&cfg.ModelFirstToken, "model-first-token", 0, "the model's own time to its first token, left out of the server's added part (0: the local model, test/fakebedrock)")
 		fs.IntVar(&cfg.MaxSamples, "max-samples", 1_000_000, "samples kept per measure (4 bytes each, 5 measures); beyond, a uniform random sample is kept")
 	},
 	check: func(fs *flag.FlagSet, cfg *chatConfig) error {
@@ -88,6 +92,8 @@ func (c *chatConfig) validate() error {
 		return errors.New("-timeout must be positive")
 	case c.ErrorPause < 0:
 		return errors.New("-error-pause must not be negative")
+	case c.ModelFirstToken < 0:
+		return errors.New("-model-first-token must not be negative")
 	case c.MaxSamples < 1:
 		return errors.New("-max-samples must be at least 1")
 	}
@@ -101,8 +107,12 @@ type chatReport struct {
 	Tokens    tokenReport    `json:"tokens"`
 	ToStarted latencySummary `json:"to_session_started"`
 	ToFirst   latencySummary `json:"to_first_token"`
-	Gap       latencySummary `json:"token_gap"`
-	Total     latencySummary `json:"chat_total"`
+	// FirstAdded is the server's added part of the first token: its
+	// arrival minus session_started's minus the model's first token.
+	FirstAdded latencySummary   `json:"first_token_added"`
+	Guardrail  *guardrailReport `json:"guardrail,omitempty"`
+	Gap        latencySummary   `json:"token_gap"`
+	Total      latencySummary   `json:"chat_total"`
 	// Sampled is true when some measure kept a random sample of its events
 	// rather than all of them (-max-samples).
 	Sampled     bool           `json:"sampled"`
@@ -185,6 +195,7 @@ func chat(ctx context.Context, t *target, cfg chatConfig, log logger) (*chatRepo
 			buf:       make([]byte, 0, len(r.head)+len(r.tail)+len(t.prefix)+24),
 			toStarted: newReservoir(r.limit, perChat),
 			toFirst:   newReservoir(r.limit, perChat),
+			toAdded:   newReservoir(r.limit, perChat),
 			totals:    newReservoir(r.limit, perChat),
 			perChat:   newReservoir(r.limit, perChat),
 			gaps:      newReservoir(r.limit, 4096),
@@ -201,6 +212,7 @@ func chat(ctx context.Context, t *target, cfg chatConfig, log logger) (*chatRepo
 	})
 	log.printf("connected %d, failed %d in %.2fs", conn.ok, conn.failed, conn.elapsed.Seconds())
 
+	guardBefore, guardOK := scrapeGuardrail(ctx, t)
 	var window, chatCPU time.Duration
 	if ctx.Err() == nil && conn.ok > 0 {
 		chatCPU = cpuOf(func() {
@@ -239,7 +251,7 @@ func chat(ctx context.Context, t *target, cfg chatConfig, log logger) (*chatRepo
 
 	rep := &chatReport{runHead: newHead(ctx, b, "chat", cfg)}
 	c := &rep.Chats
-	var toStarted, toFirst, gaps, totals, perChatTokens []int32
+	var toStarted, toFirst, toAdded, gaps, totals, perChatTokens []int32
 	for _, s := range slots {
 		c.Sent += s.sent
 		c.Started += s.started
@@ -253,11 +265,12 @@ func chat(ctx context.Context, t *target, cfg chatConfig, log logger) (*chatRepo
 		c.Reconnects += s.reconnects
 		rep.Tokens.Received += s.tokens.Load()
 		rep.Unexpected += s.unexpected
-		for _, m := range []*reservoir{&s.toStarted, &s.toFirst, &s.gaps, &s.totals, &s.perChat} {
+		for _, m := range []*reservoir{&s.toStarted, &s.toFirst, &s.toAdded, &s.gaps, &s.totals, &s.perChat} {
 			rep.Sampled = rep.Sampled || m.n > int64(len(m.s))
 		}
 		toStarted = append(toStarted, s.toStarted.s...)
 		toFirst = append(toFirst, s.toFirst.s...)
+		toAdded = append(toAdded, s.toAdded.s...)
 		gaps = append(gaps, s.gaps.s...)
 		totals = append(totals, s.totals.s...)
 		perChatTokens = append(perChatTokens, s.perChat.s...)
@@ -268,6 +281,9 @@ func chat(ctx context.Context, t *target, cfg chatConfig, log logger) (*chatRepo
 	rep.Tokens.PerChat = countsOf(perChatTokens)
 	rep.ToStarted = summarize(toStarted)
 	rep.ToFirst = summarize(toFirst)
+	rep.FirstAdded = summarize(toAdded)
+	guardAfter, guardAfterOK := scrapeGuardrail(context.WithoutCancel(ctx), t)
+	rep.Guardrail = guardrailPerChat(guardBefore, guardAfter, guardOK, guardAfterOK, c.Ended)
 	rep.Gap = summarize(gaps)
 	rep.Total = summarize(totals)
 	rep.Escalations = r.escalations.snapshot()
@@ -321,6 +337,7 @@ func (r *chatReport) print(w io.Writer) error {
 	}
 	p.latency("started", r.ToStarted, sampled+"; chat sent -> session_started")
 	p.latency("first tok", r.ToFirst, sampled+"; chat sent -> first token")
+	r.printIssue15(p, sampled)
 	p.latency("token gap", r.Gap, sampled+"; between tokens of a chat")
 	p.latency("chat total", r.Total, sampled+"; chat sent -> end")
 	if len(r.Escalations) == 0 {

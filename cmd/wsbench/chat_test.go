@@ -199,7 +199,7 @@ func TestChatEndToEnd(t *testing.T) {
 			if rep.Tokens.Received != 140 || rep.Tokens.PerChat.Min != 7 || rep.Tokens.PerChat.Max != 7 || rep.Tokens.PerChat.Samples != 20 {
 				t.Errorf("tokens = %+v, want 140, 7 per chat", rep.Tokens)
 			}
-			for name, l := range map[string]latencySummary{"started": rep.ToStarted, "first": rep.ToFirst, "total": rep.Total} {
+			for name, l := range map[string]latencySummary{"started": rep.ToStarted, "first": rep.ToFirst, "added": rep.FirstAdded, "total": rep.Total} {
 				if l.Samples != 20 {
 					t.Errorf("%s: %d samples, want 20", name, l.Samples)
 				}

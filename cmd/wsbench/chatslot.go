@@ -80,7 +80,7 @@ type chatSlot struct {
 	// Written by the readers of the slot's connections, one after the
 	// other; read after the last has stopped.
 	started, failed, escalated, escalationCloses, unexpected int64
-	toStarted, toFirst, gaps, totals, perChat                reservoir
+	toStarted, toFirst, toAdded, gaps, totals, perChat       reservoir
 }
 
 // chatConn is one socket of a slot. Its reader goroutine tells the sender
@@ -108,6 +108,7 @@ type chatState struct {
 	inFlight  bool
 	sent      time.Duration
 	started   bool
+	startedAt time.Duration // when session_started came
 	escalated bool
 	tokens    int32
 	last      time.Duration // the previous token
@@ -291,6 +292,9 @@ func (s *chatSlot) event(cc *chatConn, m *chatMsg, now time.Duration) {
 		s.tokens.Add(1)
 		if ch.tokens == 1 {
 			s.toFirst.add(micros(now - ch.sent))
+			if ch.started {
+				s.toAdded.add(micros(max(0, now-ch.startedAt-r.cfg.ModelFirstToken)))
+			}
 		} else {
 			s.gaps.add(micros(now - ch.last))
 		}
@@ -301,6 +305,7 @@ func (s *chatSlot) event(cc *chatConn, m *chatMsg, now time.Duration) {
 			return
 		}
 		ch.started = true
+		ch.startedAt = now
 		s.started++
 		s.toStarted.add(micros(now - ch.sent))
 		s.checkThread(cc, m.threadID)

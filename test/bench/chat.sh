@@ -7,6 +7,7 @@
 #   bash test/bench/chat.sh paced-250 burst-memory
 #   bash test/bench/chat.sh paced-200 bedrock-200   # local model vs Bedrock adapters
 #   bash test/bench/chat.sh paced-200 openai-200    # local model vs openai adapters
+#   bash test/bench/chat.sh bedrock-guard-200          # issue 15: ApplyGuardrail taking 150 ms
 #
 # Needs redis-server on PATH and Docker with a PostgreSQL image
 # ($BENCH_POSTGRES_IMAGE, default the one test/images/env.sh picks) for the
@@ -64,6 +65,16 @@ run() {
 		server 8000 OPENAI_BASE_URL="$fake_url" OPENAI_MODEL_ID_CHAT=bench-model
 		bench openai-200 chat -url ws://127.0.0.1:8000 -conns 200 -chats 0 -duration "$DURATION" -stagger 2s -new-thread -message "$long" -pid "$pid"
 		cpu openai-200 "$pid" "$fake_pid"
+		;;
+	bedrock-guard-200)
+		# Issue 15: the Bedrock adapters with ApplyGuardrail, each call
+		# answered after 150 ms; wsbench reads the guardrail's calls per
+		# answer from /metrics and the server's added part of the first
+		# token (the fake's model answers at once: -model-first-token 0).
+		fakebedrock -pace 20ms -guardrail-delay 150ms
+		server 8000 "${bedrock[@]}" BEDROCK_ENDPOINT_URL="$fake_url" BEDROCK_GUARDRAIL_ID=bench-guardrail BEDROCK_GUARDRAIL_VERSION=1
+		bench bedrock-guard-200 chat -url ws://127.0.0.1:8000 -conns 200 -chats 0 -duration "$DURATION" -stagger 2s -new-thread -message "$long" -pid "$pid"
+		cpu bedrock-guard-200 "$pid" "$fake_pid"
 		;;
 	burst-memory)
 		server 8000 "${fast[@]}"
