@@ -3,6 +3,8 @@ package metrics_test
 import (
 	"context"
 	"errors"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 
@@ -30,6 +32,7 @@ func (badWords) Check(_ context.Context, text string) (ports.Verdict, error) {
 
 func TestGuardrailCountsChecksAndCharacters(t *testing.T) {
 	m := metrics.New()
+	assert.Contains(t, scrapeText(t, m), `wsserver_guardrail_checks_total{outcome="fail"} 0`, "at 0 before the first check")
 	g := m.Guardrail(badWords{})
 	assert.True(t, g.WholeAnswer(), "the guardrail's own mode")
 	for _, tt := range []struct {
@@ -54,4 +57,11 @@ func TestGuardrailCountsChecksAndCharacters(t *testing.T) {
 	assert.InDelta(t, 1, scrape(t, m, `wsserver_guardrail_checks_total{outcome="fail"}`), 0)
 	assert.InDelta(t, 1, scrape(t, m, `wsserver_guardrail_checks_total{outcome="error"}`), 0)
 	assert.InDelta(t, 5+7+5+4, scrape(t, m, `wsserver_guardrail_checked_chars_total`), 0, "characters, not bytes")
+}
+
+func scrapeText(t *testing.T, m *metrics.Metrics) string {
+	t.Helper()
+	rec := httptest.NewRecorder()
+	m.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+	return rec.Body.String()
 }

@@ -84,6 +84,9 @@ func New() *Metrics {
 		}),
 		served: make(map[net.Conn]bool),
 	}
+	for _, outcome := range []string{"pass", "fail", "error"} {
+		m.guardChecks.WithLabelValues(outcome) // at 0 from the start, so a scrape before the first check sees it
+	}
 	m.registry.MustRegister(
 		m.socketsOpen, m.messagesIn, m.messagesOut, m.delivery, m.slowConsumers, m.rateLimited, m.refused, m.backendErrors,
 		m.httpConns, m.unserved, m.guardChecks, m.guardChars,

@@ -109,6 +109,7 @@ func scrapeOne(ctx context.Context, url string) (calls, chars float64, found boo
 				return 0, 0, false, err
 			}
 			chars += v
+			found = true
 		}
 	}
 	return calls, chars, found, sc.Err()

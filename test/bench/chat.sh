@@ -71,9 +71,12 @@ run() {
 		# answered after 150 ms; wsbench reads the guardrail's calls per
 		# answer from /metrics and the server's added part of the first
 		# token (the fake's model answers at once: -model-first-token 0).
+		# BENCH_PORT: another port than 8000, on a machine that runs
+		# other servers.
+		port=${BENCH_PORT:-8000}
 		fakebedrock -pace 20ms -guardrail-delay 150ms
-		server 8000 "${bedrock[@]}" BEDROCK_ENDPOINT_URL="$fake_url" BEDROCK_GUARDRAIL_ID=bench-guardrail BEDROCK_GUARDRAIL_VERSION=1
-		bench bedrock-guard-200 chat -url ws://127.0.0.1:8000 -conns 200 -chats 0 -duration "$DURATION" -stagger 2s -new-thread -message "$long" -pid "$pid"
+		server "$port" "${bedrock[@]}" BEDROCK_ENDPOINT_URL="$fake_url" BEDROCK_GUARDRAIL_ID=bench-guardrail BEDROCK_GUARDRAIL_VERSION=1 ${BENCH_SERVER_ENV:-}
+		bench bedrock-guard-200 chat -url "ws://127.0.0.1:$port" -conns 200 -chats 0 -duration "$DURATION" -stagger 2s -new-thread -message "$long" -pid "$pid"
 		cpu bedrock-guard-200 "$pid" "$fake_pid"
 		;;
 	burst-memory)
