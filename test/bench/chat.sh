@@ -50,8 +50,9 @@ run() {
 		bench paced-250-redis-postgres chat -url ws://127.0.0.1:8000,ws://127.0.0.1:8001 -conns 250 -chats 0 -duration "$DURATION" -stagger 2s -new-thread -message "$long" -pid "$a,$b"
 		;;
 	paced-200)
-		server 8000 LOCAL_MODEL_TOKEN_DELAY=20ms
-		bench paced-200 chat -url ws://127.0.0.1:8000 -conns 200 -chats 0 -duration "$DURATION" -stagger 2s -new-thread -message "$long" -pid "$pid"
+		port=${BENCH_PORT:-8000}
+		server "$port" LOCAL_MODEL_TOKEN_DELAY=20ms
+		bench paced-200 chat -url "ws://127.0.0.1:$port" -conns 200 -chats 0 -duration "$DURATION" -stagger 2s -new-thread -message "$long" -pid "$pid"
 		cpu paced-200 "$pid"
 		;;
 	bedrock-200)
