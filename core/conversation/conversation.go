@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -42,6 +43,13 @@ type Config struct {
 	// Publisher mirrors chat events to the thread's session stream. Nil
 	// mirrors nothing.
 	Publisher ports.ChatPublisher
+	// Answers logs the answers of resumable chats (Request.Resumable) for
+	// Resume. Nil: chats are not resumable, and Resume knows nothing.
+	Answers ports.AnswerLog
+	// Epoch names the answer log's continuity, given in every
+	// session_started: the process's start for an in-process log. Empty
+	// means a random one.
+	Epoch string
 	// Runs routes Stop to the run of a thread on whichever instance holds
 	// its lock: each run registers there while it runs. Nil routes
 	// nothing: Stop reports every request undelivered, and only the
@@ -124,6 +132,7 @@ type Config struct {
 type Conversation struct {
 	cfg      Config
 	releases releases
+	logs     sync.WaitGroup // the answer log writers (resume.go)
 }
 
 // New validates cfg and returns a Conversation.
@@ -188,6 +197,9 @@ func New(cfg Config) (*Conversation, error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
+	if cfg.Epoch == "" {
+		cfg.Epoch = uuid.NewString()
+	}
 	return &Conversation{cfg: cfg, releases: newReleases()}, nil
 }
 
@@ -210,6 +222,9 @@ type Request struct {
 	Owner string
 	// Multitask says what to do when the thread is busy (multitask.go).
 	Multitask Multitask
+	// Resumable: the answer's events are logged for Resume (Config.Answers),
+	// and the caller lets it run when its client goes (resume.go).
+	Resumable bool
 }
 
 // Result sums up a run.
@@ -262,6 +277,13 @@ func (c *Conversation) Run(ctx context.Context, req Request, emit func(Event)) (
 		return Result{}, err
 	}
 	lease := g.lease
+	num := &numbering{out: emit}
+	emit = num.emit
+	defer func() {
+		if num.log != nil {
+			num.log.close() // after end it was closed already; after a panic it was not
+		}
+	}()
 
 	// The run's last event (end or error) is held until the lock is
 	// released: a client that sends its next message on seeing end must
@@ -312,7 +334,13 @@ func (c *Conversation) Run(ctx context.Context, req Request, emit func(Event)) (
 		c.free(ctx, req.ThreadID, lease, renewed)
 	}
 
-	emit(Event{Kind: EventStarted, ThreadID: req.ThreadID})
+	if req.Resumable && c.cfg.Answers != nil {
+		num.log = c.newAnswerWriter(ctx, ports.AnswerKey{ThreadID: req.ThreadID, MessageID: r.turn.answerMsgID, Epoch: c.cfg.Epoch})
+		// The log knows the answer before its client does: a resume
+		// right after session_started finds it (as streaming).
+		num.log.begin()
+	}
+	emit(Event{Kind: EventStarted, ThreadID: req.ThreadID, MessageID: r.turn.answerMsgID, Epoch: c.cfg.Epoch})
 	func() {
 		defer release() // on every path, a panic's included
 		r.execute(runCtx)

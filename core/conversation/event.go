@@ -23,6 +23,15 @@ const (
 	// EventQueued comes before EventStarted, alone, for a chat that waits
 	// for its thread ("multitask":"enqueue").
 	EventQueued
+	// EventResumed answers a resume (resume.go): ThreadID, MessageID,
+	// Recovered, State.
+	EventResumed
+	// EventSnapshot follows an EventResumed that did not recover: the
+	// answer's text so far (Content) up to Seq.
+	EventSnapshot
+	// EventRaw is a frame encoded already (Raw): the logged end of an
+	// answer that a resume replays.
+	EventRaw
 )
 
 // Event is one thing a run tells its client. It is passed by value and
@@ -48,6 +57,17 @@ type Event struct {
 	// RolledBack is set on the EventEnd of an answer that another chat
 	// rolled back: nothing of its turn was stored.
 	RolledBack bool
+	// Seq is a token's number in its answer (1, 2, 3…), and on EventEnd
+	// and EventSnapshot the last token's; 0 when none was numbered.
+	Seq int64
+	// MessageID (above) and Epoch are set on EventStarted too: the id the
+	// answer will have in history, and the answer log's epoch (resume.go).
+	Epoch string
+	// Recovered and State are set on EventResumed.
+	Recovered bool
+	State     string
+	// Raw is set on EventRaw.
+	Raw []byte
 	// Code and Message are set on EventError; Code is one of the
 	// protocol codes of PROTOCOL.md §6.1.
 	Code    string
@@ -63,6 +83,7 @@ func AppendEvent(b []byte, ev Event, connID string) []byte {
 	case EventToken:
 		b = append(b, `{"type":"token","content":`...)
 		b = wire.AppendString(b, ev.Content)
+		b = appendSeq(b, ev.Seq)
 	case EventStarted:
 		b = append(b, `{"type":"session_started","session_id":`...)
 		b = wire.AppendString(b, ev.ThreadID)
@@ -70,6 +91,34 @@ func AppendEvent(b []byte, ev Event, connID string) []byte {
 		b = wire.AppendString(b, ev.ThreadID)
 		b = append(b, `,"connection_id":`...)
 		b = wire.AppendString(b, connID)
+		if ev.MessageID != "" {
+			b = append(b, `,"message_id":`...)
+			b = wire.AppendString(b, ev.MessageID)
+		}
+		if ev.Epoch != "" {
+			b = append(b, `,"epoch":`...)
+			b = wire.AppendString(b, ev.Epoch)
+		}
+	case EventResumed:
+		b = append(b, `{"type":"resumed","thread_id":`...)
+		b = wire.AppendString(b, ev.ThreadID)
+		if ev.MessageID != "" {
+			b = append(b, `,"message_id":`...)
+			b = wire.AppendString(b, ev.MessageID)
+		}
+		b = append(b, `,"recovered":`...)
+		b = strconv.AppendBool(b, ev.Recovered)
+		b = append(b, `,"state":`...)
+		b = wire.AppendString(b, ev.State)
+	case EventSnapshot:
+		b = append(b, `{"type":"snapshot","message_id":`...)
+		b = wire.AppendString(b, ev.MessageID)
+		b = append(b, `,"content":`...)
+		b = wire.AppendString(b, ev.Content)
+		b = append(b, `,"seq":`...)
+		b = strconv.AppendInt(b, ev.Seq, 10)
+	case EventRaw:
+		return append(b, ev.Raw...)
 	case EventEscalation:
 		b = append(b, `{"type":"escalation","should_escalate":true,"reason":`...)
 		b = wire.AppendString(b, string(ev.Reason))
@@ -88,6 +137,7 @@ func AppendEvent(b []byte, ev Event, connID string) []byte {
 		if ev.RolledBack {
 			b = append(b, `,"rolled_back":true`...)
 		}
+		b = appendSeq(b, ev.Seq)
 	case EventQueued:
 		b = append(b, `{"type":"queued","thread_id":`...)
 		b = wire.AppendString(b, ev.ThreadID)
@@ -99,6 +149,16 @@ func AppendEvent(b []byte, ev Event, connID string) []byte {
 		b = append(b, `{"type":"unknown"`...)
 	}
 	return append(b, '}')
+}
+
+// appendSeq appends a token's seq, or the last one's on end; nothing when
+// it is 0 (no token was numbered).
+func appendSeq(b []byte, seq int64) []byte {
+	if seq <= 0 {
+		return b
+	}
+	b = append(b, `,"seq":`...)
+	return strconv.AppendInt(b, seq, 10)
 }
 
 // EncodeChatEvent is the message that listeners of session threadID

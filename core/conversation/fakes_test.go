@@ -359,6 +359,7 @@ func newHarness(scripts []script, whole bool, maxRewrites int, mod ...func(*conv
 	var seq int
 	var seqMu sync.Mutex
 	cfg := conversation.Config{
+		Epoch:                "epoch-1",
 		Store:                h.store,
 		Lock:                 h.lock,
 		Model:                h.model,

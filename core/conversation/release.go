@@ -101,4 +101,5 @@ func (c *Conversation) Close() {
 	}
 	r.mu.Unlock()
 	r.running.Wait()
+	c.logs.Wait() // the answer logs' last appends, bounded by their tries
 }

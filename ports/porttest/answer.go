@@ -96,6 +96,23 @@ func AnswerLog(t *testing.T, newLogs AnswerLogs) {
 		assert.False(t, c.Found)
 	})
 
+	t.Run("knows an answer begun with no entry", func(t *testing.T) {
+		l, _ := newLogs(t, 100, ttl)
+		k := key(t)
+		require.NoError(t, l.Append(ctx, k, nil))
+		f := newFollower()
+		c, stop, err := l.Follow(ctx, k.ThreadID, "", 0, f.deliver)
+		require.NoError(t, err)
+		defer stop()
+		assert.True(t, c.Found)
+		assert.True(t, c.Complete)
+		assert.Equal(t, k.MessageID, c.MessageID)
+		assert.Equal(t, int64(0), c.Top)
+		assert.Empty(t, c.Entries)
+		require.NoError(t, l.Append(ctx, k, append(tokens(1, 1), final(1))))
+		assert.Equal(t, append(tokens(1, 1), final(1)), f.waitFinal(t))
+	})
+
 	t.Run("catches up then follows live, to the final entry", func(t *testing.T) {
 		l, _ := newLogs(t, 100, ttl)
 		k := key(t)

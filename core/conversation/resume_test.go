@@ -1,0 +1,172 @@
+package conversation_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/wsserver/wsserver/adapters/memory"
+	"github.com/wsserver/wsserver/core/conversation"
+	"github.com/wsserver/wsserver/ports"
+)
+
+// resumer collects what a Resume emits.
+type resumer struct {
+	mu     sync.Mutex
+	events []conversation.Event
+	done   chan struct{}
+}
+
+func newResumer() *resumer { return &resumer{done: make(chan struct{})} }
+
+func (r *resumer) emit(ev conversation.Event) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.events = append(r.events, ev)
+	if ev.Kind == conversation.EventRaw && strings.Contains(string(ev.Raw), `"type":"end"`) {
+		close(r.done)
+	}
+}
+
+func (r *resumer) wait(t *testing.T) []conversation.Event {
+	t.Helper()
+	select {
+	case <-r.done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the resume never ended")
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]conversation.Event(nil), r.events...)
+}
+
+func resumableHarness(t *testing.T, log ports.AnswerLog) *harness {
+	t.Helper()
+	h, err := newHarness([]script{{pieces: []string{"One.", " Two.", " Three.", " Four.", " Five."}}}, false, 0,
+		func(c *conversation.Config) { c.Answers = log })
+	require.NoError(t, err)
+	return h
+}
+
+func newAnswers(t *testing.T, cfg memory.AnswersConfig) *memory.Answers {
+	t.Helper()
+	l, err := memory.NewAnswers(cfg)
+	require.NoError(t, err)
+	return l
+}
+
+// A resume after k tokens gets exactly the rest of the answer, then its
+// end: with the k tokens the client had, the answer that history stores.
+func TestResumeMidAnswerGetsTheRest(t *testing.T) {
+	for _, k := range []int{0, 1, 3, 5} {
+		t.Run(fmt.Sprintf("k=%d", k), func(t *testing.T) {
+			h := resumableHarness(t, newAnswers(t, memory.AnswersConfig{}))
+			var s sink
+			var started conversation.Event
+			res := newResumer()
+			s.onTok = func(ev conversation.Event) {
+				if ev.Seq == int64(max(k, 1)) {
+					_, err := h.conv.Resume(context.Background(), conversation.ResumeRequest{
+						ThreadID: thread, MessageID: started.MessageID, Seq: int64(k), Epoch: started.Epoch,
+					}, res.emit)
+					require.NoError(t, err)
+				}
+			}
+			emit := func(ev conversation.Event) {
+				if ev.Kind == conversation.EventStarted {
+					started = ev
+				}
+				s.emit(ev)
+			}
+			_, err := h.conv.Run(context.Background(), conversation.Request{ThreadID: thread, Message: "hi", Data: json.RawMessage(`[]`), Resumable: true}, emit)
+			require.NoError(t, err)
+			got := res.wait(t)
+
+			require.Equal(t, conversation.EventResumed, got[0].Kind)
+			assert.True(t, got[0].Recovered)
+			assert.Equal(t, conversation.ResumeStreaming, got[0].State)
+			assert.Equal(t, started.MessageID, got[0].MessageID)
+			text := strings.Join(s.tokens()[:k], "")
+			var seqs []int64
+			for _, ev := range got[1 : len(got)-1] {
+				require.Equal(t, conversation.EventToken, ev.Kind)
+				text += ev.Content
+				seqs = append(seqs, ev.Seq)
+			}
+			for i, seq := range seqs {
+				assert.Equal(t, int64(k+i+1), seq, "contiguous from the client's seq")
+			}
+			th, err := h.store.Load(context.Background(), thread)
+			require.NoError(t, err)
+			assert.Equal(t, th.Messages[1].Content, text)
+			assert.Equal(t, started.MessageID, th.Messages[1].ID, "session_started named the stored answer")
+			end := got[len(got)-1]
+			assert.JSONEq(t, `{"type":"end","message_id":"`+started.MessageID+`","usage":{"input_tokens":0,"output_tokens":0},"cancelled":false,"seq":5}`, string(end.Raw))
+		})
+	}
+}
+
+func TestResumeAfterTheEnd(t *testing.T) {
+	h := resumableHarness(t, newAnswers(t, memory.AnswersConfig{}))
+	var s sink
+	_, err := h.conv.Run(context.Background(), conversation.Request{ThreadID: thread, Message: "hi", Data: json.RawMessage(`[]`), Resumable: true}, s.emit)
+	require.NoError(t, err)
+	started := s.events[0]
+
+	t.Run("the end, when nothing was missed", func(t *testing.T) {
+		res := newResumer()
+		_, err := h.conv.Resume(context.Background(), conversation.ResumeRequest{ThreadID: thread, Seq: 5, Epoch: started.Epoch}, res.emit)
+		require.NoError(t, err)
+		got := res.wait(t)
+		require.Len(t, got, 2)
+		assert.Equal(t, conversation.Event{Kind: conversation.EventResumed, ThreadID: thread, MessageID: started.MessageID, Recovered: true, State: conversation.ResumeDone}, got[0])
+	})
+	t.Run("a snapshot when the epoch changed", func(t *testing.T) {
+		res := newResumer()
+		_, err := h.conv.Resume(context.Background(), conversation.ResumeRequest{ThreadID: thread, Seq: 2, Epoch: "another"}, res.emit)
+		require.NoError(t, err)
+		got := res.wait(t)
+		require.Len(t, got, 3)
+		assert.False(t, got[0].Recovered)
+		assert.Equal(t, conversation.Event{Kind: conversation.EventSnapshot, MessageID: started.MessageID, Content: "One. Two. Three. Four. Five.", Seq: 5}, got[1])
+		assert.Contains(t, string(got[2].Raw), `"type":"end"`)
+	})
+	t.Run("a snapshot when too much was missed", func(t *testing.T) {
+		small := resumableHarness(t, newAnswers(t, memory.AnswersConfig{MaxEvents: 3}))
+		var s sink
+		_, err := small.conv.Run(context.Background(), conversation.Request{ThreadID: thread, Message: "hi", Data: json.RawMessage(`[]`), Resumable: true}, s.emit)
+		require.NoError(t, err)
+		res := newResumer()
+		_, err = small.conv.Resume(context.Background(), conversation.ResumeRequest{ThreadID: thread, Seq: 1, Epoch: s.events[0].Epoch}, res.emit)
+		require.NoError(t, err)
+		got := res.wait(t)
+		require.Len(t, got, 3)
+		assert.False(t, got[0].Recovered)
+		assert.Equal(t, "One. Two. Three. Four. Five.", got[1].Content)
+	})
+}
+
+func TestResumeKnowsNothing(t *testing.T) {
+	for name, log := range map[string]ports.AnswerLog{"no log": nil, "a log": newAnswers(t, memory.AnswersConfig{})} {
+		t.Run(name, func(t *testing.T) {
+			h := resumableHarness(t, log)
+			var s sink
+			// Not resumable: nothing is logged.
+			_, err := h.conv.Run(context.Background(), conversation.Request{ThreadID: thread, Message: "hi", Data: json.RawMessage(`[]`)}, s.emit)
+			require.NoError(t, err)
+			var got []conversation.Event
+			stop, err := h.conv.Resume(context.Background(), conversation.ResumeRequest{ThreadID: thread}, func(ev conversation.Event) { got = append(got, ev) })
+			require.NoError(t, err)
+			stop()
+			assert.Equal(t, []conversation.Event{{Kind: conversation.EventResumed, ThreadID: thread, State: conversation.ResumeUnknown}}, got)
+			assert.Equal(t, 1, len(h.model.calls), "a resume never starts a generation")
+		})
+	}
+}
