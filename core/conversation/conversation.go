@@ -281,7 +281,11 @@ func (c *Conversation) Run(ctx context.Context, req Request, emit func(Event)) (
 	emit = num.emit
 	defer func() {
 		if num.log != nil {
-			num.log.close() // after end it was closed already; after a panic it was not
+			// After end it was closed already; after a panic it was not.
+			// Run returns once the log holds the answer's end, so that a
+			// resume after it finds the answer done.
+			num.log.close()
+			num.log.wait()
 		}
 	}()
 

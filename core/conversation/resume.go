@@ -74,6 +74,7 @@ type answerWriter struct {
 	closed  bool
 	wake    chan struct{}
 	started bool
+	done    chan struct{} // closed when the writer's goroutine ends
 }
 
 // writeTries bounds the tries of one append: a log that fails them all
@@ -81,7 +82,7 @@ type answerWriter struct {
 const writeTries = 3
 
 func (c *Conversation) newAnswerWriter(ctx context.Context, key ports.AnswerKey) *answerWriter {
-	return &answerWriter{c: c, ctx: context.WithoutCancel(ctx), key: key, wake: make(chan struct{}, 1)}
+	return &answerWriter{c: c, ctx: context.WithoutCancel(ctx), key: key, wake: make(chan struct{}, 1), done: make(chan struct{})}
 }
 
 // begin logs the answer, with no entry yet, on the caller's goroutine.
@@ -120,8 +121,20 @@ func (w *answerWriter) close() {
 	}
 }
 
+// wait returns once everything added was appended (or given up), after
+// close.
+func (w *answerWriter) wait() {
+	w.mu.Lock()
+	started := w.started
+	w.mu.Unlock()
+	if started {
+		<-w.done
+	}
+}
+
 func (w *answerWriter) run() {
 	defer w.c.logs.Done()
+	defer close(w.done)
 	for {
 		w.mu.Lock()
 		batch, closed := w.queue, w.closed
