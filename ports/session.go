@@ -46,6 +46,9 @@ type Member struct {
 	UserType     string
 	// ClientType is empty when the client gave none.
 	ClientType string
+	// PresenceKey names the person behind the connection, the same on
+	// each of their tabs (PROTOCOL.md §4.7); empty when the client gave none.
+	PresenceKey string
 }
 
 // Presence records which connections are on each session, across instances.
@@ -59,4 +62,14 @@ type Presence interface {
 	// List returns every live member of session on every instance, in no
 	// particular order.
 	List(ctx context.Context, session string) ([]Member, error)
+}
+
+// PresenceReaper is a Presence shared by several instances that finds the
+// members of an instance that died without removing them.
+type PresenceReaper interface {
+	// Reap removes the members of every instance found dead since the
+	// last call, on any instance, and returns them by session. Each dead
+	// instance is claimed by exactly one call, on one instance, however
+	// many instances reap at once: its members are returned once in all.
+	Reap(ctx context.Context) (map[string][]Member, error)
 }

@@ -46,6 +46,13 @@ type HubConfig struct {
 	LiveWait time.Duration
 	// BackendTimeout bounds each presence call. Zero means 2 seconds.
 	BackendTimeout time.Duration
+	// PresenceRules rule the presence events (PROTOCOL.md §4.7); zero
+	// values take their defaults.
+	PresenceRules PresenceRules
+	// PresenceResync is how often Run reads the members of the sessions
+	// that have presence-event listeners here, to mend what the events
+	// missed. Zero means 10 seconds.
+	PresenceResync time.Duration
 	// Log is nil for no logs. Its lines name the session through the
 	// context (logctx): its handler should be a logctx.Handler.
 	Log *slog.Logger
@@ -78,6 +85,9 @@ type group struct {
 	// is a member, and what is published in between would be lost to a
 	// client that has already been told it is in.
 	joining sync.RWMutex
+	// events is the session's presence-event listening here, once a
+	// connection asked for it; guarded by the shard's lock.
+	events *listening
 }
 
 type noObserver struct{}
@@ -104,6 +114,9 @@ func NewHub(cfg HubConfig) (*Hub, error) {
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.PresenceResync <= 0 {
+		cfg.PresenceResync = 10 * time.Second
 	}
 	h := &Hub{cfg: cfg, seed: maphash.MakeSeed()}
 	for i := range h.shards {
@@ -149,6 +162,7 @@ func (h *Hub) Join(ctx context.Context, session string, m ports.Member, sub Subs
 		h.cfg.Observer.BackendError("presence_add")
 		h.warn(ctx, session, "presence add failed", "err", err)
 	}
+	h.announce(ctx, session, encodeBusJoin(m))
 
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -205,9 +219,24 @@ func (h *Hub) waitLive(ctx context.Context, session string, live <-chan struct{}
 	return nil
 }
 
-// Leave removes a connection from the session: it is gone from presence at
-// once and, when it was the last one here, the instance unsubscribes.
+// Leave removes a connection that closed cleanly from the session: it is
+// gone from presence at once and, when it was the last one here, the
+// instance unsubscribes. Presence-event listeners are told at once.
 func (h *Hub) Leave(ctx context.Context, session string, connID string, sub Subscriber) {
+	h.leave(ctx, session, connID, sub, false)
+}
+
+// Drop is Leave for a connection that ended without a clean close: it is
+// gone from presence at once as well, but presence-event listeners hear
+// of it only if its member does not come back within the grace.
+func (h *Hub) Drop(ctx context.Context, session string, connID string, sub Subscriber) {
+	h.leave(ctx, session, connID, sub, true)
+}
+
+func (h *Hub) leave(ctx context.Context, session string, connID string, sub Subscriber, abrupt bool) {
+	if l := h.listeningOn(session); l != nil {
+		l.unlisten(sub)
+	}
 	s := h.shard(session)
 	s.mu.Lock()
 	if g := s.groups[session]; g != nil {
@@ -232,6 +261,7 @@ func (h *Hub) Leave(ctx context.Context, session string, connID string, sub Subs
 		h.cfg.Observer.BackendError("presence_remove")
 		h.warn(ctx, session, "presence remove failed", "err", err)
 	}
+	h.announce(ctx, session, encodeBusLeave(connID, abrupt))
 }
 
 // Broadcast sends msg and data from member to every connection on the

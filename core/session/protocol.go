@@ -38,6 +38,9 @@ type Inbound struct {
 	// Hello.
 	UserType   string
 	ClientType string // empty when absent or null
+	// PresenceEvents and PresenceKey: see presence_decode.go.
+	PresenceEvents bool
+	PresenceKey    string // empty when absent or null
 	// Broadcast: raw JSON values, nil when absent.
 	Msg  json.RawMessage
 	Data json.RawMessage
@@ -47,6 +50,7 @@ type wireInbound struct {
 	Type       json.RawMessage `json:"type"`
 	UserType   json.RawMessage `json:"user_type"`
 	ClientType json.RawMessage `json:"client_type"`
+	wirePresence
 	Msg        json.RawMessage `json:"msg"`
 	Data       json.RawMessage `json:"data"`
 }
@@ -82,6 +86,9 @@ func Decode(frame []byte) (Inbound, error) {
 				return Inbound{}, &protocol.Error{Code: protocol.CodeInvalidMsg, Message: "client_type is longer than 64 characters"}
 			}
 			in.ClientType = ct
+		}
+		if err := w.decodePresence(&in); err != nil {
+			return Inbound{}, err
 		}
 	case KindBroadcast:
 		if w.Msg == nil {

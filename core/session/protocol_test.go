@@ -33,6 +33,17 @@ func TestDecode(t *testing.T) {
 		{"hello with numeric user_type", `{"type":"hello","user_type":7}`, Inbound{}, protocol.CodeInvalidMsg},
 		{"hello with numeric client_type", `{"type":"hello","user_type":"a","client_type":7}`, Inbound{}, protocol.CodeInvalidMsg},
 		{"hello with long client_type", `{"type":"hello","user_type":"a","client_type":"` + strings.Repeat("c", 65) + `"}`, Inbound{}, protocol.CodeInvalidMsg},
+		{"hello asking for presence events", `{"type":"hello","user_type":"a","presence_events":true,"presence_key":"user-7:ann"}`, Inbound{Type: KindHello, UserType: "a", PresenceEvents: true, PresenceKey: "user-7:ann"}, ""},
+		{"hello with presence_events false", `{"type":"hello","user_type":"a","presence_events":false,"presence_key":null}`, Inbound{Type: KindHello, UserType: "a"}, ""},
+		{"hello with presence_events null", `{"type":"hello","user_type":"a","presence_events":null}`, Inbound{Type: KindHello, UserType: "a"}, ""},
+		{"hello with a key but no events", `{"type":"hello","user_type":"a","presence_key":"k"}`, Inbound{Type: KindHello, UserType: "a", PresenceKey: "k"}, ""},
+		{"hello with a key of 128 characters", `{"type":"hello","user_type":"a","presence_key":"` + strings.Repeat("k", 128) + `"}`, Inbound{Type: KindHello, UserType: "a", PresenceKey: strings.Repeat("k", 128)}, ""},
+		{"hello with a key of 129 characters", `{"type":"hello","user_type":"a","presence_key":"` + strings.Repeat("k", 129) + `"}`, Inbound{}, protocol.CodeInvalidMsg},
+		{"hello with an empty key", `{"type":"hello","user_type":"a","presence_key":""}`, Inbound{}, protocol.CodeInvalidMsg},
+		{"hello with a key of odd characters", `{"type":"hello","user_type":"a","presence_key":"ann smith"}`, Inbound{}, protocol.CodeInvalidMsg},
+		{"hello with a numeric key", `{"type":"hello","user_type":"a","presence_key":7}`, Inbound{}, protocol.CodeInvalidMsg},
+		{"hello with presence_events as a string", `{"type":"hello","user_type":"a","presence_events":"true"}`, Inbound{}, protocol.CodeInvalidMsg},
+		{"hello with presence_events as a number", `{"type":"hello","user_type":"a","presence_events":1}`, Inbound{}, protocol.CodeInvalidMsg},
 		{"broadcast", `{"type":"broadcast","msg":"hello","data":{"a":1}}`, Inbound{Type: KindBroadcast, Msg: json.RawMessage(`"hello"`), Data: json.RawMessage(`{"a":1}`)}, ""},
 		{"broadcast of any msg", `{"type":"broadcast","msg":{"x":[1,2]}}`, Inbound{Type: KindBroadcast, Msg: json.RawMessage(`{"x":[1,2]}`)}, ""},
 		{"broadcast with null data", `{"type":"broadcast","msg":1,"data":null}`, Inbound{Type: KindBroadcast, Msg: json.RawMessage(`1`)}, ""},
@@ -150,6 +161,7 @@ func FuzzDecode(f *testing.F) {
 		`{"type":"presence"}`, `{"type":"ping"}`, `{"type":"hello","user_type":7}`,
 		`{"type":"broadcast","msg":"\ud800"}`, `[]`, `null`, `{"type":"hello","user_type":"\u0000"}`,
 		"{\"type\":\"broadcast\",\"msg\":\"a\xffb\"}", `{"type":"broadcast","msg":"\ud83d\ude00","data":"\\ud800"}`,
+		`{"type":"hello","user_type":"a","presence_events":true,"presence_key":"k:1"}`, `{"type":"hello","user_type":"a","presence_events":1,"presence_key":""}`,
 		`{"type":5}`, `{"type":null}`, `{}`, `{"type":"broadcast","msg":1e999999,"data":" \u2028"}`,
 	} {
 		f.Add([]byte(s))
@@ -172,9 +184,15 @@ func FuzzDecode(f *testing.F) {
 			if in.UserType == "" || utf8.RuneCountInString(in.UserType) > MaxUserTypeLen || utf8.RuneCountInString(in.ClientType) > MaxClientType {
 				t.Fatalf("hello out of bounds: %q %q", in.UserType, in.ClientType)
 			}
-			m := ports.Member{ConnectionID: "c", UserType: in.UserType, ClientType: in.ClientType}
+			if in.PresenceKey != "" && !wire.ValidID(in.PresenceKey, MaxPresenceKeyLen) {
+				t.Fatalf("presence_key out of bounds: %q", in.PresenceKey)
+			}
+			m := ports.Member{ConnectionID: "c", UserType: in.UserType, ClientType: in.ClientType, PresenceKey: in.PresenceKey}
 			if out := EncodePresence("s", []ports.Member{m}); !json.Valid(out) || !utf8.Valid(out) {
 				t.Fatalf("invalid presence JSON %q", out)
+			}
+			if out := EncodePresenceState("s", []ports.Member{m}, 1, false); !json.Valid(out) || !utf8.Valid(out) {
+				t.Fatalf("invalid presence_state JSON %q", out)
 			}
 		case KindBroadcast:
 			if in.Msg == nil || wire.IsNull(in.Data) && in.Data != nil {
