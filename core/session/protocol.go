@@ -51,8 +51,8 @@ type wireInbound struct {
 	UserType   json.RawMessage `json:"user_type"`
 	ClientType json.RawMessage `json:"client_type"`
 	wirePresence
-	Msg        json.RawMessage `json:"msg"`
-	Data       json.RawMessage `json:"data"`
+	Msg  json.RawMessage `json:"msg"`
+	Data json.RawMessage `json:"data"`
 }
 
 // Decode parses and validates one client frame. The frame's size is bounded
