@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/rueidis"
@@ -49,13 +50,18 @@ type Presence struct {
 	cfg      PresenceConfig
 	token    string // this process: instance id plus a boot nonce
 	aliveKey string
-	beat     time.Duration
-	stop     context.CancelFunc
-	done     chan struct{}
+	// sessionsKey holds the sessions this instance has entries on, for
+	// whoever reaps it (presence_reap.go).
+	sessionsKey string
+	beat        time.Duration
+	stop        context.CancelFunc
+	done        chan struct{}
 
 	// writes keeps a full rewrite from racing with single writes: a
 	// rewrite must not bring back a connection removed while it ran.
 	writes sync.RWMutex
+
+	registered atomic.Bool // a heartbeat put this instance in the registry
 
 	mu      sync.Mutex
 	local   map[string]map[string]string // session → connection → encoded entry
@@ -67,6 +73,7 @@ type entry struct {
 	Instance   string `json:"i"`
 	UserType   string `json:"u"`
 	ClientType string `json:"c,omitempty"`
+	Key        string `json:"k,omitempty"`
 }
 
 // NewPresence starts a presence store; its heartbeat runs until Close.
@@ -99,14 +106,15 @@ func NewPresence(cfg PresenceConfig) (*Presence, error) {
 	token := cfg.InstanceID + "/" + hex.EncodeToString(nonce)
 	ctx, stop := context.WithCancel(context.Background())
 	p := &Presence{
-		cfg:      cfg,
-		token:    token,
-		aliveKey: cfg.Prefix + "instance:" + token,
-		beat:     cfg.TTL / 3,
-		stop:     stop,
-		done:     make(chan struct{}),
-		local:    make(map[string]map[string]string),
-		removed:  make(map[string][]string),
+		cfg:         cfg,
+		token:       token,
+		aliveKey:    cfg.Prefix + "instance:" + token,
+		sessionsKey: sessionsKey(cfg.Prefix, token),
+		beat:        cfg.TTL / 3,
+		stop:        stop,
+		done:        make(chan struct{}),
+		local:       make(map[string]map[string]string),
+		removed:     make(map[string][]string),
 	}
 	if err := p.heartbeat(ctx); err != nil {
 		cfg.Log.WarnContext(ctx, "redis presence: first heartbeat failed; retrying", "err", err)
@@ -125,7 +133,7 @@ func (p *Presence) key(session string) string { return tagged(p.cfg.Prefix, kind
 
 // Add records m on session.
 func (p *Presence) Add(ctx context.Context, session string, m ports.Member) error {
-	raw, err := json.Marshal(entry{Instance: p.token, UserType: m.UserType, ClientType: m.ClientType})
+	raw, err := json.Marshal(entry{Instance: p.token, UserType: m.UserType, ClientType: m.ClientType, Key: m.PresenceKey})
 	if err != nil {
 		return fmt.Errorf("redis: presence add: %w", err)
 	}
@@ -146,6 +154,8 @@ func (p *Presence) Add(ctx context.Context, session string, m ports.Member) erro
 	for _, r := range c.DoMulti(ctx,
 		c.B().Hset().Key(key).FieldValue().FieldValue(m.ConnectionID, val).Build(),
 		c.B().Pexpire().Key(key).Milliseconds(p.keyTTL()).Build(),
+		c.B().Sadd().Key(p.sessionsKey).Member(session).Build(),
+		c.B().Pexpire().Key(p.sessionsKey).Milliseconds(p.keyTTL()).Build(),
 	) {
 		if err := r.Error(); err != nil {
 			p.failed("presence_add")
@@ -160,16 +170,23 @@ func (p *Presence) Remove(ctx context.Context, session, connID string) error {
 	p.writes.RLock()
 	defer p.writes.RUnlock()
 	p.mu.Lock()
+	last := false
 	if s := p.local[session]; s != nil {
 		delete(s, connID)
 		if len(s) == 0 {
 			delete(p.local, session)
+			last = true
 		}
 	}
 	p.mu.Unlock()
 
 	c := p.cfg.Client
-	if err := c.Do(ctx, c.B().Hdel().Key(p.key(session)).Field(connID).Build()).Error(); err != nil {
+	cmds := rueidis.Commands{c.B().Hdel().Key(p.key(session)).Field(connID).Build()}
+	if last {
+		// Best effort: a stale name costs the reaper one look.
+		cmds = append(cmds, c.B().Srem().Key(p.sessionsKey).Member(session).Build())
+	}
+	if err := c.DoMulti(ctx, cmds...)[0].Error(); err != nil {
 		p.mu.Lock()
 		p.removed[session] = append(p.removed[session], connID)
 		p.mu.Unlock()
@@ -220,17 +237,12 @@ func (p *Presence) List(ctx context.Context, session string) ([]ports.Member, er
 		instances[tokens[i]] = n > 0 || tokens[i] == p.token
 	}
 	members := make([]ports.Member, 0, len(rows))
-	var dead []string
 	for _, r := range rows {
-		if !instances[r.e.Instance] {
-			dead = append(dead, r.conn)
-			continue
+		// A dead instance's entries are left for Reap, which removes
+		// them and has their leaves announced, once.
+		if instances[r.e.Instance] {
+			members = append(members, ports.Member{ConnectionID: r.conn, UserType: r.e.UserType, ClientType: r.e.ClientType, PresenceKey: r.e.Key})
 		}
-		members = append(members, ports.Member{ConnectionID: r.conn, UserType: r.e.UserType, ClientType: r.e.ClientType})
-	}
-	if len(dead) > 0 {
-		// Best effort: a later List deletes them if this one cannot.
-		_ = c.Do(ctx, c.B().Hdel().Key(key).Field(dead...).Build()).Error()
 	}
 	return members, nil
 }
@@ -270,12 +282,24 @@ func (p *Presence) heartbeat(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, max(p.beat, time.Second))
 	defer cancel()
 	c := p.cfg.Client
-	_, err := c.Do(ctx, c.B().Set().Key(p.aliveKey).Value("1").Get().PxMilliseconds(p.cfg.TTL.Milliseconds()).Build()).ToString()
+	beat := c.DoMulti(ctx,
+		c.B().Set().Key(p.aliveKey).Value("1").Get().PxMilliseconds(p.cfg.TTL.Milliseconds()).Build(),
+		c.B().Sadd().Key(registryKey(p.cfg.Prefix)).Member(p.token).Build(),
+	)
+	_, err := beat[0].ToString()
 	gone := rueidis.IsRedisNil(err)
 	if err != nil && !gone {
 		p.failed("heartbeat")
 		return fmt.Errorf("redis: presence heartbeat: %w", err)
 	}
+	added, err := beat[1].AsInt64()
+	if err != nil {
+		p.failed("heartbeat")
+		return fmt.Errorf("redis: presence heartbeat: %w", err)
+	}
+	// Back in the registry after the first beat: another instance took
+	// this one for dead and reaped its entries, so write them again.
+	gone = gone || (added == 1 && p.registered.Swap(true))
 
 	p.mu.Lock()
 	full := gone || p.dirty
@@ -298,6 +322,12 @@ func (p *Presence) heartbeat(ctx context.Context) error {
 			cmds = append(cmds, fv.Build())
 		}
 		cmds = append(cmds, c.B().Pexpire().Key(key).Milliseconds(p.keyTTL()).Build())
+		if full {
+			cmds = append(cmds, c.B().Sadd().Key(p.sessionsKey).Member(session).Build())
+		}
+	}
+	if len(p.local) > 0 {
+		cmds = append(cmds, c.B().Pexpire().Key(p.sessionsKey).Milliseconds(p.keyTTL()).Build())
 	}
 	removed := p.removed
 	if full {

@@ -110,6 +110,25 @@ func TestPresenceContract(t *testing.T) {
 	})
 }
 
+func TestPresenceReaperContract(t *testing.T) {
+	porttest.PresenceReaper(t, func(t *testing.T) (porttest.Dying, []ports.PresenceReaper, ports.Presence) {
+		t.Helper()
+		prefix := containers.Prefix(t)
+		c := client(t)
+		a, b := newPresence(t, c, prefix, "a", time.Minute), newPresence(t, client(t), prefix, "b", time.Minute)
+		dying, err := redis.NewPresence(redis.PresenceConfig{Client: c, Prefix: prefix, InstanceID: "dying", TTL: 600 * time.Millisecond})
+		require.NoError(t, err)
+		kill := func() {
+			dying.Close() // no goodbye: its heartbeat just stops
+			require.Eventually(t, func() bool {
+				keys, err := c.Do(t.Context(), c.B().Keys().Pattern(prefix+"instance:dying/*").Build()).AsStrSlice()
+				return err == nil && len(keys) == 0
+			}, 10*time.Second, 50*time.Millisecond, "the dying instance's alive key never expired")
+		}
+		return porttest.Dying{Presence: dying, Kill: kill}, []ports.PresenceReaper{a, b}, a
+	})
+}
+
 func TestPresenceOfADeadInstanceExpires(t *testing.T) {
 	ctx := t.Context()
 	prefix := containers.Prefix(t)

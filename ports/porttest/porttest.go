@@ -240,6 +240,16 @@ func Presence(t *testing.T, newPresence Instances[ports.Presence]) {
 		assert.Equal(t, []ports.Member{odd}, got)
 	})
 
+	t.Run("keeps the presence key", func(t *testing.T) {
+		p, _ := newPresence(t)
+		s := session(t)
+		tab := ports.Member{ConnectionID: "c4", UserType: "user", PresenceKey: "person:7"}
+		require.NoError(t, p.Add(ctx, s, tab))
+		got, err := p.List(ctx, s)
+		require.NoError(t, err)
+		assert.Equal(t, []ports.Member{tab}, got)
+	})
+
 	t.Run("counts every instance", func(t *testing.T) {
 		a, b := newPresence(t)
 		if b == nil {
@@ -258,4 +268,74 @@ func Presence(t *testing.T, newPresence Instances[ports.Presence]) {
 		require.NoError(t, err)
 		assert.Equal(t, []ports.Member{admin}, got)
 	})
+}
+
+// Dying is an instance of a shared presence store that the test can kill:
+// kill stops it without a goodbye, as a crash does, and returns once the
+// store may take it for dead.
+type Dying struct {
+	Presence ports.Presence
+	Kill     func()
+}
+
+// PresenceReaper runs the reaper's contract: the members of a dead
+// instance are returned once in all, however many survivors reap at once,
+// and a live instance's never. newFleet makes a dying instance and the
+// survivors, all on one store.
+func PresenceReaper(t *testing.T, newFleet func(t *testing.T) (Dying, []ports.PresenceReaper, ports.Presence)) {
+	ctx := context.Background()
+	dying, survivors, alive := newFleet(t)
+	s1, s2 := session(t), session(t)
+	gone := []ports.Member{
+		{ConnectionID: "d1", UserType: "admin", PresenceKey: "ann"},
+		{ConnectionID: "d2", UserType: "agent", ClientType: "web"},
+	}
+	require.NoError(t, dying.Presence.Add(ctx, s1, gone[0]))
+	require.NoError(t, dying.Presence.Add(ctx, s2, gone[1]))
+	stays := ports.Member{ConnectionID: "a1", UserType: "user"}
+	require.NoError(t, alive.Add(ctx, s1, stays))
+
+	for _, r := range survivors {
+		lost, err := r.Reap(ctx)
+		require.NoError(t, err)
+		assert.Empty(t, lost, "reaped a live instance")
+	}
+	dying.Kill()
+
+	// Every survivor reaps at once, again and again: one of them gets
+	// the dead instance's members, once.
+	var mu sync.Mutex
+	got := map[string][]ports.Member{}
+	reaped := 0
+	deadline := time.Now().Add(wait)
+	for len(got) < 2 && time.Now().Before(deadline) {
+		var wg sync.WaitGroup
+		for _, r := range survivors {
+			wg.Go(func() {
+				lost, err := r.Reap(ctx)
+				assert.NoError(t, err)
+				mu.Lock()
+				defer mu.Unlock()
+				if len(lost) > 0 {
+					reaped++
+				}
+				for s, ms := range lost {
+					got[s] = append(got[s], ms...)
+				}
+			})
+		}
+		wg.Wait()
+		time.Sleep(20 * time.Millisecond)
+	}
+	assert.Equal(t, map[string][]ports.Member{s1: {gone[0]}, s2: {gone[1]}}, got)
+	assert.Equal(t, 1, reaped, "more than one reaper claimed the dead instance")
+
+	members, err := alive.List(ctx, s1)
+	require.NoError(t, err)
+	assert.Equal(t, []ports.Member{stays}, members)
+	for _, r := range survivors {
+		lost, err := r.Reap(ctx)
+		require.NoError(t, err)
+		assert.Empty(t, lost, "reaped twice")
+	}
 }
