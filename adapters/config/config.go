@@ -54,10 +54,12 @@ type Config struct {
 	// INSTANCE_ID; default the host name, or "wsserver" when that is unknown. Never empty.
 	InstanceID string
 
-	HTTP         HTTP
-	Auth         Auth
-	WebSocket    WebSocket
-	Store        Store
+	HTTP      HTTP
+	Auth      Auth
+	WebSocket WebSocket
+	Store     Store
+	// Presence rules the presence events of the session streams.
+	Presence     Presence
 	Conversation Conversation
 	Bedrock      Bedrock
 	OpenAI       OpenAI
@@ -228,6 +230,22 @@ type Store struct {
 	// past it, the thread written longest ago is forgotten.
 	// MEMORY_MAX_THREADS; default 10000 (1..10,000,000).
 	MemoryMaxThreads int
+}
+
+// Presence rules the presence events (PROTOCOL.md §4.7), in memory and on
+// Redis alike.
+type Presence struct {
+	// DiffInterval is the least time between two presence_diff messages to
+	// a session's listeners. PRESENCE_DIFF_INTERVAL; default 1s (50ms..1m).
+	DiffInterval time.Duration
+	// LeaveGrace is how long a member that dropped without a clean close
+	// stays present, waiting for its presence_key to come back.
+	// PRESENCE_LEAVE_GRACE; default 15s (0..10m; 0 tells every leave at once).
+	LeaveGrace time.Duration
+	// EventsMax is the most members whose joins and leaves are listed;
+	// above it listeners get the count only. PRESENCE_EVENTS_MAX; default
+	// 1000 (1..100,000).
+	EventsMax int
 }
 
 // Conversation configures the conversation graph and the local model.

@@ -132,6 +132,7 @@ func TestLoadDefaults(t *testing.T) {
 			WriteTimeout:    10 * time.Second,
 		},
 		Store:        Store{RedisCluster: "auto", PresenceTTL: 30 * time.Second, MemoryMaxThreads: 10000},
+		Presence:     Presence{DiffInterval: time.Second, LeaveGrace: 15 * time.Second, EventsMax: 1000},
 		Conversation: Conversation{MaxGuardrailRewrites: 2, FirstChunkChars: 40, ChunkChars: 1000, LocalTokenDelay: 20 * time.Millisecond, MaxQueuedPerThread: 5},
 		OpenAI:       OpenAI{StreamUsage: true},
 		Log:          Log{Level: slog.LevelInfo, Format: "json"},
@@ -166,6 +167,9 @@ func TestLoadValues(t *testing.T) {
 		"WS_PING_INTERVAL":                "1m30s",
 		"WS_WRITE_TIMEOUT":                "2.5",
 		"PRESENCE_TTL":                    "3",
+		"PRESENCE_DIFF_INTERVAL":          "250ms",
+		"PRESENCE_LEAVE_GRACE":            "0",
+		"PRESENCE_EVENTS_MAX":             "1",
 		"REDIS_URL":                       "rediss://user:pw@cache.internal:6380/2",
 		"REDIS_CLUSTER":                   " Off",
 		"REDIS_SHARDED_PUBSUB_PARTITIONS": "16",
@@ -210,6 +214,7 @@ func TestLoadValues(t *testing.T) {
 		RedisURL: "rediss://user:pw@cache.internal:6380/2", RedisCluster: "off", ShardedPubSubPartitions: 16,
 		PresenceTTL: 3 * time.Second, MemoryMaxThreads: 10000,
 	}, cfg.Store)
+	assert.Equal(t, Presence{DiffInterval: 250 * time.Millisecond, EventsMax: 1}, cfg.Presence, "a grace of 0 is honoured")
 	assert.Equal(t, Conversation{AppdataPath: "/srv/appdata", FirstChunkChars: 100, ChunkChars: 100}, cfg.Conversation, "MAX_QUEUED_PER_THREAD=0 is honoured")
 	assert.Equal(t, Bedrock{
 		Region: "eu-west-1", ChatModelID: "chat", SummaryModelID: "summary", GuardrailModelID: "guard",
@@ -260,6 +265,11 @@ func TestLoadParseErrors(t *testing.T) {
 		{map[string]string{"PRESENCE_TTL": "7200"}, []string{`config: PRESENCE_TTL: must be between`}},
 		{map[string]string{"PRESENCE_TTL": "soon"}, []string{`config: PRESENCE_TTL: must be a duration like "25s" or a number of seconds, got "soon"`}},
 		{map[string]string{"PRESENCE_TTL": "-5"}, []string{`config: PRESENCE_TTL: must be a duration`}},
+		{map[string]string{"PRESENCE_DIFF_INTERVAL": "10ms"}, []string{`config: PRESENCE_DIFF_INTERVAL: must be between 50ms and 1m0s, got "10ms"`}},
+		{map[string]string{"PRESENCE_DIFF_INTERVAL": "0"}, []string{`config: PRESENCE_DIFF_INTERVAL: must be between`}},
+		{map[string]string{"PRESENCE_LEAVE_GRACE": "11m"}, []string{`config: PRESENCE_LEAVE_GRACE: must be between 0s and 10m0s, got "11m"`}},
+		{map[string]string{"PRESENCE_EVENTS_MAX": "0"}, []string{`config: PRESENCE_EVENTS_MAX: must be`}},
+		{map[string]string{"PRESENCE_EVENTS_MAX": "100001"}, []string{`config: PRESENCE_EVENTS_MAX: must be`}},
 		{map[string]string{"SHUTDOWN_GRACE": "-1s"}, []string{`config: SHUTDOWN_GRACE: must be between 0s and 10m0s`}},
 		{map[string]string{"SHUTDOWN_GRACE": "1e9"}, []string{`config: SHUTDOWN_GRACE: must be a duration`}},
 		{map[string]string{"WS_PING_INTERVAL": "500ms"}, []string{`config: WS_PING_INTERVAL: must be between 1s and 10m0s`}},

@@ -17,6 +17,7 @@ import (
 	"github.com/wsserver/wsserver/adapters/socket"
 	"github.com/wsserver/wsserver/adapters/web"
 	"github.com/wsserver/wsserver/core/conversation"
+	"github.com/wsserver/wsserver/core/session"
 	"github.com/wsserver/wsserver/core/wire"
 )
 
@@ -103,6 +104,12 @@ func (l *loader) load() Config {
 		if u, err := url.Parse(c.Store.RedisURL); err == nil && strings.Trim(u.Path, "/0") != "" {
 			l.fail("REDIS_URL", "a Redis Cluster has database 0 only (REDIS_CLUSTER is on): drop the path or write /0")
 		}
+	}
+
+	c.Presence = Presence{
+		DiffInterval: l.duration("PRESENCE_DIFF_INTERVAL", session.DefaultPresenceDiffInterval, 50*time.Millisecond, time.Minute),
+		LeaveGrace:   l.duration("PRESENCE_LEAVE_GRACE", session.DefaultPresenceLeaveGrace, 0, 10*time.Minute),
+		EventsMax:    l.integer("PRESENCE_EVENTS_MAX", session.DefaultPresenceEventsMax, 1, 100_000),
 	}
 
 	c.Conversation = Conversation{

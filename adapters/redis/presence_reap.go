@@ -20,12 +20,18 @@ func registryKey(prefix string) string { return prefix + "instances" }
 // hash tag is the instance's token: it belongs to no session.
 func sessionsKey(prefix, token string) string { return prefix + "instance-sessions:{" + token + "}" }
 
-// Reap finds the instances of the registry whose liveness key expired,
-// claims each with SREM on the registry — Redis runs it once, so exactly
-// one caller, on one instance, gets 1 back — and for each one claimed
-// removes its entries and returns them by session. An instance that
-// claimed and then failed before removing them leaves them to expire with
-// their hashes; List leaves them out already.
+// reapingKey claims a dead instance for one reaper.
+func reapingKey(prefix, token string) string { return prefix + "reaping:{" + token + "}" }
+
+// Reap finds the instances of the registry whose liveness key expired and
+// claims each with SET NX on a claim key of its own: Redis runs it once,
+// so exactly one caller, on one instance, takes it. The claimer removes
+// the dead instance's entries, returns them by session and only then takes
+// it out of the registry. So an instance that was only cut off, and is back
+// in the registry at its next beat, writes its entries again after they
+// were removed, never before. A claimer that dies on the way leaves the
+// rest to whoever claims once the claim key expires (after TTL); List
+// leaves the entries out meanwhile.
 func (p *Presence) Reap(ctx context.Context) (map[string][]ports.Member, error) {
 	c := p.cfg.Client
 	tokens, err := c.Do(ctx, c.B().Smembers().Key(registryKey(p.cfg.Prefix)).Build()).AsStrSlice()
@@ -57,18 +63,17 @@ func (p *Presence) Reap(ctx context.Context) (map[string][]ports.Member, error) 
 	}
 	var lost map[string][]ports.Member
 	for _, tok := range dead {
-		n, err := c.Do(ctx, c.B().Srem().Key(registryKey(p.cfg.Prefix)).Member(tok).Build()).AsInt64()
-		if err != nil {
-			p.cfg.OnError("presence_reap")
-			return lost, fmt.Errorf("redis: presence reap: %w", err)
-		}
-		if n == 0 {
+		err := c.Do(ctx, c.B().Set().Key(reapingKey(p.cfg.Prefix, tok)).Value(p.token).Nx().PxMilliseconds(p.cfg.TTL.Milliseconds()).Build()).Error()
+		if rueidis.IsRedisNil(err) {
 			continue // another instance claimed it
 		}
-		if lost == nil {
-			lost = make(map[string][]ports.Member)
+		if err == nil {
+			if lost == nil {
+				lost = make(map[string][]ports.Member)
+			}
+			err = p.reapOne(ctx, tok, lost)
 		}
-		if err := p.reapOne(ctx, tok, lost); err != nil {
+		if err != nil {
 			p.cfg.OnError("presence_reap")
 			return lost, fmt.Errorf("redis: presence reap: %w", err)
 		}
@@ -105,5 +110,13 @@ func (p *Presence) reapOne(ctx context.Context, tok string, lost map[string][]po
 			}
 		}
 	}
-	return c.Do(ctx, c.B().Del().Key(skey).Build()).Error()
+	for _, r := range c.DoMulti(ctx,
+		c.B().Del().Key(skey).Build(),
+		c.B().Srem().Key(registryKey(p.cfg.Prefix)).Member(tok).Build(),
+	) {
+		if err := r.Error(); err != nil {
+			return err
+		}
+	}
+	return nil
 }

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/gorilla/websocket"
 	"github.com/labstack/echo/v4"
 
 	"github.com/wsserver/wsserver/adapters/socket"
@@ -56,7 +57,7 @@ func (s *Server) serveSession(ctx context.Context, sc *conn, id string) {
 	if s.closeIfDraining(sc) {
 		return
 	}
-	member, ok := s.hello(ctx, sc)
+	member, events, ok := s.hello(ctx, sc)
 	if !ok {
 		drain(sc.Conn)
 		return
@@ -65,13 +66,31 @@ func (s *Server) serveSession(ctx context.Context, sc *conn, id string) {
 		return
 	}
 	joined = true
+	if events {
+		if err := s.cfg.Hub.Listen(ctx, id, sc.Conn); err != nil {
+			s.sendError(ctx, sc, err)
+		}
+	}
 	go s.readSession(ctx, sc, id, member)
+}
+
+// leaveSession takes a joined socket out of its session. Only a close
+// with 1000 from the client is a clean leave, told to presence-event
+// listeners at once; any other end (a drop, 1001 from a reloading page,
+// the server's own close) waits for the grace, so that a member that
+// reconnects is not seen to leave (PROTOCOL.md §4.7).
+func (s *Server) leaveSession(ctx context.Context, sc *conn, id, connID string) {
+	if _, err := sc.Read(); websocket.IsCloseError(err, websocket.CloseNormalClosure) {
+		s.cfg.Hub.Leave(ctx, id, connID, sc.Conn)
+		return
+	}
+	s.cfg.Hub.Drop(ctx, id, connID, sc.Conn)
 }
 
 // readSession serves a joined session socket's messages until it closes.
 func (s *Server) readSession(ctx context.Context, sc *conn, id string, member ports.Member) {
 	defer s.end(sc)
-	defer s.cfg.Hub.Leave(ctx, id, member.ConnectionID, sc.Conn)
+	defer s.leaveSession(ctx, sc, id, member.ConnectionID)
 	defer s.recoverSocket(ctx, sc)
 	limit := newBucket(s.cfg.RatePerSec, s.cfg.RateBurst)
 	for {
@@ -106,7 +125,7 @@ func (s *Server) readSession(ctx context.Context, sc *conn, id string, member po
 
 // hello reads the first message, which must be a valid hello; otherwise
 // the client gets the error and a close with 1008.
-func (s *Server) hello(ctx context.Context, sc *conn) (ports.Member, bool) {
+func (s *Server) hello(ctx context.Context, sc *conn) (m ports.Member, presenceEvents, ok bool) {
 	timer := time.AfterFunc(s.cfg.HelloTimeout, func() {
 		s.sendError(ctx, sc, errHelloLate)
 		sc.Close(socket.ClosePolicy, "hello required")
@@ -115,7 +134,7 @@ func (s *Server) hello(ctx context.Context, sc *conn) (ports.Member, bool) {
 	frame, err := sc.Read()
 	if err != nil {
 		s.logClose(ctx, err)
-		return ports.Member{}, false
+		return ports.Member{}, false, false
 	}
 	sc.ep.metrics.In.Inc()
 	in, err := session.Decode(frame)
@@ -125,7 +144,7 @@ func (s *Server) hello(ctx context.Context, sc *conn) (ports.Member, bool) {
 	if err != nil {
 		s.sendError(ctx, sc, err)
 		sc.Close(socket.ClosePolicy, "hello required")
-		return ports.Member{}, false
+		return ports.Member{}, false, false
 	}
-	return ports.Member{ConnectionID: sc.id, UserType: in.UserType, ClientType: in.ClientType}, true
+	return ports.Member{ConnectionID: sc.id, UserType: in.UserType, ClientType: in.ClientType, PresenceKey: in.PresenceKey}, in.PresenceEvents, true
 }

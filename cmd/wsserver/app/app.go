@@ -158,10 +158,18 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, ln net.Listen
 	// Core.
 	hub, err := session.NewHub(session.HubConfig{
 		Broker: broker, Presence: presence, Encode: socket.Frame, Observer: m, Log: log,
+		PresenceRules:  presenceRules(cfg.Presence),
+		PresenceResync: presenceResync(cfg),
 	})
 	if err != nil {
 		return err
 	}
+	// The hub's periodic work (mending presence views, announcing the
+	// leaves of dead instances) stops before Redis closes.
+	hubCtx, stopHub := context.WithCancel(context.WithoutCancel(ctx))
+	hubDone := make(chan struct{})
+	go func() { hub.Run(hubCtx); close(hubDone) }()
+	closers = append(closers, func() { stopHub(); <-hubDone })
 	chat, err := conversation.New(conversation.Config{
 		Store:                threads,
 		Lock:                 lock,
@@ -264,6 +272,26 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, ln net.Listen
 	}
 	log.InfoContext(ctx, "stopped")
 	return nil
+}
+
+// presenceRules are the settings of presence events as the core takes
+// them: a grace of 0 means none.
+func presenceRules(p config.Presence) session.PresenceRules {
+	r := session.PresenceRules{Interval: p.DiffInterval, Grace: p.LeaveGrace, Max: p.EventsMax}
+	if r.Grace == 0 {
+		r.Grace = -1
+	}
+	return r
+}
+
+// presenceResync is how often the hub mends its presence views and looks
+// for dead instances: with Redis, at the presence heartbeat's pace, so a
+// dead instance's leaves are announced within PRESENCE_TTL and a third.
+func presenceResync(cfg config.Config) time.Duration {
+	if cfg.Store.RedisURL != "" {
+		return cfg.Store.PresenceTTL / 3
+	}
+	return 10 * time.Second
 }
 
 // contextLogger returns log with a handler that adds the ids a request's
