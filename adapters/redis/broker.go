@@ -334,8 +334,14 @@ func (b *Broker) Unsubscribe(session string) {
 	poke(l.kick)
 }
 
-// channel names the session's pub/sub channel (plain pub/sub).
+// channel names the session's pub/sub channel (plain pub/sub). A name
+// "<id>/<more>" (the core's other channels of a session, such as its
+// presence events; ids hold no '/') is the channel
+// <prefix>session:{<id>}:<more>, in the session's slot.
 func (b *Broker) channel(session string) string {
+	if id, more, ok := strings.Cut(session, "/"); ok {
+		return tagged(b.cfg.Prefix, kindSession, id) + ":" + more
+	}
 	return tagged(b.cfg.Prefix, kindSession, session)
 }
 
@@ -345,7 +351,14 @@ func (b *Broker) sessionOf(channel string) (string, bool) {
 	if !ok {
 		return "", false
 	}
-	return strings.CutSuffix(rest, "}")
+	if id, ok := strings.CutSuffix(rest, "}"); ok {
+		return id, true
+	}
+	id, more, ok := strings.Cut(rest, "}:")
+	if !ok || strings.Contains(id, "/") {
+		return "", false
+	}
+	return id + "/" + more, true
 }
 
 // wants reports whether this instance wants channel ch of link l. The

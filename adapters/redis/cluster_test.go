@@ -38,6 +38,10 @@ func TestPresenceContractOnACluster(t *testing.T) {
 	})
 }
 
+func TestPresenceReaperContractOnACluster(t *testing.T) {
+	porttest.PresenceReaper(t, reaperFleet(clusterClient))
+}
+
 // The lock's script touches the lock and the fence of one thread: refused
 // on a cluster (CROSSSLOT) unless both carry the thread as hash tag.
 func TestLockContractOnACluster(t *testing.T) {

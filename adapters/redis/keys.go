@@ -33,6 +33,14 @@ const (
 	kindPubSubProbe = "pubsub-probe"
 )
 
+// Keys of an instance, not of a session: tagged by the instance's token
+// (presence_reap.go), plus the one registry of instances.
+const (
+	kindInstanceSessions = "instance-sessions" // set: the sessions an instance has entries on
+	kindReaping          = "reaping"           // string: a dead instance's claim by one reaper
+	keyInstances         = "instances"         // set: the tokens of the instances that keep presence
+)
+
 // tagged returns the name of id's key or channel of kind kind.
 func tagged(prefix, kind, id string) string {
 	return prefix + kind + ":{" + id + "}"

@@ -22,3 +22,20 @@ func TestSessionOfItsChannel(t *testing.T) {
 		assert.False(t, ok, ch)
 	}
 }
+
+// A session's other channels ("<id>/<more>", presence events) sit in the
+// session's slot, and give back their names.
+func TestSessionOfItsOtherChannels(t *testing.T) {
+	b := &Broker{cfg: BrokerConfig{Prefix: "ws:"}}
+	for name, want := range map[string]string{
+		"s1/presence": "ws:session:{s1}:presence",
+		"a:b.c/x":     "ws:session:{a:b.c}:x",
+		"room-12/p/q": "ws:session:{room-12}:p/q",
+	} {
+		ch := b.channel(name)
+		assert.Equal(t, want, ch)
+		got, ok := b.sessionOf(ch)
+		assert.True(t, ok, ch)
+		assert.Equal(t, name, got, ch)
+	}
+}

@@ -14,14 +14,14 @@ var _ ports.PresenceReaper = (*Presence)(nil)
 
 // registryKey is the set of the tokens of the instances that keep
 // presence: each adds itself at every heartbeat.
-func registryKey(prefix string) string { return prefix + "instances" }
+func registryKey(prefix string) string { return prefix + keyInstances }
 
 // sessionsKey is the set of the sessions an instance has entries on. Its
 // hash tag is the instance's token: it belongs to no session.
-func sessionsKey(prefix, token string) string { return prefix + "instance-sessions:{" + token + "}" }
+func sessionsKey(prefix, token string) string { return tagged(prefix, kindInstanceSessions, token) }
 
 // reapingKey claims a dead instance for one reaper.
-func reapingKey(prefix, token string) string { return prefix + "reaping:{" + token + "}" }
+func reapingKey(prefix, token string) string { return tagged(prefix, kindReaping, token) }
 
 // Reap finds the instances of the registry whose liveness key expired and
 // claims each with SET NX on a claim key of its own: Redis runs it once,

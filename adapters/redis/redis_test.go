@@ -111,22 +111,28 @@ func TestPresenceContract(t *testing.T) {
 }
 
 func TestPresenceReaperContract(t *testing.T) {
-	porttest.PresenceReaper(t, func(t *testing.T) (porttest.Dying, []ports.PresenceReaper, ports.Presence) {
+	porttest.PresenceReaper(t, reaperFleet(client))
+}
+
+// reaperFleet makes a dying instance and two survivors, each with a client
+// of its own from newClient.
+func reaperFleet(newClient func(t *testing.T) rueidis.Client) func(t *testing.T) (porttest.Dying, []ports.PresenceReaper, ports.Presence) {
+	return func(t *testing.T) (porttest.Dying, []ports.PresenceReaper, ports.Presence) {
 		t.Helper()
 		prefix := containers.Prefix(t)
-		c := client(t)
-		a, b := newPresence(t, c, prefix, "a", time.Minute), newPresence(t, client(t), prefix, "b", time.Minute)
+		a, b := newPresence(t, newClient(t), prefix, "a", time.Minute), newPresence(t, newClient(t), prefix, "b", time.Minute)
+		c := newClient(t)
 		dying, err := redis.NewPresence(redis.PresenceConfig{Client: c, Prefix: prefix, InstanceID: "dying", TTL: 600 * time.Millisecond})
 		require.NoError(t, err)
 		kill := func() {
 			dying.Close() // no goodbye: its heartbeat just stops
 			require.Eventually(t, func() bool {
-				keys, err := c.Do(t.Context(), c.B().Keys().Pattern(prefix+"instance:dying/*").Build()).AsStrSlice()
-				return err == nil && len(keys) == 0
+				n, err := a.AliveInstances(t.Context())
+				return err == nil && n == 2
 			}, 10*time.Second, 50*time.Millisecond, "the dying instance's alive key never expired")
 		}
 		return porttest.Dying{Presence: dying, Kill: kill}, []ports.PresenceReaper{a, b}, a
-	})
+	}
 }
 
 func TestPresenceOfADeadInstanceExpires(t *testing.T) {
