@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -189,8 +190,11 @@ func readyModel(t *testing.T, in *instance) map[string]any {
 	require.NoError(t, err)
 	defer resp.Body.Close()
 	require.Equal(t, http.StatusOK, resp.StatusCode)
+	raw, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	checkHTTP(t, http.MethodGet, "/ready/", resp.StatusCode, raw) // the names are documented
 	var body map[string]any
-	require.NoError(t, json.NewDecoder(resp.Body).Decode(&body))
+	require.NoError(t, json.Unmarshal(raw, &body))
 	m, _ := body["model"].(map[string]any)
 	return m
 }
