@@ -244,7 +244,7 @@ type Presence struct {
 	LeaveGrace time.Duration
 	// EventsMax is the most members whose joins and leaves are listed;
 	// above it listeners get the count only. PRESENCE_EVENTS_MAX; default
-	// 1000 (1..100,000).
+	// 1000 (1..10,000: a presence_state of 10,000 members is about 1.5 MB).
 	EventsMax int
 }
 

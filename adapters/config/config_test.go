@@ -269,7 +269,7 @@ func TestLoadParseErrors(t *testing.T) {
 		{map[string]string{"PRESENCE_DIFF_INTERVAL": "0"}, []string{`config: PRESENCE_DIFF_INTERVAL: must be between`}},
 		{map[string]string{"PRESENCE_LEAVE_GRACE": "11m"}, []string{`config: PRESENCE_LEAVE_GRACE: must be between 0s and 10m0s, got "11m"`}},
 		{map[string]string{"PRESENCE_EVENTS_MAX": "0"}, []string{`config: PRESENCE_EVENTS_MAX: must be`}},
-		{map[string]string{"PRESENCE_EVENTS_MAX": "100001"}, []string{`config: PRESENCE_EVENTS_MAX: must be`}},
+		{map[string]string{"PRESENCE_EVENTS_MAX": "10001"}, []string{`config: PRESENCE_EVENTS_MAX: must be`}},
 		{map[string]string{"SHUTDOWN_GRACE": "-1s"}, []string{`config: SHUTDOWN_GRACE: must be between 0s and 10m0s`}},
 		{map[string]string{"SHUTDOWN_GRACE": "1e9"}, []string{`config: SHUTDOWN_GRACE: must be a duration`}},
 		{map[string]string{"WS_PING_INTERVAL": "500ms"}, []string{`config: WS_PING_INTERVAL: must be between 1s and 10m0s`}},

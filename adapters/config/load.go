@@ -109,7 +109,7 @@ func (l *loader) load() Config {
 	c.Presence = Presence{
 		DiffInterval: l.duration("PRESENCE_DIFF_INTERVAL", session.DefaultPresenceDiffInterval, 50*time.Millisecond, time.Minute),
 		LeaveGrace:   l.duration("PRESENCE_LEAVE_GRACE", session.DefaultPresenceLeaveGrace, 0, 10*time.Minute),
-		EventsMax:    l.integer("PRESENCE_EVENTS_MAX", session.DefaultPresenceEventsMax, 1, 100_000),
+		EventsMax:    l.integer("PRESENCE_EVENTS_MAX", session.DefaultPresenceEventsMax, 1, 10_000),
 	}
 
 	c.Conversation = Conversation{

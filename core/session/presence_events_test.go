@@ -260,3 +260,31 @@ func TestListenFailsWhenPresenceIsAway(t *testing.T) {
 	assert.Equal(t, protocol.CodeUnavailable, pe.Code)
 	require.ErrorIs(t, e.hub.Listen(t.Context(), "s", &recorder{}), ErrNotMember)
 }
+
+// FuzzDecodeBusEvent checks that no payload from another instance makes
+// the decoder panic, that what it accepts names a connection and is a
+// join or a leave, and that a view takes it.
+func FuzzDecodeBusEvent(f *testing.F) {
+	for _, s := range []string{
+		string(encodeBusJoin(ports.Member{ConnectionID: "c1", UserType: "u", ClientType: "web", PresenceKey: "k:1"})),
+		string(encodeBusLeave("c1", true)), string(encodeBusLeave("c1", false)),
+		`{"e":"x","c":"c"}`, `{"e":"j"}`, `{"e":"j","c":""}`, `{"e":"l","c":5}`, `null`, `[]`, ``, `{"e":"j","c":"c","a":"yes"}`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, p []byte) {
+		e, ok := decodeBusEvent(p)
+		if !ok {
+			return
+		}
+		if e.Conn == "" || (e.Event != busJoin && e.Event != busLeave) {
+			t.Fatalf("accepted %+v", e)
+		}
+		v := NewPresenceView(PresenceRules{}, nil, time.Unix(0, 0))
+		e.apply(v, time.Unix(1, 0))
+		busEvent{Event: busLeave, Conn: e.Conn}.apply(v, time.Unix(2, 0))
+		if _, ok := v.Flush(time.Unix(100, 0)); ok {
+			t.Fatalf("a join and its leave were told")
+		}
+	})
+}
