@@ -16,7 +16,8 @@ type fakeQueue struct {
 	front    map[string][]string
 	back     map[string][]string
 	watchers map[string][]chan struct{}
-	joined   int // every Join that succeeded
+	joined   int   // every Join that succeeded
+	err      error // Join and Head fail with it, as with Redis away
 }
 
 func newFakeQueue() *fakeQueue {
@@ -26,6 +27,9 @@ func newFakeQueue() *fakeQueue {
 func (q *fakeQueue) Join(ctx context.Context, id, ticket string, front bool, limit int, ttl time.Duration) (int, error) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
+	if q.err != nil {
+		return 0, q.err
+	}
 	list := q.back
 	if front {
 		list = q.front
@@ -53,6 +57,9 @@ func (q *fakeQueue) Keep(ctx context.Context, id, ticket string, ttl time.Durati
 func (q *fakeQueue) Head(ctx context.Context, id string) (string, error) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
+	if q.err != nil {
+		return "", q.err
+	}
 	if len(q.front[id]) > 0 {
 		return q.front[id][0], nil
 	}

@@ -120,7 +120,9 @@ func (c *Conversation) unavailable(emit func(Event), err error) error {
 
 // free releases lease (retrying in the background when the lock does not
 // answer; renewed is when it was last acquired or renewed) and tells the
-// thread's waiters, on every instance, that it may be theirs.
+// thread's waiters, on every instance, that it may be theirs. The
+// notification goes out in the background: the run's last event does not
+// wait for it (Redis may be slow or away; the waiters look again anyway).
 func (c *Conversation) free(ctx context.Context, threadID string, lease ports.Lease, renewed time.Time) {
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.cfg.WriteTimeout)
 	err := lease.Release(wctx)
@@ -130,8 +132,23 @@ func (c *Conversation) free(ctx context.Context, threadID string, lease ports.Le
 		// hold the thread for the rest of its TTL after the client
 		// saw end. The last event does not wait for the retries.
 		c.retryRelease(context.WithoutCancel(ctx), lease, renewed.Add(c.cfg.LockTTL), err)
+		return // no waiter can take the thread before the release succeeds
 	}
-	c.notify(ctx, threadID)
+	if c.cfg.Queue == nil {
+		return
+	}
+	r := &c.releases
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return // shutting down: the waiters look again by themselves
+	}
+	r.running.Add(1)
+	r.mu.Unlock()
+	go func() {
+		defer r.running.Done()
+		c.notify(ctx, threadID)
+	}()
 }
 
 func (c *Conversation) notify(ctx context.Context, threadID string) {

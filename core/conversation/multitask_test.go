@@ -313,3 +313,58 @@ var queued = conversation.EventQueued
 
 // errUnreachable is a lock server that does not answer.
 var errUnreachable = errors.New("redis: i/o timeout")
+
+// An interrupting chat whose stop reaches no one (no run control here: the
+// answer runs on an instance that cannot be told) waits at the head of the
+// queue for the answer's end, ahead of the chats that waited before it.
+func TestMultitaskInterruptGoesAheadOfTheQueue(t *testing.T) {
+	h, q := multitaskHarness(t, 5)
+	h2, err := newHarness(h.model.scripts, false, 0, func(c *conversation.Config) {
+		c.Store, c.Lock, c.Queue, c.MaxQueued = h.store, h.lock, q, 5 // shares the thread, not the runs
+		c.Model = h.model
+	})
+	require.NoError(t, err)
+	first := runInBackground(t, h2, ask("first", conversation.MultitaskReject))
+	first.streaming(t)
+	waiter := runInBackground(t, h, ask("waited", conversation.MultitaskEnqueue))
+	eventually(t, "queued", func() bool { return len(waiter.events()) > 0 })
+	interrupter := runInBackground(t, h, ask("interrupts", conversation.MultitaskInterrupt))
+	eventually(t, "the interrupting chat waits at the head", func() bool { return q.waiting(thread) == 2 })
+	head, err := q.Head(context.Background(), thread)
+	require.NoError(t, err)
+	assert.NotEqual(t, "", head)
+	assert.Empty(t, interrupter.events(), "nothing is sent while it waits")
+
+	first.cancel() // the answer ends by itself, as far as this instance knows
+	interrupter.end(t)
+	waiter.end(t)
+	require.NoError(t, interrupter.err)
+	require.NoError(t, waiter.err)
+	msgs, err := h.store.History(context.Background(), thread)
+	require.NoError(t, err)
+	var users []string
+	for _, m := range msgs {
+		if m.Role == ports.RoleUser {
+			users = append(users, m.Content)
+		}
+	}
+	assert.Equal(t, []string{"first", "interrupts", "waited"}, users)
+}
+
+// A queue that does not answer (Redis away) makes a chat that must wait
+// unavailable, as a lock that does not answer does.
+func TestMultitaskQueueUnavailable(t *testing.T) {
+	h, q := multitaskHarness(t, 5)
+	first := runInBackground(t, h, ask("first", conversation.MultitaskReject))
+	first.streaming(t)
+	q.mu.Lock()
+	q.err = errUnreachable
+	q.mu.Unlock()
+	for _, m := range []conversation.Multitask{conversation.MultitaskEnqueue, conversation.MultitaskInterrupt} {
+		var s sink
+		_, err := runBounded(t, h, ask("second", m), &s)
+		require.ErrorIs(t, err, errUnreachable, m.String())
+		assert.Equal(t, []conversation.EventKind{errorEvent}, s.kinds())
+		assert.Equal(t, protocol.CodeUnavailable, s.last().Code)
+	}
+}
