@@ -8,6 +8,7 @@
 package socket
 
 import (
+	"bufio"
 	"crypto/tls"
 	"errors"
 	"io"
@@ -137,6 +138,9 @@ type Conn struct {
 	// to write; nil (TLS) means c writes on goroutines of its own.
 	raw      syscall.RawConn
 	flushers *flusher
+	// br is gorilla's read buffer when Upgrade made it (see awaitData);
+	// nil when it is not known.
+	br *bufio.Reader
 
 	// Owned by the reader.
 	control bucket // the peer's budget of pings and pongs
@@ -300,6 +304,7 @@ func (c *Conn) pong(data string) {
 // the close reaches it, and returns the error.
 func (c *Conn) Read() ([]byte, error) {
 	for c.readErr == nil {
+		c.awaitData()
 		_, r, err := c.ws.NextReader()
 		if err != nil {
 			c.readErr = c.readFailed(err)

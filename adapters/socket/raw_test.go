@@ -30,11 +30,11 @@ func serve(t testing.TB, ln net.Listener, cfg socket.Config, handle func(*socket
 	srv := socket.NewServer(cfg)
 	up := websocket.Upgrader{}
 	hs := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		ws, err := up.Upgrade(w, r, nil)
+		c, err := srv.Upgrade(&up, w, r)
 		if err != nil {
 			return
 		}
-		handle(srv.Wrap(ws))
+		handle(c)
 	}))
 	if ln != nil {
 		hs.Listener.Close()

@@ -23,11 +23,11 @@ func pair(t testing.TB, cfg socket.Config) (*socket.Conn, *websocket.Conn) {
 	conns := make(chan *socket.Conn, 1)
 	up := websocket.Upgrader{}
 	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		ws, err := up.Upgrade(w, r, nil)
+		c, err := srv.Upgrade(&up, w, r)
 		if err != nil {
 			return
 		}
-		conns <- srv.Wrap(ws)
+		conns <- c
 	}))
 	t.Cleanup(hs.Close)
 	client, resp, err := websocket.DefaultDialer.Dial("ws"+strings.TrimPrefix(hs.URL, "http"), nil)
@@ -153,5 +153,36 @@ func TestPeerThatReadsLateGetsEveryByteInOrder(t *testing.T) {
 			break
 		}
 		require.True(t, bytes.Equal(payload(i), p), "frame %d differs", i)
+	}
+}
+
+func TestMessagesReadAheadAreServedWithoutWaiting(t *testing.T) {
+	// Three messages in one TCP segment: the first read takes them all into
+	// the read buffer, so the socket has nothing more to read while two
+	// messages wait. A reader that waited for the socket would hang.
+	got := make(chan string, 3)
+	hs := serve(t, nil, socket.Config{}, func(c *socket.Conn) {
+		for {
+			p, err := c.Read()
+			if err != nil {
+				return
+			}
+			got <- string(p)
+		}
+	})
+	client := dialRaw(t, hs)
+	var batch []byte
+	for _, m := range []string{"one", "two", "three"} {
+		batch = append(batch, clientFrame(0x81, []byte(m))...)
+	}
+	_, err := client.nc.Write(batch)
+	require.NoError(t, err)
+	for _, want := range []string{"one", "two", "three"} {
+		select {
+		case p := <-got:
+			assert.Equal(t, want, p)
+		case <-time.After(wait):
+			t.Fatalf("message %q was not read", want)
+		}
 	}
 }

@@ -63,13 +63,13 @@ func (s *Server) upgrade(c echo.Context, ep *endpoint) *conn {
 	if !ok {
 		return nil
 	}
-	ws, err := s.upgrader.Upgrade(c.Response(), c.Request(), nil)
+	sc, err := ep.sockets.Upgrade(&s.upgrader, c.Response(), c.Request())
 	if err != nil {
 		s.release(addr) // the upgrader has answered
 		return nil
 	}
 	c.Response().Status = http.StatusSwitchingProtocols
-	return &conn{Conn: ep.sockets.Wrap(ws), id: uuid.NewString(), addr: addr, ep: ep}
+	return &conn{Conn: sc, id: uuid.NewString(), addr: addr, ep: ep}
 }
 
 // connContext returns the context of c's goroutines, whose log lines

@@ -195,10 +195,10 @@ func New(cfg Config) (*Server, error) {
 	s.chats = newEndpoint("chat", cfg.Sockets, cfg.Metrics)
 	s.upgrader = websocket.Upgrader{
 		HandshakeTimeout: 10 * time.Second,
-		// Small read buffers and pooled write buffers: an idle socket
-		// should cost little. Frames are written by package socket, which
-		// needs no gorilla write buffer at all.
-		ReadBufferSize:  1024,
+		// Pooled write buffers: an idle socket should cost little.
+		// Frames are written by package socket, which needs no gorilla
+		// write buffer at all, and reads through a small buffer of its
+		// own (socket.Server.Upgrade).
 		WriteBufferPool: &sync.Pool{},
 		// Origins are checked before the upgrade, with the JSON errors.
 		CheckOrigin: func(*http.Request) bool { return true },

@@ -88,6 +88,8 @@ func (s *Server) leaveSession(ctx context.Context, sc *conn, id, connID string) 
 }
 
 // readSession serves a joined session socket's messages until it closes.
+// It is the loop an idle socket's goroutine parks in, so it keeps a small
+// frame: each message is served by sessionMessage.
 func (s *Server) readSession(ctx context.Context, sc *conn, id string, member ports.Member) {
 	defer s.end(sc)
 	defer s.leaveSession(ctx, sc, id, member.ConnectionID)
@@ -98,28 +100,33 @@ func (s *Server) readSession(ctx context.Context, sc *conn, id string, member po
 		if !ok {
 			return
 		}
-		in, err := session.Decode(frame)
+		s.sessionMessage(ctx, sc, id, &member, frame)
+	}
+}
+
+// sessionMessage serves one message of a joined session socket.
+func (s *Server) sessionMessage(ctx context.Context, sc *conn, id string, member *ports.Member, frame []byte) {
+	in, err := session.Decode(frame)
+	if err != nil {
+		s.sendError(ctx, sc, err)
+		return
+	}
+	switch in.Type {
+	case session.KindBroadcast:
+		if err := s.cfg.Hub.Broadcast(ctx, id, *member, in.Msg, in.Data); err != nil {
+			s.sendError(ctx, sc, err)
+		}
+	case session.KindPresence:
+		members, err := s.cfg.Hub.Presence(ctx, id)
 		if err != nil {
 			s.sendError(ctx, sc, err)
-			continue
+			return
 		}
-		switch in.Type {
-		case session.KindBroadcast:
-			if err := s.cfg.Hub.Broadcast(ctx, id, member, in.Msg, in.Data); err != nil {
-				s.sendError(ctx, sc, err)
-			}
-		case session.KindPresence:
-			members, err := s.cfg.Hub.Presence(ctx, id)
-			if err != nil {
-				s.sendError(ctx, sc, err)
-				continue
-			}
-			sc.SendText(session.EncodePresence(id, members))
-		case session.KindPing:
-			sc.Send(pongFrame)
-		case session.KindHello:
-			s.sendError(ctx, sc, errHelloAgain)
-		}
+		sc.SendText(session.EncodePresence(id, members))
+	case session.KindPing:
+		sc.Send(pongFrame)
+	case session.KindHello:
+		s.sendError(ctx, sc, errHelloAgain)
 	}
 }
 

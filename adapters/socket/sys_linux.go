@@ -42,3 +42,12 @@ func writev(fd uintptr, bufs [][]byte, iov *[]syscall.Iovec) (int, error) {
 		}
 	}
 }
+
+// peek reports whether the socket fd has a byte to read, an end or an
+// error, without taking it: RawConn.Read waits while it reports false.
+func peek(fd uintptr) bool {
+	var b [1]byte
+	_, _, errno := syscall.Syscall6(syscall.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&b[0])), 1,
+		syscall.MSG_PEEK|syscall.MSG_DONTWAIT, 0, 0)
+	return errno != syscall.EAGAIN
+}

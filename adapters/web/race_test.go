@@ -1,0 +1,6 @@
+//go:build race
+
+package web_test
+
+// raceEnabled: the race detector's instrumentation grows every stack frame.
+const raceEnabled = true
