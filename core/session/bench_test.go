@@ -57,3 +57,16 @@ func BenchmarkBroadcast(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkEncodePresence is the reply to a presence query on a session of
+// 100 connections (ids as the server makes them: UUIDs).
+func BenchmarkEncodePresence(b *testing.B) {
+	members := make([]ports.Member, 100)
+	for i := range members {
+		members[i] = ports.Member{ConnectionID: fmt.Sprintf("%08x-1f2e-4d3c-8b9a-%012x", i*7919%100, i), UserType: "user", ClientType: "web"}
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		EncodePresence("session-1", members)
+	}
+}
