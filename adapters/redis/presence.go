@@ -299,7 +299,8 @@ func (p *Presence) heartbeat(ctx context.Context) error {
 	}
 	// Back in the registry after the first beat: another instance took
 	// this one for dead and reaped its entries, so write them again.
-	gone = gone || (added == 1 && p.registered.Swap(true))
+	wasIn := p.registered.Swap(true)
+	gone = gone || (added == 1 && wasIn)
 
 	p.mu.Lock()
 	full := gone || p.dirty

@@ -156,6 +156,29 @@ func TestPresenceOfADeadInstanceExpires(t *testing.T) {
 	}, 20*ttl, ttl/10, "the dead instance's entry never expired")
 }
 
+// An instance taken for dead while it was only cut off finds itself out
+// of the registry at its next beat and writes its entries again.
+func TestPresenceComesBackAfterBeingReaped(t *testing.T) {
+	ctx := t.Context()
+	prefix := containers.Prefix(t)
+	c := client(t)
+	p := newPresence(t, c, prefix, "i", 600*time.Millisecond)
+	require.NoError(t, p.Add(ctx, "s", ports.Member{ConnectionID: "c1", UserType: "admin"}))
+
+	// What a reaper does, with the liveness key still there: the entries
+	// and the registry's name go.
+	tokens, err := c.Do(ctx, c.B().Smembers().Key(prefix+"instances").Build()).AsStrSlice()
+	require.NoError(t, err)
+	require.Len(t, tokens, 1)
+	require.NoError(t, c.Do(ctx, c.B().Hdel().Key(prefix+"presence:{s}").Field("c1").Build()).Error())
+	require.NoError(t, c.Do(ctx, c.B().Srem().Key(prefix+"instances").Member(tokens[0]).Build()).Error())
+
+	require.Eventually(t, func() bool {
+		got, err := p.List(ctx, "s")
+		return err == nil && len(got) == 1
+	}, 10*time.Second, 50*time.Millisecond, "the reaped entries were not written again")
+}
+
 func TestPresenceComesBackAfterRedisLosesItsData(t *testing.T) {
 	ctx := t.Context()
 	prefix := containers.Prefix(t)
