@@ -271,16 +271,22 @@ func (q *Queue) listen(ctx context.Context, threadID string) {
 		if ctx.Err() != nil {
 			return
 		}
-		q.cfg.OnError("queue_subscribe")
-		q.cfg.Log.WarnContext(ctx, "thread queue subscription lost; subscribing again", "thread_id", threadID, "err", err)
-		t := time.NewTimer(wait)
+		// Without an error the channel was unsubscribed, not lost: the
+		// subscription of this thread's previous watchers, ending as
+		// these began, unsubscribed it. Subscribe again almost at once.
+		pause := 10 * time.Millisecond
+		if err != nil {
+			q.cfg.OnError("queue_subscribe")
+			q.cfg.Log.WarnContext(ctx, "thread queue subscription lost; subscribing again", "thread_id", threadID, "err", err)
+			pause, wait = wait, min(2*wait, 2*time.Second)
+		}
+		t := time.NewTimer(pause)
 		select {
 		case <-ctx.Done():
 			t.Stop()
 			return
 		case <-t.C:
 		}
-		wait = min(2*wait, 2*time.Second)
 	}
 }
 
