@@ -15,10 +15,20 @@ help: ## Show the targets
 run: ## Run a development server, open to anyone (DJANGO_DEBUG=1 go run ./cmd/wsserver)
 	DJANGO_DEBUG=1 go run ./cmd/wsserver
 
-test: ## Run the whole suite, with Redis, PostgreSQL and the Dockerfile's image as containers (test/images/env.sh)
+# The session and chat suites run again on a Redis Cluster (three masters,
+# a replica each: test/containers/cluster.go), with plain PUBLISH and the
+# failover test, then the session suite with sharded pub/sub. A new session
+# or chat test on Redis joins by its name here (the multitask tests run on
+# memory only, so they are not listed).
+E2E_ON_CLUSTER = ^(TestSession.*|TestGracefulShutdown|TestChatOnDefaults|TestChatAcrossInstances|TestThreadBusyAcrossInstances|TestAPIRefusals|TestCancelFromAnotherConnection|TestClusterFailoverMidFanout)$$
+E2E_ON_SHARDED = ^(TestSession.*|TestGracefulShutdown|TestChatAcrossInstances|TestCancelFromAnotherConnection)$$
+
+test: ## Run the whole suite, with Redis, PostgreSQL and the Dockerfile's image as containers (test/images/env.sh), then e2e on a Redis Cluster
 	@test/browser/ensure-chromium.sh
 	@$(IMAGES) set -x && \
-	TESTCONTAINERS_RYUK_DISABLED=true go test -race -count=1 -timeout 20m ./...
+	TESTCONTAINERS_RYUK_DISABLED=true go test -race -count=1 -timeout 20m ./... && \
+	E2E_REDIS=cluster TESTCONTAINERS_RYUK_DISABLED=true go test -race -count=1 -timeout 10m -run '$(E2E_ON_CLUSTER)' ./test/e2e/ && \
+	E2E_REDIS=cluster-sharded TESTCONTAINERS_RYUK_DISABLED=true go test -race -count=1 -timeout 10m -run '$(E2E_ON_SHARDED)' ./test/e2e/
 
 test-short: ## Run the tests that need no containers or Docker (core, in-process adapters, edge, tools)
 	go test -count=1 ./core/... ./ports/... ./adapters/config/ ./adapters/local/ ./adapters/memory/ ./adapters/socket/ ./adapters/web/ ./adapters/bedrock/ ./adapters/openai/ ./cmd/... ./docs/ ./deployments/ ./test/fakebedrock/... ./test/fakeopenai/... ./test/hostile/

@@ -188,15 +188,32 @@ const (
 // sharded reports whether the broker uses sharded pub/sub.
 func (b *Broker) sharded() bool { return b.cfg.Partitions > 0 }
 
-// partition returns the partition of session: FNV-1a of its id, so that
+// partition returns the partition of session.
+func (b *Broker) partition(session string) int { return partitionOf(session, b.cfg.Partitions) }
+
+// partitionOf returns session's partition of n: FNV-1a of its id, so that
 // every instance agrees.
-func (b *Broker) partition(session string) int {
+func partitionOf(session string, n int) int {
 	h := uint32(2166136261)
 	for i := 0; i < len(session); i++ {
 		h ^= uint32(session[i])
 		h *= 16777619
 	}
-	return int(h % uint32(b.cfg.Partitions)) //nolint:gosec // Partitions is at most MaxPartitions
+	return int(h % uint32(n)) //nolint:gosec // n is at most MaxPartitions
+}
+
+// ChannelOf names the pub/sub channel that carries session's broadcasts
+// with prefix (empty: "ws:") and partitions sharded pub/sub partitions (0:
+// plain pub/sub), as a Broker so configured names it: for operators and
+// tests that look at Redis.
+func ChannelOf(prefix string, partitions int, session string) string {
+	if prefix == "" {
+		prefix = DefaultPrefix
+	}
+	if partitions <= 0 {
+		return sessionChannel(prefix, session)
+	}
+	return tagged(prefix, kindPubSub, strconv.Itoa(partitionOf(session, partitions)))
 }
 
 // route returns the link and the channel that carry session's broadcasts.
@@ -338,11 +355,15 @@ func (b *Broker) Unsubscribe(session string) {
 // "<id>/<more>" (the core's other channels of a session, such as its
 // presence events; ids hold no '/') is the channel
 // <prefix>session:{<id>}:<more>, in the session's slot.
-func (b *Broker) channel(session string) string {
+func (b *Broker) channel(session string) string { return sessionChannel(b.cfg.Prefix, session) }
+
+// sessionChannel names the plain pub/sub channel of session ("<id>" or
+// "<id>/<more>") with prefix.
+func sessionChannel(prefix, session string) string {
 	if id, more, ok := strings.Cut(session, "/"); ok {
-		return tagged(b.cfg.Prefix, kindSession, id) + ":" + more
+		return tagged(prefix, kindSession, id) + ":" + more
 	}
-	return tagged(b.cfg.Prefix, kindSession, session)
+	return tagged(prefix, kindSession, session)
 }
 
 // sessionOf names the session of one of this broker's channels.

@@ -39,3 +39,15 @@ func TestSessionOfItsOtherChannels(t *testing.T) {
 		assert.Equal(t, name, got, ch)
 	}
 }
+
+// ChannelOf names the channel a broker so configured uses.
+func TestChannelOf(t *testing.T) {
+	for _, partitions := range []int{0, 1, 7, 16} {
+		b := &Broker{cfg: BrokerConfig{Prefix: "p:", Partitions: partitions}, links: make([]*link, max(partitions, 1))}
+		for _, session := range []string{"s1", "s2", "a}b", "", "s1/presence"} {
+			_, ch := b.route(session)
+			assert.Equal(t, ch, ChannelOf("p:", partitions, session))
+		}
+	}
+	assert.Equal(t, "ws:session:{s}", ChannelOf("", 0, "s"))
+}

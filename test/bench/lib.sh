@@ -107,6 +107,38 @@ redis() {
 	return 1
 }
 
+# redis_cluster: a fresh Redis Cluster without persistence, three masters
+# with a replica each, on ports $CLUSTER_PORT to $CLUSTER_PORT+5 (default
+# 7101), made by redis-cli --cluster create; its URL is left in
+# $cluster_url.
+CLUSTER_PORT=${CLUSTER_PORT:-7101}
+redis_cluster() {
+	local port nodes=() i
+	for i in 0 1 2 3 4 5; do
+		port=$((CLUSTER_PORT + i))
+		mkdir -p "$OUT/cluster-$port"
+		redis-server --port "$port" --cluster-enabled yes --cluster-node-timeout 2000 \
+			--dir "$OUT/cluster-$port" --save '' --appendonly no >"$OUT/redis-$port.log" 2>&1 &
+		pids+=("$!")
+		nodes+=("127.0.0.1:$port")
+	done
+	for port in $(seq "$CLUSTER_PORT" $((CLUSTER_PORT + 5))); do
+		for _ in $(seq 50); do
+			redis-cli -p "$port" ping >/dev/null 2>&1 && break
+			sleep 0.1
+		done
+	done
+	redis-cli --cluster create "${nodes[@]}" --cluster-replicas 1 --cluster-yes >"$OUT/cluster-create.log" 2>&1 || {
+		echo "redis-cli --cluster create failed; see $OUT/cluster-create.log" >&2
+		return 1
+	}
+	for _ in $(seq 100); do
+		redis-cli -p "$CLUSTER_PORT" cluster info 2>/dev/null | grep -q cluster_state:ok && break
+		sleep 0.1
+	done
+	cluster_url="redis://127.0.0.1:$CLUSTER_PORT"
+}
+
 # postgres: a fresh PostgreSQL container on $PG_PORT.
 postgres() {
 	local image=${BENCH_POSTGRES_IMAGE:-}

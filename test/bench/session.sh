@@ -6,7 +6,8 @@
 #   bash test/bench/session.sh            # every scenario (about 10 minutes)
 #   bash test/bench/session.sh idle fanout-memory-10k
 #
-# Needs redis-server on PATH for the Redis scenarios (Debian: redis-server).
+# Needs redis-server and redis-cli on PATH for the Redis and Redis Cluster
+# scenarios (Debian: redis-server, redis-tools).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -49,6 +50,18 @@ run() {
 		b=$pid
 		bench fanout-redis-10k fanout -url ws://127.0.0.1:8000,ws://127.0.0.1:8001 -sockets 10000 -sessions 1000 -rate 1000 -duration "$DURATION" -pid "$a,$b"
 		;;
+	fanout-cluster-10k | fanout-cluster-sharded-10k)
+		# The same on a Redis Cluster of three masters (a replica each):
+		# plain PUBLISH, or sharded pub/sub in 16 partitions.
+		redis_cluster
+		local parts=0
+		[[ $1 == fanout-cluster-sharded-10k ]] && parts=16
+		server 8000 REDIS_URL="$cluster_url" REDIS_CLUSTER=1 REDIS_SHARDED_PUBSUB_PARTITIONS=$parts
+		a=$pid
+		server 8001 REDIS_URL="$cluster_url" REDIS_CLUSTER=1 REDIS_SHARDED_PUBSUB_PARTITIONS=$parts
+		b=$pid
+		bench "$1" fanout -url ws://127.0.0.1:8000,ws://127.0.0.1:8001 -sockets 10000 -sessions 1000 -rate 1000 -duration "$DURATION" -pid "$a,$b"
+		;;
 	fanout-one-session-100k | fanout-one-session-250k)
 		# One session of 5,000 sockets at 20 or 50 broadcasts/s
 		# (100,000 or 250,000 deliveries/s).
@@ -83,7 +96,7 @@ run() {
 
 scenarios=("$@")
 if ((${#scenarios[@]} == 0)); then
-	scenarios=(idle fanout-memory-10k fanout-memory-20k fanout-redis-10k
+	scenarios=(idle fanout-memory-10k fanout-memory-20k fanout-redis-10k fanout-cluster-10k fanout-cluster-sharded-10k
 		fanout-one-session-100k bare-one-session-100k fanout-one-session-250k bare-one-session-250k
 		presence-memory presence-redis)
 fi

@@ -8,10 +8,14 @@ import (
 	"testing"
 )
 
-// Both is a Redis and a PostgreSQL shared by one package's tests.
+// Both is a Redis and a PostgreSQL shared by one package's tests, and a
+// Redis Cluster when WantCluster is set.
 type Both struct {
 	Redis    *Redis
 	Postgres *Postgres
+
+	WantCluster bool
+	Cluster     *Cluster
 }
 
 // RunWithBoth is the TestMain of a package whose tests need Redis and
@@ -35,7 +39,20 @@ func RunWithBoth(m *testing.M, name string, s *Both) {
 		_ = s.Redis.Terminate(ctx)
 		os.Exit(1)
 	}
+	if s.WantCluster {
+		if s.Cluster, err = StartCluster(ctx); err != nil {
+			fmt.Fprintf(os.Stderr, "%s: start redis cluster: %v\n", name, err)
+			_ = s.Redis.Terminate(ctx)
+			_ = s.Postgres.Terminate(ctx)
+			os.Exit(1)
+		}
+	}
 	code := m.Run()
+	if s.Cluster != nil {
+		if err := s.Cluster.Terminate(ctx); err != nil {
+			fmt.Fprintf(os.Stderr, "%s: terminate redis cluster: %v\n", name, err)
+		}
+	}
 	if err := s.Redis.Terminate(ctx); err != nil {
 		fmt.Fprintf(os.Stderr, "%s: terminate redis: %v\n", name, err)
 	}

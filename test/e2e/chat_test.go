@@ -67,7 +67,7 @@ func chatInstances(t *testing.T, tokenDelay time.Duration) (*instance, *instance
 	mk := func(id string) config.Config {
 		c := defaults(t)
 		c.InstanceID = id
-		c.Store.RedisURL = servers.Redis.URL()
+		useRedis(&c, redisURL())
 		c.Store.DatabaseURL = dsn
 		c.Auth.APIKey = apiKey
 		c.Conversation.LocalTokenDelay = tokenDelay

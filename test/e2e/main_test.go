@@ -17,6 +17,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/wsserver/wsserver/adapters/config"
+	"github.com/wsserver/wsserver/adapters/redis"
 	"github.com/wsserver/wsserver/cmd/wsserver/app"
 	"github.com/wsserver/wsserver/test/containers"
 	"github.com/wsserver/wsserver/test/wstest"
@@ -26,11 +27,56 @@ import (
 const wait = 20 * time.Second
 
 var (
-	// servers are the package's Redis and PostgreSQL, started by TestMain.
+	// servers are the package's Redis and PostgreSQL, started by TestMain,
+	// and its Redis Cluster when E2E_REDIS names one.
 	servers containers.Both
+	// onCluster is E2E_REDIS: empty for the single Redis; "cluster" runs
+	// the instances on a Redis Cluster of three masters with plain
+	// PUBLISH, "cluster-sharded" with sharded pub/sub in 16 partitions.
+	onCluster = os.Getenv("E2E_REDIS")
 )
 
-func TestMain(m *testing.M) { containers.RunWithBoth(m, "e2e", &servers) }
+func TestMain(m *testing.M) {
+	switch onCluster {
+	case "":
+	case "cluster", "cluster-sharded":
+		servers.WantCluster = true
+	default:
+		fmt.Fprintf(os.Stderr, "e2e: E2E_REDIS=%q: want empty, cluster or cluster-sharded\n", onCluster)
+		os.Exit(2)
+	}
+	containers.RunWithBoth(m, "e2e", &servers)
+}
+
+// redisURL is the Redis the instances share: the single one, or the
+// cluster's when E2E_REDIS names one.
+func redisURL() string {
+	if servers.Cluster != nil {
+		return servers.Cluster.URL()
+	}
+	return servers.Redis.URL()
+}
+
+// useRedis points cfg at the shared Redis (redisURL), as a cluster when
+// E2E_REDIS names one.
+func useRedis(cfg *config.Config, url string) {
+	cfg.Store.RedisURL = url
+	if servers.Cluster != nil {
+		cfg.Store.RedisCluster = redis.ClusterOn
+		if onCluster == "cluster-sharded" {
+			cfg.Store.ShardedPubSubPartitions = 16
+		}
+	}
+}
+
+// singleRedisOnly skips a test that stops, restarts or proxies the one
+// Redis, which a cluster run does not have.
+func singleRedisOnly(t *testing.T) {
+	t.Helper()
+	if servers.Cluster != nil {
+		t.Skipf("E2E_REDIS=%s: this test stops or proxies the single Redis; it runs without E2E_REDIS", onCluster)
+	}
+}
 
 // instance is one running server.
 type instance struct {

@@ -370,7 +370,7 @@ func TestOpenAIAcrossInstances(t *testing.T) {
 	mk := func(id string) config.Config {
 		c := defaults(t)
 		c.InstanceID = id
-		c.Store.RedisURL = servers.Redis.URL()
+		useRedis(&c, redisURL())
 		c.Store.DatabaseURL = dsn
 		c.OpenAI.BaseURL, c.OpenAI.ChatModelID = fake.URL, e2eOpenAIModel
 		return c

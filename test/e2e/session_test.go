@@ -15,11 +15,12 @@ import (
 
 // twoInstances starts two instances sharing Redis, each with its own key
 // prefix-free view (sessions are named uniquely per test instead).
-func twoInstances(t *testing.T, redisURL string, ttl time.Duration) (*instance, *instance) {
+func twoInstances(t *testing.T, bURL string, ttl time.Duration) (*instance, *instance) {
 	t.Helper()
 	a, b := defaults(t), defaults(t)
 	a.InstanceID, b.InstanceID = "a", "b"
-	a.Store.RedisURL, b.Store.RedisURL = servers.Redis.URL(), redisURL
+	useRedis(&a, redisURL())
+	useRedis(&b, bURL)
 	if ttl > 0 {
 		a.Store.PresenceTTL, b.Store.PresenceTTL = ttl, ttl
 	}
@@ -52,7 +53,7 @@ func TestSessionOnOneInstanceWithoutRedis(t *testing.T) {
 }
 
 func TestSessionAcrossInstances(t *testing.T) {
-	a, b := twoInstances(t, servers.Redis.URL(), 0)
+	a, b := twoInstances(t, redisURL(), 0)
 	s, other := uniqueSession(t), uniqueSession(t)+"-other"
 	onA := join(t, a, s, "admin")
 	onB := join(t, b, s, "agent")
@@ -110,6 +111,7 @@ func TestSessionAcrossInstances(t *testing.T) {
 }
 
 func TestDeadInstancePresenceExpires(t *testing.T) {
+	singleRedisOnly(t)
 	ttl := 1500 * time.Millisecond
 	cut := newCuttable(t, servers.Redis.URL())
 	a, b := twoInstances(t, cut.url, ttl)
@@ -126,6 +128,7 @@ func TestDeadInstancePresenceExpires(t *testing.T) {
 }
 
 func TestRedisStopsAndComesBack(t *testing.T) {
+	singleRedisOnly(t)
 	a, b := twoInstances(t, servers.Redis.URL(), 1500*time.Millisecond)
 	s := uniqueSession(t)
 	onA := join(t, a, s, "admin")
@@ -183,7 +186,7 @@ func TestRedisStopsAndComesBack(t *testing.T) {
 }
 
 func TestGracefulShutdown(t *testing.T) {
-	a, b := twoInstances(t, servers.Redis.URL(), 0)
+	a, b := twoInstances(t, redisURL(), 0)
 	s := uniqueSession(t)
 	onA := join(t, a, s, "admin")
 	onB := join(t, b, s, "agent")
