@@ -163,6 +163,11 @@ func TestPresenceEvents(t *testing.T) {
 			return start(t, presenceConfig(t, "a", servers.Redis.URL(), time.Minute, 100)),
 				start(t, presenceConfig(t, "b", servers.Redis.URL(), time.Minute, 100))
 		}},
+		{"redis, two instances, sharded pub/sub", func(t *testing.T) (*instance, *instance) {
+			a, b := presenceConfig(t, "a", servers.Redis.URL(), time.Minute, 100), presenceConfig(t, "b", servers.Redis.URL(), time.Minute, 100)
+			a.Store.ShardedPubSubPartitions, b.Store.ShardedPubSubPartitions = 4, 4
+			return start(t, a), start(t, b)
+		}},
 	}
 	for _, setup := range setups {
 		t.Run(setup.name, func(t *testing.T) {
