@@ -1,6 +1,7 @@
 package session
 
 import (
+	"fmt"
 	"testing"
 	"time"
 
@@ -248,5 +249,29 @@ func TestPresenceViewSync(t *testing.T) {
 			require.True(t, ok)
 			assert.Equal(t, *tc.wantNext, got)
 		})
+	}
+}
+
+// BenchmarkPresenceViewChurn measures one join, one leave and one flush
+// on a session of 1,000 members: the work of a listened session per
+// change.
+func BenchmarkPresenceViewChurn(b *testing.B) {
+	start := time.Unix(1000, 0)
+	members := make([]ports.Member, 1000)
+	for i := range members {
+		members[i] = conn(fmt.Sprintf("c%04d", i), "")
+	}
+	v := NewPresenceView(PresenceRules{Interval: time.Millisecond}, members, start)
+	now := start
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		now = now.Add(time.Millisecond)
+		id := fmt.Sprintf("n%d", i)
+		v.Join(conn(id, ""))
+		v.Leave(members[i%1000].ConnectionID, false, now)
+		members[i%1000] = conn(id, "")
+		if _, ok := v.Flush(now); !ok {
+			b.Fatal("nothing told")
+		}
 	}
 }
