@@ -277,6 +277,15 @@ type Conversation struct {
 	// gets thread_busy. MAX_QUEUED_PER_THREAD; default 5 (0..100; 0 refuses
 	// every enqueue, as "reject" does).
 	MaxQueuedPerThread int
+
+	// ResumeTTL is how long a resumable answer's events are kept after
+	// its last one, for a resume (PROTOCOL.md §3.9). RESUME_TTL; default
+	// 300s (1s..24h).
+	ResumeTTL time.Duration
+	// ResumeMaxEvents bounds the events kept per resumable answer; a
+	// resume that missed more gets a snapshot. RESUME_MAX_EVENTS; default
+	// 1000 (10..100,000).
+	ResumeMaxEvents int
 }
 
 // Bedrock holds the AWS Bedrock settings. Region and ChatModelID together

@@ -131,12 +131,13 @@ func TestLoadDefaults(t *testing.T) {
 			PingInterval:    25 * time.Second,
 			WriteTimeout:    10 * time.Second,
 		},
-		Store:        Store{RedisCluster: "auto", PresenceTTL: 30 * time.Second, MemoryMaxThreads: 10000},
-		Presence:     Presence{DiffInterval: time.Second, LeaveGrace: 15 * time.Second, EventsMax: 1000},
-		Conversation: Conversation{MaxGuardrailRewrites: 2, FirstChunkChars: 40, ChunkChars: 1000, LocalTokenDelay: 20 * time.Millisecond, MaxQueuedPerThread: 5},
-		OpenAI:       OpenAI{StreamUsage: true},
-		Log:          Log{Level: slog.LevelInfo, Format: "json"},
-		Warnings:     cfg.Warnings,
+		Store:    Store{RedisCluster: "auto", PresenceTTL: 30 * time.Second, MemoryMaxThreads: 10000},
+		Presence: Presence{DiffInterval: time.Second, LeaveGrace: 15 * time.Second, EventsMax: 1000},
+		Conversation: Conversation{MaxGuardrailRewrites: 2, FirstChunkChars: 40, ChunkChars: 1000, LocalTokenDelay: 20 * time.Millisecond, MaxQueuedPerThread: 5,
+			ResumeTTL: 300 * time.Second, ResumeMaxEvents: 1000},
+		OpenAI:   OpenAI{StreamUsage: true},
+		Log:      Log{Level: slog.LevelInfo, Format: "json"},
+		Warnings: cfg.Warnings,
 	}
 	assert.Equal(t, want, cfg)
 	require.Len(t, cfg.Warnings, 1)
@@ -180,6 +181,8 @@ func TestLoadValues(t *testing.T) {
 		"APPDATA_FOLDER_PATH":             "/srv/appdata",
 		"LOCAL_MODEL_TOKEN_DELAY":         "0",
 		"MAX_QUEUED_PER_THREAD":           "0",
+		"RESUME_TTL":                      "90",
+		"RESUME_MAX_EVENTS":               "10",
 		"AWS_BEDROCK_REGION":              "eu-west-1",
 		"BEDROCK_MODEL_ID_CHAT":           "chat",
 		"BEDROCK_MODEL_ID_SUMMARY":        "summary",
@@ -215,7 +218,8 @@ func TestLoadValues(t *testing.T) {
 		PresenceTTL: 3 * time.Second, MemoryMaxThreads: 10000,
 	}, cfg.Store)
 	assert.Equal(t, Presence{DiffInterval: 250 * time.Millisecond, EventsMax: 1}, cfg.Presence, "a grace of 0 is honoured")
-	assert.Equal(t, Conversation{AppdataPath: "/srv/appdata", FirstChunkChars: 100, ChunkChars: 100}, cfg.Conversation, "MAX_QUEUED_PER_THREAD=0 is honoured")
+	assert.Equal(t, Conversation{AppdataPath: "/srv/appdata", FirstChunkChars: 100, ChunkChars: 100, ResumeTTL: 90 * time.Second, ResumeMaxEvents: 10},
+		cfg.Conversation, "MAX_QUEUED_PER_THREAD=0 is honoured")
 	assert.Equal(t, Bedrock{
 		Region: "eu-west-1", ChatModelID: "chat", SummaryModelID: "summary", GuardrailModelID: "guard",
 		EscalationModelID: "esc", GuardrailID: "gr-1", GuardrailVersion: "DRAFT", GuardrailStreamMode: "async", EndpointURL: "http://127.0.0.1:4566",
@@ -261,6 +265,11 @@ func TestLoadParseErrors(t *testing.T) {
 		{map[string]string{"MAX_QUEUED_PER_THREAD": "101"}, []string{`config: MAX_QUEUED_PER_THREAD: must be between 0 and 100, got 101`}},
 		{map[string]string{"MAX_QUEUED_PER_THREAD": "-1"}, []string{`config: MAX_QUEUED_PER_THREAD: must be between`}},
 		{map[string]string{"MAX_QUEUED_PER_THREAD": "five"}, []string{`config: MAX_QUEUED_PER_THREAD: must be an integer, got "five"`}},
+		{map[string]string{"RESUME_TTL": "0.5"}, []string{`config: RESUME_TTL: must be between 1s and 24h0m0s, got "0.5"`}},
+		{map[string]string{"RESUME_TTL": "25h"}, []string{`config: RESUME_TTL: must be between`}},
+		{map[string]string{"RESUME_TTL": "later"}, []string{`config: RESUME_TTL: must be a duration`}},
+		{map[string]string{"RESUME_MAX_EVENTS": "9"}, []string{`config: RESUME_MAX_EVENTS: must be between 10 and 100000, got 9`}},
+		{map[string]string{"RESUME_MAX_EVENTS": "100001"}, []string{`config: RESUME_MAX_EVENTS: must be between`}},
 		{map[string]string{"PRESENCE_TTL": "2s"}, []string{`config: PRESENCE_TTL: must be between 3s and 1h0m0s, got "2s"`}},
 		{map[string]string{"PRESENCE_TTL": "7200"}, []string{`config: PRESENCE_TTL: must be between`}},
 		{map[string]string{"PRESENCE_TTL": "soon"}, []string{`config: PRESENCE_TTL: must be a duration like "25s" or a number of seconds, got "soon"`}},

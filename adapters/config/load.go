@@ -119,6 +119,8 @@ func (l *loader) load() Config {
 		AppdataPath:          l.str("", "APPDATA_FOLDER_PATH"),
 		LocalTokenDelay:      l.duration("LOCAL_MODEL_TOKEN_DELAY", 20*time.Millisecond, 0, 10*time.Second),
 		MaxQueuedPerThread:   l.integer("MAX_QUEUED_PER_THREAD", conversation.DefaultMaxQueued, 0, conversation.MaxQueuedLimit),
+		ResumeTTL:            l.duration("RESUME_TTL", 300*time.Second, time.Second, 24*time.Hour),
+		ResumeMaxEvents:      l.integer("RESUME_MAX_EVENTS", 1000, 10, 100_000),
 	}
 	if c.Conversation.FirstChunkChars > c.Conversation.ChunkChars {
 		l.fail("GUARDRAIL_FIRST_CHUNK_CHARS", "must not be more than GUARDRAIL_CHUNK_CHARS (%d), got %d", c.Conversation.ChunkChars, c.Conversation.FirstChunkChars)

@@ -59,6 +59,8 @@ func (c Config) LogValue() slog.Value {
 			slog.String("appdata_path", c.Conversation.AppdataPath),
 			slog.Duration("local_token_delay", c.Conversation.LocalTokenDelay),
 			slog.Int("max_queued_per_thread", c.Conversation.MaxQueuedPerThread),
+			slog.Duration("resume_ttl", c.Conversation.ResumeTTL),
+			slog.Int("resume_max_events", c.Conversation.ResumeMaxEvents),
 		),
 		slog.Group("bedrock",
 			slog.String("region", c.Bedrock.Region),

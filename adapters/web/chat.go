@@ -1,6 +1,7 @@
 package web
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"log/slog"
@@ -37,12 +38,18 @@ type chatState struct {
 	thread  string    // the connection's current thread
 	answers []*answer // the chats of the connection not done yet: the one streaming and those waiting, on thread
 	closing bool      // drain: close once the answer is done
+
+	// The answer the connection resumed (PROTOCOL.md §3.9), until its end:
+	// following names its thread, and unfollow stops its events.
+	following string
+	unfollow  func()
 }
 
 // answer is one chat of a connection, from its start to its end or error.
 type answer struct {
 	cancel    context.CancelFunc
 	streaming bool // session_started was sent; guarded by chatState.mu
+	resumable bool // it keeps running when the client leaves (PROTOCOL.md §3.9)
 }
 
 // done marks a as done, and reports whether the socket should close for
@@ -100,6 +107,27 @@ func (cs *chatState) stopAll() {
 	}
 }
 
+// leave cancels the chats of a client that left, but for the resumable
+// ones, which run on to be resumed, and stops following a resumed one.
+func (cs *chatState) leave() {
+	cs.mu.Lock()
+	var stop []*answer
+	for _, a := range cs.answers {
+		if !a.resumable {
+			stop = append(stop, a)
+		}
+	}
+	unfollow := cs.unfollow
+	cs.following, cs.unfollow = "", nil
+	cs.mu.Unlock()
+	for _, a := range stop {
+		a.cancel()
+	}
+	if unfollow != nil {
+		unfollow()
+	}
+}
+
 // streams reports whether the connection's answer streams on thread.
 func (cs *chatState) streams(thread string) bool {
 	cs.mu.Lock()
@@ -124,6 +152,12 @@ var errStopUnsent = &protocol.Error{Code: protocol.CodeUnavailable, Message: "th
 // thread's answer wherever it runs, through the conversation's run
 // control. No reply of its own: the answer's socket gets end, cancelled.
 func (s *Server) cancel(ctx context.Context, cc *conn, thread string) {
+	if thread == "" {
+		// A resumed answer is the connection's own (§3.9).
+		cc.chat.mu.Lock()
+		thread = cc.chat.following
+		cc.chat.mu.Unlock()
+	}
 	if thread == "" || cc.chat.streams(thread) {
 		cc.chat.stop()
 		return
@@ -165,6 +199,8 @@ func (s *Server) serveChat(ctx context.Context, cc *conn) {
 			s.cancel(ctx, cc, in.ThreadID)
 		case conversation.TypeChat:
 			s.startAnswer(ctx, cc, in.Chat)
+		case conversation.TypeResume:
+			s.resume(ctx, cc, in.Resume)
 		}
 	}
 }
@@ -179,7 +215,7 @@ func (s *Server) startAnswer(ctx context.Context, cc *conn, chat conversation.Ch
 		return
 	}
 	thread := conversation.ThreadFor(chat.ThreadID, cs.thread, uuid.NewString)
-	if len(cs.answers) > 0 && (chat.Multitask == conversation.MultitaskReject || thread != cs.thread) {
+	if cs.following != "" || len(cs.answers) > 0 && (chat.Multitask == conversation.MultitaskReject || thread != cs.thread) {
 		// One answer at a time per connection: a chat may wait behind
 		// the connection's own only on the same thread, in its queue.
 		cs.mu.Unlock()
@@ -190,7 +226,7 @@ func (s *Server) startAnswer(ctx context.Context, cc *conn, chat conversation.Ch
 	// The answer's log lines, the conversation's included, name its thread.
 	ctx = logctx.With(ctx, slog.String("thread_id", thread))
 	actx, cancel := context.WithCancel(ctx)
-	a := &answer{cancel: cancel}
+	a := &answer{cancel: cancel, resumable: chat.Resumable}
 	cs.answers = append(cs.answers, a)
 	cs.mu.Unlock()
 
@@ -227,7 +263,7 @@ func (s *Server) startAnswer(ctx context.Context, cc *conn, chat conversation.Ch
 		}
 		res, err := s.cfg.Chat.Run(actx, conversation.Request{
 			ThreadID: thread, Message: chat.Message, Channel: chat.Channel, Data: chat.Data,
-			Owner: s.cfg.InstanceID + "/" + cc.id, Multitask: chat.Multitask,
+			Owner: s.cfg.InstanceID + "/" + cc.id, Multitask: chat.Multitask, Resumable: chat.Resumable,
 		}, emit)
 		cancel()
 		closing := cs.done(a)
@@ -243,4 +279,71 @@ func (s *Server) startAnswer(ctx context.Context, cc *conn, chat conversation.Ch
 			cc.Close(socket.CloseServiceReset, "service restart")
 		}
 	}()
+}
+
+// resume joins an answer of req's thread, on whichever instance it runs
+// (PROTOCOL.md §3.9): the events the client missed, then the live ones, to
+// its end. The connection then owns it: its cancel stops it. A connection
+// streams one answer at a time, its own or a resumed one; a new resume
+// replaces the one before.
+func (s *Server) resume(ctx context.Context, cc *conn, req conversation.ResumeRequest) {
+	cs := cc.chat
+	cs.mu.Lock()
+	if len(cs.answers) > 0 || cs.closing {
+		cs.mu.Unlock()
+		s.sendError(ctx, cc, errAnswerStreaming)
+		return
+	}
+	previous := cs.unfollow
+	cs.following, cs.unfollow = "", nil
+	cs.mu.Unlock()
+	if previous != nil {
+		previous()
+	}
+
+	var mu sync.Mutex // the catch-up and the live events come from two goroutines
+	var buf []byte
+	ended := false
+	emit := func(ev conversation.Event) {
+		mu.Lock()
+		defer mu.Unlock()
+		buf = conversation.AppendEvent(buf[:0], ev, cc.id)
+		cc.Send(socket.Frame(buf))
+		if ev.Kind == conversation.EventRaw && isEnd(ev.Raw) {
+			ended = true
+			cs.mu.Lock()
+			if cs.following == req.ThreadID {
+				cs.following, cs.unfollow = "", nil
+			}
+			cs.mu.Unlock()
+		}
+	}
+	cs.mu.Lock()
+	cs.following = req.ThreadID // the cancel of a live answer may come at once
+	cs.mu.Unlock()
+	stop, err := s.cfg.Chat.Resume(ctx, req, emit)
+	if err != nil {
+		cs.mu.Lock()
+		cs.following = ""
+		cs.mu.Unlock()
+		s.sendError(ctx, cc, err)
+		return
+	}
+	mu.Lock()
+	done := ended
+	mu.Unlock()
+	cs.mu.Lock()
+	if done || cs.following != req.ThreadID {
+		cs.mu.Unlock()
+		stop()
+		return
+	}
+	cs.unfollow = stop
+	cs.mu.Unlock()
+}
+
+// isEnd reports whether a replayed frame is an answer's last: end or
+// error.
+func isEnd(frame []byte) bool {
+	return bytes.HasPrefix(frame, []byte(`{"type":"end"`)) || bytes.HasPrefix(frame, []byte(`{"type":"error"`))
 }

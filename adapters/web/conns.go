@@ -127,8 +127,9 @@ func (s *Server) end(c *conn) {
 	if c.chat != nil {
 		// A client that leaves stops its answer: the model call ends and
 		// what was sent is stored as cancelled. Its chats that wait for
-		// their thread leave the queue.
-		c.chat.stopAll()
+		// their thread leave the queue. Resumable chats run on, to be
+		// resumed (PROTOCOL.md §3.9).
+		c.chat.leave()
 	}
 	c.Finish()
 	s.release(c.addr)

@@ -35,6 +35,8 @@ type Inbound struct {
 	Type string
 	// Chat is set when Type is TypeChat.
 	Chat Chat
+	// Resume is set when Type is TypeResume.
+	Resume ResumeRequest
 	// ThreadID is the thread a cancel names (a valid id), empty when it
 	// names none: then it stops the connection's own answer.
 	ThreadID string
@@ -52,6 +54,9 @@ type Chat struct {
 	// Data is the client's context: any JSON value, never null on the web
 	// channel; nil when absent or null on other channels.
 	Data json.RawMessage
+	// Resumable: the answer keeps running when the socket goes, and may
+	// be resumed (PROTOCOL.md §3.9).
+	Resumable bool
 	// Multitask says what to do when the thread is busy (PROTOCOL.md
 	// §3.4); the zero value is MultitaskReject.
 	Multitask Multitask
@@ -115,6 +120,11 @@ type wireChat struct {
 	Data     json.RawMessage `json:"data"`
 	// Multitask is read only once the rest is valid.
 	Multitask json.RawMessage `json:"multitask"`
+	// Resumable, and the resume's fields (decode_resume.go).
+	Resumable json.RawMessage `json:"resumable"`
+	MessageID json.RawMessage `json:"message_id"`
+	Seq       json.RawMessage `json:"seq"`
+	Epoch     json.RawMessage `json:"epoch"`
 }
 
 // DecodeChat parses and validates one frame of a chat socket. maxChars
@@ -139,6 +149,8 @@ func DecodeChat(frame []byte, maxChars int) (Inbound, error) {
 		return Inbound{Type: typ}, nil
 	case TypeCancel:
 		return decodeCancel(w)
+	case TypeResume:
+		return decodeResume(w)
 	case TypeChat:
 	default:
 		return Inbound{}, &protocol.Error{Code: protocol.CodeUnknownType, Message: "unknown message type " + strconv.Quote(wire.Truncate(typ, 64))}
@@ -200,6 +212,9 @@ func DecodeChat(frame []byte, maxChars int) (Inbound, error) {
 	}
 	if c.Multitask, ok = parseMultitask(w.Multitask); !ok {
 		return Inbound{}, invalid("multitask must be one of reject, enqueue, interrupt, rollback")
+	}
+	if c.Resumable, ok = parseResumable(w.Resumable); !ok {
+		return Inbound{}, invalid("resumable must be true or false")
 	}
 	return Inbound{Type: TypeChat, Chat: c}, nil
 }

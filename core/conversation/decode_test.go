@@ -126,6 +126,9 @@ func FuzzDecodeChat(f *testing.F) {
 		`{"type":"ping"}`,
 		`{"type":"cancel"}`,
 		`{"type":"cancel","thread_id":"t-1"}`,
+		`{"type":"resume","thread_id":"t-1","message_id":"m","seq":3,"epoch":"e"}`,
+		`{"type":"resume","thread_id":"t-1","seq":-0.0e1}`,
+		`{"type":"chat","message":"hi","data":[],"resumable":true}`,
 		`{"type":"cancel","thread_id":{"x":1}}`,
 		`{"type":"chat","message":"\u00fc\ud83d\ude00","data":{"k":[1,2,{"x":null}]}}`,
 		`{"TYPE":"chat","Message":"case","DATA":1}`,
@@ -162,6 +165,12 @@ func FuzzDecodeChat(f *testing.F) {
 		case conversation.TypePing, conversation.TypeCancel:
 			assert.Equal(t, conversation.Chat{}, in.Chat)
 			return
+		case conversation.TypeResume:
+			r := in.Resume
+			assert.True(t, conversation.ValidThreadID(r.ThreadID), "thread %q", r.ThreadID)
+			assert.GreaterOrEqual(t, r.Seq, int64(0))
+			assert.True(t, utf8.ValidString(r.MessageID) && utf8.ValidString(r.Epoch))
+			return
 		case conversation.TypeChat:
 		default:
 			t.Fatalf("type %q", in.Type)
@@ -194,6 +203,9 @@ func FuzzDecodeChat(f *testing.F) {
 			again = append(append(again, `,"data":`...), c.Data...)
 		}
 		again = wire.AppendString(append(again, `,"multitask":`...), c.Multitask.String())
+		if c.Resumable {
+			again = append(again, `,"resumable":true`...)
+		}
 		in2, err := conversation.DecodeChat(append(again, '}'), maxChars)
 		require.NoError(t, err, "%s", again)
 		assert.Equal(t, c, in2.Chat)

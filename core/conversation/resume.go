@@ -191,7 +191,7 @@ func (c *Conversation) Resume(ctx context.Context, req ResumeRequest, emit func(
 		return nothing, &protocol.Error{Code: protocol.CodeInvalidMsg, Message: "thread_id must be 1 to 128 characters of A-Z a-z 0-9 _ - . :"}
 	}
 	if c.cfg.Answers == nil {
-		emit(Event{Kind: EventResumed, ThreadID: req.ThreadID, MessageID: req.MessageID, State: ResumeUnknown})
+		c.resumeFromHistory(ctx, req, emit)
 		return nothing, nil
 	}
 	// Live entries may come before the catch-up was emitted: they wait.
@@ -244,7 +244,7 @@ func (c *Conversation) Resume(ctx context.Context, req ResumeRequest, emit func(
 	ready = true
 	if !cu.Found {
 		stopFollow()
-		emit(Event{Kind: EventResumed, ThreadID: req.ThreadID, MessageID: req.MessageID, State: ResumeUnknown})
+		c.resumeFromHistory(ctx, req, emit)
 		return nothing, nil
 	}
 	state := ResumeStreaming
@@ -297,4 +297,27 @@ func (c *Conversation) finalOf(ctx context.Context, threadID, messageID string, 
 		}
 	}
 	return nil
+}
+
+// resumeFromHistory answers a resume of an answer the log does not know
+// (never logged, or expired): when the thread's history holds it (the
+// answer named, or the thread's latest), it is done, and its stored text
+// is the snapshot, at seq 0 (the log that numbered it is gone); otherwise
+// nothing is known.
+func (c *Conversation) resumeFromHistory(ctx context.Context, req ResumeRequest, emit func(Event)) {
+	hctx, cancel := context.WithTimeout(ctx, c.cfg.StoreTimeout)
+	msgs, err := c.cfg.Store.History(hctx, req.ThreadID)
+	cancel()
+	if err == nil {
+		for i := len(msgs) - 1; i >= 0; i-- {
+			m := msgs[i]
+			if m.Role != ports.RoleAssistant || req.MessageID != "" && m.ID != req.MessageID {
+				continue
+			}
+			emit(Event{Kind: EventResumed, ThreadID: req.ThreadID, MessageID: m.ID, State: ResumeDone})
+			emit(Event{Kind: EventSnapshot, MessageID: m.ID, Content: m.Content})
+			return
+		}
+	}
+	emit(Event{Kind: EventResumed, ThreadID: req.ThreadID, MessageID: req.MessageID, State: ResumeUnknown})
 }

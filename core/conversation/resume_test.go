@@ -153,7 +153,7 @@ func TestResumeAfterTheEnd(t *testing.T) {
 	})
 }
 
-func TestResumeKnowsNothing(t *testing.T) {
+func TestResumeOfAnAnswerTheLogDoesNotHave(t *testing.T) {
 	for name, log := range map[string]ports.AnswerLog{"no log": nil, "a log": newAnswers(t, memory.AnswersConfig{})} {
 		t.Run(name, func(t *testing.T) {
 			h := resumableHarness(t, log)
@@ -165,7 +165,24 @@ func TestResumeKnowsNothing(t *testing.T) {
 			stop, err := h.conv.Resume(context.Background(), conversation.ResumeRequest{ThreadID: thread}, func(ev conversation.Event) { got = append(got, ev) })
 			require.NoError(t, err)
 			stop()
-			assert.Equal(t, []conversation.Event{{Kind: conversation.EventResumed, ThreadID: thread, State: conversation.ResumeUnknown}}, got)
+			th, err := h.store.Load(context.Background(), thread)
+			require.NoError(t, err)
+			stored := th.Messages[1]
+			assert.Equal(t, []conversation.Event{
+				{Kind: conversation.EventResumed, ThreadID: thread, MessageID: stored.ID, State: conversation.ResumeDone},
+				{Kind: conversation.EventSnapshot, MessageID: stored.ID, Content: stored.Content},
+			}, got, "the stored answer is the snapshot")
+
+			got = nil
+			stop, err = h.conv.Resume(context.Background(), conversation.ResumeRequest{ThreadID: "never-answered"}, func(ev conversation.Event) { got = append(got, ev) })
+			require.NoError(t, err)
+			stop()
+			assert.Equal(t, []conversation.Event{{Kind: conversation.EventResumed, ThreadID: "never-answered", State: conversation.ResumeUnknown}}, got)
+			got = nil
+			stop, err = h.conv.Resume(context.Background(), conversation.ResumeRequest{ThreadID: thread, MessageID: "no-such-answer"}, func(ev conversation.Event) { got = append(got, ev) })
+			require.NoError(t, err)
+			stop()
+			assert.Equal(t, []conversation.Event{{Kind: conversation.EventResumed, ThreadID: thread, MessageID: "no-such-answer", State: conversation.ResumeUnknown}}, got)
 			assert.Equal(t, 1, len(h.model.calls), "a resume never starts a generation")
 		})
 	}

@@ -52,6 +52,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, ln net.Listen
 		broker      ports.Broker
 		presence    ports.Presence
 		runs        ports.RunControl
+		answers     ports.AnswerLog
 		ready       []web.Check
 		closers     []func()
 		redisClient rueidis.Client
@@ -96,14 +97,25 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, ln net.Listen
 			return err
 		}
 		closers = append(closers, r.Close)
-		broker, presence, runs = b, p, r
+		al, err := redis.NewAnswers(redis.AnswersConfig{
+			Client: rc, TTL: cfg.Conversation.ResumeTTL, MaxEvents: cfg.Conversation.ResumeMaxEvents, OnError: m.RedisError, Log: log,
+		})
+		if err != nil {
+			return err
+		}
+		closers = append(closers, al.Close)
+		broker, presence, runs, answers = b, p, r, al
 		ready = append(ready, web.Check{Name: "redis", Check: func(ctx context.Context) error {
 			return rc.Do(ctx, rc.B().Ping().Build()).Error()
 		}})
 		log.InfoContext(ctx, "channel layer: redis", "cluster", rc.Mode() == rueidis.ClientModeCluster,
 			"sharded_pubsub_partitions", cfg.Store.ShardedPubSubPartitions, "presence_ttl", cfg.Store.PresenceTTL)
 	} else {
-		broker, presence, runs = memory.NewBroker(), memory.NewPresence(), memory.NewRuns()
+		al, err := memory.NewAnswers(memory.AnswersConfig{TTL: cfg.Conversation.ResumeTTL, MaxEvents: cfg.Conversation.ResumeMaxEvents})
+		if err != nil {
+			return err
+		}
+		broker, presence, runs, answers = memory.NewBroker(), memory.NewPresence(), memory.NewRuns(), al
 		log.InfoContext(ctx, "channel layer: in-process (one instance only; set REDIS_URL to share sessions across instances)")
 	}
 
@@ -178,6 +190,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, ln net.Listen
 		Escalation:           escalation,
 		Publisher:            chatMirror{hub},
 		Runs:                 runs,
+		Answers:              answers,
 		Queue:                queue,
 		MaxQueued:            cfg.Conversation.MaxQueuedPerThread,
 		SystemPrompt:         appdata.SystemPrompt,
