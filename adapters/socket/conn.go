@@ -153,15 +153,18 @@ type Conn struct {
 	queue    [][]byte
 	queued   int // bytes of the data frames in queue
 	spare    [][]byte
-	pongs    [2][2 + maxControl]byte // the pending pong and the one being written
-	pongNext int                     // which of pongs the next pending pong is built in
-	pongAt   int                     // where the pending pong is in queue, or -1
-	pinged   bool                    // our keepalive ping waits in queue
-	writing  bool                    // a writer goroutine runs
-	closing  bool                    // a close frame is queued: nothing more is sent
-	finished bool                    // the reader is done: close the TCP connection when idle
-	shut     bool                    // the TCP connection is closed
-	peak     int                     // the longest the queue has been, for tests
+	// pongs are the pending pong and the one being written, made at the
+	// peer's first ping: most peers (browsers) never ping, and 254 bytes
+	// are a third of an idle socket's Conn.
+	pongs    *[2][2 + maxControl]byte
+	pongNext int  // which of pongs the next pending pong is built in
+	pongAt   int  // where the pending pong is in queue, or -1
+	pinged   bool // our keepalive ping waits in queue
+	writing  bool // a writer goroutine runs
+	closing  bool // a close frame is queued: nothing more is sent
+	finished bool // the reader is done: close the TCP connection when idle
+	shut     bool // the TCP connection is closed
+	peak     int  // the longest the queue has been, for tests
 }
 
 // maxControl is the most payload a control frame may carry.
@@ -285,6 +288,9 @@ func (c *Conn) pong(data string) {
 	defer c.mu.Unlock()
 	if c.closing || c.shut {
 		return
+	}
+	if c.pongs == nil {
+		c.pongs = new([2][2 + maxControl]byte)
 	}
 	buf := &c.pongs[c.pongNext]
 	n := copy(buf[2:], data)
