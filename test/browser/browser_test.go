@@ -388,3 +388,28 @@ func TestWSTestPageMultitask(t *testing.T) {
 	assert.Equal(t, "cancelled", attr(t, a, "answer-3", "state"))
 	assert.Contains(t, text(t, a, "answer-3-meta"), "rolled back")
 }
+
+// TestWSTestPageResume: the Resume button drops the chat socket mid-answer,
+// connects again and resumes: the answer's bubble ends done, its text the
+// whole answer, without a token twice.
+func TestWSTestPageResume(t *testing.T) {
+	chrome := chromium(t)
+	base := startServer(t)
+	tab, _ := browserTabs(t, chrome)
+	a, cancel := context.WithTimeout(tab, 4*wait)
+	defer cancel()
+	open(t, a, base)
+	do(t, a, chromedp.SetValue(chromedp.ID("api-key"), apiKey), chromedp.Click(chromedp.ID("chat-connect")))
+	waitFor(t, a, "the chat socket opens", `document.getElementById("chat-status").dataset.state === "open"`)
+	long := "Tell me " + strings.Repeat("more and more, ", 20)
+	do(t, a, chromedp.SetValue(chromedp.ID("chat-message"), long), chromedp.Click(chromedp.ID("chat-send")))
+	waitFor(t, a, "some tokens arrived", `Number(document.getElementById("answer-1").dataset.tokens) >= 3`)
+	do(t, a, chromedp.Click(chromedp.ID("chat-resume")))
+	waitFor(t, a, "the resumed answer ends", `document.getElementById("answer-1").dataset.state === "done"`)
+	assert.Contains(t, text(t, a, "answer-1-meta"), "resumed")
+	got := text(t, a, "answer-1-text")
+	assert.True(t, strings.HasPrefix(got, `You asked: "Tell me more and more`), "the answer's start is kept: %q", got)
+	assert.True(t, strings.HasSuffix(got, "to talk to a real model."), "the answer ran to its end: %q", got)
+	assert.Equal(t, 1, strings.Count(got, "You asked"), "no token twice: %q", got)
+	assert.Equal(t, 1, strings.Count(got, "This is the first message"), "no token twice: %q", got)
+}
