@@ -1,6 +1,9 @@
 package conversation
 
-import "time"
+import (
+	"slices"
+	"time"
+)
 
 // answer is an answer while it streams: what was released to the client
 // and when each of its tokens goes out, and what waits for the guardrail.
@@ -18,12 +21,16 @@ type answer struct {
 	pending []byte
 	pieces  []held
 	// scan finds where the held chunk ends (chunk.go); chunks sizes
-	// them; checked counts the chunks of this stream checked so far,
-	// and took is the run's longest check.
+	// them; checked counts the chunks of this stream handed to the
+	// guardrail so far, and took is the run's longest check. out counts
+	// the chunks handed over whose verdict is not applied yet, and outAt
+	// is when the last one's last piece came.
 	scan    scanner
 	chunks  chunking
 	checked int
 	took    time.Duration
+	out     int
+	outAt   time.Time
 
 	sched      schedule // when each released token is due
 	pace       pacer    // sends the released tokens when they are due
@@ -57,20 +64,33 @@ func (a *answer) add(text string, at time.Time) {
 	a.pieces = append(a.pieces, held{text: text, at: at})
 }
 
-// release hands the held pieces to the pacer and forgets them.
-func (a *answer) release() {
-	if len(a.pieces) > 0 {
+// chunk is held text taken from the answer to be checked, with its
+// pieces.
+type chunk struct {
+	text   string
+	pieces []held
+}
+
+// take returns what is held as a chunk and holds nothing more.
+func (a *answer) take() chunk {
+	c := chunk{text: string(a.pending), pieces: slices.Clone(a.pieces)}
+	a.discard()
+	return c
+}
+
+// release hands the pieces of c, which passed, to the pacer.
+func (a *answer) release(c chunk) {
+	if len(c.pieces) > 0 {
 		var now time.Time
 		if a.sched.pacing() {
 			now = time.Now()
 		}
-		a.sched.sentence(a.pieces, now)
-		for _, p := range a.pieces {
+		a.sched.sentence(c.pieces, now)
+		for _, p := range c.pieces {
 			a.pace.push(p.text, a.sched.due(p.at, now, a.generating), now)
 		}
 	}
-	a.released = append(a.released, a.pending...)
-	a.discard()
+	a.released = append(a.released, c.text...)
 }
 
 // releaseText sends a text of the server's own (the fallback) after what
@@ -117,5 +137,15 @@ func (a *answer) restart() {
 // cut returns where in piece, which arrived at at, the held chunk ends,
 // or -1.
 func (a *answer) cut(piece string, at time.Time) int {
-	return a.scan.cut(piece, len(a.pending), a.chunks.rule(a.checked, &a.sched, a.took, at))
+	return a.scan.cut(piece, len(a.pending), a.chunks.rule(a.checked, &a.sched, a.ahead(), a.took, at))
+}
+
+// ahead returns when the chunks out to the guardrail will have played
+// out once they pass (their tokens are due a lag after they came), or
+// zero when none is out.
+func (a *answer) ahead() time.Time {
+	if a.out == 0 || !a.sched.on {
+		return time.Time{}
+	}
+	return a.outAt.Add(a.sched.lag)
 }

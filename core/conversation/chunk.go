@@ -18,7 +18,12 @@ import (
 // with less than a check's round trip still to play (the run's longest
 // check so far, plus chunkSlack): the client never waits for the
 // guardrail after its first token, and an answer costs about as many calls
-// as it has text units. A chunk is checked at a word boundary once it
+// as it has text units. The model's stream is read on while a chunk is
+// checked, and a chunk may be checked while the one before it is still
+// out (at most two at a time, verdicts applied in order: stream.go), so
+// that a check never waits for the one before it to return; the playout a
+// chunk must fit in then ends where the chunks out will have played.
+// A chunk is checked at a word boundary once it
 // nears ChunkChars (room for one more word, chunkWordRoom), and cut
 // inside a word only when it has no boundary at all by ChunkChars.
 //
@@ -140,10 +145,12 @@ type chunking struct {
 	firstChars, maxChars int
 }
 
-// rule returns where the held chunk may end: the stream has checked
-// checked chunks, the playout's schedule is s, and the run's longest
-// check took took. now is the arrival of the piece to cut.
-func (c chunking) rule(checked int, s *schedule, took time.Duration, now time.Time) cutRule {
+// rule returns where the held chunk may end: the stream has handed
+// checked chunks to the guardrail, the playout's schedule is s, the
+// chunks still out will have played out at ahead (zero: none is out),
+// and the run's longest check took took. now is the arrival of the piece
+// to cut.
+func (c chunking) rule(checked int, s *schedule, ahead time.Time, took time.Duration, now time.Time) cutRule {
 	soft := max(c.maxChars-chunkWordRoom, c.maxChars*3/4)
 	rule := cutRule{first: checked == 0, firstChars: c.firstChars, soft: soft, hard: c.maxChars}
 	if rule.first {
@@ -157,7 +164,13 @@ func (c chunking) rule(checked int, s *schedule, took time.Duration, now time.Ti
 	// last released one (at s.last), and the model's next piece comes
 	// about a gap after this one: checked once that piece has come, the
 	// chunk would pass too late unless a whole check fits before s.last.
-	rule.now = !now.Add(took + chunkSlack).Before(s.last)
+	// A chunk out to the guardrail plays after the released text: the
+	// held one follows it (stream.go checks chunks while others are out).
+	end := s.last
+	if ahead.After(end) {
+		end = ahead
+	}
+	rule.now = !now.Add(took + chunkSlack).Before(end)
 	return rule
 }
 

@@ -104,6 +104,7 @@ func TestChunkingRule(t *testing.T) {
 		sched   schedule
 		took    time.Duration
 		now     time.Duration // after base
+		ahead   time.Duration // after base; zero: no chunk out
 		want    cutRule
 	}{
 		{name: "the first chunk", checked: 0, want: cutRule{first: true, firstChars: 40, soft: 936, hard: 1000}},
@@ -119,6 +120,16 @@ func TestChunkingRule(t *testing.T) {
 			want:  cutRule{firstChars: 40, soft: 936, hard: 1000, now: true},
 		},
 		{
+			name: "paced, a chunk out plays after the released text: grow", checked: 2, took: 150 * ms, now: 100 * ms, ahead: 400 * ms,
+			sched: schedule{on: true, last: base.Add(200 * ms)},
+			want:  cutRule{firstChars: 40, soft: 936, hard: 1000},
+		},
+		{
+			name: "paced, a chunk out, a check no longer fits before it plays out", checked: 2, took: 150 * ms, now: 241 * ms, ahead: 400 * ms,
+			sched: schedule{on: true, last: base.Add(200 * ms)},
+			want:  cutRule{firstChars: 40, soft: 936, hard: 1000, now: true},
+		},
+		{
 			name: "paced, the playout already ran dry", checked: 2, took: 0, now: 300 * ms,
 			sched: schedule{on: true, last: base.Add(200 * ms)},
 			want:  cutRule{firstChars: 40, soft: 936, hard: 1000, now: true},
@@ -126,8 +137,12 @@ func TestChunkingRule(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			assert.Equal(t, tt.want, c.rule(tt.checked, &tt.sched, tt.took, base.Add(tt.now)))
+			var ahead time.Time
+			if tt.ahead > 0 {
+				ahead = base.Add(tt.ahead)
+			}
+			assert.Equal(t, tt.want, c.rule(tt.checked, &tt.sched, ahead, tt.took, base.Add(tt.now)))
 		})
 	}
-	assert.Equal(t, 75, chunking{firstChars: 10, maxChars: 100}.rule(1, &schedule{}, 0, base).soft, "a small text unit keeps a quarter for the last word")
+	assert.Equal(t, 75, chunking{firstChars: 10, maxChars: 100}.rule(1, &schedule{}, time.Time{}, 0, base).soft, "a small text unit keeps a quarter for the last word")
 }

@@ -129,23 +129,56 @@ func (m *scriptedModel) requests() []ports.ChatRequest {
 // wordGuardrail fails any text containing BAD, after delay (a round trip:
 // tests that set it run in a testing/synctest bubble).
 type wordGuardrail struct {
-	whole   bool
-	err     error
-	delay   time.Duration
+	whole bool
+	err   error
+	delay time.Duration
+	// delayOf, when set, is the delay of the call-th check (from 0) of
+	// text instead; a negative one waits for the check's context to end.
+	delayOf func(call int, text string) time.Duration
 	mu      sync.Mutex
 	checked []string
 	at      []time.Time // when each text was checked
+	// active counts the checks under way; done is when each call
+	// returned.
+	active int
+	done   map[int]time.Time
+}
+
+// inFlight returns how many checks are under way.
+func (g *wordGuardrail) inFlight() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.active
 }
 
 func (g *wordGuardrail) WholeAnswer() bool { return g.whole }
 
 func (g *wordGuardrail) Check(ctx context.Context, text string) (ports.Verdict, error) {
 	g.mu.Lock()
+	call := len(g.checked)
 	g.checked = append(g.checked, text)
 	g.at = append(g.at, time.Now())
+	g.active++
 	g.mu.Unlock()
-	if g.delay > 0 {
-		time.Sleep(g.delay)
+	defer func() {
+		g.mu.Lock()
+		g.active--
+		if g.done == nil {
+			g.done = map[int]time.Time{}
+		}
+		g.done[call] = time.Now()
+		g.mu.Unlock()
+	}()
+	delay := g.delay
+	if g.delayOf != nil {
+		delay = g.delayOf(call, text)
+	}
+	if delay < 0 {
+		<-ctx.Done()
+		return ports.Verdict{}, ctx.Err()
+	}
+	if delay > 0 {
+		time.Sleep(delay)
 	}
 	if g.err != nil {
 		return ports.Verdict{}, g.err

@@ -102,25 +102,31 @@ func (s *schedule) sentence(pieces []held, now time.Time) {
 	}
 	took := now.Sub(pieces[0].at)
 	if !s.on {
-		// The gap after a sentence's last piece is its wait for the
-		// piece that ends it, or for the model to end.
-		slow := 0
-		for i, p := range pieces {
-			next := now
-			if i+1 < len(pieces) {
-				next = pieces[i+1].at
-			}
-			if next.Sub(p.at) >= paceGap {
-				slow++
-			}
-		}
-		if 2*slow <= len(pieces) {
+		if !slowPieces(pieces, now) {
 			return
 		}
 		s.on, s.fresh, s.lag = true, true, took
 	}
 	s.longest = max(s.longest, took)
 	s.even(pieces, now)
+}
+
+// slowPieces reports whether most of pieces came at least paceGap apart:
+// the model is slow enough to be paced. now stands for the piece after
+// the last: the gap after a sentence's last piece is its wait for the
+// piece that ends it, or for the model to end.
+func slowPieces(pieces []held, now time.Time) bool {
+	slow := 0
+	for i, p := range pieces {
+		next := now
+		if i+1 < len(pieces) {
+			next = pieces[i+1].at
+		}
+		if next.Sub(p.at) >= paceGap {
+			slow++
+		}
+	}
+	return 2*slow > len(pieces)
 }
 
 // even moves pieces that came late back to where they would have come,

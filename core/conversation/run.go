@@ -23,6 +23,7 @@ type run struct {
 
 	ans   answer   // the answer being streamed, paced and sent (answer.go)
 	guard verdicts // what the guardrail decided (verdicts.go)
+	chk   checks   // the chunks out to the guardrail (stream.go)
 	turn  turn     // what is saved when the graph is done (turn.go)
 	out   outcome  // how the run ended: its Result
 }
