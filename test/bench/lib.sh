@@ -116,8 +116,9 @@ redis_cluster() {
 	local port nodes=() i
 	for i in 0 1 2 3 4 5; do
 		port=$((CLUSTER_PORT + i))
+		rm -rf "$OUT/cluster-$port"
 		mkdir -p "$OUT/cluster-$port"
-		redis-server --port "$port" --cluster-enabled yes --cluster-node-timeout 2000 \
+		redis-server --port "$port" --cluster-enabled yes \
 			--dir "$OUT/cluster-$port" --save '' --appendonly no >"$OUT/redis-$port.log" 2>&1 &
 		pids+=("$!")
 		nodes+=("127.0.0.1:$port")
