@@ -14,19 +14,23 @@ import (
 func TestChatModelContract(t *testing.T) {
 	porttest.ChatModel(t, porttest.Models{
 		Answering: func(t *testing.T, pace time.Duration) ports.ChatModel {
+			t.Helper()
 			m, _ := newModel(t, fakebedrock.Script{Deltas: porttest.Pieces, Pace: pace}, nil)
 			return m
 		},
 		Stopping: func(t *testing.T, stop ports.StopReason) ports.ChatModel {
+			t.Helper()
 			m, _ := newModel(t, fakebedrock.Script{Deltas: porttest.Pieces, Stop: string(stop)}, nil)
 			return m
 		},
 		Cut: func(t *testing.T) ports.ChatModel {
+			t.Helper()
 			m, _ := newModel(t, fakebedrock.Script{Deltas: porttest.Pieces,
 				Exception: &fakebedrock.Exception{After: 2, Type: "modelStreamErrorException", Message: "the model failed"}}, nil)
 			return m
 		},
 		Throttled: func(t *testing.T) ports.ChatModel {
+			t.Helper()
 			m, fake := newModel(t, fakebedrock.Script{Deltas: porttest.Pieces}, nil)
 			fake.Throttle(1)
 			return m

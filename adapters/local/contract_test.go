@@ -18,6 +18,7 @@ import (
 func TestChatModelContract(t *testing.T) {
 	porttest.ChatModel(t, porttest.Models{
 		Answering: func(t *testing.T, pace time.Duration) ports.ChatModel {
+			t.Helper()
 			m, err := local.NewModel(local.ModelConfig{TokenDelay: pace})
 			require.NoError(t, err)
 			return m

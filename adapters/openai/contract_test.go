@@ -14,19 +14,23 @@ import (
 func TestChatModelContract(t *testing.T) {
 	porttest.ChatModel(t, porttest.Models{
 		Answering: func(t *testing.T, pace time.Duration) ports.ChatModel {
+			t.Helper()
 			m, _ := newModel(t, fakeopenai.Script{Deltas: porttest.Pieces, Pace: pace}, nil)
 			return m
 		},
 		Stopping: func(t *testing.T, stop ports.StopReason) ports.ChatModel {
+			t.Helper()
 			finish := map[ports.StopReason]string{ports.StopMaxTokens: "length", ports.StopGuardrailIntervened: "content_filter"}[stop]
 			m, _ := newModel(t, fakeopenai.Script{Deltas: porttest.Pieces, Finish: finish}, nil)
 			return m
 		},
 		Cut: func(t *testing.T) ports.ChatModel {
+			t.Helper()
 			m, _ := newModel(t, fakeopenai.Script{Deltas: porttest.Pieces, Cut: &fakeopenai.Cut{After: 2}}, nil)
 			return m
 		},
 		Throttled: func(t *testing.T) ports.ChatModel {
+			t.Helper()
 			m, fake := newModel(t, fakeopenai.Script{Deltas: porttest.Pieces}, nil)
 			fake.Throttle(1)
 			return m

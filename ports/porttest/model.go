@@ -183,7 +183,7 @@ func ChatModel(t *testing.T, ms Models) {
 		r := &recorder{}
 		_, err := streamWithin(t, ctx, m, r)
 		require.ErrorIs(t, err, context.DeadlineExceeded)
-		assert.NotErrorIs(t, err, context.Canceled)
+		require.NotErrorIs(t, err, context.Canceled)
 	})
 
 	t.Run("an ended context makes no call", func(t *testing.T) {
@@ -220,7 +220,7 @@ func ChatModel(t *testing.T, ms Models) {
 		r := &recorder{}
 		reply, err := streamWithin(t, t.Context(), ms.Cut(t), r)
 		require.Error(t, err, "a cut answer must not pass for a whole one")
-		assert.NotErrorIs(t, err, context.Canceled)
+		require.NotErrorIs(t, err, context.Canceled)
 		assert.Len(t, r.got(), 2, "the pieces before the cut were given, none twice")
 		assert.Empty(t, reply.Stop, "no stop reason: the answer did not end")
 	})

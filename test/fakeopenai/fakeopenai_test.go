@@ -27,8 +27,6 @@ func post(t *testing.T, ctx context.Context, url, body string) (int, http.Header
 	return resp.StatusCode, resp.Header, string(b)
 }
 
-const chunk = `{"choices":%s,"created":1764770400,"id":"chatcmpl-fake","model":"m","object":"chat.completion.chunk"%s}`
-
 func TestStreamEvents(t *testing.T) {
 	fake := fakeopenai.New(fakeopenai.Script{Deltas: []string{"Hel", "lo <b>"}, Finish: "length", Usage: fakeopenai.Usage{PromptTokens: 3, CompletionTokens: 2}})
 	defer fake.Close()
