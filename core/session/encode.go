@@ -3,6 +3,7 @@ package session
 import (
 	"encoding/json"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/wsserver/wsserver/core/wire"
@@ -14,9 +15,30 @@ import (
 
 // EncodeSessionMessage builds the envelope every connection of a session
 // receives for a broadcast. msg must be valid JSON; data may be nil (null).
+// It has no offset: the session keeps no history (PROTOCOL.md §4.7).
 func EncodeSessionMessage(from ports.Member, msg, data json.RawMessage) []byte {
 	b := make([]byte, 0, 80+len(from.UserType)+len(from.ClientType)+len(msg)+len(data))
-	b = append(b, `{"type":"session_message","user_type":`...)
+	b = append(b, sessionMessageType...)
+	return appendSessionMessage(b, from, msg, data)
+}
+
+// sessionMessageType opens every session_message; numberedHead opens
+// those that carry an offset, which comes right after it, so that the hub
+// reads a delivery's offset without parsing the message.
+const (
+	sessionMessageType = `{"type":"session_message"`
+	numberedHead       = sessionMessageType + `,"offset":`
+)
+
+// NumberSessionMessage is EncodeSessionMessage for a session that keeps
+// history: the envelope with its offset, which the history fills in.
+func NumberSessionMessage(from ports.Member, msg, data json.RawMessage) ports.Numbered {
+	tail := make([]byte, 0, 70+len(from.UserType)+len(from.ClientType)+len(msg)+len(data))
+	return ports.Numbered{Head: []byte(numberedHead), Tail: appendSessionMessage(tail, from, msg, data)}
+}
+
+func appendSessionMessage(b []byte, from ports.Member, msg, data json.RawMessage) []byte {
+	b = append(b, `,"user_type":`...)
 	b = wire.AppendString(b, from.UserType)
 	b = append(b, `,"client_type":`...)
 	b = appendNullableString(b, from.ClientType)
@@ -31,12 +53,52 @@ func EncodeSessionMessage(from ports.Member, msg, data json.RawMessage) []byte {
 	return append(b, '}')
 }
 
-// EncodeHelloOK is the reply to a valid hello.
+// offsetOf returns the offset of a numbered session_message, and false for
+// any other message (one without offset, a chat_event).
+func offsetOf(payload []byte) (uint64, bool) {
+	if len(payload) <= len(numberedHead) || string(payload[:len(numberedHead)]) != numberedHead {
+		return 0, false
+	}
+	var n uint64
+	digits := 0
+	for _, c := range payload[len(numberedHead):] {
+		if c < '0' || c > '9' || digits == 20 {
+			break
+		}
+		n = n*10 + uint64(c-'0')
+		digits++
+	}
+	return n, digits > 0
+}
+
+// EncodeHelloOK is the reply to a valid hello, when the session keeps no
+// history and the hello asked for none.
 func EncodeHelloOK(sessionID, connID string) []byte {
-	b := append([]byte(nil), `{"type":"hello_ok","session_id":`...)
+	return append(appendHelloOK(nil, sessionID, connID), '}')
+}
+
+func appendHelloOK(b []byte, sessionID, connID string) []byte {
+	b = append(b, `{"type":"hello_ok","session_id":`...)
 	b = wire.AppendString(b, sessionID)
 	b = append(b, `,"connection_id":`...)
-	b = wire.AppendString(b, connID)
+	return wire.AppendString(b, connID)
+}
+
+// EncodeWelcome is the reply to a valid hello (PROTOCOL.md §4.1, §4.7):
+// recovered when the hello had a since, and the position when the
+// history was read (rec not nil).
+func EncodeWelcome(sessionID, connID string, since bool, rec *ports.Recovery) []byte {
+	b := appendHelloOK(nil, sessionID, connID)
+	if since {
+		b = append(b, `,"recovered":`...)
+		b = strconv.AppendBool(b, rec != nil && rec.Recovered)
+	}
+	if rec != nil {
+		b = append(b, `,"offset":`...)
+		b = strconv.AppendUint(b, rec.Top.Offset, 10)
+		b = append(b, `,"epoch":`...)
+		b = wire.AppendString(b, rec.Top.Epoch)
+	}
 	return append(b, '}')
 }
 

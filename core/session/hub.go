@@ -34,6 +34,10 @@ type Observer interface {
 type HubConfig struct {
 	Broker   ports.Broker
 	Presence ports.Presence
+	// History numbers and keeps the session's broadcasts, sharing Broker's
+	// subscriptions (PROTOCOL.md §4.7). Nil keeps no history: broadcasts
+	// carry no offset and a hello's since is never recovered.
+	History ports.History
 	// Encode turns a message into the bytes written to a socket. It is
 	// called once per delivery and the result shared by every local
 	// subscriber. Nil keeps messages as they are.
@@ -83,11 +87,15 @@ type group struct {
 	// deliveries: a delivery holds it shared, Join exclusively. Without
 	// it the welcome (hello_ok) could reach the client before the socket
 	// is a member, and what is published in between would be lost to a
-	// client that has already been told it is in.
+	// client that has already been told it is in. It also guards
+	// joiners.
 	joining sync.RWMutex
 	// events is the session's presence-event listening here, once a
 	// connection asked for it; guarded by the shard's lock.
 	events *listening
+	// joiners are the connections catching up on the history: they are
+	// sent nothing yet, and keep what is delivered meanwhile (history.go).
+	joiners []*joiner
 }
 
 type noObserver struct{}
@@ -135,6 +143,24 @@ func (h *Hub) shard(session string) *shard {
 // sent to sub, and then every broadcast from that moment on: welcome is
 // always the first thing the connection gets.
 func (h *Hub) Join(ctx context.Context, session string, m ports.Member, sub Subscriber, welcome []byte) error {
+	if err := h.enter(ctx, session, m); err != nil {
+		return err
+	}
+	s := h.shard(session)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	g := h.groupLocked(s, session)
+	g.joining.Lock()
+	defer g.joining.Unlock()
+	sub.Send(h.cfg.Encode(welcome))
+	g.addLocked(sub)
+	return nil
+}
+
+// enter waits until the instance's subscription to session is live (or
+// LiveWait passed) and records m in presence: what comes before a
+// connection is welcomed.
+func (h *Hub) enter(ctx context.Context, session string, m ports.Member) error {
 	s := h.shard(session)
 	var g *group
 	for {
@@ -163,19 +189,16 @@ func (h *Hub) Join(ctx context.Context, session string, m ports.Member, sub Subs
 		h.warn(ctx, session, "presence add failed", "err", err)
 	}
 	h.announce(ctx, session, encodeBusJoin(m))
+	return nil
+}
 
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	g = h.groupLocked(s, session)
-	g.joining.Lock()
-	defer g.joining.Unlock()
-	sub.Send(h.cfg.Encode(welcome))
+// addLocked makes sub a member of g. The caller holds g.joining.
+func (g *group) addLocked(sub Subscriber) {
 	old := *g.subs.Load()
 	subs := make([]Subscriber, len(old), len(old)+1)
 	copy(subs, old)
 	subs = append(subs, sub)
 	g.subs.Store(&subs)
-	return nil
 }
 
 // groupLocked returns the session's group, creating and subscribing it.
@@ -194,7 +217,7 @@ func (h *Hub) groupLocked(s *shard, session string) *group {
 func (h *Hub) dropIfEmpty(s *shard, g *group) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.groups[g.id] == g && len(*g.subs.Load()) == 0 {
+	if s.groups[g.id] == g && g.empty() {
 		delete(s.groups, g.id)
 		h.cfg.Broker.Unsubscribe(g.id)
 	}
@@ -248,7 +271,7 @@ func (h *Hub) leave(ctx context.Context, session string, connID string, sub Subs
 			}
 		}
 		g.subs.Store(&subs)
-		if len(subs) == 0 {
+		if g.empty() {
 			delete(s.groups, session)
 			h.cfg.Broker.Unsubscribe(session)
 		}
@@ -268,8 +291,18 @@ func (h *Hub) leave(ctx context.Context, session string, connID string, sub Subs
 // session, on every instance, the sender's included. When the broker is
 // away the message still reaches this instance's connections, and
 // ErrUnavailable says that the others were not reached.
+//
+// With a history, the message gets the session's next offset and is kept
+// (PROTOCOL.md §4.7); one delivered locally because the history failed has
+// none.
 func (h *Hub) Broadcast(ctx context.Context, session string, from ports.Member, msg, data []byte) error {
-	return h.Publish(ctx, session, EncodeSessionMessage(from, msg, data))
+	if h.cfg.History == nil {
+		return h.Publish(ctx, session, EncodeSessionMessage(from, msg, data))
+	}
+	if _, err := h.cfg.History.Publish(ctx, session, NumberSessionMessage(from, msg, data)); err != nil {
+		return h.deliverLocally(ctx, session, EncodeSessionMessage(from, msg, data), err)
+	}
+	return nil
 }
 
 // Publish sends an encoded message, as it is, to every connection on the
@@ -280,18 +313,24 @@ func (h *Hub) Broadcast(ctx context.Context, session string, from ports.Member, 
 // connection gets it once.
 func (h *Hub) Publish(ctx context.Context, session string, payload []byte) error {
 	if err := h.cfg.Broker.Publish(ctx, session, payload); err != nil {
-		h.cfg.Observer.BackendError("publish")
-		h.warn(ctx, session, "publish failed; delivering locally", "err", err)
-		s := h.shard(session)
-		s.mu.Lock()
-		g := s.groups[session]
-		s.mu.Unlock()
-		if g != nil {
-			h.deliver(g, ports.Delivery{Payload: payload, Sent: time.Now()})
-		}
-		return ErrUnavailable
+		return h.deliverLocally(ctx, session, payload, err)
 	}
 	return nil
+}
+
+// deliverLocally delivers a publication that failed with err to this
+// instance's connections, and returns ErrUnavailable.
+func (h *Hub) deliverLocally(ctx context.Context, session string, payload []byte, err error) error {
+	h.cfg.Observer.BackendError("publish")
+	h.warn(ctx, session, "publish failed; delivering locally", "err", err)
+	s := h.shard(session)
+	s.mu.Lock()
+	g := s.groups[session]
+	s.mu.Unlock()
+	if g != nil {
+		h.deliver(g, ports.Delivery{Payload: payload, Sent: time.Now()})
+	}
+	return ErrUnavailable
 }
 
 // Presence returns every connection on the session across instances.
@@ -323,14 +362,17 @@ func (h *Hub) deliver(g *group, d ports.Delivery) {
 	g.joining.RLock()
 	defer g.joining.RUnlock()
 	subs := *g.subs.Load()
-	if len(subs) == 0 {
+	if len(subs) == 0 && len(g.joiners) == 0 {
 		return
 	}
 	wire := h.cfg.Encode(d.Payload)
 	for _, s := range subs {
 		s.Send(wire)
 	}
-	h.cfg.Observer.Delivered(time.Since(d.Sent), len(subs))
+	for _, j := range g.joiners {
+		j.keep(d.Payload, wire)
+	}
+	h.cfg.Observer.Delivered(time.Since(d.Sent), len(subs)+len(g.joiners))
 }
 
 // warn logs a failure on session at WARN. The line names the session

@@ -11,6 +11,7 @@ import (
 
 	"github.com/wsserver/wsserver/core/protocol"
 	"github.com/wsserver/wsserver/core/wire"
+	"github.com/wsserver/wsserver/ports"
 )
 
 // Limits of the protocol.
@@ -18,6 +19,12 @@ const (
 	MaxSessionIDLen = 128
 	MaxUserTypeLen  = 64
 	MaxClientType   = 64
+	// MaxEpochLen bounds the epoch a hello's since may name: the server's
+	// epochs are shorter, so a longer one is no epoch of it.
+	MaxEpochLen = 64
+	// MaxOffset is the largest offset a hello's since may name: the
+	// largest integer every JSON reader (JavaScript's numbers) keeps exact.
+	MaxOffset = 1<<53 - 1
 )
 
 // ErrUnavailable means a request reached only part of what it should have
@@ -41,6 +48,9 @@ type Inbound struct {
 	// PresenceEvents and PresenceKey: see presence_decode.go.
 	PresenceEvents bool
 	PresenceKey    string // empty when absent or null
+	// Since is the last position the client has of the session's
+	// numbered broadcasts; nil when absent or null (PROTOCOL.md §4.7).
+	Since *ports.Position
 	// Broadcast: raw JSON values, nil when absent.
 	Msg  json.RawMessage
 	Data json.RawMessage
@@ -50,6 +60,7 @@ type wireInbound struct {
 	Type       json.RawMessage `json:"type"`
 	UserType   json.RawMessage `json:"user_type"`
 	ClientType json.RawMessage `json:"client_type"`
+	Since      json.RawMessage `json:"since"`
 	wirePresence
 	Msg  json.RawMessage `json:"msg"`
 	Data json.RawMessage `json:"data"`
@@ -90,6 +101,13 @@ func Decode(frame []byte) (Inbound, error) {
 		if err := w.decodePresence(&in); err != nil {
 			return Inbound{}, err
 		}
+		if !wire.IsNull(w.Since) {
+			since, err := decodeSince(w.Since)
+			if err != nil {
+				return Inbound{}, err
+			}
+			in.Since = since
+		}
 	case KindBroadcast:
 		if w.Msg == nil {
 			return Inbound{}, &protocol.Error{Code: protocol.CodeInvalidMsg, Message: "msg is required"}
@@ -116,6 +134,39 @@ func Decode(frame []byte) (Inbound, error) {
 		return Inbound{}, &protocol.Error{Code: protocol.CodeUnknownType, Message: "unknown message type " + strconv.Quote(wire.Truncate(in.Type, 64))}
 	}
 	return in, nil
+}
+
+var errSince = &protocol.Error{Code: protocol.CodeInvalidMsg, Message: "since must be an object with offset (an integer from 0 to 2^53-1) and epoch (as hello_ok gave it)"}
+
+// decodeSince reads a hello's since: {"offset":n,"epoch":E}.
+func decodeSince(raw json.RawMessage) (*ports.Position, error) {
+	var w struct {
+		Offset json.RawMessage `json:"offset"`
+		Epoch  json.RawMessage `json:"epoch"`
+	}
+	if raw[0] != '{' || json.Unmarshal(raw, &w) != nil {
+		return nil, errSince
+	}
+	// Digits only: no sign, fraction or exponent, and no leading zero
+	// but for 0 itself, as JSON writes integers.
+	o := w.Offset
+	if len(o) == 0 || len(o) > 16 || len(o) > 1 && o[0] == '0' {
+		return nil, errSince
+	}
+	for _, c := range o {
+		if c < '0' || c > '9' {
+			return nil, errSince
+		}
+	}
+	offset, err := strconv.ParseUint(string(o), 10, 64)
+	if err != nil || offset > MaxOffset {
+		return nil, errSince
+	}
+	epoch, ok := wire.String(w.Epoch)
+	if !ok || !wire.ValidID(epoch, MaxEpochLen) {
+		return nil, errSince
+	}
+	return &ports.Position{Offset: offset, Epoch: epoch}, nil
 }
 
 // ValidID reports whether id may name a session: 1 to 128 characters of

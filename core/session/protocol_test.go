@@ -44,6 +44,22 @@ func TestDecode(t *testing.T) {
 		{"hello with a numeric key", `{"type":"hello","user_type":"a","presence_key":7}`, Inbound{}, protocol.CodeInvalidMsg},
 		{"hello with presence_events as a string", `{"type":"hello","user_type":"a","presence_events":"true"}`, Inbound{}, protocol.CodeInvalidMsg},
 		{"hello with presence_events as a number", `{"type":"hello","user_type":"a","presence_events":1}`, Inbound{}, protocol.CodeInvalidMsg},
+		{"hello with since", `{"type":"hello","user_type":"a","since":{"offset":17,"epoch":"e1f0-3"}}`, Inbound{Type: KindHello, UserType: "a", Since: &ports.Position{Offset: 17, Epoch: "e1f0-3"}}, ""},
+		{"hello with since at offset 0", `{"type":"hello","user_type":"a","since":{"offset":0,"epoch":"e"}}`, Inbound{Type: KindHello, UserType: "a", Since: &ports.Position{Epoch: "e"}}, ""},
+		{"hello with the largest offset", `{"type":"hello","user_type":"a","since":{"offset":9007199254740991,"epoch":"e"}}`, Inbound{Type: KindHello, UserType: "a", Since: &ports.Position{Offset: 1<<53 - 1, Epoch: "e"}}, ""},
+		{"hello with null since", `{"type":"hello","user_type":"a","since":null}`, Inbound{Type: KindHello, UserType: "a"}, ""},
+		{"hello with since not an object", `{"type":"hello","user_type":"a","since":17}`, Inbound{}, protocol.CodeInvalidMsg},
+		{"hello with since without offset", `{"type":"hello","user_type":"a","since":{"epoch":"e"}}`, Inbound{}, protocol.CodeInvalidMsg},
+		{"hello with since without epoch", `{"type":"hello","user_type":"a","since":{"offset":1}}`, Inbound{}, protocol.CodeInvalidMsg},
+		{"hello with a negative offset", `{"type":"hello","user_type":"a","since":{"offset":-1,"epoch":"e"}}`, Inbound{}, protocol.CodeInvalidMsg},
+		{"hello with a fractional offset", `{"type":"hello","user_type":"a","since":{"offset":1.5,"epoch":"e"}}`, Inbound{}, protocol.CodeInvalidMsg},
+		{"hello with an exponent offset", `{"type":"hello","user_type":"a","since":{"offset":1e3,"epoch":"e"}}`, Inbound{}, protocol.CodeInvalidMsg},
+		{"hello with an offset beyond 2^53-1", `{"type":"hello","user_type":"a","since":{"offset":9007199254740992,"epoch":"e"}}`, Inbound{}, protocol.CodeInvalidMsg},
+		{"hello with a string offset", `{"type":"hello","user_type":"a","since":{"offset":"1","epoch":"e"}}`, Inbound{}, protocol.CodeInvalidMsg},
+		{"hello with an empty epoch", `{"type":"hello","user_type":"a","since":{"offset":1,"epoch":""}}`, Inbound{}, protocol.CodeInvalidMsg},
+		{"hello with a long epoch", `{"type":"hello","user_type":"a","since":{"offset":1,"epoch":"` + strings.Repeat("e", 65) + `"}}`, Inbound{}, protocol.CodeInvalidMsg},
+		{"hello with an odd epoch", `{"type":"hello","user_type":"a","since":{"offset":1,"epoch":"e f"}}`, Inbound{}, protocol.CodeInvalidMsg},
+		{"hello with a numeric epoch", `{"type":"hello","user_type":"a","since":{"offset":1,"epoch":3}}`, Inbound{}, protocol.CodeInvalidMsg},
 		{"broadcast", `{"type":"broadcast","msg":"hello","data":{"a":1}}`, Inbound{Type: KindBroadcast, Msg: json.RawMessage(`"hello"`), Data: json.RawMessage(`{"a":1}`)}, ""},
 		{"broadcast of any msg", `{"type":"broadcast","msg":{"x":[1,2]}}`, Inbound{Type: KindBroadcast, Msg: json.RawMessage(`{"x":[1,2]}`)}, ""},
 		{"broadcast with null data", `{"type":"broadcast","msg":1,"data":null}`, Inbound{Type: KindBroadcast, Msg: json.RawMessage(`1`)}, ""},
@@ -163,6 +179,10 @@ func FuzzDecode(f *testing.F) {
 		"{\"type\":\"broadcast\",\"msg\":\"a\xffb\"}", `{"type":"broadcast","msg":"\ud83d\ude00","data":"\\ud800"}`,
 		`{"type":"hello","user_type":"a","presence_events":true,"presence_key":"k:1"}`, `{"type":"hello","user_type":"a","presence_events":1,"presence_key":""}`,
 		`{"type":5}`, `{"type":null}`, `{}`, `{"type":"broadcast","msg":1e999999,"data":" \u2028"}`,
+		`{"type":"hello","user_type":"a","since":{"offset":17,"epoch":"e1f0-3"}}`,
+		`{"type":"hello","user_type":"a","since":{"offset":-0,"epoch":"e"}}`,
+		`{"type":"hello","user_type":"a","since":{"offset":18446744073709551616,"epoch":"e"}}`,
+		`{"type":"hello","user_type":"a","since":{"offset":1,"epoch":"\u0065"}}`,
 	} {
 		f.Add([]byte(s))
 	}
@@ -183,6 +203,9 @@ func FuzzDecode(f *testing.F) {
 		case KindHello:
 			if in.UserType == "" || utf8.RuneCountInString(in.UserType) > MaxUserTypeLen || utf8.RuneCountInString(in.ClientType) > MaxClientType {
 				t.Fatalf("hello out of bounds: %q %q", in.UserType, in.ClientType)
+			}
+			if in.Since != nil && (in.Since.Offset > MaxOffset || !wire.ValidID(in.Since.Epoch, MaxEpochLen)) {
+				t.Fatalf("since out of bounds: %+v", *in.Since)
 			}
 			if in.PresenceKey != "" && !wire.ValidID(in.PresenceKey, MaxPresenceKeyLen) {
 				t.Fatalf("presence_key out of bounds: %q", in.PresenceKey)
