@@ -41,6 +41,21 @@ func appendUint(b []byte, n uint64) []byte {
 	return append(b, d[i:]...)
 }
 
+// Published is what a history tells of a broadcast it published.
+type Published struct {
+	// Position is the message's: its offset and epoch. It is zero when
+	// the adapter cannot tell it (the reply was lost, though the message
+	// went out and came back).
+	Position
+	// DeliverHere is true when the backend may not have handed the
+	// message to this instance's subscription (it was being made): the
+	// caller delivers it here itself, numbered, and the adapter drops it
+	// should it come back after all. It then arrives after messages of
+	// higher offsets, and to connections that may have read it from the
+	// history already: the caller sorts that out.
+	DeliverHere bool
+}
+
 // Recovery is what a history knows of a session for a connection that
 // comes back.
 type Recovery struct {
@@ -63,10 +78,11 @@ type History interface {
 	// Publish gives msg the session's next offset, keeps it and sends it to
 	// every instance subscribed to the session, in offset order: a
 	// subscriber receives one session's numbered messages in the order of
-	// their offsets. It fails like Broker.Publish: when it returns an error
-	// the caller delivers the message to this instance itself (it has no
-	// offset then), and the adapter never delivers it here too.
-	Publish(ctx context.Context, session string, msg Numbered) (Position, error)
+	// their offsets, but for those the caller delivers itself. It fails
+	// like Broker.Publish: when it returns an error the caller delivers the
+	// message to this instance itself (it has no offset then), and the
+	// adapter never delivers it here too.
+	Publish(ctx context.Context, session string, msg Numbered) (Published, error)
 	// Recover returns the session's current position, and, when from is
 	// not nil, is in the current epoch and every message after it is still
 	// kept, those messages. It starts an epoch when the session has none,

@@ -23,7 +23,7 @@ type HistoryConfig struct {
 	// Size is how many broadcasts are kept per session. Required (> 0).
 	Size int
 	// TTL is how long a session's history is kept after its last
-	// broadcast. Required (> 0).
+	// broadcast or read. Required (> 0).
 	TTL time.Duration
 	// Now tells the time; nil means time.Now.
 	Now func() time.Time
@@ -46,7 +46,7 @@ type History struct {
 // ring is one session's numbered broadcasts, the latest Size of them.
 type ring struct {
 	epoch string
-	last  atomic.Int64 // UnixNano of the last broadcast, or of the ring's making
+	last  atomic.Int64 // UnixNano of the last broadcast or read
 
 	mu   sync.Mutex // held while a broadcast is numbered, kept and delivered
 	top  uint64
@@ -74,11 +74,11 @@ func NewHistory(cfg HistoryConfig) (*History, error) {
 
 // Publish numbers msg, keeps it and delivers it to the session's
 // subscriber. It fails only when ctx is done, before numbering.
-func (h *History) Publish(ctx context.Context, session string, msg ports.Numbered) (ports.Position, error) {
+func (h *History) Publish(ctx context.Context, session string, msg ports.Numbered) (ports.Published, error) {
 	if err := ctx.Err(); err != nil {
-		return ports.Position{}, err
+		return ports.Published{}, err
 	}
-	r := h.ring(session, true)
+	r := h.ring(session)
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.top++
@@ -88,7 +88,7 @@ func (h *History) Publish(ctx context.Context, session string, msg ports.Numbere
 	// Delivered under the ring's lock, so deliveries follow offsets. The
 	// in-process broker fails only on a done context: it has none here.
 	_ = h.cfg.Broker.Publish(context.WithoutCancel(ctx), session, b)
-	return ports.Position{Offset: r.top, Epoch: r.epoch}, nil
+	return ports.Published{Position: ports.Position{Offset: r.top, Epoch: r.epoch}}, nil
 }
 
 // Recover returns the session's position and what was missed after from.
@@ -96,7 +96,7 @@ func (h *History) Recover(ctx context.Context, session string, from *ports.Posit
 	if err := ctx.Err(); err != nil {
 		return ports.Recovery{}, err
 	}
-	r := h.ring(session, false)
+	r := h.ring(session)
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	rec := ports.Recovery{Top: ports.Position{Offset: r.top, Epoch: r.epoch}}
@@ -111,8 +111,10 @@ func (h *History) Recover(ctx context.Context, session string, from *ports.Posit
 }
 
 // ring returns the session's ring, making it (in a new epoch) when there is
-// none or it expired. A broadcast (touch) counts as use from now on.
-func (h *History) ring(session string, touch bool) *ring {
+// none or it expired, and renews it: a broadcast or a read keeps it for
+// another TTL, so a connection that read a position can count on its
+// epoch for that long.
+func (h *History) ring(session string) *ring {
 	now := h.cfg.Now()
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -130,12 +132,9 @@ func (h *History) ring(session string, touch bool) *ring {
 			epoch: h.start + "-" + strconv.FormatUint(h.made.Add(1), 36),
 			msgs:  make([][]byte, h.cfg.Size),
 		}
-		r.last.Store(now.UnixNano())
 		h.rings[session] = r
 	}
-	if touch {
-		r.last.Store(now.UnixNano())
-	}
+	r.last.Store(now.UnixNano())
 	return r
 }
 

@@ -52,3 +52,27 @@ func TestHistoryForgetsIdleSessions(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, 1, h.Sessions())
 }
+
+// TestHistoryReadRenewsIt: a connection that read a position keeps its
+// epoch for a TTL after the read, whenever the last broadcast was.
+func TestHistoryReadRenewsIt(t *testing.T) {
+	now := time.Unix(1000, 0)
+	h, err := memory.NewHistory(memory.HistoryConfig{Broker: memory.NewBroker(), Size: 4, TTL: time.Minute, Now: func() time.Time { return now }})
+	require.NoError(t, err)
+	pub, err := h.Publish(t.Context(), "s", ports.Numbered{Head: []byte("{\"o\":"), Tail: []byte("}")})
+	require.NoError(t, err)
+	now = now.Add(50 * time.Second)
+	rec, err := h.Recover(t.Context(), "s", &pub.Position)
+	require.NoError(t, err)
+	require.True(t, rec.Recovered)
+	now = now.Add(50 * time.Second) // 100 s after the broadcast, 50 s after the read
+	rec, err = h.Recover(t.Context(), "s", &pub.Position)
+	require.NoError(t, err)
+	assert.True(t, rec.Recovered)
+	assert.Equal(t, pub.Position, rec.Top)
+	now = now.Add(time.Minute)
+	rec, err = h.Recover(t.Context(), "s", &pub.Position)
+	require.NoError(t, err)
+	assert.False(t, rec.Recovered, "a TTL after the last read it is gone")
+	assert.NotEqual(t, pub.Epoch, rec.Top.Epoch)
+}

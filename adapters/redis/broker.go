@@ -238,10 +238,59 @@ func (b *Broker) partitionChannel(p int) string {
 // When it succeeds while this instance's subscription to session is not
 // confirmed, it delivers payload to this instance itself, the same way.
 func (b *Broker) Publish(ctx context.Context, session string, payload []byte) error {
+	c := b.cfg.Client
+	p, err := b.publish(ctx, session, len(payload), func(msg []byte, ch string) ([]byte, error) {
+		msg = append(msg, payload...)
+		var cmd rueidis.Completed
+		if b.sharded() {
+			// SPUBLISH goes to the node serving the channel's slot.
+			cmd = c.B().Spublish().Channel(ch).Message(rueidis.BinaryString(msg)).Build()
+		} else {
+			// On a Redis Cluster a PUBLISH names no key, and rueidis sends it
+			// to any node: the node's own subscribers get it at once, the
+			// others' after a hop over the cluster bus, so two publications
+			// sent through two nodes overtake one another. Pinned to the
+			// channel's slot, every publication of a session goes through one
+			// node, and each subscriber gets them in the order they were sent
+			// (the bus keeps order).
+			cmd = c.B().Publish().Channel(ch).Message(rueidis.BinaryString(msg)).Build().SetSlot(ch)
+		}
+		return payload, c.Do(ctx, cmd).Error()
+	})
+	if err == nil && p.here {
+		// Redis may have had no subscription of this instance to hand it
+		// to: deliver it here; its echo is dropped if it comes after all.
+		b.mu.Lock()
+		sub := b.wanted[session]
+		b.mu.Unlock()
+		if sub != nil {
+			sub.deliver(ports.Delivery{Payload: p.payload, Sent: p.sent})
+		}
+	}
+	return err
+}
+
+// published is what publish tells of a publication that succeeded.
+type published struct {
+	payload []byte
+	sent    time.Time
+	// here is true when Redis may not have handed the message to this
+	// instance's subscription: the caller delivers it here itself. Its
+	// echo, should it come after all, is dropped.
+	here bool
+}
+
+// publish sends one message on the session's channel ch through send,
+// which gets the message's head (the header, and the session on a
+// partition channel; room for size more bytes), has Redis publish it
+// followed by the payload, and returns the payload as published: a
+// history's script numbers it on the way. The echo of a publication that
+// failed, or that succeeded with here set, is dropped.
+func (b *Broker) publish(ctx context.Context, session string, size int, send func(head []byte, ch string) (payload []byte, err error)) (published, error) {
 	seq := b.seq.Add(1)
 	sent := time.Now()
 	l, ch := b.route(session)
-	size := headerLen + len(payload)
+	size += headerLen
 	if b.sharded() {
 		size += binary.MaxVarintLen64 + len(session)
 	}
@@ -253,7 +302,6 @@ func (b *Broker) Publish(ctx context.Context, session string, payload []byte) er
 		msg = binary.AppendUvarint(msg, uint64(len(session)))
 		msg = append(msg, session...)
 	}
-	msg = append(msg, payload...)
 
 	// Redis hands the message back if this connection's SUBSCRIBE was
 	// answered before the PUBLISH runs: counted on when it was answered
@@ -267,22 +315,7 @@ func (b *Broker) Publish(ctx context.Context, session string, payload []byte) er
 	confirmed := l.confirmed[ch]
 	b.mu.Unlock()
 	b.echoes.publishing(seq)
-	c := b.cfg.Client
-	var cmd rueidis.Completed
-	if b.sharded() {
-		// SPUBLISH goes to the node serving the channel's slot.
-		cmd = c.B().Spublish().Channel(ch).Message(rueidis.BinaryString(msg)).Build()
-	} else {
-		// On a Redis Cluster a PUBLISH names no key, and rueidis sends it
-		// to any node: the node's own subscribers get it at once, the
-		// others' after a hop over the cluster bus, so two publications
-		// sent through two nodes overtake one another. Pinned to the
-		// channel's slot, every publication of a session goes through one
-		// node, and each subscriber gets them in the order they were sent
-		// (the bus keeps order).
-		cmd = c.B().Publish().Channel(ch).Message(rueidis.BinaryString(msg)).Build().SetSlot(ch)
-	}
-	err := c.Do(ctx, cmd).Error()
+	payload, err := send(msg, ch)
 	b.mu.Lock()
 	// With nobody here, there is nothing to deliver here: an echo, if a
 	// socket joined meanwhile, is for it.
@@ -298,9 +331,9 @@ func (b *Broker) Publish(ctx context.Context, session string, payload []byte) er
 			// The session is named once, whether ctx carries it (a
 			// session socket's) or not (a thread's chat events).
 			b.cfg.Log.WarnContext(logctx.With(ctx, slog.String("session_id", session)), "redis publish reply lost after the message went out", "err", err)
-			return nil
+			return published{}, nil
 		}
-		return fmt.Errorf("redis: publish: %w", err)
+		return published{}, fmt.Errorf("redis: publish: %w", err)
 	}
 	if down {
 		// Redis answers again: subscribe again now, not after the wait.
@@ -309,17 +342,7 @@ func (b *Broker) Publish(ctx context.Context, session string, payload []byte) er
 		default:
 		}
 	}
-	if !echoDue && !echoed {
-		// Redis may have had no subscription of this instance to hand it
-		// to: deliver it here, and drop its echo if it comes after all.
-		b.mu.Lock()
-		sub := b.wanted[session]
-		b.mu.Unlock()
-		if sub != nil {
-			sub.deliver(ports.Delivery{Payload: payload, Sent: sent})
-		}
-	}
-	return nil
+	return published{payload: payload, sent: sent, here: !echoDue && !echoed}, nil
 }
 
 // Subscribe routes the session's broadcasts to deliver.

@@ -20,3 +20,7 @@ func (p *Presence) AliveInstances(ctx context.Context) (int, error) {
 	}
 	return n, nil
 }
+
+// PublishScriptSource is the history's publish script, for tests that run
+// it by hand.
+const PublishScriptSource = publishSource

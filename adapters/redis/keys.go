@@ -31,6 +31,9 @@ const (
 	// kindPubSubProbe names the channel in the slot of a partition's
 	// channel on which the start-up probe publishes.
 	kindPubSubProbe = "pubsub-probe"
+
+	kindSessionOffset  = "session-offset"  // hash: a session history's epoch and top offset
+	kindSessionHistory = "session-history" // stream: a session's latest broadcasts
 )
 
 // Keys of an instance, not of a session: tagged by the instance's token

@@ -4,6 +4,8 @@ import (
 	"context"
 	"slices"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/wsserver/wsserver/ports"
 )
@@ -18,9 +20,16 @@ import (
 // registered as a joiner, which keeps every delivery from then on without
 // sending it; then the history is read up to its top; then, in one step
 // for deliveries, the welcome, the history and the kept deliveries whose
-// offset is beyond the top are sent and the joiner becomes a member. A
-// broadcast delivered before the joiner was registered had its offset
-// before the read began, so the read has it; one delivered after is kept.
+// offset is beyond the top are sent. A broadcast delivered before the
+// joiner was registered had its offset before the read began, so the read
+// has it; one delivered after is kept.
+//
+// The live stream may lag behind the read, though: with Redis, the read's
+// reply and the broadcasts come on different connections, and broadcasts
+// the read returned can still be on their way. So the connection stays a
+// joiner after its welcome, sent the deliveries beyond the top and not the
+// others, until one beyond the top comes (the stream is in offset order)
+// or catchUp passed; then it becomes a plain member.
 func (h *Hub) JoinSince(ctx context.Context, session string, m ports.Member, sub Subscriber, since *ports.Position) error {
 	if h.cfg.History == nil {
 		return h.Join(ctx, session, m, sub, EncodeWelcome(session, m.ConnectionID, since != nil, nil))
@@ -52,46 +61,142 @@ func (h *Hub) JoinSince(ctx context.Context, session string, m ports.Member, sub
 	defer s.mu.Unlock()
 	g.joining.Lock()
 	defer g.joining.Unlock()
-	g.joiners = slices.DeleteFunc(g.joiners, func(x *joiner) bool { return x == j })
 	// A group with a joiner is never dropped (empty), so g is still the
 	// session's. Should the socket have gone meanwhile, it joins anyway:
 	// its reader sees it closed and leaves, as after any join.
 	sub.Send(h.cfg.Encode(EncodeWelcome(session, m.ConnectionID, since != nil, known)))
-	if known != nil && known.Recovered {
+	if known == nil {
+		for _, k := range j.kept {
+			sub.Send(k.wire)
+		}
+		g.joiners = slices.DeleteFunc(g.joiners, func(x *joiner) bool { return x == j })
+		g.addLocked(sub)
+		return nil
+	}
+	if known.Recovered {
 		for _, msg := range known.Messages {
 			sub.Send(h.cfg.Encode(msg))
 		}
 	}
+	j.sub, j.floor, j.until = sub, known.Top, time.Now().Add(catchUp)
 	for _, k := range j.kept {
-		if known != nil && k.numbered && k.offset <= known.Top.Offset {
-			continue // the history had it
+		if !j.behind(k.offset, k.numbered, time.Time{}) {
+			sub.Send(k.wire)
 		}
-		sub.Send(k.wire)
 	}
-	g.addLocked(sub)
+	j.kept = nil
+	if g.floors == nil {
+		g.floors = make(map[Subscriber]ports.Position)
+	}
+	g.floors[sub] = known.Top
 	return nil
+}
+
+// catchUp bounds how long a joined connection is spared the broadcasts at
+// or below the top it read: longer than the live stream lags behind a read
+// (a moment), far shorter than a history's TTL, so the epoch cannot have
+// started again meanwhile, since the read renewed it.
+const catchUp = 10 * time.Second
+
+// promote makes a joiner that caught up with the live stream a plain
+// member, unless it left meanwhile.
+func (h *Hub) promote(session string, g *group, j *joiner) {
+	s := h.shard(session)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	g.joining.Lock()
+	defer g.joining.Unlock()
+	if !slices.Contains(g.joiners, j) {
+		return
+	}
+	g.joiners = slices.DeleteFunc(g.joiners, func(x *joiner) bool { return x == j })
+	g.addLocked(j.sub)
+}
+
+// leaveJoiner forgets the joiner whose connection is sub and sub's floor.
+// The caller holds the shard's lock.
+func (g *group) leaveJoiner(sub Subscriber) {
+	g.joining.Lock()
+	defer g.joining.Unlock()
+	g.joiners = slices.DeleteFunc(g.joiners, func(x *joiner) bool { return x.sub == sub })
+	delete(g.floors, sub)
+}
+
+// deliverHere delivers a numbered broadcast that the history published
+// but could not count on the broker to bring back to this instance. It
+// comes late: a member that read the history past it has it already.
+func (h *Hub) deliverHere(session string, payload []byte, pos ports.Position) {
+	s := h.shard(session)
+	s.mu.Lock()
+	g := s.groups[session]
+	s.mu.Unlock()
+	if g == nil {
+		return
+	}
+	g.joining.RLock()
+	defer g.joining.RUnlock()
+	wire := h.cfg.Encode(payload)
+	n := 0
+	for _, sub := range *g.subs.Load() {
+		if f, ok := g.floors[sub]; ok && f.Epoch == pos.Epoch && pos.Offset <= f.Offset {
+			continue
+		}
+		sub.Send(wire)
+		n++
+	}
+	for _, j := range g.joiners {
+		h.deliverJoiner(session, g, j, payload, wire)
+	}
+	h.cfg.Observer.Delivered(0, n+len(g.joiners))
+}
+
+// deliverJoiner gives a joiner one delivery: kept while it reads the
+// history, sent after its welcome unless the history had it. The caller
+// holds g.joining shared.
+func (h *Hub) deliverJoiner(session string, g *group, j *joiner, payload, wire []byte) {
+	offset, numbered := offsetOf(payload)
+	if j.sub == nil {
+		j.mu.Lock()
+		j.kept = append(j.kept, kept{wire: wire, offset: offset, numbered: numbered})
+		j.mu.Unlock()
+		return
+	}
+	now := time.Now()
+	if j.behind(offset, numbered, now) {
+		return
+	}
+	j.sub.Send(wire)
+	if (numbered || now.After(j.until)) && j.promoted.CompareAndSwap(false, true) {
+		go h.promote(session, g, j)
+	}
 }
 
 // empty reports whether g has neither members nor joiners. The caller
 // holds the shard's lock, under which joiners change.
 func (g *group) empty() bool { return len(*g.subs.Load()) == 0 && len(g.joiners) == 0 }
 
-// joiner keeps the deliveries to a connection that is reading the history.
+// joiner is a connection joining through the history: until its welcome
+// it keeps its deliveries; after, it is sent those beyond floor.
 type joiner struct {
 	mu   sync.Mutex
 	kept []kept
+
+	// Set with the welcome, under the group's joining lock.
+	sub      Subscriber
+	floor    ports.Position
+	until    time.Time
+	promoted atomic.Bool
+}
+
+// behind reports whether a delivery is one the history gave the joiner
+// already: numbered at or below the top it read, while catching up (a zero
+// now: at its welcome).
+func (j *joiner) behind(offset uint64, numbered bool, now time.Time) bool {
+	return numbered && offset <= j.floor.Offset && (now.IsZero() || now.Before(j.until))
 }
 
 type kept struct {
 	wire     []byte
 	offset   uint64
 	numbered bool
-}
-
-// keep records one delivery. Deliveries may come from several goroutines.
-func (j *joiner) keep(payload, wire []byte) {
-	offset, numbered := offsetOf(payload)
-	j.mu.Lock()
-	j.kept = append(j.kept, kept{wire: wire, offset: offset, numbered: numbered})
-	j.mu.Unlock()
 }

@@ -24,24 +24,36 @@ type fakeHistory struct {
 	epoch  string
 	size   int
 
-	mu         sync.Mutex
-	top        map[string]uint64
-	kept       map[string][][]byte // the last size messages, oldest first
-	failRead   bool
-	failPub    bool
-	beforeRead func() // in Recover, before the history is read
-	afterRead  func() // in Recover, after it was read
+	mu           sync.Mutex
+	top          map[string]uint64
+	kept         map[string][][]byte // the last size messages, oldest first
+	failRead     bool
+	failPub      bool
+	notHere      bool   // publish without delivering; the caller is to
+	afterPublish func() // in Publish, once the message is kept
+	lag          bool   // publish without delivering yet: flush delivers
+	lagged       [][]byte
+	beforeRead   func() // in Recover, before the history is read
+	afterRead    func() // in Recover, after it was read
 }
 
 func newFakeHistory(b *fakeBroker, size int) *fakeHistory {
 	return &fakeHistory{broker: b, epoch: "E1", size: size, top: map[string]uint64{}, kept: map[string][][]byte{}}
 }
 
-func (f *fakeHistory) Publish(ctx context.Context, s string, m ports.Numbered) (ports.Position, error) {
+func (f *fakeHistory) Publish(ctx context.Context, s string, m ports.Numbered) (ports.Published, error) {
+	pub, err := f.publish(ctx, s, m)
+	if f.afterPublish != nil {
+		f.afterPublish()
+	}
+	return pub, err
+}
+
+func (f *fakeHistory) publish(ctx context.Context, s string, m ports.Numbered) (ports.Published, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.failPub {
-		return ports.Position{}, errors.New("history away")
+		return ports.Published{}, errors.New("history away")
 	}
 	f.top[s]++
 	msg := m.Bytes(f.top[s])
@@ -49,10 +61,18 @@ func (f *fakeHistory) Publish(ctx context.Context, s string, m ports.Numbered) (
 	if len(f.kept[s]) > f.size {
 		f.kept[s] = f.kept[s][1:]
 	}
-	if err := f.broker.Publish(ctx, s, msg); err != nil {
-		return ports.Position{}, err
+	pos := ports.Position{Offset: f.top[s], Epoch: f.epoch}
+	if f.notHere {
+		return ports.Published{Position: pos, DeliverHere: true}, nil
 	}
-	return ports.Position{Offset: f.top[s], Epoch: f.epoch}, nil
+	if f.lag {
+		f.lagged = append(f.lagged, msg)
+		return ports.Published{Position: pos}, nil
+	}
+	if err := f.broker.Publish(ctx, s, msg); err != nil {
+		return ports.Published{}, err
+	}
+	return ports.Published{Position: pos}, nil
 }
 
 func (f *fakeHistory) Recover(_ context.Context, s string, from *ports.Position) (ports.Recovery, error) {
@@ -84,6 +104,20 @@ func (f *fakeHistory) read(s string, from *ports.Position) (ports.Recovery, erro
 	rec.Recovered = true
 	rec.Messages = append([][]byte(nil), f.kept[s][uint64(len(f.kept[s]))-missed:]...)
 	return rec, nil
+}
+
+// flush delivers the lagging publications, in order.
+func (f *fakeHistory) flush(ctx context.Context, s string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.lag = false
+	for _, m := range f.lagged {
+		if err := f.broker.Publish(ctx, s, m); err != nil {
+			return err
+		}
+	}
+	f.lagged = nil
+	return nil
 }
 
 type historyFixture struct {
@@ -182,6 +216,32 @@ func TestJoinSince(t *testing.T) {
 				said(`1`, 1), said(`2`, 2), `{"type":"chat_event"}`, said(`3`, 3), said(`4`, 4),
 			}, w.frames())
 		}},
+		{"broadcasts the read had that the live stream brings later are not sent again", func(t *testing.T, f historyFixture) {
+			require.NoError(t, f.hub.Broadcast(ctx, "s", admin, []byte(`1`), nil))
+			// 2 and 3 are in the history when it is read, but their
+			// deliveries lag behind (Redis: another connection).
+			f.history.beforeRead = func() {
+				f.history.lag = true
+				require.NoError(t, f.hub.Broadcast(ctx, "s", admin, []byte(`2`), nil))
+				require.NoError(t, f.hub.Broadcast(ctx, "s", admin, []byte(`3`), nil))
+			}
+			w := &recorder{}
+			require.NoError(t, f.hub.JoinSince(ctx, "s", agent, w, since(0, "E1")))
+			require.NoError(t, f.history.flush(ctx, "s"))
+			require.NoError(t, f.hub.Broadcast(ctx, "s", admin, []byte(`4`), nil))
+			require.NoError(t, f.hub.Broadcast(ctx, "s", admin, []byte(`5`), nil))
+			assert.Equal(t, []string{
+				`{"type":"hello_ok","session_id":"s","connection_id":"c2","recovered":true,"offset":3,"epoch":"E1"}`,
+				said(`1`, 1), said(`2`, 2), said(`3`, 3), said(`4`, 4), said(`5`, 5),
+			}, w.frames())
+			// Once the stream passed the top, it is a plain member.
+			g := f.hub.shard("s").groups["s"]
+			require.Eventually(t, func() bool {
+				g.joining.RLock()
+				defer g.joining.RUnlock()
+				return len(g.joiners) == 0 && len(*g.subs.Load()) == 1
+			}, 10*time.Second, time.Millisecond)
+		}},
 		{"a history that cannot be read leaves the client live without a position", func(t *testing.T, f historyFixture) {
 			f.history.failRead = true
 			f.history.afterRead = func() {
@@ -203,6 +263,21 @@ func TestJoinSince(t *testing.T) {
 				`{"type":"hello_ok","session_id":"s","connection_id":"c2","offset":0,"epoch":"E1"}`,
 				string(EncodeSessionMessage(admin, []byte(`"x"`), nil)),
 			}, w.frames())
+		}},
+		{"a broadcast the instance delivers itself reaches each member once", func(t *testing.T, f historyFixture) {
+			// old joined before the broadcast. read joins once the
+			// history took it, and reads it there, before the instance
+			// delivers it itself: it must not get it twice.
+			old, read := &recorder{}, &recorder{}
+			require.NoError(t, f.hub.JoinSince(ctx, "s", admin, old, nil))
+			f.history.notHere = true
+			f.history.afterPublish = func() {
+				f.history.afterPublish = nil
+				require.NoError(t, f.hub.JoinSince(ctx, "s", agent, read, since(0, "E1")))
+			}
+			require.NoError(t, f.hub.Broadcast(ctx, "s", admin, []byte(`1`), nil))
+			assert.Equal(t, []string{`{"type":"hello_ok","session_id":"s","connection_id":"c1","offset":0,"epoch":"E1"}`, said(`1`, 1)}, old.frames())
+			assert.Equal(t, []string{`{"type":"hello_ok","session_id":"s","connection_id":"c2","recovered":true,"offset":1,"epoch":"E1"}`, said(`1`, 1)}, read.frames())
 		}},
 		{"a joiner that leaves keeps nobody subscribed", func(t *testing.T, f historyFixture) {
 			w := &recorder{}

@@ -96,6 +96,10 @@ type group struct {
 	// joiners are the connections catching up on the history: they are
 	// sent nothing yet, and keep what is delivered meanwhile (history.go).
 	joiners []*joiner
+	// floors are the history positions that members which joined through
+	// it read up to: a message the instance delivers itself may be older
+	// than that (history.go). Guarded like joiners.
+	floors map[Subscriber]ports.Position
 }
 
 type noObserver struct{}
@@ -271,6 +275,9 @@ func (h *Hub) leave(ctx context.Context, session string, connID string, sub Subs
 			}
 		}
 		g.subs.Store(&subs)
+		if g.floors != nil {
+			g.leaveJoiner(sub)
+		}
 		if g.empty() {
 			delete(s.groups, session)
 			h.cfg.Broker.Unsubscribe(session)
@@ -299,8 +306,13 @@ func (h *Hub) Broadcast(ctx context.Context, session string, from ports.Member, 
 	if h.cfg.History == nil {
 		return h.Publish(ctx, session, EncodeSessionMessage(from, msg, data))
 	}
-	if _, err := h.cfg.History.Publish(ctx, session, NumberSessionMessage(from, msg, data)); err != nil {
+	numbered := NumberSessionMessage(from, msg, data)
+	pub, err := h.cfg.History.Publish(ctx, session, numbered)
+	if err != nil {
 		return h.deliverLocally(ctx, session, EncodeSessionMessage(from, msg, data), err)
+	}
+	if pub.DeliverHere {
+		h.deliverHere(session, numbered.Bytes(pub.Offset), pub.Position)
 	}
 	return nil
 }
@@ -370,7 +382,7 @@ func (h *Hub) deliver(g *group, d ports.Delivery) {
 		s.Send(wire)
 	}
 	for _, j := range g.joiners {
-		j.keep(d.Payload, wire)
+		h.deliverJoiner(g.id, g, j, d.Payload, wire)
 	}
 	h.cfg.Observer.Delivered(time.Since(d.Sent), len(subs)+len(g.joiners))
 }
