@@ -226,6 +226,14 @@ type Store struct {
 	// PresenceTTL is how long the presence of a vanished instance lingers.
 	// PRESENCE_TTL; default 30s (3s..1h).
 	PresenceTTL time.Duration
+	// SessionHistorySize is how many broadcasts each session keeps, so that a
+	// connection that comes back with since gets those it missed (PROTOCOL.md
+	// §4.8). SESSION_HISTORY_SIZE; default 0 (0..10000), meaning no history:
+	// broadcasts carry no offset, as before.
+	SessionHistorySize int
+	// SessionHistoryTTL is how long a session's history is kept after its last
+	// broadcast or join. SESSION_HISTORY_TTL; default 5m (30s..24h).
+	SessionHistoryTTL time.Duration
 	// MemoryMaxThreads bounds the in-process thread store (no database):
 	// past it, the thread written longest ago is forgotten.
 	// MEMORY_MAX_THREADS; default 10000 (1..10,000,000).

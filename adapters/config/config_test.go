@@ -131,7 +131,7 @@ func TestLoadDefaults(t *testing.T) {
 			PingInterval:    25 * time.Second,
 			WriteTimeout:    10 * time.Second,
 		},
-		Store:    Store{RedisCluster: "auto", PresenceTTL: 30 * time.Second, MemoryMaxThreads: 10000},
+		Store:    Store{RedisCluster: "auto", PresenceTTL: 30 * time.Second, MemoryMaxThreads: 10000, SessionHistoryTTL: 5 * time.Minute},
 		Presence: Presence{DiffInterval: time.Second, LeaveGrace: 15 * time.Second, EventsMax: 1000},
 		Conversation: Conversation{MaxGuardrailRewrites: 2, FirstChunkChars: 40, ChunkChars: 1000, LocalTokenDelay: 20 * time.Millisecond, MaxQueuedPerThread: 5,
 			ResumeTTL: 300 * time.Second, ResumeMaxEvents: 1000},
@@ -146,6 +146,17 @@ func TestLoadDefaults(t *testing.T) {
 		"never expose it, and leave DJANGO_DEBUG unset in production", cfg.Warnings[0])
 	assert.False(t, cfg.Auth.Required())
 	assert.Equal(t, []string{"127.0.0.1", "localhost", "[::1]"}, cfg.HTTP.Hosts.AllowedOrigins())
+}
+
+// TestLoadSessionHistory: the history's size is read, in memory or with
+// Redis on plain pub/sub.
+func TestLoadSessionHistory(t *testing.T) {
+	for _, redisURL := range []string{"", "redis://r:6379"} {
+		cfg, err := loadEnv(t, map[string]string{"DJANGO_DEBUG": "1", "SESSION_HISTORY_SIZE": "100", "REDIS_URL": redisURL})
+		require.NoError(t, err)
+		assert.Equal(t, 100, cfg.Store.SessionHistorySize)
+		assert.Equal(t, 5*time.Minute, cfg.Store.SessionHistoryTTL)
+	}
 }
 
 func TestLoadValues(t *testing.T) {
@@ -171,6 +182,7 @@ func TestLoadValues(t *testing.T) {
 		"PRESENCE_DIFF_INTERVAL":          "250ms",
 		"PRESENCE_LEAVE_GRACE":            "0",
 		"PRESENCE_EVENTS_MAX":             "1",
+		"SESSION_HISTORY_TTL":             "45",
 		"REDIS_URL":                       "rediss://user:pw@cache.internal:6380/2",
 		"REDIS_CLUSTER":                   " Off",
 		"REDIS_SHARDED_PUBSUB_PARTITIONS": "16",
@@ -215,7 +227,7 @@ func TestLoadValues(t *testing.T) {
 	}, cfg.WebSocket)
 	assert.Equal(t, Store{
 		RedisURL: "rediss://user:pw@cache.internal:6380/2", RedisCluster: "off", ShardedPubSubPartitions: 16,
-		PresenceTTL: 3 * time.Second, MemoryMaxThreads: 10000,
+		PresenceTTL: 3 * time.Second, MemoryMaxThreads: 10000, SessionHistoryTTL: 45 * time.Second,
 	}, cfg.Store)
 	assert.Equal(t, Presence{DiffInterval: 250 * time.Millisecond, EventsMax: 1}, cfg.Presence, "a grace of 0 is honoured")
 	assert.Equal(t, Conversation{AppdataPath: "/srv/appdata", FirstChunkChars: 100, ChunkChars: 100, ResumeTTL: 90 * time.Second, ResumeMaxEvents: 10},
@@ -279,6 +291,13 @@ func TestLoadParseErrors(t *testing.T) {
 		{map[string]string{"PRESENCE_LEAVE_GRACE": "11m"}, []string{`config: PRESENCE_LEAVE_GRACE: must be between 0s and 10m0s, got "11m"`}},
 		{map[string]string{"PRESENCE_EVENTS_MAX": "0"}, []string{`config: PRESENCE_EVENTS_MAX: must be`}},
 		{map[string]string{"PRESENCE_EVENTS_MAX": "10001"}, []string{`config: PRESENCE_EVENTS_MAX: must be`}},
+		{map[string]string{"SESSION_HISTORY_SIZE": "-1"}, []string{`config: SESSION_HISTORY_SIZE: must be between 0 and 10000`}},
+		{map[string]string{"SESSION_HISTORY_SIZE": "100", "REDIS_URL": "redis://r:6379", "REDIS_SHARDED_PUBSUB_PARTITIONS": "4"}, []string{`config: SESSION_HISTORY_SIZE: needs plain pub/sub`}},
+		{map[string]string{"SESSION_HISTORY_SIZE": "10001"}, []string{`config: SESSION_HISTORY_SIZE: must be between 0 and 10000`}},
+		{map[string]string{"SESSION_HISTORY_SIZE": "many"}, []string{`config: SESSION_HISTORY_SIZE: must be`}},
+		{map[string]string{"SESSION_HISTORY_TTL": "29s"}, []string{`config: SESSION_HISTORY_TTL: must be between 30s and 24h0m0s, got "29s"`}},
+		{map[string]string{"SESSION_HISTORY_TTL": "25h"}, []string{`config: SESSION_HISTORY_TTL: must be between`}},
+		{map[string]string{"SESSION_HISTORY_TTL": "0"}, []string{`config: SESSION_HISTORY_TTL: must be between`}},
 		{map[string]string{"SHUTDOWN_GRACE": "-1s"}, []string{`config: SHUTDOWN_GRACE: must be between 0s and 10m0s`}},
 		{map[string]string{"SHUTDOWN_GRACE": "1e9"}, []string{`config: SHUTDOWN_GRACE: must be a duration`}},
 		{map[string]string{"WS_PING_INTERVAL": "500ms"}, []string{`config: WS_PING_INTERVAL: must be between 1s and 10m0s`}},

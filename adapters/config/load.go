@@ -92,6 +92,15 @@ func (l *loader) load() Config {
 		DatabaseURL:             l.databaseURL(),
 		PresenceTTL:             l.duration("PRESENCE_TTL", redis.DefaultPresenceTTL, 3*time.Second, time.Hour),
 		MemoryMaxThreads:        l.integer("MEMORY_MAX_THREADS", memory.DefaultMaxThreads, 1, 10_000_000),
+		SessionHistorySize:      l.integer("SESSION_HISTORY_SIZE", 0, 0, 10000),
+		// A rejoined connection counts on its epoch for a while after its
+		// read (core/session catchUp, 10 s): the TTL stays well above it.
+		SessionHistoryTTL: l.duration("SESSION_HISTORY_TTL", 5*time.Minute, 30*time.Second, 24*time.Hour),
+	}
+	if c.Store.SessionHistorySize > 0 && c.Store.RedisURL != "" && c.Store.ShardedPubSubPartitions > 0 {
+		// The history's script numbers, keeps and publishes a broadcast in
+		// the session's slot; a partition's channel lies in another.
+		l.fail("SESSION_HISTORY_SIZE", "needs plain pub/sub: set REDIS_SHARDED_PUBSUB_PARTITIONS=0, or SESSION_HISTORY_SIZE=0")
 	}
 	if c.Store.RedisURL == "" {
 		if _, name, ok := l.raw("REDIS_CLUSTER"); ok {

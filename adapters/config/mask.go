@@ -45,6 +45,8 @@ func (c Config) LogValue() slog.Value {
 			slog.Int("redis_sharded_pubsub_partitions", c.Store.ShardedPubSubPartitions),
 			slog.String("database_url", maskURL(c.Store.DatabaseURL)),
 			slog.Duration("presence_ttl", c.Store.PresenceTTL),
+			slog.Int("session_history_size", c.Store.SessionHistorySize),
+			slog.Duration("session_history_ttl", c.Store.SessionHistoryTTL),
 			slog.Int("memory_max_threads", c.Store.MemoryMaxThreads),
 		),
 		slog.Group("presence",

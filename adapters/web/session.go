@@ -57,16 +57,16 @@ func (s *Server) serveSession(ctx context.Context, sc *conn, id string) {
 	if s.closeIfDraining(sc) {
 		return
 	}
-	member, events, ok := s.hello(ctx, sc)
+	member, in, ok := s.hello(ctx, sc)
 	if !ok {
 		drain(sc.Conn)
 		return
 	}
-	if err := s.cfg.Hub.Join(ctx, id, member, sc.Conn, session.EncodeHelloOK(id, sc.id)); err != nil {
+	if err := s.cfg.Hub.JoinSince(ctx, id, member, sc.Conn, in.Since); err != nil {
 		return
 	}
 	joined = true
-	if events {
+	if in.PresenceEvents {
 		if err := s.cfg.Hub.Listen(ctx, id, sc.Conn); err != nil {
 			s.sendError(ctx, sc, err)
 		}
@@ -131,8 +131,9 @@ func (s *Server) sessionMessage(ctx context.Context, sc *conn, id string, member
 }
 
 // hello reads the first message, which must be a valid hello; otherwise
-// the client gets the error and a close with 1008.
-func (s *Server) hello(ctx context.Context, sc *conn) (m ports.Member, presenceEvents, ok bool) {
+// the client gets the error and a close with 1008. It returns the member
+// and the hello, whose PresenceEvents and Since the join reads.
+func (s *Server) hello(ctx context.Context, sc *conn) (ports.Member, session.Inbound, bool) {
 	timer := time.AfterFunc(s.cfg.HelloTimeout, func() {
 		s.sendError(ctx, sc, errHelloLate)
 		sc.Close(socket.ClosePolicy, "hello required")
@@ -141,7 +142,7 @@ func (s *Server) hello(ctx context.Context, sc *conn) (m ports.Member, presenceE
 	frame, err := sc.Read()
 	if err != nil {
 		s.logClose(ctx, err)
-		return ports.Member{}, false, false
+		return ports.Member{}, session.Inbound{}, false
 	}
 	sc.ep.metrics.In.Inc()
 	in, err := session.Decode(frame)
@@ -151,7 +152,7 @@ func (s *Server) hello(ctx context.Context, sc *conn) (m ports.Member, presenceE
 	if err != nil {
 		s.sendError(ctx, sc, err)
 		sc.Close(socket.ClosePolicy, "hello required")
-		return ports.Member{}, false, false
+		return ports.Member{}, session.Inbound{}, false
 	}
-	return ports.Member{ConnectionID: sc.id, UserType: in.UserType, ClientType: in.ClientType, PresenceKey: in.PresenceKey}, in.PresenceEvents, true
+	return ports.Member{ConnectionID: sc.id, UserType: in.UserType, ClientType: in.ClientType, PresenceKey: in.PresenceKey}, in, true
 }

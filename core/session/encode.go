@@ -15,7 +15,7 @@ import (
 
 // EncodeSessionMessage builds the envelope every connection of a session
 // receives for a broadcast. msg must be valid JSON; data may be nil (null).
-// It has no offset: the session keeps no history (PROTOCOL.md §4.7).
+// It has no offset: the session keeps no history (PROTOCOL.md §4.8).
 func EncodeSessionMessage(from ports.Member, msg, data json.RawMessage) []byte {
 	b := make([]byte, 0, 80+len(from.UserType)+len(from.ClientType)+len(msg)+len(data))
 	b = append(b, sessionMessageType...)
@@ -84,7 +84,7 @@ func appendHelloOK(b []byte, sessionID, connID string) []byte {
 	return wire.AppendString(b, connID)
 }
 
-// EncodeWelcome is the reply to a valid hello (PROTOCOL.md §4.1, §4.7):
+// EncodeWelcome is the reply to a valid hello (PROTOCOL.md §4.1, §4.8):
 // recovered when the hello had a since, and the position when the
 // history was read (rec not nil).
 func EncodeWelcome(sessionID, connID string, since bool, rec *ports.Recovery) []byte {

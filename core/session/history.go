@@ -11,7 +11,7 @@ import (
 )
 
 // JoinSince adds a connection that said hello to the session, as Join
-// does, and answers the hello itself (PROTOCOL.md §4.1, §4.7): hello_ok,
+// does, and answers the hello itself (PROTOCOL.md §4.1, §4.8): hello_ok,
 // then, when since is given and the history still holds every broadcast
 // after it, those broadcasts in order, then the live ones. No broadcast is
 // given twice or skipped at the seam.

@@ -35,7 +35,7 @@ type HubConfig struct {
 	Broker   ports.Broker
 	Presence ports.Presence
 	// History numbers and keeps the session's broadcasts, sharing Broker's
-	// subscriptions (PROTOCOL.md §4.7). Nil keeps no history: broadcasts
+	// subscriptions (PROTOCOL.md §4.8). Nil keeps no history: broadcasts
 	// carry no offset and a hello's since is never recovered.
 	History ports.History
 	// Encode turns a message into the bytes written to a socket. It is
@@ -50,7 +50,7 @@ type HubConfig struct {
 	LiveWait time.Duration
 	// BackendTimeout bounds each presence call. Zero means 2 seconds.
 	BackendTimeout time.Duration
-	// PresenceRules rule the presence events (PROTOCOL.md §4.7); zero
+	// PresenceRules rule the presence events (PROTOCOL.md §4.8); zero
 	// values take their defaults.
 	PresenceRules PresenceRules
 	// PresenceResync is how often Run reads the members of the sessions
@@ -300,7 +300,7 @@ func (h *Hub) leave(ctx context.Context, session string, connID string, sub Subs
 // ErrUnavailable says that the others were not reached.
 //
 // With a history, the message gets the session's next offset and is kept
-// (PROTOCOL.md §4.7); one delivered locally because the history failed has
+// (PROTOCOL.md §4.8); one delivered locally because the history failed has
 // none.
 func (h *Hub) Broadcast(ctx context.Context, session string, from ports.Member, msg, data []byte) error {
 	if h.cfg.History == nil {

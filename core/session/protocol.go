@@ -49,7 +49,7 @@ type Inbound struct {
 	PresenceEvents bool
 	PresenceKey    string // empty when absent or null
 	// Since is the last position the client has of the session's
-	// numbered broadcasts; nil when absent or null (PROTOCOL.md §4.7).
+	// numbered broadcasts; nil when absent or null (PROTOCOL.md §4.8).
 	Since *ports.Position
 	// Broadcast: raw JSON values, nil when absent.
 	Msg  json.RawMessage

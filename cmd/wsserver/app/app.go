@@ -53,6 +53,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, ln net.Listen
 		presence    ports.Presence
 		runs        ports.RunControl
 		answers     ports.AnswerLog
+		history     ports.History // nil: no session history
 		ready       []web.Check
 		closers     []func()
 		redisClient rueidis.Client
@@ -105,6 +106,13 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, ln net.Listen
 		}
 		closers = append(closers, al.Close)
 		broker, presence, runs, answers = b, p, r, al
+		if n := cfg.Store.SessionHistorySize; n > 0 {
+			h, err := redis.NewHistory(redis.HistoryConfig{Broker: b, Size: n, TTL: cfg.Store.SessionHistoryTTL})
+			if err != nil {
+				return err
+			}
+			history = h
+		}
 		ready = append(ready, web.Check{Name: "redis", Check: func(ctx context.Context) error {
 			return rc.Do(ctx, rc.B().Ping().Build()).Error()
 		}})
@@ -115,8 +123,20 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, ln net.Listen
 		if err != nil {
 			return err
 		}
-		broker, presence, runs, answers = memory.NewBroker(), memory.NewPresence(), memory.NewRuns(), al
+		b := memory.NewBroker()
+		broker, presence, runs, answers = b, memory.NewPresence(), memory.NewRuns(), al
+		if n := cfg.Store.SessionHistorySize; n > 0 {
+			h, err := memory.NewHistory(memory.HistoryConfig{Broker: b, Size: n, TTL: cfg.Store.SessionHistoryTTL})
+			if err != nil {
+				return err
+			}
+			history = h
+		}
 		log.InfoContext(ctx, "channel layer: in-process (one instance only; set REDIS_URL to share sessions across instances)")
+	}
+
+	if history != nil {
+		log.InfoContext(ctx, "session history on", "size", cfg.Store.SessionHistorySize, "ttl", cfg.Store.SessionHistoryTTL)
 	}
 
 	// Threads: PostgreSQL when configured, in-process otherwise; the thread
@@ -169,7 +189,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, ln net.Listen
 
 	// Core.
 	hub, err := session.NewHub(session.HubConfig{
-		Broker: broker, Presence: presence, Encode: socket.Frame, Observer: m, Log: log,
+		Broker: broker, Presence: presence, History: history, Encode: socket.Frame, Observer: m, Log: log,
 		PresenceRules:  presenceRules(cfg.Presence),
 		PresenceResync: presenceResync(cfg),
 	})
