@@ -178,3 +178,15 @@ func TestProbeShardedPubSub(t *testing.T) {
 	err = redis.ProbeShardedPubSub(ctx, limited, "", 4)
 	require.ErrorContains(t, err, "sharded pub/sub (SPUBLISH, Redis 7 or later) refused")
 }
+
+// The history's scripts touch a session's offset hash and stream and
+// PUBLISH on its channel: one slot, the session's.
+func TestHistoryContractOnACluster(t *testing.T) {
+	porttest.History(t, func(t *testing.T, size int, ttl time.Duration) (porttest.HistoryInstance, porttest.HistoryInstance) {
+		t.Helper()
+		prefix := containers.Prefix(t)
+		a, b := newBroker(t, clusterClient(t), prefix), newBroker(t, clusterClient(t), prefix)
+		return porttest.HistoryInstance{Broker: a, History: newHistory(t, a, size, ttl)},
+			porttest.HistoryInstance{Broker: b, History: newHistory(t, b, size, ttl)}
+	})
+}
