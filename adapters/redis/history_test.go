@@ -40,10 +40,12 @@ func TestHistoryContract(t *testing.T) {
 
 func TestNewHistoryRefusesWhatCannotWork(t *testing.T) {
 	b := newBroker(t, client(t), containers.Prefix(t))
+	sharded := newBrokerWith(t, redis.BrokerConfig{Client: client(t), Prefix: containers.Prefix(t), Partitions: 4})
 	for name, cfg := range map[string]redis.HistoryConfig{
-		"no broker": {Size: 1, TTL: time.Second},
-		"no size":   {Broker: b, TTL: time.Second},
-		"no ttl":    {Broker: b, Size: 1},
+		"no broker":      {Size: 1, TTL: time.Second},
+		"no size":        {Broker: b, TTL: time.Second},
+		"no ttl":         {Broker: b, Size: 1},
+		"sharded pubsub": {Broker: sharded, Size: 1, TTL: time.Second},
 	} {
 		_, err := redis.NewHistory(cfg)
 		assert.Error(t, err, name)
