@@ -188,6 +188,12 @@ func TestRejoinAcrossInstancesUnderConcurrentPublishing(t *testing.T) {
 	hubA := newHistoryHub(t, bA, newHistory(t, bA, 100000, time.Minute))
 	hubB := newHistoryHub(t, bB, newHistory(t, bB, 100000, time.Minute))
 	from := ports.Member{ConnectionID: "p", UserType: "admin"}
+	// A member that stays keeps instance B subscribed throughout. (When an
+	// instance's last member leaves, it unsubscribes; a broadcast that
+	// Redis runs between that UNSUBSCRIBE and the next SUBSCRIBE reaches
+	// no member there, and one published by B itself may then not be
+	// delivered here either: a gap the client sees in the offsets.)
+	require.NoError(t, hubB.JoinSince(ctx, "s", ports.Member{ConnectionID: "stays", UserType: "agent"}, newSocketOf(100000), nil))
 
 	const each, listeners = 150, 4
 	var pubs sync.WaitGroup
@@ -218,7 +224,7 @@ func TestRejoinAcrossInstancesUnderConcurrentPublishing(t *testing.T) {
 					return
 				default:
 				}
-				s := &socket{sent: make(chan struct{}, 100000)}
+				s := newSocketOf(100000)
 				m := ports.Member{ConnectionID: fmt.Sprintf("l%d-%d", l, n), UserType: "agent"}
 				if !assert.NoError(t, hubB.JoinSince(ctx, "s", m, s, pos)) {
 					return
@@ -263,6 +269,8 @@ func TestRejoinAcrossInstancesUnderConcurrentPublishing(t *testing.T) {
 	}
 	t.Logf("%d deliveries checked over %d listeners", checked, listeners)
 }
+
+func newSocketOf(n int) *socket { return &socket{sent: make(chan struct{}, n)} }
 
 // resumeFrom is the position a listener that got frames comes back from.
 func resumeFrom(t *testing.T, frames []string) *ports.Position {

@@ -44,7 +44,14 @@ func (h *Hub) JoinSince(ctx context.Context, session string, m ports.Member, sub
 	g.joining.Lock()
 	g.joiners = append(g.joiners, j)
 	g.joining.Unlock()
+	live := g.live
 	s.mu.Unlock()
+	// The group enter waited for may have been dropped since (its last
+	// member left) and g made anew: what is published before g's
+	// subscription is live would reach the history but not the joiner.
+	// So the read waits for it; the joiner keeps g from being dropped.
+	// A socket gone meanwhile joins anyway, as below.
+	_ = h.waitLive(ctx, session, live)
 
 	rctx, cancel := context.WithTimeout(ctx, h.cfg.BackendTimeout)
 	rec, err := h.cfg.History.Recover(rctx, session, since)
