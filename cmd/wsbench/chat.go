@@ -28,6 +28,13 @@ type chatConfig struct {
 	// ModelFirstToken is the model's own time to its first token, which
 	// the server's added part leaves out (chatguard.go).
 	ModelFirstToken time.Duration `report:"model_first_token_s"`
+	// Resumable sends every chat with "resumable":true; ResumeAfter > 0
+	// is resume mode (resume.go).
+	Resumable     bool          `report:"resumable"`
+	ResumeAfter   int           `report:"resume_after"`
+	ResumeAway    time.Duration `report:"resume_away_s"`
+	ResumeMissed  int           `report:"resume_missed"`
+	ResumeLiveGap time.Duration `report:"resume_live_gap_s"`
 }
 
 // MarshalJSON writes the config with durations in seconds.
@@ -53,6 +60,11 @@ var chatCommand = command[chatConfig, *chatReport]{
 		fs.DurationVar(&cfg.Timeout, "timeout", 30*time.Second, "a chat without end or error this long fails and stops its connection")
 		fs.DurationVar(&cfg.ErrorPause, "error-pause", 20*time.Millisecond, "wait this long after a chat that got an error before the next one, so that refusals do not become a flood the rate limit refuses too (0: none)")
 		fs.DurationVar(&cfg.ModelFirstToken, "model-first-token", 0, "the model's own time to its first token, left out of the server's added part (0: the local model, test/fakebedrock)")
+		fs.BoolVar(&cfg.Resumable, "resumable", false, "send every chat with \"resumable\":true (PROTOCOL.md §3.9)")
+		fs.IntVar(&cfg.ResumeAfter, "resume-after", 0, "resume mode: drop each chat's socket after `N` tokens, connect again (to the next -url) after -resume-away and resume; measures the catch-up (needs -resumable and -new-thread)")
+		fs.DurationVar(&cfg.ResumeAway, "resume-away", 1200*time.Millisecond, "resume mode: how long the client is away (60 tokens at 50/s: 1.2s)")
+		fs.IntVar(&cfg.ResumeMissed, "resume-missed", 0, "resume mode: stay away for `M` tokens at the pace the answer had before the drop, instead of -resume-away")
+		fs.DurationVar(&cfg.ResumeLiveGap, "resume-live-gap", 10*time.Millisecond, "resume mode: the catch-up burst ends at the first gap between tokens this long")
 		fs.IntVar(&cfg.MaxSamples, "max-samples", 1_000_000, "samples kept per measure (4 bytes each, 5 measures); beyond, a uniform random sample is kept")
 	},
 	check: func(fs *flag.FlagSet, cfg *chatConfig) error {
@@ -96,6 +108,10 @@ func (c *chatConfig) validate() error {
 		return errors.New("-model-first-token must not be negative")
 	case c.MaxSamples < 1:
 		return errors.New("-max-samples must be at least 1")
+	case c.ResumeAfter < 0 || c.ResumeAway < 0 || c.ResumeMissed < 0 || c.ResumeLiveGap <= 0:
+		return errors.New("-resume-after and -resume-away must not be negative, -resume-live-gap must be positive")
+	case c.ResumeAfter > 0 && (!c.Resumable || !c.NewThread):
+		return errors.New("-resume-after needs -resumable and -new-thread")
 	}
 	return nil
 }
@@ -111,6 +127,7 @@ type chatReport struct {
 	// arrival minus session_started's minus the model's first token.
 	FirstAdded latencySummary   `json:"first_token_added"`
 	Guardrail  *guardrailReport `json:"guardrail,omitempty"`
+	Resume     *resumeReport    `json:"resume,omitempty"`
 	Gap        latencySummary   `json:"token_gap"`
 	Total      latencySummary   `json:"chat_total"`
 	// Sampled is true when some measure kept a random sample of its events
@@ -166,6 +183,9 @@ type countSummary struct {
 func chat(ctx context.Context, t *target, cfg chatConfig, log logger) (*chatReport, error) {
 	if len(t.prefix) > 100 {
 		return nil, errors.New("-prefix: at most 100 characters (thread ids have at most 128)")
+	}
+	if cfg.ResumeAfter > 0 {
+		return chatResume(ctx, t, cfg, log)
 	}
 	b, err := startBench(t, cfg.Conns, log)
 	if err != nil {
@@ -337,7 +357,11 @@ func (r *chatReport) print(w io.Writer) error {
 	}
 	p.latency("started", r.ToStarted, sampled+"; chat sent -> session_started")
 	p.latency("first tok", r.ToFirst, sampled+"; chat sent -> first token")
-	r.printIssue15(p, sampled)
+	if r.Resume != nil {
+		r.printResume(p, sampled)
+	} else {
+		r.printIssue15(p, sampled)
+	}
 	p.latency("token gap", r.Gap, sampled+"; between tokens of a chat")
 	p.latency("chat total", r.Total, sampled+"; chat sent -> end")
 	if len(r.Escalations) == 0 {

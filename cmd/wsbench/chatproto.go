@@ -99,6 +99,9 @@ func chatMessage(cfg chatConfig) (head, tail []byte) {
 	if cfg.Data != "" {
 		tail = append(append(tail, `,"data":`...), cfg.Data...)
 	}
+	if cfg.Resumable {
+		tail = append(tail, `,"resumable":true`...)
+	}
 	tail = append(tail, '}')
 	if !cfg.NewThread {
 		return append(head, tail...), nil

@@ -8,6 +8,7 @@
 #   bash test/bench/chat.sh paced-200 bedrock-200   # local model vs Bedrock adapters
 #   bash test/bench/chat.sh paced-200 openai-200    # local model vs openai adapters
 #   bash test/bench/chat.sh bedrock-guard-200          # issue 15: ApplyGuardrail taking 150 ms
+#   bash test/bench/chat.sh resumable-250-pairs resume-60 # issue 12: resumable answers
 #
 # Needs redis-server on PATH and Docker with a PostgreSQL image
 # ($BENCH_POSTGRES_IMAGE, default the one test/images/env.sh picks) for the
@@ -79,6 +80,46 @@ run() {
 		server "$port" "${bedrock[@]}" BEDROCK_ENDPOINT_URL="$fake_url" BEDROCK_GUARDRAIL_ID=bench-guardrail BEDROCK_GUARDRAIL_VERSION=1 ${BENCH_SERVER_ENV:-}
 		bench bedrock-guard-200 chat -url "ws://127.0.0.1:$port" -conns 200 -chats 0 -duration "$DURATION" -stagger 2s -new-thread -message "$long" -pid "$pid"
 		cpu bedrock-guard-200 "$pid" "$fake_pid"
+		;;
+	resumable-250 | resumable-250-baseline | resumable-250-pairs | resume-60)
+		# Issue 12, on Redis + PostgreSQL, two instances on BENCH_PORT and
+		# BENCH_PORT+1: 250 chats at 50 tokens/s with "resumable":true
+		# (the answer log kept in Redis) and the same without; -pairs
+		# alternates them $PAIRS times (default 2) on the same servers so
+		# that the machine's load falls on both alike. resume-60: each
+		# chat's socket is dropped after 20 tokens and its answer resumed
+		# on the other instance after 60 tokens' time at the answer's pace
+		# so far (60 missed). The local model's answers are 60 tokens, too
+		# short for that: resume-60 runs on the Bedrock adapters against
+		# test/fakebedrock streaming 120 words at 50/s.
+		port=${BENCH_PORT:-8000}
+		redis
+		postgres
+		model=(LOCAL_MODEL_TOKEN_DELAY=20ms)
+		if [[ $1 == resume-60 ]]; then
+			fakebedrock -pace 20ms -words 120
+			model=("${bedrock[@]}" BEDROCK_ENDPOINT_URL="$fake_url")
+		fi
+		server "$port" "${model[@]}" "${shared[@]}"
+		a=$pid
+		server $((port + 1)) "${model[@]}" "${shared[@]}"
+		b=$pid
+		urls="ws://127.0.0.1:$port,ws://127.0.0.1:$((port + 1))"
+		paced=(chat -url "$urls" -conns 250 -chats 0 -duration "$DURATION" -stagger 2s -new-thread -message "$long" -pid "$a,$b")
+		case $1 in
+		resumable-250) bench resumable-250 "${paced[@]}" -resumable ;;
+		resumable-250-baseline) bench resumable-250-baseline "${paced[@]}" ;;
+		resumable-250-pairs)
+			for i in $(seq "${PAIRS:-2}"); do
+				echo "load $(cut -d' ' -f1-3 /proc/loadavg) at $(date -u +%H:%M:%S)" | tee -a "$OUT/load.txt"
+				bench "resumable-250-baseline-$i" "${paced[@]}"
+				echo "load $(cut -d' ' -f1-3 /proc/loadavg) at $(date -u +%H:%M:%S)" | tee -a "$OUT/load.txt"
+				bench "resumable-250-$i" "${paced[@]}" -resumable
+			done
+			;;
+		resume-60) bench resume-60 "${paced[@]}" -resumable -resume-after 20 -resume-missed 60 ;;
+		esac
+		cpu "$1" "$a" "$b"
 		;;
 	burst-memory)
 		server 8000 "${fast[@]}"
