@@ -8,6 +8,7 @@ import (
 	"runtime/debug"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/google/uuid"
 	"github.com/labstack/echo/v4"
@@ -48,8 +49,14 @@ type chatState struct {
 // answer is one chat of a connection, from its start to its end or error.
 type answer struct {
 	cancel    context.CancelFunc
-	streaming bool // session_started was sent; guarded by chatState.mu
-	resumable bool // it keeps running when the client leaves (PROTOCOL.md §3.9)
+	streaming bool          // session_started was sent; guarded by chatState.mu
+	resumable bool          // it keeps running when the client leaves (PROTOCOL.md §3.9)
+	ended     chan struct{} // closed by over, once its last frame is queued
+	once      sync.Once
+}
+
+func newAnswer(cancel context.CancelFunc, resumable bool) *answer {
+	return &answer{cancel: cancel, resumable: resumable, ended: make(chan struct{})}
 }
 
 // done marks a as done, and reports whether the socket should close for
@@ -63,8 +70,39 @@ func (cs *chatState) done(a *answer) (closing bool) {
 	return cs.closing
 }
 
-// started marks a as the answer streaming on the connection.
+// over marks a's last frame (end or error) as queued on the socket, or a
+// as ended without one: the connection's next answer may start sending.
+func (a *answer) over() { a.once.Do(func() { close(a.ended) }) }
+
+// maxEndWait bounds how long an answer's session_started waits for the
+// end of the connection's previous answer (started).
+const maxEndWait = 5 * time.Second
+
+// started marks a as the answer streaming on the connection, once the
+// answer that streamed on it before has sent its end: a chat that waited
+// behind the connection's own answer, or interrupted it, takes the thread
+// the moment that answer released it, which is just before that answer
+// sends its end (conversation.Run). The client reads one answer after the
+// other.
 func (cs *chatState) started(a *answer) {
+	cs.mu.Lock()
+	var before []chan struct{}
+	for _, b := range cs.answers {
+		if b != a && b.streaming {
+			before = append(before, b.ended)
+		}
+	}
+	cs.mu.Unlock()
+	if len(before) > 0 {
+		t := time.NewTimer(maxEndWait)
+		defer t.Stop()
+		for _, ended := range before {
+			select {
+			case <-ended:
+			case <-t.C:
+			}
+		}
+	}
 	cs.mu.Lock()
 	a.streaming = true
 	cs.mu.Unlock()
@@ -108,12 +146,14 @@ func (cs *chatState) stopAll() {
 }
 
 // leave cancels the chats of a client that left, but for the resumable
-// ones, which run on to be resumed, and stops following a resumed one.
+// ones that started, which run on to be resumed, and stops following a
+// resumed one. A chat that waits for its thread leaves the queue even when
+// resumable (PROTOCOL.md §3.8): it has no answer to resume yet.
 func (cs *chatState) leave() {
 	cs.mu.Lock()
 	var stop []*answer
 	for _, a := range cs.answers {
-		if !a.resumable {
+		if !a.resumable || !a.streaming {
 			stop = append(stop, a)
 		}
 	}
@@ -226,7 +266,7 @@ func (s *Server) startAnswer(ctx context.Context, cc *conn, chat conversation.Ch
 	// The answer's log lines, the conversation's included, name its thread.
 	ctx = logctx.With(ctx, slog.String("thread_id", thread))
 	actx, cancel := context.WithCancel(ctx)
-	a := &answer{cancel: cancel, resumable: chat.Resumable}
+	a := newAnswer(cancel, chat.Resumable)
 	cs.answers = append(cs.answers, a)
 	cs.mu.Unlock()
 
@@ -246,6 +286,7 @@ func (s *Server) startAnswer(ctx context.Context, cc *conn, chat conversation.Ch
 				cancel()
 				cs.done(a)
 				s.sendError(ctx, cc, errInternal)
+				a.over()
 			}
 		}()
 		var buf []byte
@@ -260,6 +301,9 @@ func (s *Server) startAnswer(ctx context.Context, cc *conn, chat conversation.Ch
 			}
 			buf = conversation.AppendEvent(buf[:0], ev, cc.id)
 			cc.Send(socket.Frame(buf))
+			if ev.Kind == conversation.EventEnd || ev.Kind == conversation.EventError {
+				a.over()
+			}
 		}
 		res, err := s.cfg.Chat.Run(actx, conversation.Request{
 			ThreadID: thread, Message: chat.Message, Channel: chat.Channel, Data: chat.Data,
@@ -267,6 +311,7 @@ func (s *Server) startAnswer(ctx context.Context, cc *conn, chat conversation.Ch
 		}, emit)
 		cancel()
 		closing := cs.done(a)
+		a.over()
 		if err != nil && !errors.Is(err, context.Canceled) {
 			s.cfg.Log.DebugContext(ctx, "chat refused or failed", "err", err)
 		}
