@@ -391,8 +391,11 @@ func TestSlowConsumerIsDropped(t *testing.T) {
 		c.Sockets.MaxQueue = 8
 		c.Sockets.ReadLimit = 1 << 20
 		// The slow client reads its close only after the test is done
-		// sending; the connection must not be cut before that.
+		// sending; the connection must not be cut before that, neither
+		// by the write timeout nor by the wait for its reply to the close,
+		// which starts once the close frame is in the kernel's buffer.
 		c.Sockets.WriteTimeout = time.Minute
+		c.Sockets.CloseWait = time.Minute
 	})
 	slow := f.join(t, "s", "slow")
 	fast := f.join(t, "s", "fast")
