@@ -100,7 +100,7 @@ func (h *History) Recover(ctx context.Context, session string, from *ports.Posit
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	rec := ports.Recovery{Top: ports.Position{Offset: r.top, Epoch: r.epoch}}
-	if from == nil || from.Epoch != r.epoch || from.Offset > r.top || r.top-from.Offset > uint64(r.n) {
+	if from == nil || from.Epoch != r.epoch || from.Offset > r.top || r.top-from.Offset > uint64(r.n) { //nolint:gosec // r.n is the ring's size, positive
 		return rec, nil
 	}
 	rec.Recovered = true

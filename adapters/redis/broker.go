@@ -646,10 +646,10 @@ func (b *Broker) onMessage(m rueidis.PubSubMessage) {
 		payload = body[headerLen:]
 		if b.sharded() {
 			n, k := binary.Uvarint([]byte(payload[:min(len(payload), binary.MaxVarintLen64)]))
-			if k <= 0 || n > uint64(len(payload)-k) {
+			if k <= 0 || n > uint64(len(payload)-k) { //nolint:gosec // k <= len(payload): Uvarint read at most that much
 				return // malformed
 			}
-			session, payload = payload[k:k+int(n)], payload[k+int(n):]
+			session, payload = payload[k:k+int(n)], payload[k+int(n):] //nolint:gosec // n <= len(payload)-k, checked above
 		}
 		if origin == b.origin && !b.echoes.echo(seq) {
 			return // its publication failed: the caller delivered it here

@@ -92,6 +92,7 @@ func BenchmarkFanout(b *testing.B) {
 }
 
 func benchmarkFanout(b *testing.B, n int) {
+	b.Helper()
 	conns := make(chan *socket.Conn, n)
 	hs := serve(b, nil, socket.Config{}, func(c *socket.Conn) { conns <- c })
 	frame := socket.Frame(bytes.Repeat([]byte{'x'}, 100))

@@ -332,7 +332,7 @@ func TestMultitaskInterruptGoesAheadOfTheQueue(t *testing.T) {
 	eventually(t, "the interrupting chat waits at the head", func() bool { return q.waiting(thread) == 2 })
 	head, err := q.Head(context.Background(), thread)
 	require.NoError(t, err)
-	assert.NotEqual(t, "", head)
+	assert.NotEmpty(t, head)
 	assert.Empty(t, interrupter.events(), "nothing is sent while it waits")
 
 	first.cancel() // the answer ends by itself, as far as this instance knows

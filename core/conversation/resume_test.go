@@ -183,7 +183,7 @@ func TestResumeOfAnAnswerTheLogDoesNotHave(t *testing.T) {
 			require.NoError(t, err)
 			stop()
 			assert.Equal(t, []conversation.Event{{Kind: conversation.EventResumed, ThreadID: thread, MessageID: "no-such-answer", State: conversation.ResumeUnknown}}, got)
-			assert.Equal(t, 1, len(h.model.calls), "a resume never starts a generation")
+			assert.Len(t, h.model.calls, 1, "a resume never starts a generation")
 		})
 	}
 }

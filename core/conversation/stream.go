@@ -183,7 +183,7 @@ func (r *run) submit(ctx context.Context) bool {
 	// A model too fast to be paced leaves no playout to keep fed: the
 	// stream waits for each verdict, as it did before chunks were checked
 	// while others are out, and a failed chunk is the last one asked.
-	wait := !a.sched.on && !(a.sched.pacing() && slowPieces(a.pieces, time.Now()))
+	wait := !a.sched.on && (!a.sched.pacing() || !slowPieces(a.pieces, time.Now()))
 	c := &chunkCheck{chunk: a.take(), asked: make(chan struct{}), applied: make(chan struct{})}
 	a.checked++
 	a.out++

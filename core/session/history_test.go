@@ -148,7 +148,7 @@ func TestJoinSince(t *testing.T) {
 		name string
 		run  func(t *testing.T, f historyFixture)
 	}{
-		{"without since, hello_ok tells the position and broadcasts are numbered", func(t *testing.T, f historyFixture) {
+		{"without since, hello_ok tells the position and broadcasts are numbered", func(t *testing.T, f historyFixture) { //nolint:thelper // a table body, run under t.Run
 			w := &recorder{}
 			require.NoError(t, f.hub.Broadcast(ctx, "s", admin, []byte(`"before"`), nil))
 			require.NoError(t, f.hub.JoinSince(ctx, "s", agent, w, nil))
@@ -158,7 +158,7 @@ func TestJoinSince(t *testing.T) {
 				said(`"after"`, 2),
 			}, w.frames())
 		}},
-		{"with since, the missed broadcasts come in order after hello_ok, then live ones", func(t *testing.T, f historyFixture) {
+		{"with since, the missed broadcasts come in order after hello_ok, then live ones", func(t *testing.T, f historyFixture) { //nolint:thelper // a table body, run under t.Run
 			for i := range 5 {
 				require.NoError(t, f.hub.Broadcast(ctx, "s", admin, fmt.Appendf(nil, "%d", i+1), nil))
 			}
@@ -170,13 +170,13 @@ func TestJoinSince(t *testing.T) {
 				said(`3`, 3), said(`4`, 4), said(`5`, 5), said(`6`, 6),
 			}, w.frames())
 		}},
-		{"a client that missed nothing is recovered with nothing to replay", func(t *testing.T, f historyFixture) {
+		{"a client that missed nothing is recovered with nothing to replay", func(t *testing.T, f historyFixture) { //nolint:thelper // a table body, run under t.Run
 			require.NoError(t, f.hub.Broadcast(ctx, "s", admin, []byte(`1`), nil))
 			w := &recorder{}
 			require.NoError(t, f.hub.JoinSince(ctx, "s", agent, w, since(1, "E1")))
 			assert.Equal(t, []string{`{"type":"hello_ok","session_id":"s","connection_id":"c2","recovered":true,"offset":1,"epoch":"E1"}`}, w.frames())
 		}},
-		{"what was trimmed cannot be recovered: recovered false and nothing replayed", func(t *testing.T, f historyFixture) {
+		{"what was trimmed cannot be recovered: recovered false and nothing replayed", func(t *testing.T, f historyFixture) { //nolint:thelper // a table body, run under t.Run
 			for i := range 5 { // size 3 keeps 3, 4, 5
 				require.NoError(t, f.hub.Broadcast(ctx, "s", admin, fmt.Appendf(nil, "%d", i+1), nil))
 			}
@@ -188,13 +188,13 @@ func TestJoinSince(t *testing.T) {
 				said(`6`, 6),
 			}, w.frames())
 		}},
-		{"another epoch cannot be recovered", func(t *testing.T, f historyFixture) {
+		{"another epoch cannot be recovered", func(t *testing.T, f historyFixture) { //nolint:thelper // a table body, run under t.Run
 			require.NoError(t, f.hub.Broadcast(ctx, "s", admin, []byte(`1`), nil))
 			w := &recorder{}
 			require.NoError(t, f.hub.JoinSince(ctx, "s", agent, w, since(0, "E0")))
 			assert.Equal(t, []string{`{"type":"hello_ok","session_id":"s","connection_id":"c2","recovered":false,"offset":1,"epoch":"E1"}`}, w.frames())
 		}},
-		{"at the seam nothing is lost or doubled", func(t *testing.T, f historyFixture) {
+		{"at the seam nothing is lost or doubled", func(t *testing.T, f historyFixture) { //nolint:thelper // a table body, run under t.Run
 			require.NoError(t, f.hub.Broadcast(ctx, "s", admin, []byte(`1`), nil))
 			// Published once the joiner keeps deliveries but before the
 			// read: both kept and read, sent once. Published after the
@@ -216,7 +216,7 @@ func TestJoinSince(t *testing.T) {
 				said(`1`, 1), said(`2`, 2), `{"type":"chat_event"}`, said(`3`, 3), said(`4`, 4),
 			}, w.frames())
 		}},
-		{"broadcasts the read had that the live stream brings later are not sent again", func(t *testing.T, f historyFixture) {
+		{"broadcasts the read had that the live stream brings later are not sent again", func(t *testing.T, f historyFixture) { //nolint:thelper // a table body, run under t.Run
 			require.NoError(t, f.hub.Broadcast(ctx, "s", admin, []byte(`1`), nil))
 			// 2 and 3 are in the history when it is read, but their
 			// deliveries lag behind (Redis: another connection).
@@ -242,7 +242,7 @@ func TestJoinSince(t *testing.T) {
 				return len(g.joiners) == 0 && len(*g.subs.Load()) == 1
 			}, 10*time.Second, time.Millisecond)
 		}},
-		{"a history that cannot be read leaves the client live without a position", func(t *testing.T, f historyFixture) {
+		{"a history that cannot be read leaves the client live without a position", func(t *testing.T, f historyFixture) { //nolint:thelper // a table body, run under t.Run
 			f.history.failRead = true
 			f.history.afterRead = func() {
 				require.NoError(t, f.hub.Broadcast(ctx, "s", admin, []byte(`1`), nil))
@@ -254,7 +254,7 @@ func TestJoinSince(t *testing.T) {
 				said(`1`, 1),
 			}, w.frames())
 		}},
-		{"a broadcast the history could not take reaches this instance without offset", func(t *testing.T, f historyFixture) {
+		{"a broadcast the history could not take reaches this instance without offset", func(t *testing.T, f historyFixture) { //nolint:thelper // a table body, run under t.Run
 			w := &recorder{}
 			require.NoError(t, f.hub.JoinSince(ctx, "s", agent, w, nil))
 			f.history.failPub = true
@@ -264,7 +264,7 @@ func TestJoinSince(t *testing.T) {
 				string(EncodeSessionMessage(admin, []byte(`"x"`), nil)),
 			}, w.frames())
 		}},
-		{"a broadcast the instance delivers itself reaches each member once", func(t *testing.T, f historyFixture) {
+		{"a broadcast the instance delivers itself reaches each member once", func(t *testing.T, f historyFixture) { //nolint:thelper // a table body, run under t.Run
 			// old joined before the broadcast. read joins once the
 			// history took it, and reads it there, before the instance
 			// delivers it itself: it must not get it twice.
@@ -279,7 +279,7 @@ func TestJoinSince(t *testing.T) {
 			assert.Equal(t, []string{`{"type":"hello_ok","session_id":"s","connection_id":"c1","offset":0,"epoch":"E1"}`, said(`1`, 1)}, old.frames())
 			assert.Equal(t, []string{`{"type":"hello_ok","session_id":"s","connection_id":"c2","recovered":true,"offset":1,"epoch":"E1"}`, said(`1`, 1)}, read.frames())
 		}},
-		{"a joiner that leaves keeps nobody subscribed", func(t *testing.T, f historyFixture) {
+		{"a joiner that leaves keeps nobody subscribed", func(t *testing.T, f historyFixture) { //nolint:thelper // a table body, run under t.Run
 			w := &recorder{}
 			require.NoError(t, f.hub.JoinSince(ctx, "s", agent, w, nil))
 			f.hub.Leave(ctx, "s", agent.ConnectionID, w)
@@ -398,7 +398,8 @@ func lastPosition(t *testing.T, frames []string) *ports.Position {
 		Offset uint64
 		Epoch  string
 	}
-	require.NoError(t, json.Unmarshal([]byte(frames[0]), &hello))
+	// Called from the listeners' goroutines: assert, not require.
+	assert.NoError(t, json.Unmarshal([]byte(frames[0]), &hello))
 	pos := &ports.Position{Offset: hello.Offset, Epoch: hello.Epoch}
 	for _, fr := range frames[1:] {
 		if o, ok := offsetOf([]byte(fr)); ok {

@@ -96,7 +96,7 @@ func TestPresenceEvents(t *testing.T) {
 		// presence_state: each as type, joins, leaves and count.
 		want []string
 	}{
-		{"joins and leaves are batched", func(t *testing.T, e *eventsHub, l *recorder) {
+		{"joins and leaves are batched", func(t *testing.T, e *eventsHub, l *recorder) { //nolint:thelper // a table body, run under t.Run
 			b, c := e.join("b", ""), e.join("c", "")
 			time.Sleep(time.Second)
 			e.hub.Leave(t.Context(), "s", "b", b)
@@ -104,7 +104,7 @@ func TestPresenceEvents(t *testing.T) {
 			time.Sleep(time.Second)
 		}, []string{"diff +[b c] -[] 3", "diff +[] -[b c] 1"}},
 
-		{"a drop back within the grace is not told", func(t *testing.T, e *eventsHub, l *recorder) {
+		{"a drop back within the grace is not told", func(t *testing.T, e *eventsHub, l *recorder) { //nolint:thelper // a table body, run under t.Run
 			x := e.join("x", "ann")
 			time.Sleep(time.Second)
 			e.hub.Drop(t.Context(), "s", "x", x)
@@ -115,7 +115,7 @@ func TestPresenceEvents(t *testing.T) {
 			time.Sleep(time.Second)
 		}, []string{"diff +[x] -[] 2", "diff +[] -[x] 1"}},
 
-		{"a drop not back is told after the grace", func(t *testing.T, e *eventsHub, l *recorder) {
+		{"a drop not back is told after the grace", func(t *testing.T, e *eventsHub, l *recorder) { //nolint:thelper // a table body, run under t.Run
 			x := e.join("x", "ann")
 			time.Sleep(time.Second)
 			e.hub.Drop(t.Context(), "s", "x", x)
@@ -124,7 +124,7 @@ func TestPresenceEvents(t *testing.T) {
 			time.Sleep(2 * time.Second)
 		}, []string{"diff +[x] -[] 2", "diff +[] -[x] 1"}},
 
-		{"above Max the count only, then the state again", func(t *testing.T, e *eventsHub, l *recorder) {
+		{"above Max the count only, then the state again", func(t *testing.T, e *eventsHub, l *recorder) { //nolint:thelper // a table body, run under t.Run
 			b, c, d := e.join("b", ""), e.join("c", ""), e.join("d", "")
 			time.Sleep(time.Second)
 			e.hub.Leave(t.Context(), "s", "b", b)
@@ -132,7 +132,7 @@ func TestPresenceEvents(t *testing.T) {
 			_, _ = c, d
 		}, []string{"diff +[] -[] 4 count_only", "state [a c d] 3"}},
 
-		{"the leaves of a dead instance, announced once by its reaper", func(t *testing.T, e *eventsHub, l *recorder) {
+		{"the leaves of a dead instance, announced once by its reaper", func(t *testing.T, e *eventsHub, l *recorder) { //nolint:thelper // a table body, run under t.Run
 			gone := ports.Member{ConnectionID: "z", UserType: "user"}
 			require.NoError(t, e.presence.Add(t.Context(), "s", gone))
 			e.hub.announce(t.Context(), "s", encodeBusJoin(gone)) // as the dead instance did
@@ -144,7 +144,7 @@ func TestPresenceEvents(t *testing.T) {
 			time.Sleep(20 * time.Second)
 		}, []string{"diff +[z] -[] 2", "diff +[] -[z] 1"}},
 
-		{"a resync mends a leave the events missed", func(t *testing.T, e *eventsHub, l *recorder) {
+		{"a resync mends a leave the events missed", func(t *testing.T, e *eventsHub, l *recorder) { //nolint:thelper // a table body, run under t.Run
 			x := e.join("x", "")
 			time.Sleep(time.Second)
 			// x's instance lost its leave event: presence knows, the events not.
@@ -156,7 +156,7 @@ func TestPresenceEvents(t *testing.T) {
 			time.Sleep(20 * time.Second)
 		}, []string{"diff +[x] -[] 2", "diff +[] -[x] 1"}},
 
-		{"when the broker fails the local listeners still learn", func(t *testing.T, e *eventsHub, l *recorder) {
+		{"when the broker fails the local listeners still learn", func(t *testing.T, e *eventsHub, l *recorder) { //nolint:thelper // a table body, run under t.Run
 			e.broker.mu.Lock()
 			e.broker.failPublish = true
 			e.broker.mu.Unlock()

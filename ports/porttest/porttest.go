@@ -313,7 +313,7 @@ func PresenceReaper(t *testing.T, newFleet func(t *testing.T) (Dying, []ports.Pr
 		for _, r := range survivors {
 			wg.Go(func() {
 				lost, err := r.Reap(ctx)
-				assert.NoError(t, err)
+				assert.NoError(t, err) //nolint:testifylint // in a goroutine: require would not stop the test
 				mu.Lock()
 				defer mu.Unlock()
 				if len(lost) > 0 {

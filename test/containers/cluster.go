@@ -48,7 +48,7 @@ func StartCluster(ctx context.Context) (*Cluster, error) {
 			return nil, fmt.Errorf("containers: TEST_REDIS_CLUSTER_URL: %w", err)
 		}
 		clusterURLNotice.Do(func() {
-			log.Printf("containers: TEST_REDIS_CLUSTER_URL is set: tests use the cluster at %s", redactURL(ready))
+			log.Printf("containers: TEST_REDIS_CLUSTER_URL is set: tests use the cluster at %q", redactURL(ready)) //nolint:gosec // the operator's own setting, password redacted and quoted
 		})
 		return c, nil
 	}

@@ -27,12 +27,14 @@ type historySetup struct {
 
 var historySetups = []historySetup{
 	{"memory", func(t *testing.T, size int, ttl time.Duration) (*instance, *instance, *instance) {
+		t.Helper()
 		cfg := defaults(t)
 		withHistory(&cfg, size, ttl)
 		in := start(t, cfg)
 		return in, in, in
 	}},
 	{"redis, two instances", func(t *testing.T, size int, ttl time.Duration) (*instance, *instance, *instance) {
+		t.Helper()
 		a, b := defaults(t), defaults(t)
 		a.InstanceID, b.InstanceID = "a", "b"
 		a.Store.RedisURL, b.Store.RedisURL = servers.Redis.URL(), servers.Redis.URL()

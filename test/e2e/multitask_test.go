@@ -116,6 +116,7 @@ func history(t *testing.T, in *instance, thread string) []string {
 }
 
 func threadName(t *testing.T, p pair) string {
+	t.Helper()
 	return strings.NewReplacer(" ", "-", ",", "", "+", "-", "/", "-").Replace(t.Name() + "-" + p.name)
 }
 
@@ -159,7 +160,7 @@ func TestMultitaskEnqueueOnTheSameSocket(t *testing.T) {
 			assert.Equal(t, "thread_busy", c.nextOf("error")["code"], "one answer at a time per connection")
 			sendMultitask(c, "And then?", thread, "enqueue")
 			queued := c.nextOf("queued")
-			assert.Equal(t, 1.0, queued["position"])
+			assert.InDelta(t, 1, queued["position"], 0)
 			_, end := rest(c)
 			assert.Equal(t, false, end["cancelled"])
 			require.Equal(t, "session_started", c.next()["type"])
@@ -200,9 +201,9 @@ func TestMultitaskQueuedSocketCloses(t *testing.T) {
 			first, _ := streaming(t, p.first, thread)
 			leaving, staying := dialChat(t, p.next), dialChat(t, p.first)
 			sendMultitask(leaving, "Forget me", thread, "enqueue")
-			assert.Equal(t, 1.0, leaving.next()["position"])
+			assert.InDelta(t, 1, leaving.next()["position"], 0)
 			sendMultitask(staying, "Keep me", thread, "enqueue")
-			assert.Equal(t, 2.0, staying.next()["position"])
+			assert.InDelta(t, 2, staying.next()["position"], 0)
 			require.NoError(t, leaving.Conn.Close())
 
 			first.send(`{"type":"cancel"}`)

@@ -156,14 +156,17 @@ func TestPresenceEvents(t *testing.T) {
 		start func(t *testing.T) (listenOn, othersOn *instance)
 	}{
 		{"memory", func(t *testing.T) (*instance, *instance) {
+			t.Helper()
 			in := start(t, presenceConfig(t, "m", "", time.Minute, 100))
 			return in, in
 		}},
 		{"redis, two instances", func(t *testing.T) (*instance, *instance) {
+			t.Helper()
 			return start(t, presenceConfig(t, "a", servers.Redis.URL(), time.Minute, 100)),
 				start(t, presenceConfig(t, "b", servers.Redis.URL(), time.Minute, 100))
 		}},
 		{"redis, two instances, sharded pub/sub", func(t *testing.T) (*instance, *instance) {
+			t.Helper()
 			a, b := presenceConfig(t, "a", servers.Redis.URL(), time.Minute, 100), presenceConfig(t, "b", servers.Redis.URL(), time.Minute, 100)
 			a.Store.ShardedPubSubPartitions, b.Store.ShardedPubSubPartitions = 4, 4
 			return start(t, a), start(t, b)

@@ -17,6 +17,7 @@ var resumePairs = []struct {
 	servers func(t *testing.T, ttl time.Duration) (streams, resumes *instance)
 }{
 	{"one instance in memory", func(t *testing.T, ttl time.Duration) (*instance, *instance) {
+		t.Helper()
 		c := defaults(t)
 		c.Auth.APIKey = apiKey
 		c.Conversation.LocalTokenDelay = 20 * time.Millisecond
@@ -25,6 +26,7 @@ var resumePairs = []struct {
 		return in, in
 	}},
 	{"two instances on redis and postgres", func(t *testing.T, ttl time.Duration) (*instance, *instance) {
+		t.Helper()
 		dsn := servers.Postgres.NewDatabase(t.Context(), t)
 		mk := func(id string) *instance {
 			c := defaults(t)

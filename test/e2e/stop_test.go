@@ -19,6 +19,7 @@ func TestCancelFromAnotherConnection(t *testing.T) {
 		servers func(t *testing.T) (streams, cancels *instance)
 	}{
 		{"one instance in memory", func(t *testing.T) (*instance, *instance) {
+			t.Helper()
 			c := defaults(t)
 			c.Auth.APIKey = apiKey
 			c.Conversation.LocalTokenDelay = 30 * time.Millisecond
@@ -26,6 +27,7 @@ func TestCancelFromAnotherConnection(t *testing.T) {
 			return in, in
 		}},
 		{"two instances on redis and postgres", func(t *testing.T) (*instance, *instance) {
+			t.Helper()
 			return chatInstances(t, 30*time.Millisecond)
 		}},
 	} {
