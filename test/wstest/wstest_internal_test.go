@@ -56,7 +56,7 @@ func TestClientValidatesEveryFrame(t *testing.T) {
 		bad               bool
 	}{
 		{"a valid chat token", "/ws/chat/", `{"type":"token","content":"Hi"}`, false},
-		{"a chat token with a field too many", "/ws/chat/", `{"type":"token","content":"Hi","seq":1}`, true},
+		{"a chat token with a field too many", "/ws/chat/", `{"type":"token","content":"Hi","seq":1,"extra":true}`, true},
 		{"an end without usage", "/ws/chat/?authorization=k", `{"type":"end"}`, true},
 		{"a session message on chat", "/ws/chat/", `{"type":"hello_ok","session_id":"s","connection_id":"c"}`, true},
 		{"an undocumented error code", "/ws/session/s1/", `{"type":"error","code":"oops","message":"x"}`, true},
