@@ -156,6 +156,13 @@ func TestChatAcrossInstances(t *testing.T) {
 	assert.NotEqual(t, first.text, second.text, "the answer knows the thread grew")
 
 	ev := listener.nextOf("chat_event")
+	if onCluster != "" && assert.ObjectsAreEqual(map[string]any{"kind": "answer", "content": first.text}, ev["event"]) {
+		// On a cluster the listener's instance may subscribe on a node
+		// that the first answer's event reaches one bus hop after its
+		// publication, so after the join (TECHNICAL.md, Redis Cluster): an
+		// event from just before the join, never a lost one.
+		ev = listener.nextOf("chat_event")
+	}
 	assert.Equal(t, map[string]any{"kind": "user_message", "content": "Do you remember me?"}, ev["event"])
 	ev = listener.nextOf("chat_event")
 	assert.Equal(t, map[string]any{"kind": "answer", "content": second.text}, ev["event"])
