@@ -40,8 +40,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
-	"unicode/utf8"
 
+	"github.com/wsserver/wsserver/core/prompt"
 	"github.com/wsserver/wsserver/ports"
 )
 
@@ -602,13 +602,13 @@ func errorMessage(body string) string {
 	}
 	if json.Unmarshal([]byte(body), &v) == nil {
 		if len(v.Error) > 0 {
-			return excerpt(apiErrorText(v.Error).Message, maxMessage)
+			return prompt.Excerpt(apiErrorText(v.Error).Message, maxMessage)
 		}
 		if len(v.Detail) > 0 {
-			return excerpt(string(v.Detail), maxMessage)
+			return prompt.Excerpt(string(v.Detail), maxMessage)
 		}
 	}
-	return excerpt(strings.TrimSpace(body), maxMessage)
+	return prompt.Excerpt(strings.TrimSpace(body), maxMessage)
 }
 
 // apiErrorText reads an error object, or an error string.
@@ -631,8 +631,8 @@ func apiErrorText(raw json.RawMessage) StreamError {
 // without the key.
 func streamError(raw json.RawMessage, key string) *StreamError {
 	e := apiErrorText(raw)
-	e.Message = excerpt(redact(e.Message, key), maxMessage)
-	e.Type = excerpt(redact(e.Type, key), 64)
+	e.Message = prompt.Excerpt(redact(e.Message, key), maxMessage)
+	e.Type = prompt.Excerpt(redact(e.Type, key), 64)
 	return &e
 }
 
@@ -681,16 +681,7 @@ func (m *Model) stopReason(ctx context.Context, model, finish string) ports.Stop
 	case "content_filter":
 		return ports.StopGuardrailIntervened
 	default:
-		m.log.WarnContext(ctx, "openai: unexpected finish_reason, taken as end_turn", "model", model, "finish_reason", excerpt(finish, 64))
+		m.log.WarnContext(ctx, "openai: unexpected finish_reason, taken as end_turn", "model", model, "finish_reason", prompt.Excerpt(finish, 64))
 		return ports.StopEndTurn
 	}
-}
-
-// excerpt cuts s to at most n runes, marking the cut.
-func excerpt(s string, n int) string {
-	if utf8.RuneCountInString(s) <= n {
-		return s
-	}
-	r := []rune(s)
-	return string(r[:n]) + "…"
 }
