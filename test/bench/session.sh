@@ -28,6 +28,14 @@ one_session_rate() {
 	esac
 }
 
+# presence_shape gives a presence scenario's sockets and sessions.
+presence_shape() {
+	case $1 in
+	*-10k) echo "-sockets 10000 -sessions 100" ;;
+	*) echo "-sockets 1000 -sessions 10" ;;
+	esac
+}
+
 run() {
 	case $1 in
 	idle)
@@ -74,17 +82,18 @@ run() {
 		bare 8000
 		bench "$1" fanout -url ws://127.0.0.1:8000 -sockets 5000 -sessions 1 -publishers 1 -rate "$(one_session_rate "$1")" -duration 30s -pid "$pid"
 		;;
-	presence-memory)
+	presence-memory | presence-memory-10k)
+		# 1,000 sockets over 10 sessions; -10k: issue 13's 10,000 over 100.
 		server 8000 "${fast[@]}"
-		bench presence-memory presence -url ws://127.0.0.1:8000 -sockets 1000 -sessions 10 -queries 5000 -queriers 8
+		bench "$1" presence -url ws://127.0.0.1:8000 $(presence_shape "$1") -queries 5000 -queriers 8 -pid "$pid"
 		;;
-	presence-redis)
+	presence-redis | presence-redis-10k)
 		redis
 		server 8000 REDIS_URL="redis://127.0.0.1:$REDIS_PORT/0" "${fast[@]}"
 		a=$pid
 		server 8001 REDIS_URL="redis://127.0.0.1:$REDIS_PORT/0" "${fast[@]}"
 		b=$pid
-		bench presence-redis presence -url ws://127.0.0.1:8000,ws://127.0.0.1:8001 -sockets 1000 -sessions 10 -queries 5000 -queriers 8
+		bench "$1" presence -url ws://127.0.0.1:8000,ws://127.0.0.1:8001 $(presence_shape "$1") -queries 5000 -queriers 8 -pid "$a,$b"
 		;;
 	*)
 		echo "unknown scenario $1" >&2
@@ -98,7 +107,7 @@ scenarios=("$@")
 if ((${#scenarios[@]} == 0)); then
 	scenarios=(idle fanout-memory-10k fanout-memory-20k fanout-redis-10k fanout-cluster-10k fanout-cluster-sharded-10k
 		fanout-one-session-100k bare-one-session-100k fanout-one-session-250k bare-one-session-250k
-		presence-memory presence-redis)
+		presence-memory presence-redis presence-memory-10k presence-redis-10k)
 fi
 echo "results in $OUT; $(nproc) cores, $(go version), $(uname -r)"
 for s in "${scenarios[@]}"; do run "$s"; done
