@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -28,10 +29,11 @@ import (
 // announce their addresses to clients, which 127.0.0.1 keeps simple. Its
 // methods are not safe for concurrent use.
 type Cluster struct {
-	url   string
-	auth  rueidis.ClientOption // the URL's credentials, for each node
-	dir   string               // the nodes' files; empty for a ready cluster
-	procs []*exec.Cmd
+	url      string
+	auth     rueidis.ClientOption // the URL's credentials, for each node
+	dir      string               // the nodes' files; empty for a ready cluster
+	replicas int                  // per master, as started; -1 for a ready cluster
+	procs    []*exec.Cmd
 }
 
 // StartCluster starts a cluster, or checks the ready one named by
@@ -43,7 +45,7 @@ func StartCluster(ctx context.Context) (*Cluster, error) {
 		if err != nil {
 			return nil, fmt.Errorf("containers: TEST_REDIS_CLUSTER_URL: %w", err)
 		}
-		c := &Cluster{url: ready, auth: opt}
+		c := &Cluster{url: ready, auth: opt, replicas: -1}
 		if err := c.waitHealthy(ctx, 0, 0); err != nil {
 			return nil, fmt.Errorf("containers: TEST_REDIS_CLUSTER_URL: %w", err)
 		}
@@ -68,15 +70,24 @@ func StartCluster(ctx context.Context) (*Cluster, error) {
 	if err != nil {
 		return nil, fmt.Errorf("containers: cluster: %w", err)
 	}
-	c := &Cluster{dir: dir}
+	c := &Cluster{dir: dir, replicas: replicas}
 	if err := c.create(ctx, server, masters, replicas); err != nil {
-		return nil, errors.Join(fmt.Errorf("containers: start cluster: %w", err), c.Terminate(ctx))
+		return nil, errors.Join(fmt.Errorf("containers: start cluster: %w%s", err, c.logTails()), c.Terminate(ctx))
 	}
 	return c, nil
 }
 
 // URL returns a redis:// URL of one master; clients find the others.
 func (c *Cluster) URL() string { return c.url }
+
+// addr is the host:port of URL, the node whose view Nodes reads.
+func (c *Cluster) addr() string {
+	u, err := url.Parse(c.url)
+	if err != nil {
+		return c.url // rueidis parsed it already: not reached
+	}
+	return u.Host
+}
 
 // node is one redis-server of a cluster being made.
 type node struct {
@@ -120,7 +131,7 @@ func (c *Cluster) create(ctx context.Context, server string, masters, replicas i
 	}
 	if err := retryFor(ctx, func(ctx context.Context) error {
 		for _, n := range nodes {
-			out, err := c.nodeDo(ctx, n.addr(), func(b rueidis.Builder) rueidis.Completed { return b.ClusterNodes().Build() }).ToString()
+			out, err := c.clusterNodes(ctx, n.addr())
 			if err != nil {
 				return err
 			}
@@ -143,7 +154,7 @@ func (c *Cluster) create(ctx context.Context, server string, masters, replicas i
 			return fmt.Errorf("node %s: replicate %s: %w", nodes[i].addr(), master.addr(), err)
 		}
 	}
-	return c.waitHealthy(ctx, masters, masters*replicas)
+	return c.waitHealthy(ctx, masters, replicas)
 }
 
 // spawn starts one redis-server on free ports, and returns once it answers.
@@ -204,19 +215,59 @@ type ClusterNode struct {
 	Master   bool
 	MasterID string // of a replica
 	Slots    [][2]int
+
+	flags []string // as listed: myself, master, slave, fail?, fail, handshake...
 }
 
-// Nodes returns the cluster's nodes as the node at URL sees them.
+// failed says whether the view takes the node for gone (flag fail).
+func (n ClusterNode) failed() bool { return slices.Contains(n.flags, "fail") }
+
+// unsettled names the flag that says the view of n is not settled yet: a
+// node failed or suspected, in a handshake or without an address; or "".
+func (n ClusterNode) unsettled() string {
+	for _, f := range n.flags {
+		switch f {
+		case "fail", "fail?", "handshake", "noaddr":
+			return f
+		}
+	}
+	return ""
+}
+
+// Nodes returns the cluster's nodes as the node at URL sees them, less the
+// ones it takes for failed.
 func (c *Cluster) Nodes(ctx context.Context) ([]ClusterNode, error) {
-	u, err := url.Parse(c.url)
+	out, err := c.clusterNodes(ctx, c.addr())
 	if err != nil {
 		return nil, err
 	}
-	out, err := c.nodeDo(ctx, u.Host, func(b rueidis.Builder) rueidis.Completed { return b.ClusterNodes().Build() }).ToString()
+	nodes, err := parseClusterNodes(out)
 	if err != nil {
-		return nil, fmt.Errorf("cluster nodes: %w", err)
+		return nil, err
 	}
-	return parseClusterNodes(out)
+	return slices.DeleteFunc(nodes, ClusterNode.failed), nil
+}
+
+// clusterNodes returns CLUSTER NODES as the node at addr answers it.
+func (c *Cluster) clusterNodes(ctx context.Context, addr string) (string, error) {
+	out, err := text(c.nodeDo(ctx, addr, func(b rueidis.Builder) rueidis.Completed { return b.ClusterNodes().Build() }))
+	if err != nil {
+		return "", fmt.Errorf("node %s: cluster nodes: %w", addr, err)
+	}
+	return out, nil
+}
+
+// text reads the reply of a command that answers text for people (CLUSTER
+// NODES, CLUSTER INFO, INFO). On RESP3, which rueidis speaks, that is a
+// verbatim string, and rueidis leaves its format, "txt:", in front of the
+// text: read as it comes, the first node of CLUSTER NODES had the id
+// "txt:<id>", which no replica names as its master.
+func text(r rueidis.RedisResult) (string, error) {
+	s, err := r.ToString()
+	if err != nil {
+		return "", err
+	}
+	return strings.TrimPrefix(s, "txt:"), nil
 }
 
 // parseClusterNodes reads CLUSTER NODES: id addr flags master ping pong
@@ -228,12 +279,12 @@ func parseClusterNodes(out string) ([]ClusterNode, error) {
 		if len(f) < 8 {
 			return nil, fmt.Errorf("cluster nodes: short line %q", line)
 		}
-		addr, _, _ := strings.Cut(f[1], "@")
-		n := ClusterNode{ID: f[0], Addr: addr}
-		if strings.Contains(f[2], "fail") && !strings.Contains(f[2], "fail?") {
-			continue // gone; not a node to use
+		if !isNodeID(f[0]) || (f[3] != "-" && !isNodeID(f[3])) {
+			return nil, fmt.Errorf("cluster nodes: not a node id in %q", line)
 		}
-		n.Master = strings.Contains(f[2], "master")
+		addr, _, _ := strings.Cut(f[1], "@")
+		n := ClusterNode{ID: f[0], Addr: addr, flags: strings.Split(f[2], ",")}
+		n.Master = slices.Contains(n.flags, "master")
 		if f[3] != "-" {
 			n.MasterID = f[3]
 		}
@@ -257,20 +308,39 @@ func parseClusterNodes(out string) ([]ClusterNode, error) {
 	return nodes, nil
 }
 
-// Failover promotes a replica of the master serving key's slot with
-// CLUSTER FAILOVER (the manual, coordinated one: the replica catches up
-// with its master first), and returns once the replica is the master of
-// that slot and the whole cluster serves every slot again.
-func (c *Cluster) Failover(ctx context.Context, key string) error {
-	nodes, err := c.Nodes(ctx)
-	if err != nil {
-		return err
+// isNodeID says whether s is a cluster node id: 40 hexadecimal digits.
+func isNodeID(s string) bool {
+	if len(s) != 40 {
+		return false
 	}
-	slot, err := c.nodeDo(ctx, nodes[0].Addr, func(b rueidis.Builder) rueidis.Completed { return b.ClusterKeyslot().Key(key).Build() }).AsInt64()
-	if err != nil {
-		return fmt.Errorf("containers: failover: cluster keyslot: %w", err)
+	for _, r := range s {
+		if !strings.ContainsRune("0123456789abcdef", r) {
+			return false
+		}
 	}
-	var master *ClusterNode
+	return true
+}
+
+// shape is what a view says of the cluster, one line per node in id
+// order: its address and role, the slots of a master, the master of a
+// replica. Two nodes agree on the cluster when their views' shapes are
+// equal.
+func shape(nodes []ClusterNode) string {
+	lines := make([]string, 0, len(nodes))
+	for _, n := range nodes {
+		if n.Master {
+			lines = append(lines, fmt.Sprintf("%s %s master of %v", n.ID, n.Addr, n.Slots))
+		} else {
+			lines = append(lines, fmt.Sprintf("%s %s replica of %q", n.ID, n.Addr, n.MasterID))
+		}
+	}
+	slices.Sort(lines)
+	return strings.Join(lines, "\n")
+}
+
+// slotOwner returns the master that serves slot in nodes, and one of its
+// replicas.
+func slotOwner(nodes []ClusterNode, slot int64) (master, replica *ClusterNode, err error) {
 	for i := range nodes {
 		for _, r := range nodes[i].Slots {
 			if nodes[i].Master && int64(r[0]) <= slot && slot <= int64(r[1]) {
@@ -279,22 +349,66 @@ func (c *Cluster) Failover(ctx context.Context, key string) error {
 		}
 	}
 	if master == nil {
-		return fmt.Errorf("containers: failover: no master serves slot %d", slot)
+		return nil, nil, fmt.Errorf("no master serves slot %d", slot)
 	}
-	var replica *ClusterNode
 	for i := range nodes {
 		if nodes[i].MasterID == master.ID {
-			replica = &nodes[i]
-			break
+			return master, &nodes[i], nil
 		}
 	}
-	if replica == nil {
-		return fmt.Errorf("containers: failover: master %s has no replica (TEST_REDIS_CLUSTER_REPLICAS=0?)", master.Addr)
+	return master, nil, fmt.Errorf("master %s of slot %d has no replica", master.Addr, slot)
+}
+
+// manualFailoverTimeout is how long a replica is given to become master
+// after CLUSTER FAILOVER before it is asked again: Redis gives up a manual
+// failover its master did not agree to within 5 s, without a word to the
+// client, which a starved node on a busy machine can miss.
+const manualFailoverTimeout = 10 * time.Second
+
+// Failover promotes a replica of the master serving key's slot with
+// CLUSTER FAILOVER (the manual, coordinated one: the replica catches up
+// with its master first), and returns once the replica is the master of
+// that slot and every node sees the cluster so, with every slot served.
+// It waits for the view at URL to show the slot's master with a replica
+// in sync, and says what that view was when it never did.
+func (c *Cluster) Failover(ctx context.Context, key string) error {
+	if c.replicas == 0 {
+		return errors.New("containers: failover: the cluster has no replicas (TEST_REDIS_CLUSTER_REPLICAS=0)")
 	}
-	if err := c.nodeDo(ctx, replica.Addr, func(b rueidis.Builder) rueidis.Completed { return b.ClusterFailover().Build() }).Error(); err != nil {
-		return fmt.Errorf("containers: failover on %s: %w", replica.Addr, err)
+	slot, err := c.nodeDo(ctx, c.addr(), func(b rueidis.Builder) rueidis.Completed { return b.ClusterKeyslot().Key(key).Build() }).AsInt64()
+	if err != nil {
+		return fmt.Errorf("containers: failover: cluster keyslot: %w", err)
 	}
-	return retryFor(ctx, func(ctx context.Context) error {
+	var replica *ClusterNode
+	var seen string
+	if err := retryFor(ctx, func(ctx context.Context) error {
+		out, err := c.clusterNodes(ctx, c.addr())
+		if err != nil {
+			return err
+		}
+		seen = out
+		nodes, err := parseClusterNodes(out)
+		if err != nil {
+			return err
+		}
+		if _, replica, err = slotOwner(slices.DeleteFunc(nodes, ClusterNode.failed), slot); err != nil {
+			return err
+		}
+		return c.inSync(ctx, replica.Addr)
+	}); err != nil {
+		return fmt.Errorf("containers: failover of slot %d: %w\nCLUSTER NODES on %s:\n%s%s", slot, err, c.addr(), seen, c.logTails())
+	}
+	failover := func(ctx context.Context) error {
+		if err := c.nodeDo(ctx, replica.Addr, func(b rueidis.Builder) rueidis.Completed { return b.ClusterFailover().Build() }).Error(); err != nil {
+			return fmt.Errorf("containers: failover on %s: %w", replica.Addr, err)
+		}
+		return nil
+	}
+	if err := failover(ctx); err != nil {
+		return err
+	}
+	asked := time.Now()
+	if err := retryFor(ctx, func(ctx context.Context) error {
 		role, err := c.nodeDo(ctx, replica.Addr, func(b rueidis.Builder) rueidis.Completed { return b.Role().Build() }).ToArray()
 		if err != nil {
 			return err
@@ -303,50 +417,129 @@ func (c *Cluster) Failover(ctx context.Context, key string) error {
 			return errors.New("empty ROLE reply")
 		}
 		if r, _ := role[0].ToString(); r != "master" {
+			if time.Since(asked) > manualFailoverTimeout {
+				asked = time.Now()
+				if err := failover(ctx); err != nil {
+					return err
+				}
+			}
 			return fmt.Errorf("%s is still %s", replica.Addr, r)
 		}
 		return c.healthy(ctx, 0, 0)
-	})
+	}); err != nil {
+		return fmt.Errorf("containers: failover of slot %d to %s: %w%s", slot, replica.Addr, err, c.logTails())
+	}
+	return nil
 }
 
-// waitHealthy waits until every node says the cluster is ok and serves
-// every slot, with masters masters and replicas replicas in sync (zero:
-// any number).
+// waitHealthy waits until the cluster is healthy (see healthy).
 func (c *Cluster) waitHealthy(ctx context.Context, masters, replicas int) error {
 	return retryFor(ctx, func(ctx context.Context) error { return c.healthy(ctx, masters, replicas) })
 }
 
+// healthy says why the cluster is not yet settled, or nil once it is:
+// every node says the cluster is ok and serves every slot; every node's
+// view has the shape of the view at URL, with no node failed, suspected
+// or in a handshake; every replica is in sync with its master; and, when
+// masters is not zero, there are masters masters with slots, each with
+// replicas replicas.
 func (c *Cluster) healthy(ctx context.Context, masters, replicas int) error {
-	nodes, err := c.Nodes(ctx)
+	out, err := c.clusterNodes(ctx, c.addr())
 	if err != nil {
 		return err
 	}
-	var m, r int
+	nodes, err := parseClusterNodes(out)
+	if err != nil {
+		return err
+	}
+	want := shape(nodes)
 	for _, n := range nodes {
-		info, err := c.nodeDo(ctx, n.Addr, func(b rueidis.Builder) rueidis.Completed { return b.ClusterInfo().Build() }).ToString()
+		info, err := text(c.nodeDo(ctx, n.Addr, func(b rueidis.Builder) rueidis.Completed { return b.ClusterInfo().Build() }))
 		if err != nil {
 			return fmt.Errorf("node %s: %w", n.Addr, err)
 		}
 		if !strings.Contains(info, "cluster_state:ok") || !strings.Contains(info, "cluster_slots_ok:16384") {
 			return fmt.Errorf("node %s: cluster not ok yet", n.Addr)
 		}
-		if n.Master {
-			m++
+		view, err := c.clusterNodes(ctx, n.Addr)
+		if err != nil {
+			return err
+		}
+		theirs, err := parseClusterNodes(view)
+		if err != nil {
+			return err
+		}
+		for _, o := range theirs {
+			if flag := o.unsettled(); flag != "" {
+				return fmt.Errorf("node %s sees %s as %s", n.Addr, o.Addr, flag)
+			}
+		}
+		if shape(theirs) != want {
+			return fmt.Errorf("node %s does not see the cluster as %s does yet:\n%s", n.Addr, c.addr(), view)
+		}
+		if !n.Master {
+			if err := c.inSync(ctx, n.Addr); err != nil {
+				return err
+			}
+		}
+	}
+	if masters == 0 {
+		return nil
+	}
+	var m int
+	for _, n := range nodes {
+		if !n.Master || len(n.Slots) == 0 {
 			continue
 		}
-		repl, err := c.nodeDo(ctx, n.Addr, func(b rueidis.Builder) rueidis.Completed { return b.Info().Section("replication").Build() }).ToString()
-		if err != nil {
-			return fmt.Errorf("node %s: %w", n.Addr, err)
+		m++
+		var r int
+		for _, o := range nodes {
+			if o.MasterID == n.ID {
+				r++
+			}
 		}
-		if !strings.Contains(repl, "master_link_status:up") {
-			return fmt.Errorf("replica %s: not in sync with its master yet", n.Addr)
+		if r != replicas {
+			return fmt.Errorf("master %s has %d replicas, want %d", n.Addr, r, replicas)
 		}
-		r++
 	}
-	if (masters > 0 && m != masters) || (replicas > 0 && r != replicas) {
-		return fmt.Errorf("%d masters and %d replicas, want %d and %d", m, r, masters, replicas)
+	if m != masters {
+		return fmt.Errorf("%d masters serve slots, want %d", m, masters)
 	}
 	return nil
+}
+
+// inSync says why the replica at addr is not in sync with its master, or nil.
+func (c *Cluster) inSync(ctx context.Context, addr string) error {
+	repl, err := text(c.nodeDo(ctx, addr, func(b rueidis.Builder) rueidis.Completed { return b.Info().Section("replication").Build() }))
+	if err != nil {
+		return fmt.Errorf("node %s: %w", addr, err)
+	}
+	if !strings.Contains(repl, "master_link_status:up") {
+		return fmt.Errorf("replica %s: not in sync with its master yet", addr)
+	}
+	return nil
+}
+
+// logTails returns the last lines of each node's log, for an error about
+// the cluster: Terminate removes the logs, and a failure on a CI machine
+// is read from its output alone. For a ready cluster it returns "".
+func (c *Cluster) logTails() string {
+	const n = 20
+	files, err := filepath.Glob(filepath.Join(c.dir, "redis-*.log"))
+	if c.dir == "" || err != nil {
+		return ""
+	}
+	var b strings.Builder
+	for _, f := range files {
+		data, err := os.ReadFile(f) //nolint:gosec // G304: the harness's own log
+		if err != nil {
+			fmt.Fprintf(&b, "\n== %s: %v", f, err)
+			continue
+		}
+		lines := strings.Split(strings.TrimSpace(string(data)), "\n")
+		fmt.Fprintf(&b, "\n== %s, its last %d lines:\n%s", f, n, strings.Join(lines[max(0, len(lines)-n):], "\n"))
+	}
+	return b.String()
 }
 
 // nodeDo sends one command to the node at addr alone (no cluster routing).

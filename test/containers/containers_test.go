@@ -2,6 +2,7 @@ package containers
 
 import (
 	"context"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -168,6 +169,21 @@ func TestClusterStartsAndFailsOver(t *testing.T) {
 	}
 	assert.Equal(t, 3, masters)
 	assert.Equal(t, 3, replicas)
+	// Each id is the node's own, and each replica's master is a master
+	// with slots: what Failover looks a replica up by.
+	ids := make(map[string]ClusterNode)
+	for _, n := range nodes {
+		myid, err := c.nodeDo(ctx, n.Addr, func(b rueidis.Builder) rueidis.Completed { return b.ClusterMyid().Build() }).ToString()
+		require.NoError(t, err)
+		assert.Equal(t, myid, n.ID, "the id of %s", n.Addr)
+		ids[n.ID] = n
+	}
+	for _, n := range nodes {
+		if !n.Master {
+			m := ids[n.MasterID]
+			assert.True(t, m.Master && len(m.Slots) > 0, "replica %s: its master %q is no master with slots", n.Addr, n.MasterID)
+		}
+	}
 
 	client := newClusterClient(t, c.URL())
 	key := Prefix(t) + "{k}"
@@ -207,4 +223,47 @@ func newClusterClient(t *testing.T, url string) rueidis.Client {
 	t.Cleanup(c.Close)
 	require.Equal(t, rueidis.ClientModeCluster, c.Mode())
 	return c
+}
+
+func TestParseClusterNodes(t *testing.T) {
+	const (
+		m1 = "386a02fb89d0131d9737a189e6d91bf268763189"
+		m2 = "7a6497ff95c6d996c57b5723175f6c2c5a1fc15d"
+		r1 = "0010f55028d224144fb2f4ad367314db19ba3a82"
+		r2 = "57aa80521d5b1113c2121dace9a29f373b58383b"
+	)
+	view := m1 + " 127.0.0.1:36467@43849 myself,master - 0 1796322982000 3 connected 0-8191 [8192->-" + m2 + "]\n" +
+		r1 + " 127.0.0.1:36287@39515 slave " + m1 + " 0 1796322981000 3 connected\n" +
+		m2 + " 127.0.0.1:39725@36465 master - 0 1796322981000 4 connected 8192 8193-16383\n" +
+		r2 + " 127.0.0.1:46437@33475 slave,fail " + m2 + " 1796322981000 1796322981526 4 disconnected\n"
+	nodes, err := parseClusterNodes(view)
+	require.NoError(t, err)
+	require.Len(t, nodes, 4)
+	assert.Equal(t, ClusterNode{ID: m1, Addr: "127.0.0.1:36467", Master: true, Slots: [][2]int{{0, 8191}},
+		flags: []string{"myself", "master"}}, nodes[0])
+	assert.Equal(t, ClusterNode{ID: r1, Addr: "127.0.0.1:36287", MasterID: m1, flags: []string{"slave"}}, nodes[1])
+	assert.Equal(t, [][2]int{{8192, 8192}, {8193, 16383}}, nodes[2].Slots)
+	assert.True(t, nodes[3].failed())
+	assert.Equal(t, "fail", nodes[3].unsettled())
+	assert.Empty(t, nodes[0].unsettled())
+
+	master, replica, err := slotOwner(nodes, 100)
+	require.NoError(t, err)
+	assert.Equal(t, m1, master.ID)
+	assert.Equal(t, r1, replica.ID)
+	_, _, err = slotOwner(slices.DeleteFunc(nodes, ClusterNode.failed), 9000)
+	require.ErrorContains(t, err, "master 127.0.0.1:39725 of slot 9000 has no replica")
+
+	for name, bad := range map[string]string{
+		// RESP3's verbatim string, read with its format in front.
+		"verbatim format": "txt:" + view,
+		"short line":      m1 + " 127.0.0.1:1@2 master - 0 0 1",
+		"master id":       r1 + " 127.0.0.1:1@2 slave 42 0 0 1 connected",
+		"slot range":      m1 + " 127.0.0.1:1@2 master - 0 0 1 connected 0-x",
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, err := parseClusterNodes(bad)
+			assert.ErrorContains(t, err, "cluster nodes: ")
+		})
+	}
 }
