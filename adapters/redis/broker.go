@@ -34,6 +34,12 @@ type BrokerConfig struct {
 	// same number: a session's channel is chosen by it. At most
 	// MaxPartitions.
 	Partitions int
+	// CatchUp is how long each partition's log keeps a broadcast for the
+	// instances that resubscribe after losing the partition's
+	// subscription (its slot moved, or the connection was lost): one away
+	// for longer loses the older ones (partlog.go). Sharded pub/sub only;
+	// zero means DefaultCatchUp.
+	CatchUp time.Duration
 	// OnError is told the operation of every failed Redis call (metrics).
 	// Nil ignores them.
 	OnError func(op string)
@@ -56,7 +62,9 @@ const MaxPartitions = 1024
 // channel's slot, so the channels and their traffic spread over the
 // masters. Each connection is a link: a goroutine keeps its subscriptions
 // at the wanted set, and restores them whenever the connection is lost
-// (or, sharded, its slot moved to another node) and made again.
+// (or, sharded, its slot moved to another node) and made again. Sharded,
+// every broadcast is also kept in its partition's log for a while, and a
+// link that subscribes again first delivers what it missed (partlog.go).
 //
 // A PUBLISH can reach Redis although its caller gets an error (the reply
 // was late and the context ran out), and the caller then delivers the
@@ -72,7 +80,10 @@ const MaxPartitions = 1024
 // PUBLISH that Redis takes reaches the other instances but not this one:
 // Publish then delivers the message to this instance's sockets itself,
 // and the echo, should the subscription come back before Redis runs the
-// PUBLISH, is dropped like that of a failed publication.
+// PUBLISH, is dropped like that of a failed publication. Sharded, that
+// holds only until the partition's link first caught up: from then on the
+// message comes back from the partition's log if not live, in its place
+// among the others.
 type Broker struct {
 	cfg   BrokerConfig
 	links []*link // one, or one per partition
@@ -82,6 +93,8 @@ type Broker struct {
 	origin uint64 // random, in every message this broker publishes
 	seq    atomic.Uint64
 	echoes echoes
+
+	catchUpMS, logTTLMS string // the partition logs' window and TTL, in ms
 
 	mu     sync.Mutex
 	wanted map[string]*subscription // by session
@@ -99,7 +112,24 @@ type link struct {
 	conn       uint64          // counts the pub/sub connections lost
 	down       bool            // waiting to make a pub/sub connection again
 	subscribed map[string]bool // channel: SUBSCRIBE sent on the current connection
-	confirmed  map[string]bool // channel: Redis answered that SUBSCRIBE
+	confirmed  map[string]bool // channel: Redis answered that SUBSCRIBE (sharded: and the link caught up)
+
+	// Sharded. caught: every broadcast published on the partition from
+	// now on reaches this instance, live or from the log once subscribed
+	// again; it holds from the first catch-up while the partition is
+	// wanted or subscribed. lapses counts the times it stopped holding.
+	caught bool
+	lapses uint64
+
+	// Sharded: the partition's log (partlog.go). logMu is held while a
+	// message is delivered, so that the log's and the live messages keep
+	// their order.
+	logMu    sync.Mutex
+	pos      entryID   // the last entry delivered here, or the log's end when subscribed
+	placed   bool      // pos holds
+	catching bool      // subscribing: the messages that come wait in held
+	held     []logged  // came while catching up
+	lostAt   time.Time // when the subscription was lost, while placed
 }
 
 type subscription struct {
@@ -128,6 +158,12 @@ func NewBroker(cfg BrokerConfig) (*Broker, error) {
 	if cfg.Partitions < 0 || cfg.Partitions > MaxPartitions {
 		return nil, fmt.Errorf("redis: broker partitions must be from 0 to %d, got %d", MaxPartitions, cfg.Partitions)
 	}
+	if cfg.CatchUp < 0 {
+		return nil, fmt.Errorf("redis: broker catch-up window must not be negative, got %v", cfg.CatchUp)
+	}
+	if cfg.CatchUp == 0 {
+		cfg.CatchUp = DefaultCatchUp
+	}
 	if cfg.OnError == nil {
 		cfg.OnError = func(string) {}
 	}
@@ -135,12 +171,15 @@ func NewBroker(cfg BrokerConfig) (*Broker, error) {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
 	ctx, stop := context.WithCancel(context.Background())
+	ms := max((cfg.CatchUp+time.Millisecond-1)/time.Millisecond, 1)
 	b := &Broker{
-		origin: rand.Uint64(),
-		cfg:    cfg,
-		stop:   stop,
-		wanted: make(map[string]*subscription),
-		parts:  make([]int, cfg.Partitions),
+		origin:    rand.Uint64(),
+		cfg:       cfg,
+		stop:      stop,
+		wanted:    make(map[string]*subscription),
+		parts:     make([]int, cfg.Partitions),
+		catchUpMS: strconv.FormatInt(int64(ms), 10),
+		logTTLMS:  strconv.FormatInt(int64(2*ms), 10),
 	}
 	n := max(cfg.Partitions, 1)
 	for i := range n {
@@ -241,20 +280,19 @@ func (b *Broker) Publish(ctx context.Context, session string, payload []byte) er
 	c := b.cfg.Client
 	p, err := b.publish(ctx, session, len(payload), func(msg []byte, ch string) ([]byte, error) {
 		msg = append(msg, payload...)
-		var cmd rueidis.Completed
 		if b.sharded() {
-			// SPUBLISH goes to the node serving the channel's slot.
-			cmd = c.B().Spublish().Channel(ch).Message(rueidis.BinaryString(msg)).Build()
-		} else {
-			// On a Redis Cluster a PUBLISH names no key, and rueidis sends it
-			// to any node: the node's own subscribers get it at once, the
-			// others' after a hop over the cluster bus, so two publications
-			// sent through two nodes overtake one another. Pinned to the
-			// channel's slot, every publication of a session goes through one
-			// node, and each subscriber gets them in the order they were sent
-			// (the bus keeps order).
-			cmd = c.B().Publish().Channel(ch).Message(rueidis.BinaryString(msg)).Build().SetSlot(ch)
+			// The script runs on the node serving the channel's slot,
+			// where it logs and SPUBLISHes the message.
+			return payload, b.spublish(ctx, b.partition(session), ch, msg)
 		}
+		// On a Redis Cluster a PUBLISH names no key, and rueidis sends it
+		// to any node: the node's own subscribers get it at once, the
+		// others' after a hop over the cluster bus, so two publications
+		// sent through two nodes overtake one another. Pinned to the
+		// channel's slot, every publication of a session goes through one
+		// node, and each subscriber gets them in the order they were sent
+		// (the bus keeps order).
+		cmd := c.B().Publish().Channel(ch).Message(rueidis.BinaryString(msg)).Build().SetSlot(ch)
 		return payload, c.Do(ctx, cmd).Error()
 	})
 	if err == nil && p.here {
@@ -308,11 +346,14 @@ func (b *Broker) publish(ctx context.Context, session string, size int, send fun
 	// before the PUBLISH is sent, on a connection still up after it.
 	// (A connection that Redis closed and rueidis has not yet seen closed
 	// still counts; its messages are lost, at most once, to every socket
-	// of this instance alike.)
+	// of this instance alike.) Sharded, the echo comes, live or from the
+	// partition's log, when the link had caught up before the SPUBLISH
+	// was sent and has held on since.
 	b.mu.Lock()
-	conn := l.conn
+	conn, lapses := l.conn, l.lapses
 	listening := b.wanted[session] != nil
 	confirmed := l.confirmed[ch]
+	caught := l.caught
 	b.mu.Unlock()
 	b.echoes.publishing(seq)
 	payload, err := send(msg, ch)
@@ -320,6 +361,9 @@ func (b *Broker) publish(ctx context.Context, session string, size int, send fun
 	// With nobody here, there is nothing to deliver here: an echo, if a
 	// socket joined meanwhile, is for it.
 	echoDue := err == nil && (!listening || confirmed && l.conn == conn)
+	if b.sharded() {
+		echoDue = err == nil && (!listening || caught && l.lapses == lapses)
+	}
 	down := l.down
 	b.mu.Unlock()
 	echoed := b.echoes.published(seq, echoDue)
@@ -364,10 +408,15 @@ func (b *Broker) Subscribe(session string, deliver func(ports.Delivery)) <-chan 
 
 // Unsubscribe stops the session's broadcasts to this instance.
 func (b *Broker) Unsubscribe(session string) {
-	l, _ := b.route(session)
+	l, ch := b.route(session)
 	b.mu.Lock()
 	if b.wanted[session] != nil && b.sharded() {
 		b.parts[l.part]--
+		if b.parts[l.part] == 0 && !l.subscribed[ch] {
+			// Not subscribed meanwhile: what is published now is not due
+			// here, and would not come.
+			b.lapse(l)
+		}
 	}
 	delete(b.wanted, session)
 	b.mu.Unlock()
@@ -440,8 +489,12 @@ func (b *Broker) run(ctx context.Context, l *link) {
 	}
 	for ctx.Err() == nil {
 		dc, release := b.cfg.Client.Dedicate()
+		onMessage := func(m rueidis.PubSubMessage) { b.receive(m.Channel, m.Message) }
+		if b.sharded() {
+			onMessage = func(m rueidis.PubSubMessage) { b.onShardMessage(l, m) }
+		}
 		lost := dc.SetPubSubHooks(rueidis.PubSubHooks{
-			OnMessage:      b.onMessage,
+			OnMessage:      onMessage,
 			OnSubscription: func(s rueidis.PubSubSubscription) { b.onSubscription(l, s) },
 		})
 		subscribed, err := b.serve(ctx, l, dc, lost)
@@ -451,7 +504,17 @@ func (b *Broker) run(ctx context.Context, l *link) {
 		l.down = true
 		clear(l.subscribed)
 		clear(l.confirmed)
+		if b.sharded() && b.parts[l.part] == 0 {
+			b.lapse(l)
+		}
 		b.mu.Unlock()
+		if b.sharded() {
+			l.logMu.Lock()
+			if l.placed && l.lostAt.IsZero() {
+				l.lostAt = time.Now()
+			}
+			l.logMu.Unlock()
+		}
 		if ctx.Err() != nil {
 			return
 		}
@@ -512,51 +575,33 @@ const batch = 256
 // unsubscribes it from the others. It reports how many channels it
 // subscribed.
 func (b *Broker) reconcile(ctx context.Context, l *link, dc rueidis.DedicatedClient) (subscribed int, err error) {
+	if b.sharded() {
+		return b.reconcileShard(ctx, l, dc)
+	}
 	var add, drop []string
 	b.mu.Lock()
-	if b.sharded() {
-		ch := b.partitionChannel(l.part)
-		switch want := b.parts[l.part] > 0; {
-		case want && !l.subscribed[ch]:
+	for s, sub := range b.wanted {
+		ch := b.channel(s)
+		switch {
+		case !l.subscribed[ch]:
 			l.subscribed[ch] = true
 			add = append(add, ch)
-		case want && l.confirmed[ch]:
-			b.markLive(l, ch)
-		case !want && l.subscribed[ch]:
+		case l.confirmed[ch]:
+			sub.markLive()
+		}
+	}
+	for ch := range l.subscribed {
+		if !b.wants(l, ch) {
 			delete(l.subscribed, ch)
 			delete(l.confirmed, ch)
 			drop = append(drop, ch)
-		}
-	} else {
-		for s, sub := range b.wanted {
-			ch := b.channel(s)
-			switch {
-			case !l.subscribed[ch]:
-				l.subscribed[ch] = true
-				add = append(add, ch)
-			case l.confirmed[ch]:
-				sub.markLive()
-			}
-		}
-		for ch := range l.subscribed {
-			if !b.wants(l, ch) {
-				delete(l.subscribed, ch)
-				delete(l.confirmed, ch)
-				drop = append(drop, ch)
-			}
 		}
 	}
 	b.mu.Unlock()
 
 	for len(add) > 0 {
 		n := min(len(add), batch)
-		var cmd rueidis.Completed
-		if b.sharded() {
-			cmd = dc.B().Ssubscribe().Channel(add[:n]...).Build()
-		} else {
-			cmd = dc.B().Subscribe().Channel(add[:n]...).Build()
-		}
-		if err := dc.Do(ctx, cmd).Error(); err != nil {
+		if err := dc.Do(ctx, dc.B().Subscribe().Channel(add[:n]...).Build()).Error(); err != nil {
 			return subscribed, fmt.Errorf("subscribe: %w", err)
 		}
 		subscribed += n
@@ -564,18 +609,72 @@ func (b *Broker) reconcile(ctx context.Context, l *link, dc rueidis.DedicatedCli
 	}
 	for len(drop) > 0 {
 		n := min(len(drop), batch)
-		var cmd rueidis.Completed
-		if b.sharded() {
-			cmd = dc.B().Sunsubscribe().Channel(drop[:n]...).Build()
-		} else {
-			cmd = dc.B().Unsubscribe().Channel(drop[:n]...).Build()
-		}
-		if err := dc.Do(ctx, cmd).Error(); err != nil {
+		if err := dc.Do(ctx, dc.B().Unsubscribe().Channel(drop[:n]...).Build()).Error(); err != nil {
 			return subscribed, fmt.Errorf("unsubscribe: %w", err)
 		}
 		drop = drop[n:]
 	}
 	return subscribed, nil
+}
+
+// reconcileShard subscribes dc to l's partition channel when the partition
+// is wanted here, and catches up with its log (partlog.go) before the
+// subscription counts as confirmed; it unsubscribes when it is not wanted.
+// It reports whether it subscribed.
+func (b *Broker) reconcileShard(ctx context.Context, l *link, dc rueidis.DedicatedClient) (subscribed int, err error) {
+	ch := b.partitionChannel(l.part)
+	b.mu.Lock()
+	want := b.parts[l.part] > 0
+	switch {
+	case want && !l.subscribed[ch]:
+		l.subscribed[ch] = true
+		fresh := !l.caught
+		b.mu.Unlock()
+
+		l.logMu.Lock()
+		l.catching, l.held = true, nil
+		if fresh {
+			l.placed = false
+		}
+		l.logMu.Unlock()
+		if err := dc.Do(ctx, dc.B().Ssubscribe().Channel(ch).Build()).Error(); err != nil {
+			return 0, fmt.Errorf("subscribe: %w", err)
+		}
+		if err := b.catchUp(ctx, l, dc, fresh); err != nil {
+			return 1, err
+		}
+		b.mu.Lock()
+		if l.subscribed[ch] {
+			l.caught = true
+			l.confirmed[ch] = true
+			b.markLive(l, ch)
+		}
+		b.mu.Unlock()
+		return 1, nil
+	case want && l.confirmed[ch]:
+		b.markLive(l, ch)
+	case !want && l.subscribed[ch]:
+		delete(l.subscribed, ch)
+		delete(l.confirmed, ch)
+		b.lapse(l)
+		b.mu.Unlock()
+		if err := dc.Do(ctx, dc.B().Sunsubscribe().Channel(ch).Build()).Error(); err != nil {
+			return 0, fmt.Errorf("unsubscribe: %w", err)
+		}
+		return 0, nil
+	}
+	b.mu.Unlock()
+	return 0, nil
+}
+
+// lapse notes that the partition of l stopped being wanted while not
+// subscribed: what is published on it meanwhile is not due here, so the
+// next subscription starts afresh at the log's end. The caller holds mu.
+func (b *Broker) lapse(l *link) {
+	if l.caught {
+		l.caught = false
+		l.lapses++
+	}
 }
 
 // markLive marks live every wanted session that channel ch of l carries.
@@ -598,7 +697,7 @@ func (b *Broker) markLive(l *link, ch string) {
 
 func (b *Broker) onSubscription(l *link, s rueidis.PubSubSubscription) {
 	switch s.Kind {
-	case "subscribe", "ssubscribe":
+	case "subscribe": // sharded: confirmed once caught up (reconcileShard)
 		b.mu.Lock()
 		if l.subscribed[s.Channel] {
 			l.confirmed[s.Channel] = true
@@ -619,17 +718,35 @@ func (b *Broker) onSubscription(l *link, s rueidis.PubSubSubscription) {
 	}
 }
 
-func (b *Broker) onMessage(m rueidis.PubSubMessage) {
+// onShardMessage takes a message of l's partition channel: in order with
+// the log's, and once.
+func (b *Broker) onShardMessage(l *link, m rueidis.PubSubMessage) {
+	id, msg, ok, err := splitLogged(m.Message)
+	switch {
+	case err != nil:
+		return // malformed
+	case !ok:
+		b.receive("", msg) // from the version before the log
+		return
+	}
+	l.logMu.Lock()
+	defer l.logMu.Unlock()
+	if l.catching {
+		l.held = append(l.held, logged{id: id, msg: msg})
+		return
+	}
+	b.take(l, id, msg)
+}
+
+// receive delivers body, a message of channel (plain pub/sub) or of a
+// partition channel as logged (sharded), to its session's subscriber here.
+func (b *Broker) receive(channel, body string) {
 	var session string
-	var body string
-	if b.sharded() {
-		body = m.Message
-	} else {
+	if !b.sharded() {
 		var ok bool
-		if session, ok = b.sessionOf(m.Channel); !ok {
+		if session, ok = b.sessionOf(channel); !ok {
 			return
 		}
-		body = m.Message
 	}
 	if len(body) < 8 {
 		return
@@ -728,20 +845,23 @@ func (e *echoes) echo(seq uint64) bool {
 }
 
 // ProbeShardedPubSub checks that every node serving one of partitions'
-// channels takes SPUBLISH (Redis 7 or later), by publishing an empty
-// message on a probe channel in the slot of each partition's channel.
-// Nobody subscribes to the probe channels.
+// channels takes SPUBLISH (Redis 7 or later) from the script that logs and
+// publishes a broadcast (partlog.go), by running it with an empty message
+// on a probe channel and stream in the slot of each partition's channel.
+// Nobody subscribes to the probe channels; the probe streams expire.
 func ProbeShardedPubSub(ctx context.Context, c rueidis.Client, prefix string, partitions int) error {
 	prefix, err := checkPrefix(prefix)
 	if err != nil {
 		return err
 	}
-	cmds := make(rueidis.Commands, 0, partitions)
+	ms := strconv.FormatInt(DefaultCatchUp.Milliseconds(), 10)
+	var calls []rueidis.LuaExec
 	for p := range partitions {
+		// The probe's channel, and a stream of the same name as the log.
 		ch := tagged(prefix, kindPubSubProbe, strconv.Itoa(p))
-		cmds = append(cmds, c.B().Spublish().Channel(ch).Message("").Build())
+		calls = append(calls, rueidis.LuaExec{Keys: []string{ch}, Args: []string{ch, "", ms, ms}})
 	}
-	for p, r := range c.DoMulti(ctx, cmds...) {
+	for p, r := range spublishScript.ExecMulti(ctx, c, calls...) {
 		if err := r.Error(); err != nil {
 			var re *rueidis.RedisError
 			if errors.As(err, &re) {

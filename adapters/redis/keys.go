@@ -31,6 +31,9 @@ const (
 	// kindPubSubProbe names the channel in the slot of a partition's
 	// channel on which the start-up probe publishes.
 	kindPubSubProbe = "pubsub-probe"
+	// kindPubSubLog names the stream of a partition that keeps its latest
+	// broadcasts (partlog.go), in the slot of the partition's channel.
+	kindPubSubLog = "pubsub-log"
 
 	kindSessionOffset  = "session-offset"  // hash: a session history's epoch and top offset
 	kindSessionHistory = "session-history" // stream: a session's latest broadcasts
