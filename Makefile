@@ -17,11 +17,11 @@ run: ## Run a development server, open to anyone (DJANGO_DEBUG=1 go run ./cmd/ws
 
 # The session and chat suites run again on a Redis Cluster (three masters,
 # a replica each: test/containers/cluster.go), with plain PUBLISH and the
-# failover test, then the session suite with sharded pub/sub. A new session
-# or chat test on Redis joins by its name here (the multitask tests run on
-# memory only, so they are not listed).
+# failover test, then the session suite and the failover test with sharded
+# pub/sub. A new session or chat test on Redis joins by its name here (the
+# multitask tests run on memory only, so they are not listed).
 E2E_ON_CLUSTER = ^(TestSession.*|TestGracefulShutdown|TestChatOnDefaults|TestChatAcrossInstances|TestThreadBusyAcrossInstances|TestAPIRefusals|TestCancelFromAnotherConnection|TestClusterFailoverMidFanout)$$
-E2E_ON_SHARDED = ^(TestSession.*|TestGracefulShutdown|TestChatAcrossInstances|TestCancelFromAnotherConnection)$$
+E2E_ON_SHARDED = ^(TestSession.*|TestGracefulShutdown|TestChatAcrossInstances|TestCancelFromAnotherConnection|TestClusterFailoverMidFanout)$$
 
 test: ## Run the whole suite, with Redis, PostgreSQL and the Dockerfile's image as containers (test/images/env.sh), then e2e on a Redis Cluster
 	@test/browser/ensure-chromium.sh
