@@ -32,15 +32,14 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"fmt"
 	"io"
 	"net/http"
-	"net/http/httptest"
-	"sync"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws/protocol/eventstream"
 	"github.com/aws/aws-sdk-go-v2/aws/protocol/eventstream/eventstreamapi"
+
+	"github.com/wsserver/wsserver/test/internal/fakemodel"
 )
 
 // Script is what the fake answers to one call.
@@ -160,44 +159,31 @@ func ServerError() *HTTPError {
 	return &HTTPError{Status: http.StatusInternalServerError, Type: "InternalServerException", Message: "The server encountered an internal error."}
 }
 
-// Request is one call the fake received.
+// Request is one call the fake received: its Op is "converse-stream",
+// "converse" or "apply-guardrail".
 type Request struct {
-	// Op is "converse-stream", "converse" or "apply-guardrail".
-	Op string
+	fakemodel.Call
 	// ModelID is the model, or the guardrail's id for apply-guardrail.
 	ModelID string
 	// GuardrailVersion is set for apply-guardrail.
 	GuardrailVersion string
-	Header           http.Header
-	Body             []byte
-	// Ended is set when the fake is done with the call.
-	Ended bool
-	// ClientGone is set when the client went away (the request's context
-	// ended) before the fake finished its answer.
-	ClientGone bool
 }
 
-// Server is a fake Bedrock Runtime endpoint.
+// Server is a fake Bedrock Runtime endpoint. Its Push, Throttle, Light,
+// Requests, WaitEnded and Close are the fakes' common core's
+// (test/internal/fakemodel): Throttle's calls answer ThrottlingError.
 type Server struct {
+	*calls
 	// URL is the endpoint, for the client's BaseEndpoint.
 	URL string
-
-	srv       *httptest.Server
-	closed    chan struct{}
-	closeOnce sync.Once
-
-	mu       sync.Mutex
-	def      Script
-	queue    []Script
-	requests []Request
-	light    bool          // keep no header or body of the calls
-	changed  chan struct{} // closed and replaced when requests change
 }
+
+type calls = fakemodel.Server[Script, Request, *Request]
 
 // New starts a fake answering def to every call that finds no queued
 // script. Close it when done.
 func New(def Script) *Server {
-	s := &Server{def: def, closed: make(chan struct{}), changed: make(chan struct{})}
+	s := &Server{}
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /model/{modelId}/converse-stream", func(w http.ResponseWriter, r *http.Request) {
 		s.serve(w, r, "converse-stream")
@@ -208,26 +194,17 @@ func New(def Script) *Server {
 	mux.HandleFunc("POST /guardrail/{guardrailId}/version/{version}/apply", func(w http.ResponseWriter, r *http.Request) {
 		s.serve(w, r, "apply-guardrail")
 	})
-	s.srv = httptest.NewServer(mux)
-	s.URL = s.srv.URL
+	s.calls, s.URL = fakemodel.New[Script, Request](fakemodel.Config[Script]{
+		Name: "fakebedrock", Default: def, Throttled: Script{HTTPError: ThrottlingError()},
+	}, mux)
 	return s
-}
-
-// Close ends the calls in progress and stops the server. Calling it again
-// does nothing.
-func (s *Server) Close() {
-	s.closeOnce.Do(func() {
-		close(s.closed)
-		s.srv.CloseClientConnections()
-		s.srv.Close()
-	})
 }
 
 // HTTPClient returns a client for the SDK (the HTTPClient of
 // bedrockruntime.Options) that reads each request's body in full before
 // sending it.
 func (s *Server) HTTPClient() *http.Client {
-	return &http.Client{Transport: wholeBody{next: s.srv.Client().Transport}}
+	return &http.Client{Transport: wholeBody{next: s.Transport()}}
 }
 
 // wholeBody sends a copy of the request's body, which the SDK cannot
@@ -250,100 +227,19 @@ func (w wholeBody) RoundTrip(r *http.Request) (*http.Response, error) {
 	return w.next.RoundTrip(r)
 }
 
-// Push queues scripts for the next calls, in order.
-func (s *Server) Push(scripts ...Script) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.queue = append(s.queue, scripts...)
-}
-
-// Throttle makes the next n calls, before any queued script, answer
-// ThrottlingError: HTTP 429 before any stream.
-func (s *Server) Throttle(n int) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	throttled := make([]Script, n, n+len(s.queue))
-	for i := range throttled {
-		throttled[i] = Script{HTTPError: ThrottlingError()}
-	}
-	s.queue = append(throttled, s.queue...)
-}
-
-// Light makes the fake keep no header and no body of the calls from now
-// on, only what Request has besides: for a fake that serves a long load
-// run, where they would add up (a few KB a call).
-func (s *Server) Light() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.light = true
-}
-
-// Requests returns the calls received so far, in order of arrival.
-func (s *Server) Requests() []Request {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	out := make([]Request, len(s.requests))
-	copy(out, s.requests)
-	return out
-}
-
-// WaitEnded waits until the fake is done with call i (counted from 0 in
-// order of arrival) and returns it.
-func (s *Server) WaitEnded(ctx context.Context, i int) (Request, error) {
-	for {
-		s.mu.Lock()
-		if i < len(s.requests) && s.requests[i].Ended {
-			r := s.requests[i]
-			s.mu.Unlock()
-			return r, nil
-		}
-		ch := s.changed
-		s.mu.Unlock()
-		select {
-		case <-ctx.Done():
-			return Request{}, fmt.Errorf("fakebedrock: wait for call %d: %w", i, ctx.Err())
-		case <-ch:
-		}
-	}
-}
-
-func (s *Server) update(fn func()) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	fn()
-	close(s.changed)
-	s.changed = make(chan struct{})
-}
-
 func (s *Server) serve(w http.ResponseWriter, r *http.Request, op string) {
 	body, err := io.ReadAll(r.Body)
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
 	}
-	var sc Script
-	var i int
-	s.update(func() {
-		if len(s.queue) > 0 {
-			sc, s.queue = s.queue[0], s.queue[1:]
-		} else {
-			sc = s.def
-		}
-		i = len(s.requests)
-		req := Request{Op: op, ModelID: r.PathValue("modelId"), Header: r.Header.Clone(), Body: body}
-		if op == "apply-guardrail" {
-			req.ModelID, req.GuardrailVersion = r.PathValue("guardrailId"), r.PathValue("version")
-		}
-		if s.light {
-			req.Header, req.Body = nil, nil
-		}
-		s.requests = append(s.requests, req)
-	})
+	req := Request{Call: fakemodel.Call{Op: op, Header: r.Header.Clone(), Body: body}, ModelID: r.PathValue("modelId")}
+	if op == "apply-guardrail" {
+		req.ModelID, req.GuardrailVersion = r.PathValue("guardrailId"), r.PathValue("version")
+	}
+	sc, end := s.Begin(r.Context(), req)
 	gone := false
-	defer func() {
-		gone = gone || r.Context().Err() != nil
-		s.update(func() { s.requests[i].Ended, s.requests[i].ClientGone = true, gone })
-	}()
+	defer func() { end(gone) }()
 	if e := sc.HTTPError; e != nil {
 		writeError(w, e)
 		return
@@ -351,16 +247,9 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, op string) {
 	usage := sc.usage(body)
 	if op == "apply-guardrail" {
 		if sc.GuardrailDelay > 0 {
-			t := time.NewTimer(sc.GuardrailDelay)
-			select {
-			case <-r.Context().Done():
-				t.Stop()
-				gone = true
+			var waited bool
+			if waited, gone = s.Delay(r.Context(), sc.GuardrailDelay); !waited {
 				return
-			case <-s.closed:
-				t.Stop()
-				return
-			case <-t.C:
 			}
 		}
 		writeGuardrail(w, sc.Guardrail)
@@ -380,15 +269,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, op string) {
 	gone = s.stream(r.Context(), w, sc, usage, in.GuardrailConfig)
 }
 
-func (sc Script) deltas() []string {
-	if sc.Deltas != nil {
-		return sc.Deltas
-	}
-	if sc.Text == "" {
-		return nil
-	}
-	return []string{sc.Text}
-}
+func (sc Script) deltas() []string { return fakemodel.Deltas(sc.Text, sc.Deltas) }
 
 func (sc Script) usage(body []byte) Usage {
 	if sc.Usage != (Usage{}) {
@@ -412,18 +293,10 @@ func writeError(w http.ResponseWriter, e *HTTPError) {
 }
 
 func writeConverse(w http.ResponseWriter, sc Script, u Usage) {
-	text := sc.Text
-	if sc.Deltas != nil {
-		var b bytes.Buffer
-		for _, d := range sc.Deltas {
-			b.WriteString(d)
-		}
-		text = b.String()
-	}
 	out := map[string]any{
 		"output": map[string]any{"message": map[string]any{
 			"role":    "assistant",
-			"content": []any{map[string]any{"text": text}},
+			"content": []any{map[string]any{"text": fakemodel.Text(sc.Text, sc.Deltas)}},
 		}},
 		"stopReason": sc.stop(),
 		"usage":      usageJSON(u),
@@ -474,8 +347,6 @@ func (s *Server) stream(ctx context.Context, w http.ResponseWriter, sc Script, u
 	w.WriteHeader(http.StatusOK)
 	fw := &frameWriter{w: w, enc: eventstream.NewEncoder()}
 	fw.event("messageStart", map[string]any{"role": "assistant"})
-	var timer *time.Timer
-	var first time.Time
 	deltas := sc.deltas()
 	iv := sc.Intervention
 	if iv != nil {
@@ -485,44 +356,21 @@ func (s *Server) stream(ctx context.Context, w http.ResponseWriter, sc Script, u
 		}
 		deltas = deltas[:min(n, len(deltas))]
 	}
-	for i, d := range deltas {
-		if sc.Exception != nil && i == sc.Exception.After {
-			break
-		}
-		if i == 0 {
-			first = time.Now()
-		} else if sc.Pace > 0 {
-			wait := time.Until(first.Add(time.Duration(i) * sc.Pace))
-			if timer == nil {
-				timer = time.NewTimer(wait)
-				defer timer.Stop()
-			} else {
-				timer.Reset(wait)
-			}
-			select {
-			case <-ctx.Done():
-				return true
-			case <-s.closed:
-				return false
-			case <-timer.C:
-			}
-		}
+	if e := sc.Exception; e != nil && e.After >= 0 && e.After < len(deltas) {
+		deltas = deltas[:e.After]
+	}
+	if sent, gone := s.Stream(ctx, deltas, sc.Pace, func(d string) bool {
 		fw.event("contentBlockDelta", map[string]any{"contentBlockIndex": 0, "delta": map[string]any{"text": d}})
-		if fw.err != nil {
-			return true
-		}
+		return fw.err == nil
+	}); !sent {
+		return gone
 	}
 	if e := sc.Exception; e != nil {
 		fw.exception(e.Type, e.Message)
 		return fw.err != nil
 	}
 	if sc.Hang {
-		select {
-		case <-ctx.Done():
-			return true
-		case <-s.closed:
-			return false
-		}
+		return s.Hang(ctx)
 	}
 	stop := sc.stop()
 	meta := map[string]any{"usage": usageJSON(u), "metrics": map[string]any{"latencyMs": 1}}

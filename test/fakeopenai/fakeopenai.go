@@ -28,10 +28,11 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"strings"
-	"sync"
+	"sync/atomic"
 	"time"
+
+	"github.com/wsserver/wsserver/test/internal/fakemodel"
 )
 
 // Script is what the fake answers to one call.
@@ -141,134 +142,48 @@ func StreamOptionsRejection(status int) *HTTPError {
 		Body: `{"error":{"message":"Unrecognized request argument supplied: stream_options","type":"invalid_request_error","param":"stream_options","code":null}}`}
 }
 
-// Request is one call the fake received.
+// Request is one call the fake received: its Op is "chat-stream" or
+// "chat", as the body's "stream" says.
 type Request struct {
-	// Op is "chat-stream" or "chat", as the body's "stream" says.
-	Op string
+	fakemodel.Call
 	// Model is the body's "model".
-	Model  string
-	Header http.Header
-	Body   []byte
+	Model string
 	// StreamOptions reports whether the body had stream_options.
 	StreamOptions bool
-	// Ended is set when the fake is done with the call.
-	Ended bool
-	// ClientGone is set when the client went away (the request's context
-	// ended) before the fake finished its answer.
-	ClientGone bool
 }
 
-// Server is a fake OpenAI-compatible endpoint.
+// Server is a fake OpenAI-compatible endpoint. Its Push, Throttle, Light,
+// Requests, WaitEnded and Close are the fakes' common core's
+// (test/internal/fakemodel): Throttle's calls answer ThrottlingError.
 type Server struct {
+	*calls
 	// URL is the base URL, ending in /v1, for OPENAI_BASE_URL.
 	URL string
 
-	srv       *httptest.Server
-	closed    chan struct{}
-	closeOnce sync.Once
-
-	mu       sync.Mutex
-	def      Script
-	queue    []Script
-	requests []Request
-	light    bool          // keep no header or body of the calls
-	reject   int           // the status refusing stream_options; 0 accepts it
-	changed  chan struct{} // closed and replaced when requests change
+	reject atomic.Int64 // the status refusing stream_options; 0 accepts it
 }
+
+type calls = fakemodel.Server[Script, Request, *Request]
 
 // New starts a fake answering def to every call that finds no queued
 // script. Close it when done.
 func New(def Script) *Server {
-	s := &Server{def: def, closed: make(chan struct{}), changed: make(chan struct{})}
+	s := &Server{}
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /v1/chat/completions", s.serve)
-	s.srv = httptest.NewServer(mux)
-	s.URL = s.srv.URL + "/v1"
+	var root string
+	s.calls, root = fakemodel.New[Script, Request](fakemodel.Config[Script]{
+		Name: "fakeopenai", Default: def, Throttled: Script{HTTPError: ThrottlingError()},
+	}, mux)
+	s.URL = root + "/v1"
 	return s
-}
-
-// Close ends the calls in progress and stops the server. Calling it again
-// does nothing.
-func (s *Server) Close() {
-	s.closeOnce.Do(func() {
-		close(s.closed)
-		s.srv.CloseClientConnections()
-		s.srv.Close()
-	})
-}
-
-// Push queues scripts for the next calls, in order.
-func (s *Server) Push(scripts ...Script) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.queue = append(s.queue, scripts...)
-}
-
-// Throttle makes the next n calls, before any queued script, answer
-// ThrottlingError: HTTP 429 before any stream.
-func (s *Server) Throttle(n int) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	throttled := make([]Script, n, n+len(s.queue))
-	for i := range throttled {
-		throttled[i] = Script{HTTPError: ThrottlingError()}
-	}
-	s.queue = append(throttled, s.queue...)
 }
 
 // RejectStreamOptions makes the fake answer every call that carries
 // stream_options with StreamOptionsRejection(status), as servers that do
 // not know the field do; 0 accepts it again. The refusal takes no script.
 func (s *Server) RejectStreamOptions(status int) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.reject = status
-}
-
-// Light makes the fake keep no header and no body of the calls from now
-// on, only what Request has besides: for a fake that serves a long load
-// run, where they would add up.
-func (s *Server) Light() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.light = true
-}
-
-// Requests returns the calls received so far, in order of arrival.
-func (s *Server) Requests() []Request {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	out := make([]Request, len(s.requests))
-	copy(out, s.requests)
-	return out
-}
-
-// WaitEnded waits until the fake is done with call i (counted from 0 in
-// order of arrival) and returns it.
-func (s *Server) WaitEnded(ctx context.Context, i int) (Request, error) {
-	for {
-		s.mu.Lock()
-		if i < len(s.requests) && s.requests[i].Ended {
-			r := s.requests[i]
-			s.mu.Unlock()
-			return r, nil
-		}
-		ch := s.changed
-		s.mu.Unlock()
-		select {
-		case <-ctx.Done():
-			return Request{}, fmt.Errorf("fakeopenai: wait for call %d: %w", i, ctx.Err())
-		case <-ch:
-		}
-	}
-}
-
-func (s *Server) update(fn func()) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	fn()
-	close(s.changed)
-	s.changed = make(chan struct{})
+	s.reject.Store(int64(status))
 }
 
 // body is what the fake reads of a request.
@@ -292,33 +207,20 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 			Body: fmt.Sprintf(`{"error":{"message":%q,"type":"invalid_request_error"}}`, "invalid JSON: "+err.Error())})
 		return
 	}
+	op := "chat"
+	if b.Stream {
+		op = "chat-stream"
+	}
+	req := Request{Call: fakemodel.Call{Op: op, Header: r.Header.Clone(), Body: raw}, Model: b.Model, StreamOptions: b.StreamOptions != nil}
 	var sc Script
-	var i int
-	s.update(func() {
-		op := "chat"
-		if b.Stream {
-			op = "chat-stream"
-		}
-		req := Request{Op: op, Model: b.Model, Header: r.Header.Clone(), Body: raw, StreamOptions: b.StreamOptions != nil}
-		switch {
-		case s.reject != 0 && b.StreamOptions != nil:
-			sc = Script{HTTPError: StreamOptionsRejection(s.reject)}
-		case len(s.queue) > 0:
-			sc, s.queue = s.queue[0], s.queue[1:]
-		default:
-			sc = s.def
-		}
-		i = len(s.requests)
-		if s.light {
-			req.Header, req.Body = nil, nil
-		}
-		s.requests = append(s.requests, req)
-	})
+	var end func(gone bool)
+	if status := int(s.reject.Load()); status != 0 && b.StreamOptions != nil {
+		sc, end = Script{HTTPError: StreamOptionsRejection(status)}, s.Answer(r.Context(), req)
+	} else {
+		sc, end = s.Begin(r.Context(), req)
+	}
 	gone := false
-	defer func() {
-		gone = gone || r.Context().Err() != nil
-		s.update(func() { s.requests[i].Ended, s.requests[i].ClientGone = true, gone })
-	}()
+	defer func() { end(gone) }()
 	if e := sc.HTTPError; e != nil {
 		writeError(w, e)
 		return
@@ -337,15 +239,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	gone = s.stream(r.Context(), w, b.Model, sc, u, includeUsage)
 }
 
-func (sc Script) deltas() []string {
-	if sc.Deltas != nil {
-		return sc.Deltas
-	}
-	if sc.Text == "" {
-		return nil
-	}
-	return []string{sc.Text}
-}
+func (sc Script) deltas() []string { return fakemodel.Deltas(sc.Text, sc.Deltas) }
 
 func (sc Script) usage(body []byte) Usage {
 	if sc.Usage != (Usage{}) {
@@ -382,10 +276,7 @@ func usageJSON(u Usage) map[string]any {
 const created = 1764770400
 
 func writeCompletion(w http.ResponseWriter, model string, sc Script, u Usage) {
-	text := sc.Text
-	if sc.Deltas != nil {
-		text = strings.Join(sc.Deltas, "")
-	}
+	text := fakemodel.Text(sc.Text, sc.Deltas)
 	out := map[string]any{
 		"id": "chatcmpl-fake", "object": "chat.completion", "created": created, "model": model,
 		"choices": []any{map[string]any{
@@ -418,35 +309,16 @@ func (s *Server) stream(ctx context.Context, w http.ResponseWriter, model string
 	}
 	ew.comment()
 	ew.data(chunk(choice(map[string]any{"role": "assistant", "content": ""}, nil), nil))
-	var timer *time.Timer
-	var first time.Time
-	for i, d := range sc.deltas() {
-		if sc.Cut != nil && i == sc.Cut.After {
-			break
-		}
-		if i == 0 {
-			first = time.Now()
-		} else if sc.Pace > 0 {
-			wait := time.Until(first.Add(time.Duration(i) * sc.Pace))
-			if timer == nil {
-				timer = time.NewTimer(wait)
-				defer timer.Stop()
-			} else {
-				timer.Reset(wait)
-			}
-			select {
-			case <-ctx.Done():
-				return true
-			case <-s.closed:
-				return false
-			case <-timer.C:
-			}
-		}
+	deltas := sc.deltas()
+	if c := sc.Cut; c != nil && c.After >= 0 && c.After < len(deltas) {
+		deltas = deltas[:c.After]
+	}
+	if sent, gone := s.Stream(ctx, deltas, sc.Pace, func(d string) bool {
 		ew.comment()
 		ew.data(chunk(choice(map[string]any{"content": d}, nil), nil))
-		if ew.err != nil {
-			return true
-		}
+		return ew.err == nil
+	}); !sent {
+		return gone
 	}
 	if c := sc.Cut; c != nil {
 		if c.Error != nil {
@@ -458,12 +330,7 @@ func (s *Server) stream(ctx context.Context, w http.ResponseWriter, model string
 		panic(http.ErrAbortHandler)
 	}
 	if sc.Hang {
-		select {
-		case <-ctx.Done():
-			return true
-		case <-s.closed:
-			return false
-		}
+		return s.Hang(ctx)
 	}
 	var finishUsage any
 	if includeUsage && sc.Wire.UsageWithFinish {
