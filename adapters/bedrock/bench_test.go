@@ -3,7 +3,6 @@ package bedrock_test
 import (
 	"bytes"
 	"io"
-	"strings"
 	"testing"
 
 	"github.com/aws/aws-sdk-go-v2/service/bedrockruntime"
@@ -11,33 +10,19 @@ import (
 	smithyhttp "github.com/aws/smithy-go/transport/http"
 	"github.com/aws/smithy-go/transport/http/protocol/restjson1"
 
+	"github.com/wsserver/wsserver/adapters/internal/modeltest"
+	"github.com/wsserver/wsserver/ports"
 	"github.com/wsserver/wsserver/test/fakebedrock"
 )
 
-// BenchmarkStream is one 60-token answer streamed through the real SDK
-// client from the fake (no pacing): the adapter's and the SDK's cost per
-// chat, with the fake's on the same machine. Divide by 60 for a token.
+// BenchmarkStream is one 60-token answer streamed through the real SDK client from the fake (no
+// pacing): the adapter's cost per chat, with the fake's on the same
+// machine. Divide by 60 for a token.
 func BenchmarkStream(b *testing.B) {
-	deltas := make([]string, 60)
-	for i := range deltas {
-		deltas[i] = "word "
-	}
-	m, _ := newModel(b, fakebedrock.Script{Deltas: deltas}, nil)
-	req := chatRequest()
-	b.ReportAllocs()
-	for b.Loop() {
-		var n int
-		_, err := m.Stream(b.Context(), req, func(p string) error {
-			n += len(p)
-			return nil
-		})
-		if err != nil {
-			b.Fatal(err)
-		}
-		if n != len(strings.Join(deltas, "")) {
-			b.Fatalf("got %d bytes", n)
-		}
-	}
+	modeltest.BenchmarkStream(b, "word ", func(b *testing.B, deltas []string) ports.ChatModel {
+		m, _ := newModel(b, fakebedrock.Script{Deltas: deltas}, nil)
+		return m
+	})
 }
 
 // BenchmarkDecodeEvents decodes one realistic answer's event stream

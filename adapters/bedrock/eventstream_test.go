@@ -27,6 +27,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/wsserver/wsserver/adapters/bedrock"
+	"github.com/wsserver/wsserver/adapters/internal/modeltest"
 	"github.com/wsserver/wsserver/test/fakebedrock"
 )
 
@@ -438,7 +439,7 @@ func TestStreamConcurrent(t *testing.T) {
 	var wg sync.WaitGroup
 	for i := range streams {
 		wg.Go(func() {
-			_, errs[i] = m.Stream(t.Context(), chatRequest(), collect(&got[i]))
+			_, errs[i] = m.Stream(t.Context(), modeltest.ChatRequest(), modeltest.Collect(&got[i]))
 		})
 	}
 	wg.Wait()

@@ -16,6 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/wsserver/wsserver/adapters/bedrock"
+	"github.com/wsserver/wsserver/adapters/internal/modeltest"
 	"github.com/wsserver/wsserver/ports"
 	"github.com/wsserver/wsserver/test/fakebedrock"
 )
@@ -69,7 +70,7 @@ func TestApplyGuardrailNone(t *testing.T) {
 	assert.Equal(t, "gr-test", reqs[0].ModelID)
 	assert.Equal(t, "3", reqs[0].GuardrailVersion)
 	assert.Contains(t, reqs[0].Header.Get("Authorization"), "AKIDEXAMPLE", "the request is signed")
-	golden(t, "apply_guardrail_request.json", reqs[0].Body)
+	modeltest.Golden(t, "apply_guardrail_request.json", reqs[0].Body)
 }
 
 func TestApplyGuardrailIntervened(t *testing.T) {
@@ -240,7 +241,7 @@ func TestJudgeRequest(t *testing.T) {
 	g, fake := newGuardrail(t, fakebedrock.Script{Text: "PASS"}, judgeOnly)
 	_, err := g.Check(t.Context(), "Your order ships today. ")
 	require.NoError(t, err)
-	golden(t, "judge_request.json", fake.Requests()[0].Body)
+	modeltest.Golden(t, "judge_request.json", fake.Requests()[0].Body)
 }
 
 func TestApplyGuardrailBeforeTheJudge(t *testing.T) {

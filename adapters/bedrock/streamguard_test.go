@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/wsserver/wsserver/adapters/bedrock"
+	"github.com/wsserver/wsserver/adapters/internal/modeltest"
 	"github.com/wsserver/wsserver/ports"
 	"github.com/wsserver/wsserver/test/fakebedrock"
 )
@@ -50,12 +51,12 @@ func TestStreamGuardrail(t *testing.T) {
 			}
 			m, fake := newModel(t, sc, func(c *bedrock.Config) { c.GuardrailStream = tt.stream })
 			var got []string
-			reply, err := m.Stream(t.Context(), chatRequest(), collect(&got))
+			reply, err := m.Stream(t.Context(), modeltest.ChatRequest(), modeltest.Collect(&got))
 			require.NoError(t, err)
 			assert.Equal(t, tt.wantTokens, got)
 			assert.Equal(t, tt.wantStop, reply.Stop)
 
-			_, err = m.Complete(t.Context(), ports.ChatRequest{Purpose: ports.PurposeSummary, Messages: chatRequest().Messages})
+			_, err = m.Complete(t.Context(), ports.ChatRequest{Purpose: ports.PurposeSummary, Messages: modeltest.ChatRequest().Messages})
 			require.NoError(t, err)
 			reqs := fake.Requests()
 			require.Len(t, reqs, 2)

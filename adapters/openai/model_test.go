@@ -4,8 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
-	"flag"
 	"io"
 	"log/slog"
 	"net/http"
@@ -20,12 +18,11 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/wsserver/wsserver/adapters/internal/modeltest"
 	"github.com/wsserver/wsserver/adapters/openai"
 	"github.com/wsserver/wsserver/ports"
 	"github.com/wsserver/wsserver/test/fakeopenai"
 )
-
-var update = flag.Bool("update", false, "rewrite the golden files in testdata")
 
 const (
 	chatModel       = "meta-llama/Llama-3.1-8B-Instruct"
@@ -33,9 +30,6 @@ const (
 	escalationModel = "llama3.2:1b"
 	apiKey          = "sk-test-0123456789abcdef"
 )
-
-// wait bounds every wait of these tests; a passing run never comes close.
-const wait = 10 * time.Second
 
 // newModel starts a fake answering def and a Model on it.
 func newModel(t testing.TB, def fakeopenai.Script, edit func(*openai.Config)) (*openai.Model, *fakeopenai.Server) {
@@ -62,44 +56,12 @@ func newModel(t testing.TB, def fakeopenai.Script, edit func(*openai.Config)) (*
 	return m, fake
 }
 
-// collect returns a token callback that keeps the pieces.
-func collect(pieces *[]string) func(string) error {
-	return func(p string) error {
-		*pieces = append(*pieces, p)
-		return nil
-	}
-}
-
-func chatRequest() ports.ChatRequest {
-	return ports.ChatRequest{
-		Purpose: ports.PurposeChat,
-		System:  "You are a helpful assistant for ACME.",
-		Messages: []ports.Message{
-			{Role: ports.RoleUser, Content: "Hi, I need help with my order."},
-			{Role: ports.RoleAssistant, Content: "Of course. What is the order number?"},
-			{Role: ports.RoleUser, Content: "It is 1234."},
-			{Role: ports.RoleUser, Content: "Where is it?"},
-		},
-		Data: json.RawMessage(`{ "customer": "c-42", "orders": [1234] }`),
-	}
-}
-
-// waitEnded waits for the fake to be done with call i.
-func waitEnded(t *testing.T, fake *fakeopenai.Server, i int) fakeopenai.Request {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(t.Context(), wait)
-	defer cancel()
-	req, err := fake.WaitEnded(ctx, i)
-	require.NoError(t, err)
-	return req
-}
-
 func TestStream(t *testing.T) {
 	deltas := []string{"Your", " order", " ships", " today", "."}
 	m, fake := newModel(t, fakeopenai.Script{Deltas: deltas, Usage: fakeopenai.Usage{PromptTokens: 57, CompletionTokens: 5}}, nil)
 
 	var got []string
-	reply, err := m.Stream(t.Context(), chatRequest(), collect(&got))
+	reply, err := m.Stream(t.Context(), modeltest.ChatRequest(), modeltest.Collect(&got))
 	require.NoError(t, err)
 	assert.Equal(t, deltas, got)
 	assert.Equal(t, ports.StopEndTurn, reply.Stop)
@@ -112,7 +74,7 @@ func TestStream(t *testing.T) {
 	assert.Equal(t, chatModel, reqs[0].Model)
 	assert.Equal(t, "Bearer "+apiKey, reqs[0].Header.Get("Authorization"))
 	assert.Equal(t, "application/json", reqs[0].Header.Get("Content-Type"))
-	golden(t, "chat_request.json", reqs[0].Body)
+	modeltest.Golden(t, "chat_request.json", reqs[0].Body)
 }
 
 func TestStreamRewrite(t *testing.T) {
@@ -120,17 +82,17 @@ func TestStreamRewrite(t *testing.T) {
 		c.MaxTokens = 0
 		c.Temperature = nil
 	})
-	req := chatRequest()
+	req := modeltest.ChatRequest()
 	req.Data = nil
 	req.Rewrite = &ports.Rewrite{Said: "Your order ships today.", Rejected: "The warehouse manager is Bob.", Reason: "names an employee"}
-	_, err := m.Stream(t.Context(), req, collect(new([]string)))
+	_, err := m.Stream(t.Context(), req, modeltest.Collect(new([]string)))
 	require.NoError(t, err)
-	golden(t, "rewrite_request.json", fake.Requests()[0].Body)
+	modeltest.Golden(t, "rewrite_request.json", fake.Requests()[0].Body)
 }
 
 func TestStreamWithoutKeySendsNoAuthorization(t *testing.T) {
 	m, fake := newModel(t, fakeopenai.Script{Text: "hi"}, func(c *openai.Config) { c.APIKey = "" })
-	_, err := m.Stream(t.Context(), chatRequest(), collect(new([]string)))
+	_, err := m.Stream(t.Context(), modeltest.ChatRequest(), modeltest.Collect(new([]string)))
 	require.NoError(t, err)
 	_, ok := fake.Requests()[0].Header["Authorization"]
 	assert.False(t, ok, "local servers need no key: none is sent")
@@ -151,7 +113,7 @@ func TestStreamWireVariants(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			m, _ := newModel(t, fakeopenai.Script{Deltas: deltas, Usage: fakeopenai.Usage{PromptTokens: 19, CompletionTokens: 3}, Wire: wire}, nil)
 			var got []string
-			reply, err := m.Stream(t.Context(), chatRequest(), collect(&got))
+			reply, err := m.Stream(t.Context(), modeltest.ChatRequest(), modeltest.Collect(&got))
 			require.NoError(t, err)
 			assert.Equal(t, deltas, got)
 			assert.Equal(t, ports.StopEndTurn, reply.Stop)
@@ -173,33 +135,11 @@ func TestStreamRecordedAnswers(t *testing.T) {
 			require.NoError(t, err)
 			m, _ := newModel(t, fakeopenai.Script{Raw: string(raw)}, nil)
 			var got []string
-			reply, err := m.Stream(t.Context(), chatRequest(), collect(&got))
+			reply, err := m.Stream(t.Context(), modeltest.ChatRequest(), modeltest.Collect(&got))
 			require.NoError(t, err)
 			assert.Equal(t, "Hello there!", strings.Join(got, ""))
 			assert.Equal(t, ports.StopEndTurn, reply.Stop)
 			assert.Equal(t, ports.Usage{InputTokens: 19, OutputTokens: 3}, reply.Usage)
-		})
-	}
-}
-
-func TestStreamFinishReasons(t *testing.T) {
-	for _, tc := range []struct {
-		finish string
-		want   ports.StopReason
-	}{
-		{"stop", ports.StopEndTurn},
-		{"length", ports.StopMaxTokens},
-		{"content_filter", ports.StopGuardrailIntervened},
-		{"tool_calls", ports.StopEndTurn},
-		{"eos", ports.StopEndTurn},
-	} {
-		t.Run(tc.finish, func(t *testing.T) {
-			m, _ := newModel(t, fakeopenai.Script{Deltas: []string{"Sorry", ", I"}, Finish: tc.finish}, nil)
-			var got []string
-			reply, err := m.Stream(t.Context(), chatRequest(), collect(&got))
-			require.NoError(t, err)
-			assert.Equal(t, tc.want, reply.Stop)
-			assert.Equal(t, []string{"Sorry", ", I"}, got)
 		})
 	}
 }
@@ -211,7 +151,7 @@ func TestStreamOptionsRefused(t *testing.T) {
 			fake.RejectStreamOptions(status)
 
 			var got []string
-			reply, err := m.Stream(t.Context(), chatRequest(), collect(&got))
+			reply, err := m.Stream(t.Context(), modeltest.ChatRequest(), modeltest.Collect(&got))
 			require.NoError(t, err)
 			assert.Equal(t, []string{"a", "b"}, got)
 			assert.Equal(t, ports.Usage{OutputTokens: 2}, reply.Usage, "no usage chunk: the chunks are counted")
@@ -220,7 +160,7 @@ func TestStreamOptionsRefused(t *testing.T) {
 			assert.True(t, reqs[0].StreamOptions)
 			assert.False(t, reqs[1].StreamOptions)
 
-			_, err = m.Stream(t.Context(), chatRequest(), collect(new([]string)))
+			_, err = m.Stream(t.Context(), modeltest.ChatRequest(), modeltest.Collect(new([]string)))
 			require.NoError(t, err)
 			reqs = fake.Requests()
 			require.Len(t, reqs, 3, "remembered: the next stream asks once")
@@ -231,7 +171,7 @@ func TestStreamOptionsRefused(t *testing.T) {
 
 func TestStreamUsageOff(t *testing.T) {
 	m, fake := newModel(t, fakeopenai.Script{Deltas: []string{"a", "b", "c"}}, func(c *openai.Config) { c.NoStreamUsage = true })
-	reply, err := m.Stream(t.Context(), chatRequest(), collect(new([]string)))
+	reply, err := m.Stream(t.Context(), modeltest.ChatRequest(), modeltest.Collect(new([]string)))
 	require.NoError(t, err)
 	assert.Equal(t, ports.Usage{OutputTokens: 3}, reply.Usage)
 	assert.NotContains(t, string(fake.Requests()[0].Body), "stream_options")
@@ -240,7 +180,7 @@ func TestStreamUsageOff(t *testing.T) {
 func TestStreamOtherBadRequestIsNotRetried(t *testing.T) {
 	m, fake := newModel(t, fakeopenai.Script{HTTPError: &fakeopenai.HTTPError{Status: http.StatusBadRequest,
 		Body: `{"error":{"message":"This model's maximum context length is 8192 tokens.","type":"invalid_request_error","param":"messages"}}`}}, nil)
-	_, err := m.Stream(t.Context(), chatRequest(), collect(new([]string)))
+	_, err := m.Stream(t.Context(), modeltest.ChatRequest(), modeltest.Collect(new([]string)))
 	var se *openai.StatusError
 	require.ErrorAs(t, err, &se)
 	assert.Equal(t, http.StatusBadRequest, se.Status)
@@ -248,24 +188,12 @@ func TestStreamOtherBadRequestIsNotRetried(t *testing.T) {
 	assert.Len(t, fake.Requests(), 1)
 }
 
-func TestStreamRetriesBeforeTheFirstToken(t *testing.T) {
-	m, fake := newModel(t, fakeopenai.Script{Deltas: []string{"a", "b"}}, nil)
-	fake.Push(fakeopenai.Script{HTTPError: fakeopenai.ThrottlingError()}, fakeopenai.Script{HTTPError: fakeopenai.ServerError()})
-
-	var got []string
-	reply, err := m.Stream(t.Context(), chatRequest(), collect(&got))
-	require.NoError(t, err)
-	assert.Equal(t, []string{"a", "b"}, got)
-	assert.Equal(t, ports.StopEndTurn, reply.Stop)
-	assert.Len(t, fake.Requests(), 3)
-}
-
 func TestStreamRetriesACutBeforeTheFirstToken(t *testing.T) {
 	m, fake := newModel(t, fakeopenai.Script{Deltas: []string{"a", "b"}}, nil)
 	fake.Push(fakeopenai.Script{Deltas: []string{"x"}, Cut: &fakeopenai.Cut{After: 0}})
 
 	var got []string
-	_, err := m.Stream(t.Context(), chatRequest(), collect(&got))
+	_, err := m.Stream(t.Context(), modeltest.ChatRequest(), modeltest.Collect(&got))
 	require.NoError(t, err)
 	assert.Equal(t, []string{"a", "b"}, got)
 	assert.Len(t, fake.Requests(), 2)
@@ -295,7 +223,7 @@ func TestStreamRetriesAResetConnection(t *testing.T) {
 	require.NoError(t, err)
 
 	var got []string
-	_, err = m.Stream(t.Context(), chatRequest(), collect(&got))
+	_, err = m.Stream(t.Context(), modeltest.ChatRequest(), modeltest.Collect(&got))
 	require.NoError(t, err)
 	assert.Equal(t, []string{"a", "b"}, got)
 	assert.Len(t, fake.Requests(), 1, "the reset call never reached the server; the retry did")
@@ -332,7 +260,7 @@ func TestStreamGivesUpAfterMaxAttempts(t *testing.T) {
 	m, fake := newModel(t, fakeopenai.Script{HTTPError: fakeopenai.ThrottlingError()}, func(c *openai.Config) { c.MaxAttempts = 2 })
 
 	called := false
-	_, err := m.Stream(t.Context(), chatRequest(), func(string) error { called = true; return nil })
+	_, err := m.Stream(t.Context(), modeltest.ChatRequest(), func(string) error { called = true; return nil })
 	var se *openai.StatusError
 	require.ErrorAs(t, err, &se)
 	assert.Equal(t, http.StatusTooManyRequests, se.Status)
@@ -345,7 +273,7 @@ func TestStreamHonoursRetryAfterUpToMaxBackoff(t *testing.T) {
 	// Retry-After: 3600 would stall the test for an hour; MaxBackoff caps it.
 	m, fake := newModel(t, fakeopenai.Script{Deltas: []string{"a"}}, func(c *openai.Config) { c.MaxBackoff = 20 * time.Millisecond })
 	fake.Push(fakeopenai.Script{HTTPError: &fakeopenai.HTTPError{Status: http.StatusServiceUnavailable, RetryAfter: "3600"}})
-	_, err := m.Stream(t.Context(), chatRequest(), collect(new([]string)))
+	_, err := m.Stream(t.Context(), modeltest.ChatRequest(), modeltest.Collect(new([]string)))
 	require.NoError(t, err)
 	assert.Len(t, fake.Requests(), 2)
 }
@@ -358,7 +286,7 @@ func TestStreamCutAfterTokens(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			m, fake := newModel(t, fakeopenai.Script{Deltas: []string{"one", " two", " three", " four"}, Cut: cut}, nil)
 			var got []string
-			_, err := m.Stream(t.Context(), chatRequest(), collect(&got))
+			_, err := m.Stream(t.Context(), modeltest.ChatRequest(), modeltest.Collect(&got))
 			require.Error(t, err)
 			assert.True(t, strings.HasPrefix(err.Error(), "openai: chat completion stream: "), err.Error())
 			if cut.Error != nil {
@@ -378,7 +306,7 @@ func TestStreamWithoutFinishIsAnError(t *testing.T) {
 	raw := "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Half an\"}}]}\n\ndata: [DONE]\n\n"
 	m, fake := newModel(t, fakeopenai.Script{Raw: raw}, func(c *openai.Config) { c.MaxAttempts = 1 })
 	var got []string
-	_, err := m.Stream(t.Context(), chatRequest(), collect(&got))
+	_, err := m.Stream(t.Context(), modeltest.ChatRequest(), modeltest.Collect(&got))
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "no finish_reason")
 	assert.Equal(t, []string{"Half an"}, got)
@@ -387,7 +315,7 @@ func TestStreamWithoutFinishIsAnError(t *testing.T) {
 
 func TestStreamUnreadableChunk(t *testing.T) {
 	m, _ := newModel(t, fakeopenai.Script{Raw: "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"a\"}}]}\n\ndata: {not json\n\n"}, nil)
-	_, err := m.Stream(t.Context(), chatRequest(), collect(new([]string)))
+	_, err := m.Stream(t.Context(), modeltest.ChatRequest(), modeltest.Collect(new([]string)))
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "unreadable chunk")
 }
@@ -396,7 +324,7 @@ func TestStreamLineTooLong(t *testing.T) {
 	raw := "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"" + strings.Repeat("a", openai.MaxLineBytes) + "\"}}]}\n\n"
 	m, fake := newModel(t, fakeopenai.Script{Raw: raw}, nil)
 	called := false
-	_, err := m.Stream(t.Context(), chatRequest(), func(string) error { called = true; return nil })
+	_, err := m.Stream(t.Context(), modeltest.ChatRequest(), func(string) error { called = true; return nil })
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "larger than the adapter accepts")
 	assert.False(t, called)
@@ -413,7 +341,7 @@ func TestStreamServerIgnoringStream(t *testing.T) {
 	m, err := openai.New(openai.Config{BaseURL: srv.URL, ChatModelID: chatModel})
 	require.NoError(t, err)
 	var got []string
-	reply, err := m.Stream(t.Context(), chatRequest(), collect(&got))
+	reply, err := m.Stream(t.Context(), modeltest.ChatRequest(), modeltest.Collect(&got))
 	require.NoError(t, err)
 	assert.Equal(t, []string{"All at once."}, got)
 	assert.Equal(t, ports.StopMaxTokens, reply.Stop)
@@ -421,47 +349,9 @@ func TestStreamServerIgnoringStream(t *testing.T) {
 	assert.Empty(t, reply.Text)
 }
 
-func TestStreamCancel(t *testing.T) {
-	m, fake := newModel(t, fakeopenai.Script{Deltas: []string{"first", " second"}, Hang: true}, nil)
-
-	ctx, cancel := context.WithCancel(t.Context())
-	defer cancel()
-	var got []string
-	done := make(chan error, 1)
-	go func() {
-		_, err := m.Stream(ctx, chatRequest(), func(p string) error {
-			got = append(got, p)
-			if len(got) == 2 {
-				cancel()
-			}
-			return nil
-		})
-		done <- err
-	}()
-	select {
-	case err := <-done:
-		require.ErrorIs(t, err, context.Canceled)
-	case <-time.After(wait):
-		t.Fatal("Stream did not return after the cancel")
-	}
-	assert.Equal(t, []string{"first", " second"}, got)
-	assert.True(t, waitEnded(t, fake, 0).ClientGone, "the cancel closed the request")
-}
-
-func TestStreamTokenError(t *testing.T) {
-	m, fake := newModel(t, fakeopenai.Script{Deltas: []string{"a", "b", "c"}, Pace: 20 * time.Millisecond, Hang: true}, nil)
-
-	stop := errors.New("stop")
-	calls := 0
-	_, err := m.Stream(t.Context(), chatRequest(), func(string) error { calls++; return stop })
-	require.ErrorIs(t, err, stop)
-	assert.Equal(t, 1, calls, "no token after the error")
-	assert.True(t, waitEnded(t, fake, 0).ClientGone)
-}
-
 func TestStreamTimeout(t *testing.T) {
 	m, _ := newModel(t, fakeopenai.Script{Deltas: []string{"a"}, Hang: true}, func(c *openai.Config) { c.Timeout = 200 * time.Millisecond })
-	_, err := m.Stream(t.Context(), chatRequest(), collect(new([]string)))
+	_, err := m.Stream(t.Context(), modeltest.ChatRequest(), modeltest.Collect(new([]string)))
 	require.ErrorIs(t, err, context.DeadlineExceeded)
 	require.NotErrorIs(t, err, context.Canceled)
 	assert.Contains(t, err.Error(), "no answer within 200ms")
@@ -472,43 +362,18 @@ func TestErrorsNeverCarryTheKey(t *testing.T) {
 	m, _ := newModel(t, fakeopenai.Script{HTTPError: &fakeopenai.HTTPError{Status: http.StatusUnauthorized,
 		Body: `{"error":{"message":"Incorrect API key provided: ` + apiKey + `.","type":"invalid_request_error","code":"invalid_api_key"}}`}}, nil)
 	var logs bytes.Buffer
-	_, err := m.Stream(t.Context(), chatRequest(), collect(new([]string)))
+	_, err := m.Stream(t.Context(), modeltest.ChatRequest(), modeltest.Collect(new([]string)))
 	require.Error(t, err)
 	assert.NotContains(t, err.Error(), apiKey)
 	assert.Contains(t, err.Error(), "HTTP 401: Incorrect API key provided: [redacted].")
 
 	m2, _ := newModel(t, fakeopenai.Script{Deltas: []string{"a"}, Cut: &fakeopenai.Cut{After: 1, Error: &fakeopenai.APIError{Message: "bad key " + apiKey}}},
 		func(c *openai.Config) { c.Log = slog.New(slog.NewTextHandler(&logs, nil)) })
-	_, err = m2.Stream(t.Context(), chatRequest(), collect(new([]string)))
+	_, err = m2.Stream(t.Context(), modeltest.ChatRequest(), modeltest.Collect(new([]string)))
 	require.Error(t, err)
 	assert.NotContains(t, err.Error(), apiKey)
 	assert.Contains(t, logs.String(), "stream failed after its first token")
 	assert.NotContains(t, logs.String(), apiKey)
-}
-
-func TestCompleteSummary(t *testing.T) {
-	m, fake := newModel(t, fakeopenai.Script{}, nil)
-	fake.Push(fakeopenai.Script{Text: "The user asked where order 1234 is.", Usage: fakeopenai.Usage{PromptTokens: 80, CompletionTokens: 9}})
-
-	req := ports.ChatRequest{
-		Purpose: ports.PurposeSummary,
-		System:  "Summarise the conversation in two sentences.",
-		Messages: []ports.Message{
-			{Role: ports.RoleUser, Content: "Where is order 1234?"},
-			{Role: ports.RoleAssistant, Content: "It ships today."},
-		},
-	}
-	reply, err := m.Complete(t.Context(), req)
-	require.NoError(t, err)
-	assert.Equal(t, "The user asked where order 1234 is.", reply.Text)
-	assert.Equal(t, ports.StopEndTurn, reply.Stop)
-	assert.Equal(t, ports.Usage{InputTokens: 80, OutputTokens: 9}, reply.Usage)
-
-	reqs := fake.Requests()
-	require.Len(t, reqs, 1)
-	assert.Equal(t, "chat", reqs[0].Op)
-	assert.Equal(t, summaryModel, reqs[0].Model)
-	golden(t, "summary_request.json", reqs[0].Body)
 }
 
 func TestCompleteClassifyRetried(t *testing.T) {
@@ -556,56 +421,6 @@ func TestCompleteUnreadable(t *testing.T) {
 	}
 }
 
-func TestModelIDDefaults(t *testing.T) {
-	m, fake := newModel(t, fakeopenai.Script{Text: "ok"}, func(c *openai.Config) {
-		c.SummaryModelID, c.EscalationModelID = "", ""
-	})
-	for _, p := range []ports.Purpose{ports.PurposeSummary, ports.PurposeClassify} {
-		_, err := m.Complete(t.Context(), ports.ChatRequest{Purpose: p, Messages: []ports.Message{{Role: ports.RoleUser, Content: "x"}}})
-		require.NoError(t, err)
-	}
-	for _, r := range fake.Requests() {
-		assert.Equal(t, chatModel, r.Model)
-	}
-}
-
-func TestStreamHistoryShapes(t *testing.T) {
-	m, fake := newModel(t, fakeopenai.Script{Text: "ok"}, nil)
-	req := ports.ChatRequest{
-		Purpose: ports.PurposeChat,
-		Messages: []ports.Message{
-			{Role: ports.RoleAssistant, Content: "Welcome! How can I help?"},
-			{Role: ports.RoleUser, Content: "one"},
-			{Role: ports.RoleAssistant, Content: "  "},
-			{Role: ports.RoleUser, Content: "two"},
-			{Role: ports.RoleAssistant, Content: "partial answer", Cancelled: true},
-			{Role: ports.RoleAssistant, Content: "second answer"},
-			{Role: ports.RoleUser, Content: "three"},
-		},
-		Data: json.RawMessage("null"),
-	}
-	_, err := m.Stream(t.Context(), req, collect(new([]string)))
-	require.NoError(t, err)
-
-	var body struct {
-		Messages []struct {
-			Role    string `json:"role"`
-			Content string `json:"content"`
-		} `json:"messages"`
-	}
-	require.NoError(t, json.Unmarshal(fake.Requests()[0].Body, &body))
-	type msg struct{ role, text string }
-	var got []msg
-	for _, m := range body.Messages {
-		got = append(got, msg{m.Role, m.Content})
-	}
-	assert.Equal(t, []msg{
-		{"user", "one\n\ntwo"},
-		{"assistant", "partial answer\n\nsecond answer"},
-		{"user", "three"},
-	}, got, "no system prompt and null data: no system message; alternating roles from the user's")
-}
-
 func TestNewValidates(t *testing.T) {
 	for name, tc := range map[string]struct {
 		cfg  openai.Config
@@ -637,20 +452,66 @@ func TestBaseURLWithTrailingSlash(t *testing.T) {
 	assert.Equal(t, "ok", reply.Text)
 }
 
-// golden compares the JSON body with testdata/name, indented; -update
-// rewrites the file.
-func golden(t *testing.T, name string, body []byte) {
-	t.Helper()
-	var b bytes.Buffer
-	require.NoError(t, json.Indent(&b, body, "", "  "))
-	b.WriteByte('\n')
-	path := filepath.Join("testdata", name)
-	if *update {
-		require.NoError(t, os.MkdirAll("testdata", 0o755))
-		require.NoError(t, os.WriteFile(path, b.Bytes(), 0o644))
-		return
+// TestWire runs the cases every model on a wire runs (modeltest), in the
+// words of an OpenAI-compatible endpoint.
+func TestWire(t *testing.T) {
+	start := func(t *testing.T, def fakeopenai.Script, edit func(*openai.Config)) (ports.ChatModel, *fakeopenai.Server, modeltest.Fake) {
+		t.Helper()
+		m, fake := newModel(t, def, edit)
+		return m, fake, modeltest.FakeOf(fake, func(r fakeopenai.Request) modeltest.Call {
+			return modeltest.Call{Op: r.Op, Model: r.Model, Body: r.Body, ClientGone: r.ClientGone}
+		})
 	}
-	want, err := os.ReadFile(path)
-	require.NoError(t, err, "run go test -update to write the golden file")
-	assert.Equal(t, string(want), b.String())
+	modeltest.Run(t, modeltest.Wire{
+		ChatModel: chatModel, SummaryModel: summaryModel, StreamOp: "chat-stream", CompleteOp: "chat",
+		Answering: func(t *testing.T, deltas []string, pace time.Duration, hang bool) (ports.ChatModel, modeltest.Fake) {
+			t.Helper()
+			m, _, f := start(t, fakeopenai.Script{Deltas: deltas, Pace: pace, Hang: hang}, nil)
+			return m, f
+		},
+		Refused: func(t *testing.T, deltas []string) (ports.ChatModel, modeltest.Fake) {
+			t.Helper()
+			m, fake, f := start(t, fakeopenai.Script{Deltas: deltas}, nil)
+			fake.Push(fakeopenai.Script{HTTPError: fakeopenai.ThrottlingError()}, fakeopenai.Script{HTTPError: fakeopenai.ServerError()})
+			return m, f
+		},
+		Summarizing: func(t *testing.T, text string, u ports.Usage) (ports.ChatModel, modeltest.Fake) {
+			t.Helper()
+			m, fake, f := start(t, fakeopenai.Script{}, nil)
+			fake.Push(fakeopenai.Script{Text: text, Usage: fakeopenai.Usage{PromptTokens: u.InputTokens, CompletionTokens: u.OutputTokens}})
+			return m, f
+		},
+		ChatOnly: func(t *testing.T) (ports.ChatModel, modeltest.Fake) {
+			t.Helper()
+			m, _, f := start(t, fakeopenai.Script{Text: "ok"}, func(c *openai.Config) { c.SummaryModelID, c.EscalationModelID = "", "" })
+			return m, f
+		},
+		Stops: map[string]ports.StopReason{
+			"stop":           ports.StopEndTurn,
+			"length":         ports.StopMaxTokens,
+			"content_filter": ports.StopGuardrailIntervened,
+			"tool_calls":     ports.StopEndTurn,
+			"eos":            ports.StopEndTurn,
+		},
+		Stopping: func(t *testing.T, finish string) ports.ChatModel {
+			t.Helper()
+			m, _ := newModel(t, fakeopenai.Script{Deltas: []string{"Sorry", ", I"}, Finish: finish}, nil)
+			return m
+		},
+		Messages: func(t *testing.T, body []byte) []modeltest.Message {
+			t.Helper()
+			var b struct {
+				Messages []struct {
+					Role    string `json:"role"`
+					Content string `json:"content"`
+				} `json:"messages"`
+			}
+			require.NoError(t, json.Unmarshal(body, &b))
+			var out []modeltest.Message
+			for _, m := range b.Messages {
+				out = append(out, modeltest.Message{Role: m.Role, Text: m.Content})
+			}
+			return out
+		},
+	})
 }
