@@ -1,11 +1,10 @@
 package bedrock
 
 import (
-	"strings"
-
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/bedrockruntime/types"
 
+	"github.com/wsserver/wsserver/adapters/internal/turns"
 	"github.com/wsserver/wsserver/core/prompt"
 	"github.com/wsserver/wsserver/ports"
 )
@@ -67,34 +66,15 @@ func textMessage(role types.ConversationRole, text string) types.Message {
 }
 
 // conversation maps msgs to alternating Converse messages starting with
-// the user's; empty messages are left out (Converse refuses blank text).
+// the user's (turns.Of); Converse refuses blank text.
 func conversation(msgs []ports.Message) []types.Message {
 	var out []types.Message
-	var texts []string
-	var role types.ConversationRole
-	flush := func() {
-		if len(texts) > 0 {
-			out = append(out, textMessage(role, strings.Join(texts, "\n\n")))
+	for _, t := range turns.Of(msgs) {
+		role := types.ConversationRoleUser
+		if t.Role == ports.RoleAssistant {
+			role = types.ConversationRoleAssistant
 		}
-		texts = nil
+		out = append(out, textMessage(role, t.Text))
 	}
-	for _, msg := range msgs {
-		if strings.TrimSpace(msg.Content) == "" {
-			continue
-		}
-		r := types.ConversationRoleUser
-		if msg.Role == ports.RoleAssistant {
-			r = types.ConversationRoleAssistant
-		}
-		if len(out) == 0 && len(texts) == 0 && r != types.ConversationRoleUser {
-			continue
-		}
-		if r != role {
-			flush()
-			role = r
-		}
-		texts = append(texts, msg.Content)
-	}
-	flush()
 	return out
 }

@@ -3,6 +3,7 @@ package openai
 import (
 	"strings"
 
+	"github.com/wsserver/wsserver/adapters/internal/turns"
 	"github.com/wsserver/wsserver/core/prompt"
 	"github.com/wsserver/wsserver/ports"
 )
@@ -68,34 +69,15 @@ func (m *Model) request(req ports.ChatRequest) body {
 }
 
 // conversation maps msgs to alternating messages starting with the
-// user's; blank messages are left out.
+// user's (turns.Of).
 func conversation(msgs []ports.Message) []message {
 	var out []message
-	var texts []string
-	role := ""
-	flush := func() {
-		if len(texts) > 0 {
-			out = append(out, message{Role: role, Content: strings.Join(texts, "\n\n")})
+	for _, t := range turns.Of(msgs) {
+		role := "user"
+		if t.Role == ports.RoleAssistant {
+			role = "assistant"
 		}
-		texts = nil
+		out = append(out, message{Role: role, Content: t.Text})
 	}
-	for _, msg := range msgs {
-		if strings.TrimSpace(msg.Content) == "" {
-			continue
-		}
-		r := "user"
-		if msg.Role == ports.RoleAssistant {
-			r = "assistant"
-		}
-		if len(out) == 0 && len(texts) == 0 && r != "user" {
-			continue
-		}
-		if r != role {
-			flush()
-			role = r
-		}
-		texts = append(texts, msg.Content)
-	}
-	flush()
 	return out
 }
