@@ -112,9 +112,15 @@ func (f wireFake[S, R]) waitEnded(ctx context.Context, i int) (call, error) {
 
 // provider is a model provider of the chat suite.
 type provider struct {
-	// name is the provider's in /ready/ ("bedrock": its chat model is
-	// "bedrock", its judge "bedrock-judge", ...).
+	// name names the provider's subtests.
 	name string
+	// chat and guardrail are the names /ready/ gives its chat model
+	// ("bedrock": its judge is then "bedrock-judge", ...) and its
+	// guardrail ("local", unless the provider checks its streams).
+	chat, guardrail string
+	// leftOut are the scenarios (their tests' names) that cannot hold
+	// on the provider, each with why.
+	leftOut map[string]string
 	// start starts a fake answering def to every call with no pushed
 	// answer, and an instance whose chat model runs on it, with edit
 	// (nil: none) applied to its configuration.
@@ -140,15 +146,22 @@ type provider struct {
 	needs, secret string
 }
 
-// providers are the providers each scenario runs on.
-var providers = []provider{bedrockProvider, openaiProvider}
+// providers are the providers each scenario runs on: Bedrock with the
+// server's guardrail and with Bedrock's own in each stream mode, and an
+// OpenAI-compatible endpoint.
+var providers = []provider{bedrockProvider(""), bedrockProvider("sync"), bedrockProvider("async"), openaiProvider}
 
 // onEachProvider runs scenario on each provider, as a subtest named after
 // it.
 func onEachProvider(t *testing.T, scenario func(t *testing.T, p provider)) {
 	t.Helper()
 	for _, p := range providers {
-		t.Run(p.name, func(t *testing.T) { scenario(t, p) })
+		t.Run(p.name, func(t *testing.T) {
+			if why, ok := p.leftOut[strings.Split(t.Name(), "/")[0]]; ok {
+				t.Skip("left out on " + p.name + ": " + why)
+			}
+			scenario(t, p)
+		})
 	}
 }
 
@@ -178,7 +191,7 @@ func TestChatOnEachModel(t *testing.T) {
 		assert.Contains(t, string(calls[0].Body), "Hello, who are you?")
 		p.checkChat(t, calls[0])
 
-		assert.Equal(t, map[string]any{"chat": p.name, "guardrail": "local", "escalation": "local"}, readyModel(t, in),
+		assert.Equal(t, map[string]any{"chat": p.chat, "guardrail": p.guardrail, "escalation": "local"}, readyModel(t, in),
 			"/ready/ names the adapters")
 	})
 }
@@ -320,7 +333,7 @@ func TestModelMaxTokens(t *testing.T) {
 func TestModelJudge(t *testing.T) {
 	onEachProvider(t, func(t *testing.T, p provider) {
 		in, fake := p.start(t, modelAnswer{}, func(c *config.Config) { p.judge(c, "judge-e2e") })
-		assert.Equal(t, p.name+"-judge", readyModel(t, in)["guardrail"])
+		assert.Equal(t, p.chat+"-judge", readyModel(t, in)["guardrail"])
 		fake.push(
 			modelAnswer{deltas: []string{"The manager", " is Bob."}},
 			modelAnswer{text: "FAIL: it names an employee"},
@@ -374,7 +387,7 @@ func TestModelClassifier(t *testing.T) {
 		withClassifier := func(c *config.Config) { p.classifier(c, "classifier-e2e") }
 		t.Run("ESCALATE", func(t *testing.T) {
 			in, fake := p.start(t, modelAnswer{deltas: []string{"Never", " sent."}}, withClassifier)
-			assert.Equal(t, "local+"+p.name+"-classifier", readyModel(t, in)["escalation"])
+			assert.Equal(t, "local+"+p.chat+"-classifier", readyModel(t, in)["escalation"])
 			fake.push(modelAnswer{text: "ESCALATE the user wants a refund approved"})
 
 			c := dial(t, in, "/ws/chat/")

@@ -52,7 +52,9 @@ func openaiInstanceWith(t *testing.T, def fakeopenai.Script, edit func(*config.C
 // openaiProvider runs the chat suite (models_test.go) on the openai
 // adapters against test/fakeopenai.
 var openaiProvider = provider{
-	name: "openai",
+	name:      "openai",
+	chat:      "openai",
+	guardrail: "local",
 	start: func(t *testing.T, def modelAnswer, edit func(*config.Config)) (*instance, modelFake) {
 		t.Helper()
 		in, fake := openaiInstanceWith(t, openaiScript(def), edit)
