@@ -3,6 +3,7 @@ package bedrock_test
 import (
 	"context"
 	"encoding/json"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -49,39 +50,6 @@ func newModel(t testing.TB, def fakebedrock.Script, edit func(*bedrock.Config)) 
 	m, err := bedrock.New(t.Context(), cfg)
 	require.NoError(t, err)
 	return m, fake
-}
-
-func TestStream(t *testing.T) {
-	deltas := []string{"Your", " order", " ships", " today", "."}
-	m, fake := newModel(t, fakebedrock.Script{Deltas: deltas, Usage: fakebedrock.Usage{InputTokens: 57, OutputTokens: 5}}, nil)
-
-	var got []string
-	reply, err := m.Stream(t.Context(), modeltest.ChatRequest(), modeltest.Collect(&got))
-	require.NoError(t, err)
-	assert.Equal(t, deltas, got)
-	assert.Equal(t, ports.StopEndTurn, reply.Stop)
-	assert.Equal(t, ports.Usage{InputTokens: 57, OutputTokens: 5}, reply.Usage)
-	assert.Empty(t, reply.Text)
-
-	reqs := fake.Requests()
-	require.Len(t, reqs, 1)
-	assert.Equal(t, "converse-stream", reqs[0].Op)
-	assert.Equal(t, chatModel, reqs[0].ModelID)
-	assert.Contains(t, reqs[0].Header.Get("Authorization"), "AKIDEXAMPLE", "the request is signed")
-	modeltest.Golden(t, "chat_request.json", reqs[0].Body)
-}
-
-func TestStreamRewrite(t *testing.T) {
-	m, fake := newModel(t, fakebedrock.Script{Text: " I can help with your order instead."}, func(c *bedrock.Config) {
-		c.MaxTokens = 0
-		c.Temperature = nil
-	})
-	req := modeltest.ChatRequest()
-	req.Data = nil
-	req.Rewrite = &ports.Rewrite{Said: "Your order ships today.", Rejected: "The warehouse manager is Bob.", Reason: "names an employee"}
-	_, err := m.Stream(t.Context(), req, modeltest.Collect(new([]string)))
-	require.NoError(t, err)
-	modeltest.Golden(t, "rewrite_request.json", fake.Requests()[0].Body)
 }
 
 func TestStreamGivesUpAfterMaxAttempts(t *testing.T) {
@@ -244,7 +212,7 @@ func TestWire(t *testing.T) {
 		t.Helper()
 		m, fake := newModel(t, def, edit)
 		return m, fake, modeltest.FakeOf(fake, func(r fakebedrock.Request) modeltest.Call {
-			return modeltest.Call{Op: r.Op, Model: r.ModelID, Body: r.Body, ClientGone: r.ClientGone}
+			return modeltest.Call{Op: r.Op, Model: r.ModelID, Header: r.Header, Body: r.Body, ClientGone: r.ClientGone}
 		})
 	}
 	modeltest.Run(t, modeltest.Wire{
@@ -253,6 +221,23 @@ func TestWire(t *testing.T) {
 			t.Helper()
 			m, _, f := start(t, fakebedrock.Script{Deltas: deltas, Pace: pace, Hang: hang}, nil)
 			return m, f
+		},
+		Counting: func(t *testing.T, deltas []string, u ports.Usage) (ports.ChatModel, modeltest.Fake) {
+			t.Helper()
+			m, _, f := start(t, fakebedrock.Script{Deltas: deltas, Usage: fakebedrock.Usage{InputTokens: u.InputTokens, OutputTokens: u.OutputTokens}}, nil)
+			return m, f
+		},
+		Unset: func(t *testing.T, text string) (ports.ChatModel, modeltest.Fake) {
+			t.Helper()
+			m, _, f := start(t, fakebedrock.Script{Text: text}, func(c *bedrock.Config) {
+				c.MaxTokens = 0
+				c.Temperature = nil
+			})
+			return m, f
+		},
+		CheckChat: func(t *testing.T, h http.Header) {
+			t.Helper()
+			assert.Contains(t, h.Get("Authorization"), "AKIDEXAMPLE", "the request is signed")
 		},
 		Refused: func(t *testing.T, deltas []string) (ports.ChatModel, modeltest.Fake) {
 			t.Helper()

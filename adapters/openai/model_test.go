@@ -56,40 +56,6 @@ func newModel(t testing.TB, def fakeopenai.Script, edit func(*openai.Config)) (*
 	return m, fake
 }
 
-func TestStream(t *testing.T) {
-	deltas := []string{"Your", " order", " ships", " today", "."}
-	m, fake := newModel(t, fakeopenai.Script{Deltas: deltas, Usage: fakeopenai.Usage{PromptTokens: 57, CompletionTokens: 5}}, nil)
-
-	var got []string
-	reply, err := m.Stream(t.Context(), modeltest.ChatRequest(), modeltest.Collect(&got))
-	require.NoError(t, err)
-	assert.Equal(t, deltas, got)
-	assert.Equal(t, ports.StopEndTurn, reply.Stop)
-	assert.Equal(t, ports.Usage{InputTokens: 57, OutputTokens: 5}, reply.Usage)
-	assert.Empty(t, reply.Text)
-
-	reqs := fake.Requests()
-	require.Len(t, reqs, 1)
-	assert.Equal(t, "chat-stream", reqs[0].Op)
-	assert.Equal(t, chatModel, reqs[0].Model)
-	assert.Equal(t, "Bearer "+apiKey, reqs[0].Header.Get("Authorization"))
-	assert.Equal(t, "application/json", reqs[0].Header.Get("Content-Type"))
-	modeltest.Golden(t, "chat_request.json", reqs[0].Body)
-}
-
-func TestStreamRewrite(t *testing.T) {
-	m, fake := newModel(t, fakeopenai.Script{Text: " I can help with your order instead."}, func(c *openai.Config) {
-		c.MaxTokens = 0
-		c.Temperature = nil
-	})
-	req := modeltest.ChatRequest()
-	req.Data = nil
-	req.Rewrite = &ports.Rewrite{Said: "Your order ships today.", Rejected: "The warehouse manager is Bob.", Reason: "names an employee"}
-	_, err := m.Stream(t.Context(), req, modeltest.Collect(new([]string)))
-	require.NoError(t, err)
-	modeltest.Golden(t, "rewrite_request.json", fake.Requests()[0].Body)
-}
-
 func TestStreamWithoutKeySendsNoAuthorization(t *testing.T) {
 	m, fake := newModel(t, fakeopenai.Script{Text: "hi"}, func(c *openai.Config) { c.APIKey = "" })
 	_, err := m.Stream(t.Context(), modeltest.ChatRequest(), modeltest.Collect(new([]string)))
@@ -459,7 +425,7 @@ func TestWire(t *testing.T) {
 		t.Helper()
 		m, fake := newModel(t, def, edit)
 		return m, fake, modeltest.FakeOf(fake, func(r fakeopenai.Request) modeltest.Call {
-			return modeltest.Call{Op: r.Op, Model: r.Model, Body: r.Body, ClientGone: r.ClientGone}
+			return modeltest.Call{Op: r.Op, Model: r.Model, Header: r.Header, Body: r.Body, ClientGone: r.ClientGone}
 		})
 	}
 	modeltest.Run(t, modeltest.Wire{
@@ -468,6 +434,24 @@ func TestWire(t *testing.T) {
 			t.Helper()
 			m, _, f := start(t, fakeopenai.Script{Deltas: deltas, Pace: pace, Hang: hang}, nil)
 			return m, f
+		},
+		Counting: func(t *testing.T, deltas []string, u ports.Usage) (ports.ChatModel, modeltest.Fake) {
+			t.Helper()
+			m, _, f := start(t, fakeopenai.Script{Deltas: deltas, Usage: fakeopenai.Usage{PromptTokens: u.InputTokens, CompletionTokens: u.OutputTokens}}, nil)
+			return m, f
+		},
+		Unset: func(t *testing.T, text string) (ports.ChatModel, modeltest.Fake) {
+			t.Helper()
+			m, _, f := start(t, fakeopenai.Script{Text: text}, func(c *openai.Config) {
+				c.MaxTokens = 0
+				c.Temperature = nil
+			})
+			return m, f
+		},
+		CheckChat: func(t *testing.T, h http.Header) {
+			t.Helper()
+			assert.Equal(t, "Bearer "+apiKey, h.Get("Authorization"))
+			assert.Equal(t, "application/json", h.Get("Content-Type"))
 		},
 		Refused: func(t *testing.T, deltas []string) (ports.ChatModel, modeltest.Fake) {
 			t.Helper()

@@ -13,6 +13,7 @@ import (
 	"encoding/json"
 	"errors"
 	"flag"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -74,6 +75,7 @@ func Golden(t *testing.T, name string, body []byte) {
 // Call is one call a fake received, as the cases read it.
 type Call struct {
 	Op, Model  string
+	Header     http.Header
 	Body       []byte
 	ClientGone bool
 }
@@ -127,6 +129,14 @@ type Wire struct {
 	// Answering answers deltas to every call, pace apart, and keeps the
 	// stream open after them when hang (only the client ends the call).
 	Answering func(t *testing.T, deltas []string, pace time.Duration, hang bool) (ports.ChatModel, Fake)
+	// Counting answers deltas to every call, with usage.
+	Counting func(t *testing.T, deltas []string, usage ports.Usage) (ports.ChatModel, Fake)
+	// Unset has neither max tokens nor a temperature set, and answers
+	// text in one piece.
+	Unset func(t *testing.T, text string) (ports.ChatModel, Fake)
+	// CheckChat checks the headers of a chat's call: its authentication,
+	// its content type.
+	CheckChat func(t *testing.T, h http.Header)
 	// Refused refuses the first call with HTTP 429 and the second with
 	// HTTP 500, then answers deltas.
 	Refused func(t *testing.T, deltas []string) (ports.ChatModel, Fake)
@@ -156,6 +166,37 @@ func waitEnded(t *testing.T, fake Fake, i int) Call {
 
 // Run runs the cases on w.
 func Run(t *testing.T, w Wire) {
+	t.Run("a stream", func(t *testing.T) {
+		deltas := []string{"Your", " order", " ships", " today", "."}
+		m, fake := w.Counting(t, deltas, ports.Usage{InputTokens: 57, OutputTokens: 5})
+		var got []string
+		reply, err := m.Stream(t.Context(), ChatRequest(), Collect(&got))
+		require.NoError(t, err)
+		assert.Equal(t, deltas, got)
+		assert.Equal(t, ports.StopEndTurn, reply.Stop)
+		assert.Equal(t, ports.Usage{InputTokens: 57, OutputTokens: 5}, reply.Usage)
+		assert.Empty(t, reply.Text)
+
+		calls := fake.Calls()
+		require.Len(t, calls, 1)
+		assert.Equal(t, w.StreamOp, calls[0].Op)
+		assert.Equal(t, w.ChatModel, calls[0].Model)
+		w.CheckChat(t, calls[0].Header)
+		Golden(t, "chat_request.json", calls[0].Body)
+	})
+
+	t.Run("a rewrite", func(t *testing.T) {
+		m, fake := w.Unset(t, " I can help with your order instead.")
+		req := ChatRequest()
+		req.Data = nil
+		req.Rewrite = &ports.Rewrite{Said: "Your order ships today.", Rejected: "The warehouse manager is Bob.", Reason: "names an employee"}
+		_, err := m.Stream(t.Context(), req, Collect(new([]string)))
+		require.NoError(t, err)
+		calls := fake.Calls()
+		require.Len(t, calls, 1)
+		Golden(t, "rewrite_request.json", calls[0].Body)
+	})
+
 	t.Run("refusals before the first token are retried", func(t *testing.T) {
 		m, fake := w.Refused(t, []string{"a", "b"})
 		var got []string
