@@ -13,6 +13,7 @@ import (
 // machine. Divide by 60 for a token.
 func BenchmarkStream(b *testing.B) {
 	modeltest.BenchmarkStream(b, " word", func(b *testing.B, deltas []string) ports.ChatModel {
+		b.Helper()
 		m, _ := newModel(b, fakeopenai.Script{Deltas: deltas}, nil)
 		return m
 	})

@@ -63,7 +63,7 @@ func Golden(t *testing.T, name string, body []byte) {
 	b.WriteByte('\n')
 	path := filepath.Join("testdata", name)
 	if *update {
-		require.NoError(t, os.MkdirAll("testdata", 0o755))
+		require.NoError(t, os.MkdirAll("testdata", 0o750))
 		require.NoError(t, os.WriteFile(path, b.Bytes(), 0o644)) //nolint:gosec // a golden file, read by its tests
 		return
 	}

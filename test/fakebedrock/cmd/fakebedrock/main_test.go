@@ -32,7 +32,7 @@ func TestParse(t *testing.T) {
 }
 
 func TestRun(t *testing.T) {
-	fakemodeltest.CheckRun(t, run, func(t *testing.T, ctx context.Context, url string) {
+	fakemodeltest.CheckRun(t, run, func(t *testing.T, ctx context.Context, url string) { //nolint:thelper // the command's own case, run by CheckRun
 		resp := fakemodeltest.Post(t, ctx, url+"/model/some-model/converse", `{"messages":[]}`)
 		defer resp.Body.Close()
 		var out struct {

@@ -17,7 +17,7 @@ func TestParse(t *testing.T) {
 }
 
 func TestRun(t *testing.T) {
-	fakemodeltest.CheckRun(t, run, func(t *testing.T, ctx context.Context, url string) {
+	fakemodeltest.CheckRun(t, run, func(t *testing.T, ctx context.Context, url string) { //nolint:thelper // the command's own case, run by CheckRun
 		require.True(t, strings.HasSuffix(url, "/v1"), url)
 		resp := fakemodeltest.Post(t, ctx, url+"/chat/completions", `{"model":"m","messages":[]}`)
 		defer resp.Body.Close()

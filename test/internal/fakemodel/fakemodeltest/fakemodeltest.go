@@ -136,7 +136,7 @@ func CheckRun(t *testing.T, run Run, call func(t *testing.T, ctx context.Context
 
 	var url string
 	require.Eventually(t, func() bool {
-		b, err := os.ReadFile(urlFile)
+		b, err := os.ReadFile(urlFile) //nolint:gosec // the test's own temporary file
 		url = strings.TrimSpace(string(b))
 		return err == nil
 	}, 5*time.Second, 10*time.Millisecond)
