@@ -31,7 +31,7 @@ test: ## Run the whole suite, with Redis, PostgreSQL and the Dockerfile's image 
 	E2E_REDIS=cluster-sharded TESTCONTAINERS_RYUK_DISABLED=true go test -race -count=1 -timeout 10m -run '$(E2E_ON_SHARDED)' ./test/e2e/
 
 test-short: ## Run the tests that need no containers or Docker (core, in-process adapters, edge, tools)
-	go test -count=1 ./core/... ./ports/... ./adapters/config/ ./adapters/local/ ./adapters/memory/ ./adapters/socket/ ./adapters/web/ ./adapters/bedrock/ ./adapters/openai/ ./cmd/... ./docs/ ./deployments/ ./test/fakebedrock/... ./test/fakeopenai/... ./test/internal/... ./test/hostile/
+	go test -count=1 ./core/... ./ports/... ./adapters/config/ ./adapters/local/ ./adapters/memory/ ./adapters/socket/ ./adapters/web/ ./adapters/bedrock/ ./adapters/openai/ ./adapters/internal/... ./cmd/... ./docs/ ./deployments/ ./test/fakebedrock/... ./test/fakeopenai/... ./test/internal/... ./test/hostile/
 
 PROTOFUZZ_TIME ?= 2m
 
