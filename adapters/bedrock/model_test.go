@@ -112,22 +112,6 @@ func TestStreamPaced(t *testing.T) {
 	assert.GreaterOrEqual(t, at[2].Sub(at[0]), 50*time.Millisecond, "tokens come as the fake sends them")
 }
 
-func TestCompleteClassify(t *testing.T) {
-	m, fake := newModel(t, fakebedrock.Script{Text: "CONTINUE"}, nil)
-	fake.Throttle(1)
-
-	reply, err := m.Complete(t.Context(), ports.ChatRequest{
-		Purpose:  ports.PurposeClassify,
-		System:   "Answer ESCALATE or CONTINUE.",
-		Messages: []ports.Message{{Role: ports.RoleUser, Content: "hello"}},
-	})
-	require.NoError(t, err)
-	assert.Equal(t, "CONTINUE", reply.Text)
-	reqs := fake.Requests()
-	require.Len(t, reqs, 2, "throttled, then retried")
-	assert.Equal(t, escalationModel, reqs[1].ModelID)
-}
-
 func TestNewValidates(t *testing.T) {
 	for name, tc := range map[string]struct {
 		cfg  bedrock.Config
@@ -216,7 +200,7 @@ func TestWire(t *testing.T) {
 		})
 	}
 	modeltest.Run(t, modeltest.Wire{
-		ChatModel: chatModel, SummaryModel: summaryModel, StreamOp: "converse-stream", CompleteOp: "converse",
+		ChatModel: chatModel, SummaryModel: summaryModel, EscalationModel: escalationModel, StreamOp: "converse-stream", CompleteOp: "converse",
 		Answering: func(t *testing.T, deltas []string, pace time.Duration, hang bool) (ports.ChatModel, modeltest.Fake) {
 			t.Helper()
 			m, _, f := start(t, fakebedrock.Script{Deltas: deltas, Pace: pace, Hang: hang}, nil)

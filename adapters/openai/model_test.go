@@ -342,23 +342,6 @@ func TestErrorsNeverCarryTheKey(t *testing.T) {
 	assert.NotContains(t, logs.String(), apiKey)
 }
 
-func TestCompleteClassifyRetried(t *testing.T) {
-	m, fake := newModel(t, fakeopenai.Script{Text: "CONTINUE"}, nil)
-	fake.Throttle(1)
-	fake.Push(fakeopenai.Script{HTTPError: fakeopenai.ServerError()})
-
-	reply, err := m.Complete(t.Context(), ports.ChatRequest{
-		Purpose:  ports.PurposeClassify,
-		System:   "Answer ESCALATE or CONTINUE.",
-		Messages: []ports.Message{{Role: ports.RoleUser, Content: "hello"}},
-	})
-	require.NoError(t, err)
-	assert.Equal(t, "CONTINUE", reply.Text)
-	reqs := fake.Requests()
-	require.Len(t, reqs, 3, "throttled, a server error, then answered")
-	assert.Equal(t, escalationModel, reqs[2].Model)
-}
-
 func TestCompleteFinishLength(t *testing.T) {
 	m, _ := newModel(t, fakeopenai.Script{Text: "The user", Finish: "length"}, nil)
 	reply, err := m.Complete(t.Context(), ports.ChatRequest{Purpose: ports.PurposeSummary})
@@ -429,7 +412,7 @@ func TestWire(t *testing.T) {
 		})
 	}
 	modeltest.Run(t, modeltest.Wire{
-		ChatModel: chatModel, SummaryModel: summaryModel, StreamOp: "chat-stream", CompleteOp: "chat",
+		ChatModel: chatModel, SummaryModel: summaryModel, EscalationModel: escalationModel, StreamOp: "chat-stream", CompleteOp: "chat",
 		Answering: func(t *testing.T, deltas []string, pace time.Duration, hang bool) (ports.ChatModel, modeltest.Fake) {
 			t.Helper()
 			m, _, f := start(t, fakeopenai.Script{Deltas: deltas, Pace: pace, Hang: hang}, nil)

@@ -120,12 +120,13 @@ type Message struct{ Role, Text string }
 
 // Wire is an adapter of the model port on a wire, with its fake. Each
 // function starts a fresh fake and a model on it, configured with
-// ChatModel and SummaryModel, and says what the case needs in the wire's
-// words.
+// ChatModel, SummaryModel and EscalationModel, and says what the case
+// needs in the wire's words.
 type Wire struct {
-	// ChatModel and SummaryModel are the models' IDs; StreamOp and
-	// CompleteOp are the fake's ops of a streamed and of a whole answer.
-	ChatModel, SummaryModel, StreamOp, CompleteOp string
+	// ChatModel, SummaryModel and EscalationModel are the models' IDs;
+	// StreamOp and CompleteOp are the fake's ops of a streamed and of a
+	// whole answer.
+	ChatModel, SummaryModel, EscalationModel, StreamOp, CompleteOp string
 	// Answering answers deltas to every call, pace apart, and keeps the
 	// stream open after them when hang (only the client ends the call).
 	Answering func(t *testing.T, deltas []string, pace time.Duration, hang bool) (ports.ChatModel, Fake)
@@ -218,6 +219,20 @@ func Run(t *testing.T, w Wire) {
 				assert.Equal(t, []string{"Sorry", ", I"}, got)
 			})
 		}
+	})
+
+	t.Run("refusals before a classification are retried", func(t *testing.T) {
+		m, fake := w.Refused(t, []string{"CONTINUE"})
+		reply, err := m.Complete(t.Context(), ports.ChatRequest{
+			Purpose:  ports.PurposeClassify,
+			System:   "Answer ESCALATE or CONTINUE.",
+			Messages: []ports.Message{{Role: ports.RoleUser, Content: "hello"}},
+		})
+		require.NoError(t, err)
+		assert.Equal(t, "CONTINUE", reply.Text)
+		calls := fake.Calls()
+		require.Len(t, calls, 3, "throttled, a server error, then answered")
+		assert.Equal(t, w.EscalationModel, calls[2].Model)
 	})
 
 	t.Run("a cancel closes the call", func(t *testing.T) {
