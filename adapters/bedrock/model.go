@@ -310,6 +310,15 @@ func (m *Model) stream(parent, ctx context.Context, r request, token func(string
 		case ev, ok := <-stream.Events():
 			if !ok {
 				if err := stream.Err(); err != nil {
+					// An exception is no intervention: the delta held is
+					// the model's, and goes out before the error. Not the
+					// stream's first, though: a stream that failed before
+					// its first token may be retried, and gave nothing.
+					if held != nil && sent > 0 {
+						if gerr := give(*held); gerr != nil {
+							return reply, sent, gerr
+						}
+					}
 					if sent > 0 {
 						m.log.WarnContext(parent, "bedrock: stream failed after its first token", "model", r.modelID, "tokens", sent, "err", err)
 					}

@@ -99,3 +99,35 @@ func TestStreamCheckedPassesEveryChunk(t *testing.T) {
 	_, err = g.Check(ctx, "x")
 	assert.ErrorIs(t, err, context.Canceled)
 }
+
+// With Bedrock's streaming guardrail each delta is held until the next
+// event shows it is not the guardrail's blocked message; an exception
+// mid-stream is no intervention, so the delta held then is the model's
+// and goes out before the error, as it would without the guardrail. A
+// stream that fails before giving anything gives nothing: it may still be
+// retried.
+func TestStreamGuardrailExceptionGivesTheHeldDelta(t *testing.T) {
+	deltas := []string{"Once upon a time.", " There", " was"}
+	sync := &bedrock.GuardrailStream{ID: "gr-1", Version: "3", Mode: bedrock.StreamSync}
+	tests := []struct {
+		name       string
+		stream     *bedrock.GuardrailStream
+		after      int
+		wantTokens []string
+	}{
+		{name: "no guardrail in the stream", after: 2, wantTokens: deltas[:2]},
+		{name: "sync, after two deltas", stream: sync, after: 2, wantTokens: deltas[:2]},
+		{name: "async, after two deltas", stream: &bedrock.GuardrailStream{ID: "gr-1", Version: "3", Mode: bedrock.StreamAsync}, after: 2, wantTokens: deltas[:2]},
+		{name: "sync, after one delta: nothing given", stream: sync, after: 1, wantTokens: nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			sc := fakebedrock.Script{Deltas: deltas, Exception: &fakebedrock.Exception{After: tt.after, Type: "modelStreamErrorException", Message: "boom"}}
+			m, _ := newModel(t, sc, func(c *bedrock.Config) { c.GuardrailStream = tt.stream })
+			var got []string
+			_, err := m.Stream(t.Context(), modeltest.ChatRequest(), modeltest.Collect(&got))
+			require.Error(t, err)
+			assert.Equal(t, tt.wantTokens, got)
+		})
+	}
+}
