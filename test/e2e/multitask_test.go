@@ -3,6 +3,9 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -115,6 +118,27 @@ func history(t *testing.T, in *instance, thread string) []string {
 	return got
 }
 
+// openChats returns how many chat sockets in has open, as its metrics say
+// (wsserver_sockets_open).
+func openChats(t *testing.T, in *instance) float64 {
+	t.Helper()
+	resp, err := http.Get("http://" + in.addr + "/metrics")
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	require.Equal(t, http.StatusOK, resp.StatusCode, "%s", body)
+	for line := range strings.Lines(string(body)) {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), `wsserver_sockets_open{endpoint="chat"} `); ok {
+			n, err := strconv.ParseFloat(v, 64)
+			require.NoError(t, err, "in %q", line)
+			return n
+		}
+	}
+	require.Fail(t, "no wsserver_sockets_open of the chat endpoint in /metrics", "%s", body)
+	return 0
+}
+
 func threadName(t *testing.T, p pair) string {
 	t.Helper()
 	return strings.NewReplacer(" ", "-", ",", "", "+", "-", "/", "-").Replace(t.Name() + "-" + p.name)
@@ -204,7 +228,17 @@ func TestMultitaskQueuedSocketCloses(t *testing.T) {
 			assert.InDelta(t, 1, leaving.next()["position"], 0)
 			sendMultitask(staying, "Keep me", thread, "enqueue")
 			assert.InDelta(t, 2, staying.next()["position"], 0)
+			open := openChats(t, p.next)
 			require.NoError(t, leaving.Conn.Close())
+			// Until its instance has seen the socket go, the chat that
+			// left heads the queue, and the thread is rightly its once
+			// free. The instance counts one chat socket less after it has
+			// cancelled the socket's chats (web.Server.end): from then on
+			// the chat cannot take the thread.
+			for deadline := time.Now().Add(wait); openChats(t, p.next) >= open; {
+				require.False(t, time.Now().After(deadline), "the instance never saw the socket close")
+				time.Sleep(5 * time.Millisecond)
+			}
 
 			first.send(`{"type":"cancel"}`)
 			rest(first)
