@@ -63,8 +63,14 @@ func chat(t *testing.T, c *client, message, thread string) answer {
 // PostgreSQL database, with an API key.
 func chatInstances(t *testing.T, tokenDelay time.Duration) (*instance, *instance) {
 	t.Helper()
+	return chatInstancesPaced(t, tokenDelay, tokenDelay)
+}
+
+// chatInstancesPaced is chatInstances with a token delay for each.
+func chatInstancesPaced(t *testing.T, delayA, delayB time.Duration) (*instance, *instance) {
+	t.Helper()
 	dsn := servers.Postgres.NewDatabase(context.Background(), t)
-	mk := func(id string) config.Config {
+	mk := func(id string, tokenDelay time.Duration) config.Config {
 		c := defaults(t)
 		c.InstanceID = id
 		useRedis(&c, redisURL())
@@ -73,8 +79,14 @@ func chatInstances(t *testing.T, tokenDelay time.Duration) (*instance, *instance
 		c.Conversation.LocalTokenDelay = tokenDelay
 		return c
 	}
-	return start(t, mk("a")), start(t, mk("b"))
+	return start(t, mk("a", delayA)), start(t, mk("b", delayB))
 }
+
+// holds is a token delay no test outlasts: an answer paced by it streams
+// its first word and then holds its thread until it is stopped, however
+// slow the machine, where an answer of a few seconds could end before the
+// test's next step on a busy one.
+const holds = time.Hour
 
 func dialChat(t *testing.T, in *instance) *client {
 	t.Helper()
@@ -192,19 +204,22 @@ func TestChatAcrossInstances(t *testing.T) {
 }
 
 func TestThreadBusyAcrossInstances(t *testing.T) {
-	a, b := chatInstances(t, 30*time.Millisecond)
+	// a's answer holds the thread until the cancel; b answers at once.
+	a, b := chatInstancesPaced(t, holds, 0)
 	onA, onB := dialChat(t, a), dialChat(t, b)
-	onA.send(`{"type":"chat","message":"Tell me everything","data":[],"thread_id":"busy-across"}`)
+	thread := fmt.Sprintf("busy-across-%d", time.Now().UnixNano())
+	onA.send(`{"type":"chat","message":"Tell me everything","data":[],"thread_id":"` + thread + `"}`)
 	require.Equal(t, "session_started", onA.next()["type"])
-	got := chat(t, onB, "Me too", "busy-across")
+	got := chat(t, onB, "Me too", thread)
 	assert.Equal(t, "thread_busy", got.errCode)
 	onA.send(`{"type":"cancel"}`)
 	end := onA.nextOf("end")
 	assert.Equal(t, true, end["cancelled"])
 
 	// Released: the other instance may answer now.
-	again := chat(t, onB, "Now?", "busy-across")
+	again := chat(t, onB, "Now?", thread)
 	assert.Empty(t, again.errCode)
+	assert.NotEmpty(t, again.messageID, "answered and stored")
 }
 
 func TestAPIRefusals(t *testing.T) {
