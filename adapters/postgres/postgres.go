@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -178,8 +179,21 @@ func poolConfig(cfg Config) (*pgxpool.Config, error) {
 	// what the caller was told had failed. If the server does not answer
 	// within cancelGrace, the connection is dropped all the same.
 	pcfg.ConnConfig.BuildContextWatcherHandler = func(c *pgconn.PgConn) ctxwatch.Handler {
-		return &pgconn.CancelRequestContextWatcherHandler{Conn: c, DeadlineDelay: cancelGrace}
+		w := &cancelWatcher{CancelRequestContextWatcherHandler: &pgconn.CancelRequestContextWatcherHandler{Conn: c, DeadlineDelay: cancelGrace}}
+		if data := c.CustomData(); data != nil {
+			data[cancelWatcherKey] = w
+		}
+		return w
 	}
+	// The server acts on a cancel request when it gets to it: on a busy
+	// machine that can be after the statement ended, and then it cancels
+	// the connection's next statement, another caller's (pgx waits 100 ms
+	// for it, which a starved server outlasts: a turn's save failed so,
+	// "canceling statement due to user request"). A connection a cancel
+	// request went out for is closed rather than used again, whether the
+	// statement was a caller's or the pool's ping before handing it out.
+	pcfg.AfterRelease = func(c *pgx.Conn) bool { return !cancelSent(c.PgConn()) }
+	pcfg.PrepareConn = func(_ context.Context, c *pgx.Conn) (bool, error) { return !cancelSent(c.PgConn()), nil }
 	switch {
 	case cfg.StatementTimeout > 0:
 		pcfg.ConnConfig.RuntimeParams["statement_timeout"] = strconv.FormatInt(max(cfg.StatementTimeout.Milliseconds(), 1), 10)
@@ -190,6 +204,29 @@ func poolConfig(cfg Config) (*pgxpool.Config, error) {
 		pcfg.ConnConfig.RuntimeParams["application_name"] = "wsserver"
 	}
 	return pcfg, nil
+}
+
+// cancelWatcher is pgx's cancel-request handler of a connection that
+// remembers whether it sent a request.
+type cancelWatcher struct {
+	*pgconn.CancelRequestContextWatcherHandler
+	sent atomic.Bool
+}
+
+// cancelWatcherKey finds a connection's cancelWatcher in its CustomData.
+const cancelWatcherKey = "wsserver.cancel_watcher"
+
+// HandleCancel is called when the context of a statement under way ends.
+func (w *cancelWatcher) HandleCancel(ctx context.Context) {
+	w.sent.Store(true)
+	w.CancelRequestContextWatcherHandler.HandleCancel(ctx)
+}
+
+// cancelSent reports whether a cancel request went out for c: it may yet
+// reach c's next statement.
+func cancelSent(c *pgconn.PgConn) bool {
+	w, ok := c.CustomData()[cancelWatcherKey].(*cancelWatcher)
+	return ok && w.sent.Load()
 }
 
 // waitReady pings the database until it answers, for up to wait. Errors

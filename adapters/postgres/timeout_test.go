@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -80,4 +81,45 @@ func containsQuery(dsn string) bool {
 		}
 	}
 	return false
+}
+
+// A connection a statement was cancelled on is closed, not used again:
+// PostgreSQL acts on a cancel request when it gets to it, on a busy machine
+// after the statement ended, and then it cancels the connection's next
+// statement, another caller's (a turn's save failed so).
+func TestCancelledConnectionIsNotReused(t *testing.T) {
+	dsn := newDatabase(t)
+	pcfg, err := postgres.PoolConfig(postgres.Config{DSN: dsn, MaxConns: 1})
+	require.NoError(t, err)
+	pool, err := pgxpool.NewWithConfig(context.Background(), pcfg)
+	require.NoError(t, err)
+	t.Cleanup(pool.Close)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second) // only against a hang
+	defer cancel()
+	backend := func() int32 {
+		t.Helper()
+		var pid int32
+		require.NoError(t, pool.QueryRow(ctx, "SELECT pg_backend_pid()").Scan(&pid))
+		return pid
+	}
+	first := backend()
+	require.Equal(t, first, backend(), "the connection serves statement after statement")
+
+	// A statement whose caller gives up while it runs.
+	const sleep = "SELECT pg_sleep(60) -- TestCancelledConnectionIsNotReused"
+	stmtCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() {
+		_, err := pool.Exec(stmtCtx, sleep)
+		done <- err
+	}()
+	watch := connect(t, dsn)
+	for running := 0; running == 0; time.Sleep(10 * time.Millisecond) {
+		require.NoError(t, watch.QueryRow(ctx, "SELECT count(*) FROM pg_stat_activity WHERE query = $1 AND state = 'active'", sleep).Scan(&running))
+	}
+	stop()
+	require.Error(t, <-done)
+
+	assert.NotEqual(t, first, backend(), "a new connection, not the one the cancel request went out for")
+	assert.Equal(t, int32(1), pool.Stat().TotalConns())
 }
