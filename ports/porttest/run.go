@@ -118,10 +118,13 @@ func RunControl(t *testing.T, newControls Instances[ports.RunControl], sure bool
 		unregister() // idempotent
 		// Delivered may stay true the moment a shared backend takes to
 		// see the run go; the run receives nothing even so.
-		require.Eventually(t, func() bool {
+		for deadline := time.Now().Add(wait); ; time.Sleep(10 * time.Millisecond) {
 			d, err := rc.Stop(ctx, th, ports.StopCancel)
-			return err == nil && !d
-		}, wait, 10*time.Millisecond)
+			if err == nil && !d {
+				break
+			}
+			require.False(t, time.Now().After(deadline), "stops after unregister still delivered after %s: delivered %v, err %v", wait, d, err)
+		}
 		// A marker on another thread of the same control, sent after:
 		// once it arrives, a late delivery of the first would have.
 		other, marker := session(t), newStops()
