@@ -46,12 +46,16 @@ type AnswersConfig struct {
 //
 // and a pub/sub channel <prefix>answer:{T}:<M> on which the appended
 // entries go out. One Lua script appends, refreshes every TTL and
-// publishes, so that a follower that subscribed, then read, sees every
-// entry once: those written before its read in the read, those after on
-// the channel.
+// publishes, so that a follower sees every entry once: those written
+// before a read in that read, those after its subscription on the channel
+// (Follow reads once before the subscription is live, and once after).
 type Answers struct {
 	cfg  AnswersConfig
 	subs *subscriber
+	// The followers' gap reads (Follow) end with ctx, on Close.
+	ctx  context.Context
+	stop context.CancelFunc
+	gaps sync.WaitGroup
 }
 
 // NewAnswers starts an answer log on cfg.Client. Close stops it.
@@ -79,11 +83,16 @@ func NewAnswers(cfg AnswersConfig) (*Answers, error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
-	return &Answers{cfg: cfg, subs: newSubscriber(cfg.Client, cfg.OnError, "answer_subscribe", cfg.Log)}, nil
+	ctx, stop := context.WithCancel(context.Background())
+	return &Answers{cfg: cfg, subs: newSubscriber(cfg.Client, cfg.OnError, "answer_subscribe", cfg.Log), ctx: ctx, stop: stop}, nil
 }
 
 // Close stops the followers' subscriptions. The client stays open.
-func (a *Answers) Close() { a.subs.close() }
+func (a *Answers) Close() {
+	a.stop()
+	a.gaps.Wait()
+	a.subs.close()
+}
 
 const (
 	kindAnswer       = "answer"
@@ -198,19 +207,23 @@ func parseEntries(msg string) ([]ports.AnswerEntry, error) {
 // follow merges a follower's catch-up with the live entries.
 type follow struct {
 	mu       sync.Mutex
-	caughtUp bool
+	caughtUp bool // the live entries go straight to deliver
+	stopped  bool // stop was called: nothing more is delivered
 	buffered []ports.AnswerEntry
 	last     int64 // the last token's seq delivered or read
 	ended    bool  // the final entry was delivered or read
 	deliver  func(ports.AnswerEntry)
+	remove   func() // ends the channel's subscription
 }
 
-// take delivers e unless it was read or delivered already. It holds mu.
+// takeLocked delivers e unless it was read or delivered already, and ends
+// the subscription with the final entry. It holds mu.
 func (f *follow) takeLocked(e ports.AnswerEntry) {
 	switch {
-	case f.ended:
+	case f.ended || f.stopped:
 	case e.Final != nil:
 		f.ended = true
+		f.remove()
 		f.deliver(e)
 	case e.Seq > f.last:
 		f.last = e.Seq
@@ -218,8 +231,57 @@ func (f *follow) takeLocked(e ports.AnswerEntry) {
 	}
 }
 
-// Follow subscribes to the answer's channel, then reads it, then hands
-// deliver the live entries that the read did not hold.
+// live takes a publication of the answer's channel.
+func (f *follow) live(entries []ports.AnswerEntry) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if !f.caughtUp {
+		f.buffered = append(f.buffered, entries...)
+		return
+	}
+	for _, e := range entries {
+		f.takeLocked(e)
+	}
+}
+
+// catchUp delivers entries (what a read found after f.last), then the
+// live entries buffered meanwhile, and from then on the live ones as they
+// come.
+func (f *follow) catchUp(entries []ports.AnswerEntry) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, e := range entries {
+		f.takeLocked(e)
+	}
+	f.caughtUp = true
+	for _, e := range f.buffered {
+		f.takeLocked(e)
+	}
+	f.buffered = nil
+}
+
+func (f *follow) stop() {
+	f.mu.Lock()
+	f.stopped, f.buffered = true, nil
+	f.mu.Unlock()
+	f.remove()
+}
+
+// gapTries bounds the reads of a follower's gap (below); a follower whose
+// reads all fail goes on with the live entries, as one whose pub/sub
+// connection was lost does (docs/TECHNICAL.md, Resumable answers).
+const gapTries = 5
+
+// gapTimeout bounds one read of a follower's gap.
+const gapTimeout = 3 * time.Second
+
+// Follow reads the answer and returns at once what it holds after seq
+// after (the catch-up, one round trip), while the answer's channel is
+// subscribed beside it; once the subscription is live, a second read
+// fetches what was appended between the first and the subscription (the
+// gap), then deliver gets the live entries that neither read held. When
+// the channel was subscribed already on this instance, the first read
+// came after it and no second is needed.
 func (a *Answers) Follow(ctx context.Context, threadID, messageID string, after int64, deliver func(ports.AnswerEntry)) (ports.AnswerCatchUp, func(), error) {
 	nothing := func() {}
 	c := a.cfg.Client
@@ -243,49 +305,93 @@ func (a *Answers) Follow(ctx context.Context, threadID, messageID string, after 
 			a.cfg.Log.WarnContext(ctx, "malformed answer publication", "err", err)
 			return
 		}
-		f.mu.Lock()
-		defer f.mu.Unlock()
-		if !f.caughtUp {
-			f.buffered = append(f.buffered, entries...)
-			return
-		}
-		for _, e := range entries {
-			f.takeLocked(e)
-		}
+		f.live(entries)
 	})
+	f.remove = remove
+	liveBefore := false
 	select {
 	case <-live:
-	case <-ctx.Done():
-		remove()
-		return ports.AnswerCatchUp{}, nothing, ctx.Err()
+		liveBefore = true
+	default:
 	}
-	reply, err := readScript.Exec(ctx, c, []string{meta, text, stream}, []string{"(" + strconv.FormatInt(after, 10) + "-0"}).ToArray()
+	cu, err := a.read(ctx, meta, text, stream, after)
 	if err != nil {
 		remove()
 		a.cfg.OnError("answer_follow")
-		return ports.AnswerCatchUp{}, nothing, fmt.Errorf("redis: answer follow: %w", err)
-	}
-	cu, err := readCatchUp(reply, after)
-	if err != nil {
-		remove()
 		return ports.AnswerCatchUp{}, nothing, fmt.Errorf("redis: answer follow: %w", err)
 	}
 	if !cu.Found || cu.Done {
 		remove()
 		return cu, nothing, nil
 	}
-	f.mu.Lock()
 	f.last = cu.Top
 	if cu.Complete && len(cu.Entries) > 0 {
 		f.last = max(f.last, cu.Entries[len(cu.Entries)-1].Seq)
 	}
-	f.caughtUp = true
-	for _, e := range f.buffered {
-		f.takeLocked(e)
+	if liveBefore {
+		f.catchUp(nil)
+		return cu, f.stop, nil
 	}
-	f.buffered = nil
+	gctx, cancel := context.WithCancel(a.ctx)
+	a.gaps.Add(1)
+	go func() {
+		defer a.gaps.Done()
+		a.fillGap(gctx, ctx, f, live, meta, text, stream)
+	}()
+	return cu, func() {
+		cancel()
+		f.stop()
+	}, nil
+}
+
+// read runs readScript: what the log holds of an answer after seq after.
+func (a *Answers) read(ctx context.Context, meta, text, stream string, after int64) (ports.AnswerCatchUp, error) {
+	reply, err := readScript.Exec(ctx, a.cfg.Client, []string{meta, text, stream}, []string{"(" + strconv.FormatInt(after, 10) + "-0"}).ToArray()
+	if err != nil {
+		return ports.AnswerCatchUp{}, err
+	}
+	return readCatchUp(reply, after)
+}
+
+// fillGap waits for f's subscription to be live, then reads what was
+// appended since f's first read and hands it and the live entries to f.
+func (a *Answers) fillGap(ctx, logCtx context.Context, f *follow, live <-chan struct{}, meta, text, stream string) {
+	select {
+	case <-live:
+	case <-ctx.Done():
+		return
+	}
+	f.mu.Lock()
+	after := f.last
 	f.mu.Unlock()
-	return cu, remove, nil
+	backoff := minBackoff
+	for try := 1; ; try++ {
+		rctx, cancel := context.WithTimeout(ctx, gapTimeout)
+		cu, err := a.read(rctx, meta, text, stream, after)
+		cancel()
+		if err == nil {
+			if cu.Found && !cu.Complete {
+				a.cfg.Log.WarnContext(logCtx, "answer log lost entries while a follower joined; it goes on with the live ones")
+			}
+			f.catchUp(cu.Entries)
+			return
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		a.cfg.OnError("answer_follow")
+		if try == gapTries {
+			a.cfg.Log.WarnContext(logCtx, "answer follow: the entries since the catch-up could not be read; going on with the live ones", "err", err)
+			f.catchUp(nil)
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, maxBackoff)
+	}
 }
 
 // readCatchUp makes the catch-up of readScript's reply.

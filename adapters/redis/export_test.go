@@ -24,3 +24,19 @@ func (p *Presence) AliveInstances(ctx context.Context) (int, error) {
 // PublishScriptSource is the history's publish script, for tests that run
 // it by hand.
 const PublishScriptSource = publishSource
+
+// NewAnswersHeld is NewAnswers whose followers' subscriptions are made
+// only once release is called (which must be, before Close): a test
+// appends between a follower's read and its subscription.
+func NewAnswersHeld(cfg AnswersConfig) (a *Answers, release func(), err error) {
+	a, err = NewAnswers(cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	a.subs.close()
+	a.subs = idleSubscriber(a.cfg.Client, a.cfg.OnError, "answer_subscribe", a.cfg.Log)
+	return a, a.subs.start, nil
+}
+
+// Subscriptions counts the answers' channels subscribed or wanted.
+func (a *Answers) Subscriptions() int { return a.subs.channels() }

@@ -46,21 +46,37 @@ func (c *channelSub) markLive() {
 }
 
 func newSubscriber(client rueidis.Client, onError func(string), op string, log *slog.Logger) *subscriber {
-	ctx, stop := context.WithCancel(context.Background())
-	s := &subscriber{
+	s := idleSubscriber(client, onError, op, log)
+	s.start()
+	return s
+}
+
+// idleSubscriber returns a subscriber that subscribes nothing until start.
+func idleSubscriber(client rueidis.Client, onError func(string), op string, log *slog.Logger) *subscriber {
+	return &subscriber{
 		client:     client,
 		onError:    onError,
 		op:         op,
 		log:        log,
 		kick:       make(chan struct{}, 1),
-		stop:       stop,
 		done:       make(chan struct{}),
 		wanted:     make(map[string]*channelSub),
 		subscribed: make(map[string]bool),
 		confirmed:  make(map[string]bool),
 	}
+}
+
+func (s *subscriber) start() {
+	ctx, stop := context.WithCancel(context.Background())
+	s.stop = stop
 	go s.run(ctx)
-	return s
+}
+
+// channels counts the channels subscribed or wanted.
+func (s *subscriber) channels() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.wanted)
 }
 
 func (s *subscriber) close() {
