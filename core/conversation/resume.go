@@ -46,18 +46,22 @@ func (n *numbering) emit(ev Event) {
 	case EventEnd:
 		ev.Seq = n.seq
 	}
-	n.out(ev)
-	if n.log == nil {
-		return
-	}
-	switch ev.Kind {
-	case EventEscalation:
-		n.ended = AppendEvent(n.ended, ev, "")
-		n.ended = append(n.ended, '\n')
-	case EventEnd, EventError:
+	if n.log != nil && (ev.Kind == EventEnd || ev.Kind == EventError) {
+		// The log holds the answer's end before its client is sent it,
+		// so that a resume sent after end finds the answer done (the
+		// writer is at most a round trip or two behind; a log that does
+		// not answer holds end back no longer than one write's bound).
 		final := AppendEvent(n.ended, ev, "")
 		n.log.add(ports.AnswerEntry{Seq: n.seq, Final: final})
 		n.log.close()
+		n.log.waitFor(n.log.c.cfg.WriteTimeout)
+		n.out(ev)
+		return
+	}
+	n.out(ev)
+	if n.log != nil && ev.Kind == EventEscalation {
+		n.ended = AppendEvent(n.ended, ev, "")
+		n.ended = append(n.ended, '\n')
 	}
 }
 
@@ -129,6 +133,22 @@ func (w *answerWriter) wait() {
 	w.mu.Unlock()
 	if started {
 		<-w.done
+	}
+}
+
+// waitFor is wait, bounded by d.
+func (w *answerWriter) waitFor(d time.Duration) {
+	w.mu.Lock()
+	started := w.started
+	w.mu.Unlock()
+	if !started {
+		return
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-w.done:
+	case <-t.C:
 	}
 }
 

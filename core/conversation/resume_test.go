@@ -153,6 +153,35 @@ func TestResumeAfterTheEnd(t *testing.T) {
 	})
 }
 
+// The log holds an answer's end before its client is sent end: a resume
+// the client sends on seeing end finds the answer done (PROTOCOL.md §3.9).
+func TestResumeOnSeeingTheEndFindsTheAnswerDone(t *testing.T) {
+	h := resumableHarness(t, newAnswers(t, memory.AnswersConfig{}))
+	var started conversation.Event
+	var seq int64
+	res := newResumer()
+	emit := func(ev conversation.Event) {
+		switch ev.Kind {
+		case conversation.EventStarted:
+			started = ev
+		case conversation.EventToken:
+			seq = ev.Seq
+		case conversation.EventEnd:
+			_, err := h.conv.Resume(context.Background(), conversation.ResumeRequest{
+				ThreadID: thread, MessageID: started.MessageID, Seq: seq, Epoch: started.Epoch,
+			}, res.emit)
+			assert.NoError(t, err)
+		}
+	}
+	_, err := h.conv.Run(context.Background(), conversation.Request{ThreadID: thread, Message: "hi", Data: json.RawMessage(`[]`), Resumable: true}, emit)
+	require.NoError(t, err)
+	got := res.wait(t)
+	require.Len(t, got, 2)
+	assert.Equal(t, conversation.ResumeDone, got[0].State)
+	assert.True(t, got[0].Recovered)
+	assert.Contains(t, string(got[1].Raw), `"seq":5`)
+}
+
 func TestResumeOfAnAnswerTheLogDoesNotHave(t *testing.T) {
 	for name, log := range map[string]ports.AnswerLog{"no log": nil, "a log": newAnswers(t, memory.AnswersConfig{})} {
 		t.Run(name, func(t *testing.T) {
