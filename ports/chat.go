@@ -456,3 +456,20 @@ type ThreadQueue interface {
 	// another): waiters also look again at an interval.
 	Watch(threadID string) (changed <-chan struct{}, stop func())
 }
+
+// ThreadGate takes a thread for a chat in one step where the thread lock
+// and the thread queue live together (Redis: one script), instead of a
+// look at the queue beside each acquisition: the rule of PROTOCOL.md §3.8
+// (a chat takes a free thread only when no chat waits for it; a waiter
+// takes it when its ticket heads the queue) costs one round trip then.
+type ThreadGate interface {
+	// TakeTurn acquires the thread's lock for ttl, for owner, as
+	// ThreadLock.Acquire does, when ticket heads the thread's queue or,
+	// for ticket "", when no live ticket waits in it. It returns
+	// ErrWaitersAhead when another ticket heads the queue (or ticket is
+	// not in it), and ErrThreadBusy when the turn is ticket's but another
+	// lease holds the lock. A lease it returns tells the thread's
+	// watchers, as ThreadQueue.Notify does, when it is released while
+	// tickets wait: the caller does not notify them itself.
+	TakeTurn(ctx context.Context, threadID, owner, ticket string, ttl time.Duration) (Lease, error)
+}

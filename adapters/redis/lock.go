@@ -113,6 +113,10 @@ type Lease struct {
 	value string // owner + "/" + the acquisition's random token
 	ttlMS string // the ttl in milliseconds, as PEXPIRE takes it
 	fence int64
+	// channel and alive are the thread queue's channel and alive hash
+	// for a lease of TakeTurn, whose Release notifies the waiters; empty
+	// for Acquire's.
+	channel, alive string
 }
 
 var _ ports.Lease = (*Lease)(nil)
@@ -170,10 +174,18 @@ func (le *Lease) Fence() int64 { return le.fence }
 // is not an error. An error means Redis could not be asked, or its answer
 // was lost: the release may be tried again (the conversation retries it
 // until the lease expires after its ttl), since it compares the lease's
-// own token and never frees a newer lease's lock.
+// own token and never frees a newer lease's lock. A lease of TakeTurn
+// also tells the thread queue's watchers, in the same script, when tickets
+// wait.
 func (le *Lease) Release(ctx context.Context) error {
 	c := le.lock.cfg.Client
-	if err := releaseScript.Exec(ctx, c, []string{le.key}, []string{le.value}).Error(); err != nil {
+	var err error
+	if le.channel != "" {
+		err = releaseNotifyScript.Exec(ctx, c, []string{le.key, le.alive}, []string{le.value, le.channel}).Error()
+	} else {
+		err = releaseScript.Exec(ctx, c, []string{le.key}, []string{le.value}).Error()
+	}
+	if err != nil {
 		le.lock.cfg.OnError("lock_release")
 		return fmt.Errorf("redis: lock release: %w", err)
 	}

@@ -155,9 +155,13 @@ func TestLockRedisFailuresAreNotBusy(t *testing.T) {
 	require.Error(t, err)
 	require.NotErrorIs(t, err, conversation.ErrLeaseLost, "no answer is not a lost lease: the caller retries")
 	require.Error(t, lease.Release(ctx))
+	_, err = l.TakeTurn(ctx, "t3", "conn", "", time.Minute)
+	require.Error(t, err)
+	require.NotErrorIs(t, err, conversation.ErrThreadBusy)
+	require.NotErrorIs(t, err, conversation.ErrWaitersAhead)
 	mu.Lock()
 	defer mu.Unlock()
-	assert.Equal(t, []string{"lock_acquire", "lock_renew", "lock_release"}, ops)
+	assert.Equal(t, []string{"lock_acquire", "lock_renew", "lock_release", "lock_take"}, ops)
 }
 
 // The fencing token comes from a counter per thread, raised in the same
@@ -201,4 +205,32 @@ func TestLockFencingTokens(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, ahead+1, fourth.Fence())
 	require.NoError(t, fourth.Release(ctx))
+}
+
+func TestGateContract(t *testing.T) {
+	porttest.ThreadGate(t, func(t *testing.T) (porttest.Gated, porttest.Gated) {
+		t.Helper()
+		prefix := containers.Prefix(t)
+		gated := func() porttest.Gated {
+			c := client(t)
+			l := newLock(t, c, prefix)
+			return porttest.Gated{Gate: l, Lock: l, Queue: newQueue(t, c, prefix)}
+		}
+		return gated(), gated()
+	})
+}
+
+// The script touches the lock's, the fence's and the queue's keys of one
+// thread: refused on a cluster (CROSSSLOT) unless they share its slot.
+func TestGateContractOnACluster(t *testing.T) {
+	porttest.ThreadGate(t, func(t *testing.T) (porttest.Gated, porttest.Gated) {
+		t.Helper()
+		prefix := containers.Prefix(t)
+		gated := func() porttest.Gated {
+			c := clusterClient(t)
+			l := newLock(t, c, prefix)
+			return porttest.Gated{Gate: l, Lock: l, Queue: newQueue(t, c, prefix)}
+		}
+		return gated(), gated()
+	})
 }

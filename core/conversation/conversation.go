@@ -59,6 +59,12 @@ type Config struct {
 	// Nil: no chat waits; every strategy but reject is refused with
 	// thread_busy, as reject is.
 	Queue ports.ThreadQueue
+	// Gate takes a thread under its lock and a look at its queue in one
+	// call (ports.ThreadGate), where the two live together: Redis's Lock
+	// on the Queue's prefix. It is used with Queue only. Nil: Lock.Acquire
+	// then Queue.Head, two calls per chat, and Queue.Notify after each
+	// release.
+	Gate ports.ThreadGate
 	// MaxQueued bounds the chats waiting for a thread in its queue
 	// (MAX_QUEUED_PER_THREAD). Zero means none may: enqueue is refused as
 	// reject is. Negative is invalid.

@@ -43,3 +43,7 @@ var ErrQueueFull = errors.New("conversation: too many chats wait for the thread"
 // ErrTicketLost is returned by ThreadQueue.Keep for a ticket that is no
 // longer in the queue: it expired.
 var ErrTicketLost = errors.New("conversation: the queue ticket expired")
+
+// ErrWaitersAhead is returned by ThreadGate.TakeTurn when another chat's
+// ticket heads the thread's queue: the thread is that chat's first.
+var ErrWaitersAhead = errors.New("conversation: other chats wait for the thread first")

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/wsserver/wsserver/core/conversation"
+	"github.com/wsserver/wsserver/ports"
 )
 
 // fakeQueue is a thread queue in maps, without expiry: tickets leave
@@ -107,4 +108,50 @@ func (q *fakeQueue) waiting(id string) int {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	return len(q.front[id]) + len(q.back[id])
+}
+
+// fakeGate takes a fakeLock by a fakeQueue's rule, as Redis's script
+// does: the queue's head and the lock in one step (under the queue's
+// mutex, so that no ticket joins between them). Its leases notify the
+// queue's watchers on release when tickets wait.
+type fakeGate struct {
+	l *fakeLock
+	q *fakeQueue
+}
+
+func (g *fakeGate) TakeTurn(ctx context.Context, id, owner, ticket string, ttl time.Duration) (ports.Lease, error) {
+	g.q.mu.Lock()
+	defer g.q.mu.Unlock()
+	if g.q.err != nil {
+		return nil, g.q.err
+	}
+	head := ""
+	if l := append(g.q.front[id][:len(g.q.front[id]):len(g.q.front[id])], g.q.back[id]...); len(l) > 0 {
+		head = l[0]
+	}
+	if head != ticket {
+		return nil, conversation.ErrWaitersAhead
+	}
+	lease, err := g.l.Acquire(ctx, id, owner, ttl)
+	if err != nil {
+		return nil, err
+	}
+	return notifying{Lease: lease, q: g.q, id: id}, nil
+}
+
+// notifying is a lease of fakeGate.
+type notifying struct {
+	ports.Lease
+	q  *fakeQueue
+	id string
+}
+
+func (n notifying) Release(ctx context.Context) error {
+	if err := n.Lease.Release(ctx); err != nil {
+		return err
+	}
+	if n.q.waiting(n.id) > 0 {
+		return n.q.Notify(ctx, n.id)
+	}
+	return nil
 }

@@ -20,6 +20,10 @@ import (
 // run that releases the lock, a waiter that leaves, sends one) and, in
 // case one was lost, look again every QueuePoll.
 //
+// Where the lock and the queue live together, a Gate (ports.ThreadGate)
+// takes the thread with its look at the queue in one call, and its leases
+// tell the waiters when they are released.
+//
 // Interrupting chats join at the front of the queue, so that no waiter
 // takes the thread between the end of the answer they stop and their own
 // start, and stop the run that holds the lock, wherever it runs
@@ -67,28 +71,50 @@ func (c *Conversation) take(ctx context.Context, req Request, owner string, emit
 	if c.cfg.Queue == nil {
 		mode = MultitaskReject // no queue to wait in
 	}
-	g, err := c.acquire(ctx, req.ThreadID, owner)
+	g, err := c.takeFree(ctx, req.ThreadID, owner)
 	switch {
-	case err == nil && c.cfg.Queue == nil:
-		return g, nil
 	case err == nil:
-		head, herr := c.head(ctx, req.ThreadID)
-		if herr == nil && head == "" {
-			return g, nil
-		}
-		// Chats wait for the thread: it is theirs first.
-		c.free(ctx, req.ThreadID, g.lease, g.asked)
-		if herr != nil {
-			return grant{}, c.unavailable(emit, fmt.Errorf("conversation: read thread queue: %w", herr))
-		}
-	case !errors.Is(err, ErrThreadBusy):
-		return grant{}, c.unavailable(emit, fmt.Errorf("conversation: acquire thread lock: %w", err))
-	}
-	if mode == MultitaskReject {
+		return g, nil
+	case !errors.Is(err, ErrThreadBusy) && !errors.Is(err, ErrWaitersAhead):
+		return grant{}, c.unavailable(emit, err)
+	case mode == MultitaskReject:
 		emit(Event{Kind: EventError, Code: protocol.CodeThreadBusy, Message: ErrThreadBusy.Message})
 		return grant{}, ErrThreadBusy
 	}
 	return c.wait(ctx, req, owner, mode, emit)
+}
+
+// takeFree takes the thread's lock when it is free and no chat waits for
+// the thread: the chats that wait have it first. Otherwise it returns
+// ErrThreadBusy or ErrWaitersAhead. With a Gate this is one call;
+// without, the lock is taken, then the queue looked at, and the lock
+// freed again when a chat waits.
+func (c *Conversation) takeFree(ctx context.Context, threadID, owner string) (grant, error) {
+	if c.cfg.Queue != nil && c.cfg.Gate != nil {
+		g, err := c.takeTurn(ctx, threadID, owner, "")
+		if err != nil && !errors.Is(err, ErrThreadBusy) && !errors.Is(err, ErrWaitersAhead) {
+			err = fmt.Errorf("conversation: take thread: %w", err)
+		}
+		return g, err
+	}
+	g, err := c.acquire(ctx, threadID, owner)
+	switch {
+	case errors.Is(err, ErrThreadBusy):
+		return grant{}, err
+	case err != nil:
+		return grant{}, fmt.Errorf("conversation: acquire thread lock: %w", err)
+	case c.cfg.Queue == nil:
+		return g, nil
+	}
+	head, err := c.head(ctx, threadID)
+	if err == nil && head == "" {
+		return g, nil
+	}
+	c.free(ctx, threadID, g.lease, g.asked)
+	if err != nil {
+		return grant{}, fmt.Errorf("conversation: read thread queue: %w", err)
+	}
+	return grant{}, ErrWaitersAhead
 }
 
 // grant is a lease and when it was asked for: it is surely held for a
@@ -104,6 +130,16 @@ func (c *Conversation) acquire(ctx context.Context, threadID, owner string) (gra
 	actx, cancel := context.WithTimeout(ctx, c.cfg.WriteTimeout)
 	defer cancel()
 	lease, err := c.cfg.Lock.Acquire(actx, threadID, owner, c.cfg.LockTTL)
+	return grant{lease: lease, asked: asked}, err
+}
+
+// takeTurn takes the thread through the Gate when ticket heads its queue
+// ("": when no chat waits), bounded by WriteTimeout.
+func (c *Conversation) takeTurn(ctx context.Context, threadID, owner, ticket string) (grant, error) {
+	asked := time.Now()
+	tctx, cancel := context.WithTimeout(ctx, c.cfg.WriteTimeout)
+	defer cancel()
+	lease, err := c.cfg.Gate.TakeTurn(tctx, threadID, owner, ticket, c.cfg.LockTTL)
 	return grant{lease: lease, asked: asked}, err
 }
 
@@ -134,8 +170,8 @@ func (c *Conversation) free(ctx context.Context, threadID string, lease ports.Le
 		c.retryRelease(context.WithoutCancel(ctx), lease, renewed.Add(c.cfg.LockTTL), err)
 		return // no waiter can take the thread before the release succeeds
 	}
-	if c.cfg.Queue == nil {
-		return
+	if c.cfg.Queue == nil || c.cfg.Gate != nil {
+		return // no waiters, or the gate's lease told them
 	}
 	r := &c.releases
 	r.mu.Lock()
@@ -270,6 +306,18 @@ func (c *Conversation) turn(ctx context.Context, thread, ticket, owner string, k
 			return grant{}, false, fmt.Errorf("keep queue ticket: %w", err)
 		}
 		*kept = at
+	}
+	if c.cfg.Gate != nil {
+		g, err := c.takeTurn(ctx, thread, owner, ticket)
+		switch {
+		case err == nil:
+			return g, true, nil
+		case errors.Is(err, ErrThreadBusy):
+			return grant{}, true, nil
+		case errors.Is(err, ErrWaitersAhead):
+			return grant{}, false, nil
+		}
+		return grant{}, false, fmt.Errorf("take thread: %w", err)
 	}
 	first, err := c.head(ctx, thread)
 	if err != nil || first != ticket {

@@ -80,6 +80,10 @@ func eventually(t *testing.T, what string, cond func() bool) {
 	}
 }
 
+// throughGate makes multitaskHarness's conversations take threads
+// through a Gate (TestMultitaskThroughTheGate).
+var throughGate bool
+
 func multitaskHarness(t *testing.T, maxQueued int) (*harness, *fakeQueue) {
 	t.Helper()
 	q := newFakeQueue()
@@ -90,6 +94,9 @@ func multitaskHarness(t *testing.T, maxQueued int) (*harness, *fakeQueue) {
 		c.Queue = q
 		c.MaxQueued = maxQueued
 		c.Runs = &fakeRuns{}
+		if throughGate {
+			c.Gate = &fakeGate{l: c.Lock.(*fakeLock), q: q}
+		}
 	})
 	require.NoError(t, err)
 	return h, q
@@ -366,5 +373,25 @@ func TestMultitaskQueueUnavailable(t *testing.T) {
 		require.ErrorIs(t, err, errUnreachable, m.String())
 		assert.Equal(t, []conversation.EventKind{errorEvent}, s.kinds())
 		assert.Equal(t, protocol.CodeUnavailable, s.last().Code)
+	}
+}
+
+// The same rules hold when the thread is taken through a Gate, in one
+// call, whose leases tell the waiters when they are released.
+func TestMultitaskThroughTheGate(t *testing.T) {
+	throughGate = true
+	defer func() { throughGate = false }()
+	for name, test := range map[string]func(*testing.T){
+		"reject":               TestMultitaskReject,
+		"enqueue":              TestMultitaskEnqueue,
+		"queue bound":          TestMultitaskQueueBound,
+		"queued chat leaves":   TestMultitaskQueuedChatLeaves,
+		"interrupt":            TestMultitaskInterrupt,
+		"rollback":             TestMultitaskRollback,
+		"no overtaking":        TestMultitaskNoOvertaking,
+		"interrupt goes ahead": TestMultitaskInterruptGoesAheadOfTheQueue,
+		"queue unavailable":    TestMultitaskQueueUnavailable,
+	} {
+		t.Run(name, test)
 	}
 }

@@ -145,6 +145,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, ln net.Listen
 		threads ports.ThreadStore = memory.NewThreads(cfg.Store.MemoryMaxThreads)
 		lock    ports.ThreadLock  = memory.NewLock()
 		queue   ports.ThreadQueue = memory.NewQueue()
+		gate    ports.ThreadGate  // nil: the lock, then a look at the queue
 	)
 	if cfg.Store.DatabaseURL != "" {
 		store, err := postgres.Open(ctx, postgres.Config{
@@ -174,6 +175,9 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, ln net.Listen
 		}
 		closers = append(closers, q.Close)
 		queue = q
+		// The lock and the queue share the client and the prefix: a chat
+		// takes its thread in one script.
+		gate = l
 	}
 
 	// The conversation's model, guardrail and escalation detector.
@@ -212,6 +216,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, ln net.Listen
 		Runs:                 runs,
 		Answers:              answers,
 		Queue:                queue,
+		Gate:                 gate,
 		MaxQueued:            cfg.Conversation.MaxQueuedPerThread,
 		SystemPrompt:         appdata.SystemPrompt,
 		SummaryPrompt:        appdata.SummaryPrompt,
