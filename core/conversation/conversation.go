@@ -301,7 +301,10 @@ func (c *Conversation) Run(ctx context.Context, req Request, emit func(Event)) (
 	var last *Event
 	hold := func(ev Event) {
 		if ev.Kind == EventEnd || ev.Kind == EventError {
-			last = &ev
+			// A copy: taking ev's own address would move every event,
+			// each token's too, to the heap.
+			held := ev
+			last = &held
 			return
 		}
 		emit(ev)
