@@ -29,8 +29,6 @@ const (
 	selectThread = `SELECT channel, created_at FROM threads WHERE id = $1`
 	threadExists = `SELECT EXISTS (SELECT 1 FROM threads WHERE id = $1)`
 
-	insertMessage = `INSERT INTO messages (thread_id, id, role, content, cancelled, created_at)
-		VALUES ($1, $2, $3, $4, $5, $6)`
 	selectMessages = `SELECT id, role, content, cancelled, created_at
 		FROM messages WHERE thread_id = $1 ORDER BY seq`
 
@@ -62,6 +60,14 @@ const (
 		SELECT $1::text, run_id, step, node, state::jsonb, created_at
 		FROM unnest($2::text[], $3::integer[], $4::text[], $5::text[], $6::timestamptz[])
 			WITH ORDINALITY AS c (run_id, step, node, state, created_at, n)
+		ORDER BY n`
+	// A turn's messages, the user's and the answer, are one statement of
+	// arrays too, which saves PostgreSQL a statement's parse, plan and
+	// executor start per turn; they take their seq in the arrays' order.
+	insertTurnMessages = `INSERT INTO messages (thread_id, id, role, content, cancelled, created_at)
+		SELECT $1::text, id, role, content, cancelled, created_at
+		FROM unnest($2::text[], $3::text[], $4::text[], $5::boolean[], $6::timestamptz[])
+			WITH ORDINALITY AS m (id, role, content, cancelled, created_at, n)
 		ORDER BY n`
 	insertTurnEscalation = `INSERT INTO escalations (thread_id, run_id, reason, detail, created_at)
 		VALUES ($1, $2, $3, $4, $5)`
@@ -192,8 +198,18 @@ func (s *Store) SaveTurn(ctx context.Context, t ports.Turn) error {
 	}
 	b := &pgx.Batch{}
 	b.Queue(upsertThread, t.ThreadID, t.Channel, t.Fence)
-	for _, m := range t.Messages {
-		b.Queue(insertMessage, t.ThreadID, m.ID, string(m.Role), m.Content, m.Cancelled, m.CreatedAt)
+	if n := len(t.Messages); n > 0 {
+		var (
+			ids       = make([]string, n)
+			roles     = make([]string, n)
+			contents  = make([]string, n)
+			cancelled = make([]bool, n)
+			times     = make([]time.Time, n)
+		)
+		for i, m := range t.Messages {
+			ids[i], roles[i], contents[i], cancelled[i], times[i] = m.ID, string(m.Role), m.Content, m.Cancelled, m.CreatedAt
+		}
+		b.Queue(insertTurnMessages, t.ThreadID, ids, roles, contents, cancelled, times)
 	}
 	if n := len(t.Checkpoints); n > 0 {
 		var (

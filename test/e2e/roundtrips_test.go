@@ -34,7 +34,7 @@ import (
 //
 // PostgreSQL, read on the wire between the instance and the database:
 // one batch loads the thread (three statements), one saves the turn (the
-// thread's row, two messages, the checkpoints: four); each batch is one
+// thread's row, the messages, the checkpoints: three); each batch is one
 // Sync, so one round trip.
 func TestChatRoundTrips(t *testing.T) {
 	singleRedisOnly(t)
@@ -104,7 +104,7 @@ func TestChatRoundTrips(t *testing.T) {
 		assert.Equal(t, 1, before, "chat %d: scripts run before session_started", i)
 	}
 	assert.Equal(t, 2*chats, pg['S'], "PostgreSQL round trips (Syncs): the load's batch and the turn's")
-	assert.Equal(t, 7*chats, pg['E'], "PostgreSQL statements: three to load, four to save")
+	assert.Equal(t, 6*chats, pg['E'], "PostgreSQL statements: three to load, three to save")
 	assert.Zero(t, pg['P'], "no statement prepared again")
 }
 
