@@ -9,6 +9,7 @@
 #   bash test/bench/chat.sh paced-200 openai-200    # local model vs openai adapters
 #   bash test/bench/chat.sh bedrock-guard-200          # issue 15: ApplyGuardrail taking 150 ms
 #   bash test/bench/chat.sh resumable-250-pairs resume-60 # issue 12: resumable answers
+#   bash test/bench/chat.sh burst-250-redis-postgres burst-redis-postgres # issue 13 §3's chat figures
 #
 # Needs redis-server on PATH and Docker with a PostgreSQL image
 # ($BENCH_POSTGRES_IMAGE, default the one test/images/env.sh picks) for the
@@ -121,18 +122,43 @@ run() {
 		esac
 		cpu "$1" "$a" "$b"
 		;;
+	burst-250-redis-postgres)
+		# Issue 13 §3 (a): 250 chats sent in the same millisecond (no
+		# -stagger), each connection's next chat as soon as its end
+		# arrives, at the local model's 50 tokens/s, on Redis +
+		# PostgreSQL with two instances on BENCH_PORT and BENCH_PORT+1.
+		# Target: session_started p99 <= 20 ms.
+		port=${BENCH_PORT:-8000}
+		redis
+		postgres
+		server "$port" LOCAL_MODEL_TOKEN_DELAY=20ms "${shared[@]}"
+		a=$pid
+		server $((port + 1)) LOCAL_MODEL_TOKEN_DELAY=20ms "${shared[@]}"
+		b=$pid
+		echo "load $(cut -d' ' -f1-3 /proc/loadavg) at $(date -u +%H:%M:%S)" | tee -a "$OUT/load.txt"
+		bench burst-250-redis-postgres chat -url "ws://127.0.0.1:$port,ws://127.0.0.1:$((port + 1))" -conns 250 -chats 0 -duration "$DURATION" -new-thread -message "$long" -pid "$a,$b"
+		echo "load $(cut -d' ' -f1-3 /proc/loadavg) at $(date -u +%H:%M:%S)" | tee -a "$OUT/load.txt"
+		cpu burst-250-redis-postgres "$a" "$b"
+		;;
 	burst-memory)
 		server 8000 "${fast[@]}"
 		bench burst-memory chat -url ws://127.0.0.1:8000 -conns 20 -chats 0 -duration "$DURATION" -new-thread -message "$long" -pid "$pid"
 		;;
 	burst-redis-postgres)
+		# Issue 13 §3 (b): 20 connections back to back, no model delay,
+		# Redis + PostgreSQL, two instances on BENCH_PORT and
+		# BENCH_PORT+1. Target: >= 80,000 tokens/s.
+		port=${BENCH_PORT:-8000}
 		redis
 		postgres
-		server 8000 "${fast[@]}" "${shared[@]}"
+		server "$port" "${fast[@]}" "${shared[@]}"
 		a=$pid
-		server 8001 "${fast[@]}" "${shared[@]}"
+		server $((port + 1)) "${fast[@]}" "${shared[@]}"
 		b=$pid
-		bench burst-redis-postgres chat -url ws://127.0.0.1:8000,ws://127.0.0.1:8001 -conns 20 -chats 0 -duration "$DURATION" -new-thread -message "$long" -pid "$a,$b"
+		echo "load $(cut -d' ' -f1-3 /proc/loadavg) at $(date -u +%H:%M:%S)" | tee -a "$OUT/load.txt"
+		bench burst-redis-postgres chat -url "ws://127.0.0.1:$port,ws://127.0.0.1:$((port + 1))" -conns 20 -chats 0 -duration "$DURATION" -new-thread -message "$long" -pid "$a,$b"
+		echo "load $(cut -d' ' -f1-3 /proc/loadavg) at $(date -u +%H:%M:%S)" | tee -a "$OUT/load.txt"
+		cpu burst-redis-postgres "$a" "$b"
 		;;
 	*)
 		echo "unknown scenario $1" >&2
