@@ -3,7 +3,7 @@
 # The caller sets OUT (the results folder) before sourcing it.
 
 # BENCH_BIN=dir runs the binaries already built there (wsserver, wsbench,
-# fakebedrock, fakeopenai) instead of building them from this tree.
+# fakebedrock, fakeopenai, bare, profsrv) instead of building them from this tree.
 BIN=${BENCH_BIN:-$(mktemp -d)}
 REDIS_PORT=${REDIS_PORT:-6393}
 PG_PORT=${PG_PORT:-5493}
@@ -16,6 +16,7 @@ if [[ -z ${BENCH_BIN:-} ]]; then
 	go build -o "$BIN/fakebedrock" ./test/fakebedrock/cmd/fakebedrock
 	go build -o "$BIN/fakeopenai" ./test/fakeopenai/cmd/fakeopenai
 	go build -o "$BIN/bare" ./test/bench/bare
+	go build -o "$BIN/profsrv" ./test/bench/profsrv
 fi
 ulimit -n 1048576 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
@@ -28,12 +29,17 @@ pin_server=() pin_tool=()
 
 # server PORT [ENV...]: starts a fresh server; its pid is left in $pid. It is
 # a development server (DJANGO_DEBUG=1) without the per-address limit: every
-# benchmark socket comes from 127.0.0.1.
+# benchmark socket comes from 127.0.0.1. BENCH_PPROF=1 runs
+# test/bench/profsrv instead, Go's profiler on 127.0.0.1:PORT+1000.
 server() {
-	local port=$1
+	local port=$1 bin=wsserver prof=()
 	shift
-	"${pin_server[@]}" env DJANGO_DEBUG=1 MAX_CONNECTIONS_PER_IP=0 LISTEN_ADDR="127.0.0.1:$port" LOG_LEVEL=warn INSTANCE_ID="bench-$port" "$@" \
-		"$BIN/wsserver" >>"$OUT/server-$port.log" 2>&1 &
+	if [[ -n ${BENCH_PPROF:-} ]]; then
+		bin=profsrv
+		prof=(PPROF_ADDR="127.0.0.1:$((port + 1000))")
+	fi
+	"${pin_server[@]}" env DJANGO_DEBUG=1 MAX_CONNECTIONS_PER_IP=0 LISTEN_ADDR="127.0.0.1:$port" LOG_LEVEL=warn INSTANCE_ID="bench-$port" "${prof[@]}" "$@" \
+		"$BIN/$bin" >>"$OUT/server-$port.log" 2>&1 &
 	pid=$!
 	pids+=("$pid")
 	for _ in $(seq 300); do
