@@ -5,6 +5,8 @@ import (
 	"bytes"
 	"fmt"
 	"regexp"
+	"regexp/syntax"
+	"slices"
 	"strconv"
 	"strings"
 	"unicode"
@@ -30,20 +32,20 @@ type Rule struct {
 	// Where names the file and line, for messages.
 	Where string
 	re    *regexp.Regexp
-	// word is a phrase's longest word in lower case when it is ASCII
-	// without an apostrophe: every match holds it, in any case. Empty for
-	// other rules.
-	word string
+	// words are ASCII texts in lower case, one of which every match
+	// holds, in any case (required); nil when the expression does not
+	// tell.
+	words []string
 }
 
 // Match returns the first text of s that the rule matches, and whether it
-// matched. A phrase's regular expression runs only on text that holds
-// its word: most text holds none of the rules', and a byte scan costs a
-// fraction of the expression's backtracking (BenchmarkRules). Only ASCII
-// text is scanned so: (?i) also matches k and s with the Kelvin sign and
-// the long s, which a byte scan would miss.
+// matched. The rule's regular expression runs only on text that holds
+// one of its words: most text holds none of the rules', and a byte scan
+// costs a fraction of the expression's backtracking (BenchmarkRules).
+// Only ASCII text is scanned so: (?i) also matches k and s with the Kelvin
+// sign and the long s, which a byte scan would miss.
 func (r Rule) Match(s string) (string, bool) {
-	if r.word != "" && isASCII(s) && !containsFoldASCII(s, r.word) {
+	if r.words != nil && isASCII(s) && !containsAnyFoldASCII(s, r.words) {
 		return "", false
 	}
 	loc := r.re.FindStringIndex(s)
@@ -101,7 +103,6 @@ func parseRules(file string, data []byte, reasons []string, settings bool) ([]Ru
 		switch kind {
 		case "phrase":
 			expr = phraseRegexp(pattern)
-			r.word = phraseWord(pattern)
 		case "regex":
 			expr = pattern
 		default:
@@ -115,6 +116,9 @@ func parseRules(file string, data []byte, reasons []string, settings bool) ([]Ru
 			return nil, nil, fmt.Errorf("local: %s: pattern %q matches empty text, so every text", where, pattern)
 		}
 		r.re = re
+		if syn, err := syntax.Parse(expr, syntax.Perl); err == nil {
+			r.words = required(syn.Simplify())
+		}
 		if len(rules) == MaxRules {
 			return nil, nil, fmt.Errorf("local: %s: more than %d rules", file, MaxRules)
 		}
@@ -144,16 +148,61 @@ func phraseRegexp(phrase string) string {
 	return expr
 }
 
-// phraseWord returns the phrase's longest word in lower case, or "" when
-// none is ASCII without an apostrophe (which matches a curly one too).
-func phraseWord(phrase string) string {
-	word := ""
-	for _, w := range strings.Fields(phrase) {
-		if len(w) > len(word) && isASCII(w) && !strings.Contains(w, "'") {
-			word = w
+// required returns texts, lower-case ASCII, one of which every match of
+// re holds in some case, or nil when re does not tell: a literal (in any
+// case, since the scan ignores case), one of an alternation's when each
+// branch has its own, the most selective of a concatenation's parts (its
+// shortest text longest), the part repeated at least once. A literal
+// beyond ASCII tells nothing: case folding reaches beyond ASCII there.
+func required(re *syntax.Regexp) []string {
+	switch re.Op {
+	case syntax.OpLiteral:
+		s := string(re.Rune)
+		if !isASCII(s) {
+			return nil
+		}
+		return []string{strings.ToLower(s)}
+	case syntax.OpCapture, syntax.OpPlus:
+		return required(re.Sub[0])
+	case syntax.OpRepeat:
+		if re.Min >= 1 {
+			return required(re.Sub[0])
+		}
+	case syntax.OpConcat:
+		var best []string
+		for _, sub := range re.Sub {
+			if r := required(sub); r != nil && shortest(r) > shortest(best) {
+				best = r
+			}
+		}
+		return best
+	case syntax.OpAlternate:
+		var all []string
+		for _, sub := range re.Sub {
+			r := required(sub)
+			if r == nil {
+				return nil
+			}
+			for _, t := range r {
+				if !slices.Contains(all, t) {
+					all = append(all, t)
+				}
+			}
+		}
+		return all
+	}
+	return nil
+}
+
+// shortest is the length of the shortest of texts; 0 for none.
+func shortest(texts []string) int {
+	n := 0
+	for i, t := range texts {
+		if i == 0 || len(t) < n {
+			n = len(t)
 		}
 	}
-	return strings.ToLower(word)
+	return n
 }
 
 func isASCII(s string) bool {
@@ -163,6 +212,17 @@ func isASCII(s string) bool {
 		}
 	}
 	return true
+}
+
+// containsAnyFoldASCII reports whether s holds one of words, lower-case
+// ASCII strings, in any case.
+func containsAnyFoldASCII(s string, words []string) bool {
+	for _, w := range words {
+		if containsFoldASCII(s, w) {
+			return true
+		}
+	}
+	return false
 }
 
 // containsFoldASCII reports whether s holds word, a lower-case ASCII

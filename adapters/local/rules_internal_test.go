@@ -19,15 +19,25 @@ phrase r kettle
 phrase r café au lait
 phrase r ask
 regex  r (?i)\bfraud\b
+regex  r (?:cat|dog)s?
+regex  r cat|\d+
+regex  r \b(?:\d[ -]?){13,19}\b
+regex  r (?:ab){2,}|(?:ab)+c
+regex  r x?yz?(?:xyz)+
 `), nil, false)
 	require.NoError(t, err)
 	shipped, err := LoadAppdata("")
 	require.NoError(t, err)
 	rules = append(append(append(rules, shipped.Guardrail...), shipped.Escalation.Rules...), shipped.Escalation.Frustration...)
-	assert.Equal(t, "human", rules[0].word)
-	assert.Equal(t, "know", rules[1].word, "the word with the apostrophe is not scanned for")
-	assert.Equal(t, "lait", rules[3].word, "café is not ASCII: the longest ASCII word")
-	assert.Equal(t, "", rules[5].word, "no word for a regex")
+	assert.Equal(t, []string{"human"}, rules[0].words, "a phrase's longest word")
+	assert.Equal(t, []string{"know"}, rules[1].words, "the word with the apostrophe is not scanned for")
+	assert.Equal(t, []string{"lait"}, rules[3].words, "café is not ASCII: the longest ASCII word")
+	assert.Equal(t, []string{"fraud"}, rules[5].words)
+	assert.ElementsMatch(t, []string{"cat", "dog"}, rules[6].words, "one of each branch")
+	assert.Nil(t, rules[7].words, "a branch without a text: nothing to scan for")
+	assert.Nil(t, rules[8].words, "digits: nothing to scan for")
+	assert.Equal(t, []string{"ab"}, rules[9].words, "repeated at least once")
+	assert.Equal(t, []string{"xyz"}, rules[10].words, "the more selective part")
 	texts := []string{
 		"I want to TALK to a Human now",
 		"talk  to\ta human",
@@ -40,6 +50,8 @@ regex  r (?i)\bfraud\b
 		"CAFÉ AU LAIT please",
 		"café au lait",
 		"this is FRAUD!!!",
+		"Fraudulent? Call a LAWYER about the chargeback???",
+		"my Cats and DOGS", "dogma", "catalogue 12", "abab", "abc", "xyzxyz", "yz",
 		"",
 		"Your card 4111 1111 1111 1111 works.",
 		"Please explain in detail how streaming answers work here, what happens to my thread and its history.",
