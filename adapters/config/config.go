@@ -294,6 +294,11 @@ type Conversation struct {
 	// resume that missed more gets a snapshot. RESUME_MAX_EVENTS; default
 	// 1000 (10..100,000).
 	ResumeMaxEvents int
+	// ResumeLogInterval is the least time between two appends to a
+	// resumable answer's log: the events sent meanwhile go in one append.
+	// RESUME_LOG_INTERVAL; default 50ms (0..1s; 0 appends each event as
+	// soon as the previous append returned).
+	ResumeLogInterval time.Duration
 }
 
 // Bedrock holds the AWS Bedrock settings. Region and ChatModelID together

@@ -134,7 +134,7 @@ func TestLoadDefaults(t *testing.T) {
 		Store:    Store{RedisCluster: "auto", PresenceTTL: 30 * time.Second, MemoryMaxThreads: 10000, SessionHistoryTTL: 5 * time.Minute},
 		Presence: Presence{DiffInterval: time.Second, LeaveGrace: 15 * time.Second, EventsMax: 1000},
 		Conversation: Conversation{MaxGuardrailRewrites: 2, FirstChunkChars: 40, ChunkChars: 1000, LocalTokenDelay: 20 * time.Millisecond, MaxQueuedPerThread: 5,
-			ResumeTTL: 300 * time.Second, ResumeMaxEvents: 1000},
+			ResumeTTL: 300 * time.Second, ResumeMaxEvents: 1000, ResumeLogInterval: 50 * time.Millisecond},
 		OpenAI:   OpenAI{StreamUsage: true},
 		Log:      Log{Level: slog.LevelInfo, Format: "json"},
 		Warnings: cfg.Warnings,
@@ -195,6 +195,7 @@ func TestLoadValues(t *testing.T) {
 		"MAX_QUEUED_PER_THREAD":           "0",
 		"RESUME_TTL":                      "90",
 		"RESUME_MAX_EVENTS":               "10",
+		"RESUME_LOG_INTERVAL":             "0",
 		"AWS_BEDROCK_REGION":              "eu-west-1",
 		"BEDROCK_MODEL_ID_CHAT":           "chat",
 		"BEDROCK_MODEL_ID_SUMMARY":        "summary",
@@ -231,7 +232,7 @@ func TestLoadValues(t *testing.T) {
 	}, cfg.Store)
 	assert.Equal(t, Presence{DiffInterval: 250 * time.Millisecond, EventsMax: 1}, cfg.Presence, "a grace of 0 is honoured")
 	assert.Equal(t, Conversation{AppdataPath: "/srv/appdata", FirstChunkChars: 100, ChunkChars: 100, ResumeTTL: 90 * time.Second, ResumeMaxEvents: 10},
-		cfg.Conversation, "MAX_QUEUED_PER_THREAD=0 is honoured")
+		cfg.Conversation, "MAX_QUEUED_PER_THREAD=0 and RESUME_LOG_INTERVAL=0 are honoured")
 	assert.Equal(t, Bedrock{
 		Region: "eu-west-1", ChatModelID: "chat", SummaryModelID: "summary", GuardrailModelID: "guard",
 		EscalationModelID: "esc", GuardrailID: "gr-1", GuardrailVersion: "DRAFT", GuardrailStreamMode: "async", EndpointURL: "http://127.0.0.1:4566",
@@ -280,6 +281,8 @@ func TestLoadParseErrors(t *testing.T) {
 		{map[string]string{"RESUME_TTL": "0.5"}, []string{`config: RESUME_TTL: must be between 1s and 24h0m0s, got "0.5"`}},
 		{map[string]string{"RESUME_TTL": "25h"}, []string{`config: RESUME_TTL: must be between`}},
 		{map[string]string{"RESUME_TTL": "later"}, []string{`config: RESUME_TTL: must be a duration`}},
+		{map[string]string{"RESUME_LOG_INTERVAL": "2s"}, []string{`config: RESUME_LOG_INTERVAL: must be between 0s and 1s, got "2s"`}},
+		{map[string]string{"RESUME_LOG_INTERVAL": "-1ms"}, []string{`config: RESUME_LOG_INTERVAL: must be`}},
 		{map[string]string{"RESUME_MAX_EVENTS": "9"}, []string{`config: RESUME_MAX_EVENTS: must be between 10 and 100000, got 9`}},
 		{map[string]string{"RESUME_MAX_EVENTS": "100001"}, []string{`config: RESUME_MAX_EVENTS: must be between`}},
 		{map[string]string{"PRESENCE_TTL": "2s"}, []string{`config: PRESENCE_TTL: must be between 3s and 1h0m0s, got "2s"`}},

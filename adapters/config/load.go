@@ -130,6 +130,7 @@ func (l *loader) load() Config {
 		MaxQueuedPerThread:   l.integer("MAX_QUEUED_PER_THREAD", conversation.DefaultMaxQueued, 0, conversation.MaxQueuedLimit),
 		ResumeTTL:            l.duration("RESUME_TTL", 300*time.Second, time.Second, 24*time.Hour),
 		ResumeMaxEvents:      l.integer("RESUME_MAX_EVENTS", 1000, 10, 100_000),
+		ResumeLogInterval:    l.duration("RESUME_LOG_INTERVAL", 50*time.Millisecond, 0, time.Second),
 	}
 	if c.Conversation.FirstChunkChars > c.Conversation.ChunkChars {
 		l.fail("GUARDRAIL_FIRST_CHUNK_CHARS", "must not be more than GUARDRAIL_CHUNK_CHARS (%d), got %d", c.Conversation.ChunkChars, c.Conversation.FirstChunkChars)

@@ -63,6 +63,7 @@ func (c Config) LogValue() slog.Value {
 			slog.Int("max_queued_per_thread", c.Conversation.MaxQueuedPerThread),
 			slog.Duration("resume_ttl", c.Conversation.ResumeTTL),
 			slog.Int("resume_max_events", c.Conversation.ResumeMaxEvents),
+			slog.Duration("resume_log_interval", c.Conversation.ResumeLogInterval),
 		),
 		slog.Group("bedrock",
 			slog.String("region", c.Bedrock.Region),

@@ -46,6 +46,12 @@ type Config struct {
 	// Answers logs the answers of resumable chats (Request.Resumable) for
 	// Resume. Nil: chats are not resumable, and Resume knows nothing.
 	Answers ports.AnswerLog
+	// AnswerLogInterval is the least time between two appends of one
+	// answer's log after its first: the events sent meanwhile go in the
+	// next append, so that a streaming answer costs the log one call an
+	// interval, not one a token. The answer's end is appended at once.
+	// Zero appends each event as soon as the previous append returned.
+	AnswerLogInterval time.Duration
 	// Epoch names the answer log's continuity, given in every
 	// session_started: the process's start for an in-process log. Empty
 	// means a random one.

@@ -162,12 +162,37 @@ func (w *answerWriter) run() {
 		w.mu.Unlock()
 		if len(batch) > 0 {
 			w.append(batch)
+			w.linger()
 			continue
 		}
 		if closed {
 			return
 		}
 		<-w.wake
+	}
+}
+
+// linger waits Config.AnswerLogInterval after an append, or until the
+// writer is closed, so that the entries added meanwhile go in one append.
+func (w *answerWriter) linger() {
+	d := w.c.cfg.AnswerLogInterval
+	if d <= 0 {
+		return
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	for {
+		w.mu.Lock()
+		closed := w.closed
+		w.mu.Unlock()
+		if closed {
+			return
+		}
+		select {
+		case <-t.C:
+			return
+		case <-w.wake:
+		}
 	}
 }
 

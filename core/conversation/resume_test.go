@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/stretchr/testify/assert"
@@ -213,6 +214,83 @@ func TestResumeOfAnAnswerTheLogDoesNotHave(t *testing.T) {
 			stop()
 			assert.Equal(t, []conversation.Event{{Kind: conversation.EventResumed, ThreadID: thread, MessageID: "no-such-answer", State: conversation.ResumeUnknown}}, got)
 			assert.Len(t, h.model.calls, 1, "a resume never starts a generation")
+		})
+	}
+}
+
+// countingLog counts the appends that carry entries.
+type countingLog struct {
+	ports.AnswerLog
+	mu      sync.Mutex
+	batches []int
+}
+
+func (l *countingLog) Append(ctx context.Context, key ports.AnswerKey, entries []ports.AnswerEntry) error {
+	if len(entries) > 0 {
+		l.mu.Lock()
+		l.batches = append(l.batches, len(entries))
+		l.mu.Unlock()
+	}
+	return l.AnswerLog.Append(ctx, key, entries)
+}
+
+// AnswerLogInterval: a streaming answer's log is written once an
+// interval, the tokens sent meanwhile in one append, and the end at once;
+// a resume after the end still gets every token. In virtual time: ten
+// tokens 20 ms apart, an interval of 1 s, so one append for the first
+// token and one at the end for the rest; without an interval, one append
+// a token.
+func TestAnswerLogIntervalBatchesTheTokens(t *testing.T) {
+	pieces := []string{"One", " two", " three", " four", " five", " six", " seven", " eight", " nine", " ten."}
+	tests := []struct {
+		name     string
+		interval time.Duration
+		check    func(t *testing.T, batches []int)
+	}{
+		{"1s: the first token, then the rest with the end", time.Second, func(t *testing.T, batches []int) {
+			assert.Equal(t, []int{1, len(pieces)}, batches, "the second append holds nine tokens and the final entry")
+		}},
+		{"none: a token an append", 0, func(t *testing.T, batches []int) {
+			assert.GreaterOrEqual(t, len(batches), len(pieces), "%v", batches)
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				log := &countingLog{AnswerLog: newAnswers(t, memory.AnswersConfig{})}
+				h, err := newHarness([]script{{pieces: pieces, gap: 20 * time.Millisecond}}, false, 0, func(c *conversation.Config) {
+					c.Answers, c.AnswerLogInterval = log, tt.interval
+				})
+				require.NoError(t, err)
+				var started conversation.Event
+				var s sink
+				emit := func(ev conversation.Event) {
+					if ev.Kind == conversation.EventStarted {
+						started = ev
+					}
+					s.emit(ev)
+				}
+				_, err = h.conv.Run(context.Background(), conversation.Request{ThreadID: thread, Message: "hi", Data: json.RawMessage(`[]`), Resumable: true}, emit)
+				require.NoError(t, err)
+				texts, _ := s.timedTokens()
+				require.Equal(t, pieces, texts)
+				log.mu.Lock()
+				batches := append([]int(nil), log.batches...)
+				log.mu.Unlock()
+				tt.check(t, batches)
+
+				res := newResumer()
+				_, err = h.conv.Resume(context.Background(), conversation.ResumeRequest{ThreadID: thread, MessageID: started.MessageID, Seq: 0, Epoch: started.Epoch}, res.emit)
+				require.NoError(t, err)
+				got := res.wait(t)
+				var resumed []string
+				for _, ev := range got {
+					if ev.Kind == conversation.EventToken {
+						resumed = append(resumed, ev.Content)
+					}
+				}
+				assert.Equal(t, pieces, resumed, "a resume from the start gets every token")
+			})
 		})
 	}
 }

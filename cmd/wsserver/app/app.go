@@ -215,6 +215,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, ln net.Listen
 		Publisher:            chatMirror{hub},
 		Runs:                 runs,
 		Answers:              answers,
+		AnswerLogInterval:    cfg.Conversation.ResumeLogInterval,
 		Queue:                queue,
 		Gate:                 gate,
 		MaxQueued:            cfg.Conversation.MaxQueuedPerThread,
