@@ -248,9 +248,11 @@ func TestAnswerLogIntervalBatchesTheTokens(t *testing.T) {
 		check    func(t *testing.T, batches []int)
 	}{
 		{"1s: the first token, then the rest with the end", time.Second, func(t *testing.T, batches []int) {
+			t.Helper()
 			assert.Equal(t, []int{1, len(pieces)}, batches, "the second append holds nine tokens and the final entry")
 		}},
 		{"none: a token an append", 0, func(t *testing.T, batches []int) {
+			t.Helper()
 			assert.GreaterOrEqual(t, len(batches), len(pieces), "%v", batches)
 		}},
 	}

@@ -52,7 +52,7 @@ func run(ctx context.Context) error {
 			fmt.Fprintln(os.Stderr, "profsrv: pprof:", err)
 		}
 	}()
-	defer prof.Close()
+	defer func() { _ = prof.Close() }() // the profiler's listener; the server's own shutdown is what matters
 
 	cfg, err := config.Load(".env")
 	if err != nil {
