@@ -124,22 +124,35 @@ type grant struct {
 	asked time.Time
 }
 
-// acquire tries the thread's lock once, bounded by WriteTimeout.
+// acquire tries the thread's lock once (see locked).
 func (c *Conversation) acquire(ctx context.Context, threadID, owner string) (grant, error) {
-	asked := time.Now()
-	actx, cancel := context.WithTimeout(ctx, c.cfg.WriteTimeout)
-	defer cancel()
-	lease, err := c.cfg.Lock.Acquire(actx, threadID, owner, c.cfg.LockTTL)
-	return grant{lease: lease, asked: asked}, err
+	return c.locked(ctx, threadID, func(ctx context.Context) (ports.Lease, error) {
+		return c.cfg.Lock.Acquire(ctx, threadID, owner, c.cfg.LockTTL)
+	})
 }
 
 // takeTurn takes the thread through the Gate when ticket heads its queue
-// ("": when no chat waits), bounded by WriteTimeout.
+// ("": when no chat waits) (see locked).
 func (c *Conversation) takeTurn(ctx context.Context, threadID, owner, ticket string) (grant, error) {
+	return c.locked(ctx, threadID, func(ctx context.Context) (ports.Lease, error) {
+		return c.cfg.Gate.TakeTurn(ctx, threadID, owner, ticket, c.cfg.LockTTL)
+	})
+}
+
+// locked runs take, which takes the thread's lock, bounded by
+// WriteTimeout but not by ctx: a take cut short when the client leaves
+// may still have taken the lock in Redis, and nobody would free it before
+// its TTL ran out, the thread busy meanwhile. A lock taken for a client
+// that left meanwhile is freed at once, and ctx's cause returned.
+func (c *Conversation) locked(ctx context.Context, threadID string, take func(context.Context) (ports.Lease, error)) (grant, error) {
 	asked := time.Now()
-	tctx, cancel := context.WithTimeout(ctx, c.cfg.WriteTimeout)
-	defer cancel()
-	lease, err := c.cfg.Gate.TakeTurn(tctx, threadID, owner, ticket, c.cfg.LockTTL)
+	tctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.cfg.WriteTimeout)
+	lease, err := take(tctx)
+	cancel()
+	if err == nil && ctx.Err() != nil {
+		c.free(ctx, threadID, lease, asked)
+		return grant{}, context.Cause(ctx)
+	}
 	return grant{lease: lease, asked: asked}, err
 }
 

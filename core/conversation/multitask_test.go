@@ -395,3 +395,37 @@ func TestMultitaskThroughTheGate(t *testing.T) {
 		t.Run(name, test)
 	}
 }
+
+// lateLock takes the lock, then lets the client leave before its answer
+// comes back, as a Redis reply that arrives after the caller's context
+// ended: a lock taken for a client that left must be freed, not left to
+// its TTL.
+type lateLock struct {
+	ports.ThreadLock
+	leave func()
+}
+
+func (l lateLock) Acquire(ctx context.Context, id, owner string, ttl time.Duration) (ports.Lease, error) {
+	lease, err := l.ThreadLock.Acquire(ctx, id, owner, ttl)
+	l.leave()
+	if ctx.Err() != nil {
+		return nil, ctx.Err() // the reply is lost with the caller's context
+	}
+	return lease, err
+}
+
+func TestALockTakenForAClientThatLeftIsFreed(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	h, err := newHarness([]script{{pieces: []string{"Hello."}}}, false, 0, func(c *conversation.Config) {
+		c.Lock = lateLock{ThreadLock: c.Lock, leave: cancel}
+	})
+	require.NoError(t, err)
+	var s sink
+	_, err = h.conv.Run(ctx, conversation.Request{ThreadID: thread, Message: "hi", Data: json.RawMessage(`[]`)}, s.emit)
+	require.ErrorIs(t, err, context.Canceled)
+	h.lock.mu.Lock()
+	defer h.lock.mu.Unlock()
+	assert.False(t, h.lock.held[thread], "the thread is free again")
+	assert.Equal(t, 1, h.lock.released)
+}
