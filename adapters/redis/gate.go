@@ -42,19 +42,7 @@ end
 if head ~= ARGV[4] then
 	return -2
 end
-if not redis.call("SET", KEYS[1], ARGV[1], "NX", "PX", ARGV[2]) then
-	return -1
-end
-local t = redis.call("TIME")
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local n = redis.call("INCR", KEYS[2])
-if n < now then
-	n = now
-	redis.call("SET", KEYS[2], string.format("%.0f", n))
-end
-redis.call("PEXPIRE", KEYS[2], ARGV[3])
-return n
-`)
+` + takeLockLua("-1"))
 
 // releaseNotifyScript is releaseScript, then, when tickets wait in the
 // thread's queue (its alive hash exists), Queue.Notify's publication:

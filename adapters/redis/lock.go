@@ -56,9 +56,15 @@ const fenceKeyTTL = 24 * time.Hour
 // microseconds since 1970 stay exact (below 2^53) for centuries. The two
 // keys carry the thread id as their hash tag, so on a Redis Cluster they
 // sit in one slot, as a script's keys must.
-var acquireScript = rueidis.NewLuaScript(`
+var acquireScript = rueidis.NewLuaScript(takeLockLua("false"))
+
+// takeLockLua is the Lua that takes the lock and returns its fencing
+// token, or busy when the lock is held: KEYS lock, fence; ARGV value, ttl
+// ms, fence ttl ms. The gate's script (gate.go) ends with it too.
+func takeLockLua(busy string) string {
+	return `
 if not redis.call("SET", KEYS[1], ARGV[1], "NX", "PX", ARGV[2]) then
-	return false
+	return ` + busy + `
 end
 local t = redis.call("TIME")
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -69,7 +75,8 @@ if n < now then
 end
 redis.call("PEXPIRE", KEYS[2], ARGV[3])
 return n
-`)
+`
+}
 
 // renewScript extends the lease if the key still holds this lease's token:
 // 1 when renewed, 0 when the lease is gone.
